@@ -1,0 +1,48 @@
+"""apim-aoai-proxy: capture Azure OpenAI token usage behind APIM and bill it to business units.
+
+The public surface is re-exported here; modules are private in spirit (import from here).
+Heavy modules (tokenizer, database) are imported lazily by the functions that need them.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .events import EventError, Usage, UsageEvent, parse_event
+from .exceptions import AoaiHelpersError, ConfigError, DatabaseError, InputError, TokenizerError
+from .ingest import BatchResult, Ingestor, RawEvent, iter_file_events
+from .pricing import Rate, RateBook, cost_of, default_rates
+from .report import BuCharge, chargeback_by_bu
+from .service import ensure_db, ingest_files, run_demo
+from .store import engine_from_url, init_db
+from .usage import ResolvedUsage, resolve_usage
+
+__all__ = [
+    "AoaiHelpersError",
+    "BatchResult",
+    "BuCharge",
+    "ConfigError",
+    "DatabaseError",
+    "EventError",
+    "Ingestor",
+    "InputError",
+    "Rate",
+    "RateBook",
+    "RawEvent",
+    "ResolvedUsage",
+    "TokenizerError",
+    "Usage",
+    "UsageEvent",
+    "__version__",
+    "chargeback_by_bu",
+    "cost_of",
+    "default_rates",
+    "engine_from_url",
+    "ensure_db",
+    "ingest_files",
+    "init_db",
+    "iter_file_events",
+    "parse_event",
+    "resolve_usage",
+    "run_demo",
+]

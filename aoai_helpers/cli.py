@@ -1,0 +1,427 @@
+"""Thin command line over the library: ``python -m aoai_helpers COMMAND …``.
+
+The library raises :class:`~aoai_helpers.exceptions.AoaiHelpersError`; this module turns it into
+one line on stderr and a non-zero exit status. Secrets (database passwords) are never printed.
+
+Exit status: 0 success (every event stored, or set aside as a dead letter); 1 bad input or
+configuration; 2 usage error (argparse); 3 database unreachable or failing; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import db_url
+from .exceptions import AoaiHelpersError, ConfigError, DatabaseError
+from .pricing import Rate, parse_rates_csv, rates_to_csv
+from .store import engine_from_url, masked_url, transaction
+
+__all__ = ["build_parser", "main"]
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    return engine_from_url(db_url(getattr(args, "db", None)))
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _money(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    from .service import ensure_db
+
+    engine = _engine(args)
+    changes = ensure_db(engine, seed_default_rates=not args.no_default_rates)
+    print(
+        f"database {masked_url(str(engine.url))}: "
+        + ("; ".join(changes) if changes else "up to date")
+    )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from .service import ensure_db, ingest_files
+
+    paths = [Path(p) for p in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ConfigError("no such file: " + ", ".join(missing))
+    engine = _engine(args)
+    ensure_db(engine)
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=sum(p.stat().st_size for p in paths),
+            unit="B",
+            unit_scale=True,
+            desc="ingest",
+            file=sys.stderr,
+        )
+    try:
+        result = ingest_files(
+            engine, paths, batch_size=args.batch_size, on_bytes=bar.update if bar else None
+        )
+    finally:
+        if bar:
+            bar.close()
+    print(result.summary())
+    if result.unknown_models:
+        print(
+            "unknown models (estimated with o200k_base, priced only if a rate exists): "
+            + ", ".join(sorted(result.unknown_models))
+        )
+    return 0
+
+
+def cmd_rates_list(args: argparse.Namespace) -> int:
+    from .rates_db import read_rates
+
+    with transaction(_engine(args)) as conn:
+        rates = read_rates(conn)
+    if args.at:
+        rates = [r for r in rates if r.covers(args.at)]
+    if not rates:
+        print(
+            "no rates: every call is unpriced until you add some (rates defaults / rates set / rates import)"
+        )
+        return 0
+    print(
+        f"{'model':<26} {'input/1M':>10} {'cached/1M':>10} {'output/1M':>10} cur  from        to          source"
+    )
+    for r in rates:
+        cached = "-" if r.cached_prompt_rate is None else f"{r.cached_prompt_rate * 1e6:.4g}"
+        to = r.effective_to.date().isoformat() if r.effective_to else "open"
+        print(
+            f"{r.model_name:<26} {r.prompt_rate * 1e6:>10.4g} {cached:>10} {r.completion_rate * 1e6:>10.4g} "
+            f"{r.currency:<4} {r.effective_from.date().isoformat()}  {to:<10}  {r.source}"
+        )
+    return 0
+
+
+def _apply_rates(args: argparse.Namespace, rates: list[Rate]) -> int:
+    from .rates_db import set_rates
+    from .service import ensure_db
+
+    engine = _engine(args)
+    ensure_db(engine, seed_default_rates=False)
+    with transaction(engine) as conn:
+        repriced = set_rates(conn, rates)
+    print(f"{len(rates)} rate(s) set; {repriced} stored call(s) repriced")
+    return 0
+
+
+def cmd_rates_set(args: argparse.Namespace) -> int:
+    line = ",".join(
+        [
+            args.model,
+            str(args.input),
+            "" if args.cached is None else str(args.cached),
+            str(args.output),
+            args.currency,
+            args.effective_from.date().isoformat() if args.effective_from else "",
+            args.effective_to.date().isoformat() if args.effective_to else "",
+            (args.source or "set by hand").replace(",", ";"),
+        ]
+    )
+    header = "model,input_per_1m,cached_input_per_1m,output_per_1m,currency,effective_from,effective_to,source\n"
+    return _apply_rates(args, parse_rates_csv(header + line + "\n"))
+
+
+def cmd_rates_import(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    return _apply_rates(args, parse_rates_csv(text, default_source=f"imported from {path.name}"))
+
+
+def cmd_rates_defaults(args: argparse.Namespace) -> int:
+    from .pricing import default_rates
+
+    return _apply_rates(args, default_rates())
+
+
+def cmd_rates_export(args: argparse.Namespace) -> int:
+    from .rates_db import read_rates
+
+    with transaction(_engine(args)) as conn:
+        text = rates_to_csv(read_rates(conn))
+    if args.file:
+        Path(args.file).write_text(text, "utf-8")
+        print(f"wrote {args.file}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_rates_reprice(args: argparse.Namespace) -> int:
+    from .rates_db import reprice
+
+    with transaction(_engine(args)) as conn:
+        n = reprice(conn, model=args.model, start=args.since)
+    print(f"{n} stored call(s) repriced")
+    return 0
+
+
+def cmd_bu_set(args: argparse.Namespace) -> int:
+    from .rates_db import BusinessUnit, set_bu
+    from .service import ensure_db
+
+    engine = _engine(args)
+    ensure_db(engine)
+    unit = BusinessUnit(
+        args.subscription_id, args.business_unit, args.name, args.cost_centre, args.budget
+    )
+    with transaction(engine) as conn:
+        set_bu(conn, [unit])
+    print(f"{args.subscription_id} → {args.business_unit}")
+    return 0
+
+
+def cmd_bu_import(args: argparse.Namespace) -> int:
+    from .rates_db import import_bu_csv, set_bu
+    from .service import ensure_db
+
+    try:
+        text = Path(args.file).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc}") from None
+    units = import_bu_csv(text)
+    engine = _engine(args)
+    ensure_db(engine)
+    with transaction(engine) as conn:
+        n = set_bu(conn, units)
+    print(f"{n} subscription(s) mapped")
+    return 0
+
+
+def cmd_bu_list(args: argparse.Namespace) -> int:
+    from .rates_db import read_bu_map
+
+    with transaction(_engine(args)) as conn:
+        units = read_bu_map(conn)
+    for u in units:
+        print(
+            f"{u.subscription_id:<40} {u.business_unit:<24} {u.cost_centre or '-':<12} {u.subscription_name or ''}"
+        )
+    if not units:
+        print("no mappings: business unit = subscription name")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import chargeback_by_bu, latest_month, render_table
+
+    engine = _engine(args)
+    month = args.month or latest_month(engine)
+    if month is None:
+        print("no calls stored yet")
+        return 0
+    print(render_table(chargeback_by_bu(engine, month), month))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .report import render_table
+    from .service import run_demo
+
+    engine = _engine(args)
+    print(f"demo: ingesting the bundled sample events into {masked_url(str(engine.url))}")
+    result = run_demo(engine)
+    print(result.ingest.summary())
+    if result.month:
+        print()
+        print(render_table(result.charges, result.month))
+    return 0
+
+
+def cmd_tokens_verify(args: argparse.Namespace) -> int:
+    from .tokens import verify_tokenizer_files
+
+    for name, sha in verify_tokenizer_files().items():
+        print(f"{name}: sha256 {sha} (matches tiktoken's published hash)")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree (also used by the test that checks every command is documented)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aoai_helpers",
+        description="Bill Azure OpenAI usage captured by APIM back to business units.",
+    )
+    parser.add_argument("--version", action="version", version=f"apim-aoai-proxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    db_help = "SQLAlchemy URL or SQLite file path (default: $AOAI_DB_URL, else sqlite:///data/aoai_usage.db)"
+
+    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--db", metavar="URL", help=db_help)
+        return p
+
+    p = with_db(sub.add_parser("ingest", help="ingest usage events from JSONL/JSON files"))
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="JSONL (one event per line), JSON array or object; .gz ok",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive, default=5000, help="events per transaction (default 5000)"
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
+    p.set_defaults(func=cmd_ingest)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION"
+    )
+    p = with_db(
+        db.add_parser(
+            "init", help="create or upgrade the schema (seeds default rates into a new rate table)"
+        )
+    )
+    p.add_argument(
+        "--no-default-rates", action="store_true", help="do not seed the default rate set"
+    )
+    p.set_defaults(func=cmd_db_init)
+
+    rates = sub.add_parser("rates", help="token rates").add_subparsers(
+        dest="rates_command", required=True, metavar="ACTION"
+    )
+    p = with_db(rates.add_parser("list", help="list rates"))
+    p.add_argument("--at", type=_date, help="only the rates in effect at this date")
+    p.set_defaults(func=cmd_rates_list)
+    p = with_db(
+        rates.add_parser(
+            "set", help="set a model's rate (USD per 1M tokens by default) and reprice its calls"
+        )
+    )
+    p.add_argument("model")
+    p.add_argument("--input", type=_money, required=True, help="price per 1M prompt tokens")
+    p.add_argument("--output", type=_money, required=True, help="price per 1M completion tokens")
+    p.add_argument(
+        "--cached", type=_money, help="price per 1M cached prompt tokens (default: the input price)"
+    )
+    p.add_argument("--currency", default="USD")
+    p.add_argument(
+        "--from", dest="effective_from", type=_date, help="effective from (default: always)"
+    )
+    p.add_argument(
+        "--to", dest="effective_to", type=_date, help="effective until (exclusive; default: open)"
+    )
+    p.add_argument("--source", help="where the price comes from")
+    p.set_defaults(func=cmd_rates_set)
+    p = with_db(
+        rates.add_parser("import", help="import rates from CSV (see rates export for the columns)")
+    )
+    p.add_argument("file")
+    p.set_defaults(func=cmd_rates_import)
+    p = with_db(rates.add_parser("export", help="write the rates as CSV"))
+    p.add_argument("file", nargs="?")
+    p.set_defaults(func=cmd_rates_export)
+    p = with_db(rates.add_parser("defaults", help="load the bundled default (list price) rate set"))
+    p.set_defaults(func=cmd_rates_defaults)
+    p = with_db(
+        rates.add_parser("reprice", help="recompute the cost of stored calls from the rates")
+    )
+    p.add_argument("--model")
+    p.add_argument("--since", type=_date)
+    p.set_defaults(func=cmd_rates_reprice)
+
+    bu = sub.add_parser("bu", help="subscription → business unit map").add_subparsers(
+        dest="bu_command", required=True, metavar="ACTION"
+    )
+    p = with_db(bu.add_parser("set", help="map one APIM subscription to a business unit"))
+    p.add_argument("subscription_id")
+    p.add_argument("business_unit")
+    p.add_argument("--name", help="subscription display name")
+    p.add_argument("--cost-centre")
+    p.add_argument("--budget", type=_money, help="monthly budget in the rate currency")
+    p.set_defaults(func=cmd_bu_set)
+    p = with_db(
+        bu.add_parser(
+            "import",
+            help="import subscription_id,business_unit[,subscription_name,cost_centre,monthly_budget] CSV",
+        )
+    )
+    p.add_argument("file")
+    p.set_defaults(func=cmd_bu_import)
+    p = with_db(bu.add_parser("list", help="list mappings"))
+    p.set_defaults(func=cmd_bu_list)
+
+    p = with_db(sub.add_parser("report", help="print the per-BU chargeback for a month"))
+    p.add_argument("--month", help="YYYY-MM (default: the month of the latest call)")
+    p.set_defaults(func=cmd_report)
+
+    p = with_db(sub.add_parser("demo", help="ingest the bundled sample and print the per-BU table"))
+    p.set_defaults(func=cmd_demo)
+
+    tokens = sub.add_parser("tokens", help="offline tokenizer").add_subparsers(
+        dest="tokens_command", required=True, metavar="ACTION"
+    )
+    tokens.add_parser(
+        "verify", help="check the bundled tokenizer files against tiktoken's hashes"
+    ).set_defaults(func=cmd_tokens_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+        return status
+    except DatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except AoaiHelpersError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: batches already committed are stored; run again to continue (duplicates are skipped)",
+            file=sys.stderr,
+        )
+        return 130

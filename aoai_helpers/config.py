@@ -1,0 +1,26 @@
+"""The one place that reads environment variables (configuration at the edge).
+
+``AOAI_DB_URL``               SQLAlchemy URL of the database (wins over the next one)
+``AOAI_DB_STORE_CONNECTION``  the original project's ODBC connection string (Azure SQL)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from .store import DEFAULT_DB_URL, normalize_url, url_from_odbc
+
+__all__ = ["db_url"]
+
+
+def db_url(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The database URL: ``explicit`` (a --db argument), else the environment, else the default."""
+    env = os.environ if env is None else env
+    if explicit:
+        return normalize_url(explicit)
+    if env.get("AOAI_DB_URL"):
+        return normalize_url(env["AOAI_DB_URL"])
+    if env.get("AOAI_DB_STORE_CONNECTION"):
+        return url_from_odbc(env["AOAI_DB_STORE_CONNECTION"])
+    return DEFAULT_DB_URL

@@ -1,0 +1,396 @@
+"""Usage events: the v2 contract, the v1 (original policy) format, and their parsing.
+
+This module owns the event contract (ARCHITECTURE.md §3): the ordered v2 field list
+(:data:`V2_FIELDS`), the JSON Schema shipped beside it (``schemas/usage-event-v2.schema.json``)
+and the parser that turns one raw Event Hubs body into a normalised :class:`UsageEvent`.
+
+Parsing never raises for bad input. :func:`parse_event` returns either a :class:`UsageEvent`
+or an :class:`EventError` carrying the reason and the raw body, so a batch can store the good
+events and set the bad ones aside (dead letters).
+
+v1 events (no ``EventVersion``, no ``RequestId``) get a deterministic key derived from their
+content (:func:`v1_request_id`): redelivering the same v1 body never bills twice. Two v1
+events whose bodies are byte-for-byte identical (same second, same caller, same request, no
+captured response) therefore count once; v2 events carry APIM's own ``context.RequestId``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import orjson
+
+__all__ = [
+    "LOG_TO_EVENTHUB_LIMIT",
+    "OPERATIONS",
+    "USAGE_FIELDS",
+    "V1_OPERATION_IDS",
+    "V2_FIELDS",
+    "EventError",
+    "Operation",
+    "Usage",
+    "UsageEvent",
+    "load_v2_schema",
+    "operation_from_path",
+    "parse_event",
+    "v1_request_id",
+]
+
+#: APIM's ``log-to-eventhub`` truncates messages at 200 KB (then the JSON no longer parses).
+LOG_TO_EVENTHUB_LIMIT: Final = 200 * 1024
+
+Operation = Literal["chat", "completions", "embeddings", "responses", "other"]
+OPERATIONS: Final[tuple[str, ...]] = ("chat", "completions", "embeddings", "responses", "other")
+
+#: The v2 fields, in the order the APIM policy and the local gateway write them (contract §3).
+V2_FIELDS: Final[tuple[str, ...]] = (
+    "EventVersion",
+    "RequestId",
+    "ExecTimeUTC",
+    "GatewayRegion",
+    "GatewayServiceName",
+    "SubscriptionId",
+    "SubscriptionName",
+    "ProductName",
+    "UserName",
+    "UserEmail",
+    "ApiName",
+    "OperationId",
+    "Operation",
+    "DeploymentName",
+    "ApiVersion",
+    "IsStreaming",
+    "StatusCode",
+    "Model",
+    "Usage",
+    "Request",
+    "ResponseString",
+)
+
+#: The keys of the v2 ``Usage`` object.
+USAGE_FIELDS: Final[tuple[str, ...]] = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+)
+
+#: The original policy's operation ids (spec ``inference.json``) and what they mean.
+V1_OPERATION_IDS: Final[dict[str, Operation]] = {
+    "chatcompletions_create": "chat",
+    "completions_create": "completions",
+    "embeddings_create": "embeddings",
+}
+
+_CALLER_FIELDS: Final = (
+    "GatewayRegion",
+    "GatewayServiceName",
+    "SubscriptionId",
+    "SubscriptionName",
+    "ProductName",
+    "UserName",
+    "UserEmail",
+    "ApiName",
+    "OperationId",
+)
+_V2_REQUIRED: Final = (
+    "EventVersion",
+    "RequestId",
+    "ExecTimeUTC",
+    "Operation",
+    "IsStreaming",
+    "StatusCode",
+)
+_MAX_INT: Final = 2**31 - 1  # the token columns are SQL ``int``
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage of one call, normalised from every AOAI response shape.
+
+    ``cached_tokens`` is part of ``prompt_tokens`` and ``reasoning_tokens`` part of
+    ``completion_tokens``, as the API reports them.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The v2 ``Usage`` object."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    """One call as logged by the gateway, normalised across v1 and v2.
+
+    ``usage`` is the usage the *event* reported (v2 ``Usage``); for v1 events it is ``None``
+    and :func:`aoai_helpers.usage.resolve_usage` reads it from ``response_string``.
+    ``exec_time`` is naive UTC.
+    """
+
+    request_id: str
+    event_version: int
+    exec_time: datetime
+    gateway_region: str | None
+    gateway_service_name: str | None
+    subscription_id: str | None
+    subscription_name: str | None
+    product_name: str | None
+    user_name: str | None
+    user_email: str | None
+    api_name: str | None
+    operation_id: str | None
+    operation: Operation
+    deployment_name: str | None
+    api_version: str | None
+    is_streaming: bool
+    status_code: int | None
+    model: str | None
+    usage: Usage | None
+    request: dict[str, Any] | None
+    response_string: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventError:
+    """A body that could not be parsed into a :class:`UsageEvent`: kept, never dropped."""
+
+    reason: str
+    raw: bytes
+    request_id: str | None = None
+
+
+def load_v2_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a v2 event, as shipped in the package."""
+    text = (Path(__file__).parent / "schemas" / "usage-event-v2.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def v1_request_id(raw: bytes) -> str:
+    """Deterministic idempotency key for a v1 event: ``v1:`` + sha256 of its trimmed body."""
+    return "v1:" + hashlib.sha256(raw.strip()).hexdigest()[:40]
+
+
+def operation_from_path(path: str) -> Operation:
+    """The operation a request URL path asks for (classic deployment paths and ``/openai/v1/``)."""
+    p = path.split("?", 1)[0].rstrip("/").lower()
+    if p.endswith("/chat/completions"):
+        return "chat"
+    if p.endswith("/completions"):
+        return "completions"
+    if p.endswith("/embeddings"):
+        return "embeddings"
+    if p.endswith("/responses") or "/responses/" in p:
+        return "responses"
+    return "other"
+
+
+class _Invalid(Exception):
+    """Internal: a field failed validation (turned into an EventError)."""
+
+
+def parse_event(raw: bytes | str) -> UsageEvent | EventError:
+    """Parse one Event Hubs body (UTF-8 JSON) into a :class:`UsageEvent`, or say why not."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return EventError(_json_failure(data, exc), data)
+    if not isinstance(obj, dict):
+        return EventError(f"not a JSON object (got {type(obj).__name__})", data)
+    try:
+        if "EventVersion" in obj:
+            return _parse_v2(obj)
+        if "RequestId" in obj:
+            raise _Invalid(
+                "has RequestId but no EventVersion (v2 events must carry EventVersion 2)"
+            )
+        return _parse_v1(obj, data)
+    except _Invalid as exc:
+        rid = obj.get("RequestId")
+        return EventError(str(exc), data, rid if isinstance(rid, str) and rid else None)
+
+
+def _json_failure(data: bytes, exc: Exception) -> str:
+    if not data.strip():
+        return "empty body"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as ude:
+        return f"not UTF-8 ({ude.reason} at byte {ude.start})"
+    if len(data) >= LOG_TO_EVENTHUB_LIMIT - 16:
+        return (
+            f"truncated: {len(data)} bytes, at the 200 KB log-to-eventhub limit "
+            "(the policy logged too much; v2 events omit prompt text by default)"
+        )
+    return f"not JSON ({exc})"
+
+
+def _str(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
+
+
+def _caller(obj: dict[str, Any]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for key in _CALLER_FIELDS:
+        value = obj.get(key)
+        if value is not None and type(value) is not str:
+            raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
+        out[key] = value
+    return out
+
+
+def _int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"{key} must be an integer, not {type(value).__name__}")
+    if value < 0 or value > _MAX_INT:
+        raise _Invalid(f"{key} out of range: {value}")
+    return value
+
+
+def _time(value: Any, key: str = "ExecTimeUTC") -> datetime:
+    if not isinstance(value, str):
+        raise _Invalid(f"{key} must be a string, not {type(value).__name__}")
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Invalid(f"{key} is not an ISO 8601 time: {value[:40]!r}") from None
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
+    return ts
+
+
+def _usage(value: Any) -> Usage | None:
+    if value is None or value == {}:
+        return None  # {}: nothing reported (not "zero tokens")
+    if not isinstance(value, dict):
+        raise _Invalid(f"Usage must be an object or null, not {type(value).__name__}")
+    counts: dict[str, int] = {}
+    for key in USAGE_FIELDS:
+        n = value.get(key) or 0
+        if type(n) is not int or n < 0 or n > _MAX_INT:
+            n = _int(n, f"Usage.{key}")  # raises with the reason
+        counts[key] = n
+    if not counts["total_tokens"]:
+        counts["total_tokens"] = counts["prompt_tokens"] + counts["completion_tokens"]
+    return Usage(**counts)
+
+
+def _request(obj: dict[str, Any]) -> dict[str, Any] | None:
+    value = obj.get("Request")
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        # Some deployments log the body as a string; accept it when it holds an object.
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise _Invalid("Request is a string that is not JSON") from None
+        if isinstance(parsed, dict):
+            return parsed
+    raise _Invalid(f"Request must be an object or null, not {type(value).__name__}")
+
+
+def _parse_v2(obj: dict[str, Any]) -> UsageEvent:
+    version = obj["EventVersion"]
+    if version != 2 or isinstance(version, bool):
+        raise _Invalid(
+            f"unsupported EventVersion {version!r} (this version reads 2, or v1 without EventVersion)"
+        )
+    missing = [k for k in _V2_REQUIRED if obj.get(k) is None]
+    if missing:
+        raise _Invalid("missing field(s): " + ", ".join(missing))
+    request_id = obj["RequestId"]
+    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > 64:
+        raise _Invalid("RequestId must be a non-empty string of at most 64 characters")
+    operation = obj["Operation"]
+    if operation not in OPERATIONS:
+        raise _Invalid(
+            f"Operation must be one of {', '.join(OPERATIONS)}, not {str(operation)[:40]!r}"
+        )
+    streaming = obj["IsStreaming"]
+    if not isinstance(streaming, bool):
+        raise _Invalid(f"IsStreaming must be true or false, not {type(streaming).__name__}")
+    status = obj["StatusCode"]
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise _Invalid(f"StatusCode must be an HTTP status code, not {status!r}")
+    caller = _caller(obj)
+    return UsageEvent(
+        request_id=request_id.strip(),
+        event_version=2,
+        exec_time=_time(obj["ExecTimeUTC"]),
+        gateway_region=caller["GatewayRegion"],
+        gateway_service_name=caller["GatewayServiceName"],
+        subscription_id=caller["SubscriptionId"],
+        subscription_name=caller["SubscriptionName"],
+        product_name=caller["ProductName"],
+        user_name=caller["UserName"],
+        user_email=caller["UserEmail"],
+        api_name=caller["ApiName"],
+        operation_id=caller["OperationId"],
+        operation=operation,
+        deployment_name=_str(obj, "DeploymentName"),
+        api_version=_str(obj, "ApiVersion"),
+        is_streaming=streaming,
+        status_code=status,
+        model=_str(obj, "Model"),
+        usage=_usage(obj.get("Usage")),
+        request=_request(obj),
+        response_string=_str(obj, "ResponseString"),
+    )
+
+
+def _parse_v1(obj: dict[str, Any], raw: bytes) -> UsageEvent:
+    missing = [k for k in ("ExecTimeUTC", "OperationId") if obj.get(k) is None]
+    if missing:
+        raise _Invalid("v1 event missing field(s): " + ", ".join(missing))
+    caller = _caller(obj)
+    op_id = caller["OperationId"] or ""
+    operation: Operation = V1_OPERATION_IDS.get(op_id.lower(), "other")
+    request = _request(obj)
+    stream = request.get("stream") if request else None
+    is_streaming = stream is True or (isinstance(stream, str) and stream.lower() == "true")
+    model = request.get("model") if request else None
+    return UsageEvent(
+        request_id=v1_request_id(raw),
+        event_version=1,
+        exec_time=_time(obj["ExecTimeUTC"]),
+        gateway_region=caller["GatewayRegion"],
+        gateway_service_name=caller["GatewayServiceName"],
+        subscription_id=caller["SubscriptionId"],
+        subscription_name=caller["SubscriptionName"],
+        product_name=caller["ProductName"],
+        user_name=caller["UserName"],
+        user_email=caller["UserEmail"],
+        api_name=caller["ApiName"],
+        operation_id=op_id,
+        operation=operation,
+        deployment_name=None,
+        api_version=None,
+        is_streaming=is_streaming,
+        status_code=200,  # the original policy logged only 200 responses
+        model=model if isinstance(model, str) and model else None,
+        usage=None,
+        request=request,
+        response_string=_str(obj, "ResponseString"),
+    )

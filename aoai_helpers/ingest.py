@@ -1,0 +1,420 @@
+"""The ingest pipeline: raw event bodies → parsed → usage resolved → priced → stored.
+
+One call of :meth:`Ingestor.ingest_batch` is one database transaction. Within it:
+
+1. every body is parsed (:func:`aoai_helpers.events.parse_event`); a body that cannot be
+   parsed, or whose usage cannot be resolved, becomes a dead letter (raw body + reason);
+2. events are de-duplicated on ``RequestId`` inside the batch and against the table;
+3. usage is resolved (contract §5) and priced with the rate in effect at the call's time;
+4. new rows and dead letters are inserted; the transaction commits.
+
+Order with a checkpointing source (Event Hubs, the local event log) — **store, then
+checkpoint**: the caller checkpoints only after ``ingest_batch`` returned. A crash between the
+commit and the checkpoint redelivers the batch, and step 2 makes the redelivery a no-op
+(at-least-once delivery, exactly-once billing). If the database fails, ``ingest_batch`` raises
+:class:`~aoai_helpers.exceptions.DatabaseError` with nothing committed, and the caller must not
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Final
+
+import orjson
+from sqlalchemy import Insert, select
+from sqlalchemy.engine import Connection, Engine
+
+from .events import EventError, UsageEvent, parse_event
+from .exceptions import InputError, TokenizerError
+from .models import normalize_model
+from .pricing import RateBook, cost_of
+from .store import STRING_LIMITS, dead_letter, token_table, transaction, utcnow
+from .usage import ResolvedUsage, resolve_usage
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "BatchResult",
+    "Ingestor",
+    "RawEvent",
+    "iter_file_events",
+    "load_rates",
+]
+
+DEFAULT_BATCH_SIZE: Final = 5000
+_IN_CHUNK: Final = 500  # ids per IN (...) lookup: well under SQL Server's 2,100 parameters
+
+#: Column order of the tuples built by ``Ingestor._row`` (every column but the identity ``Id``).
+ROW_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in token_table.columns if c.name != "Id")
+_LIMITS: Final = [(ROW_COLUMNS.index(k), n) for k, n in STRING_LIMITS.items()]
+_DATETIME_INDEXES: Final = [
+    ROW_COLUMNS.index(k) for k in ("ExecTimeUTC", "ExecDateUTC", "IngestedAtUTC")
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """One body as delivered, with where it came from (file:line, partition:sequence…)."""
+
+    body: bytes
+    source: str = ""
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Counts for one batch (or, added up, for a whole run)."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    estimated: int = 0
+    prompt_only: int = 0
+    unpriced: int = 0
+    unknown_models: set[str] = field(default_factory=set)
+
+    def add(self, other: BatchResult) -> None:
+        """Accumulate ``other`` into this result."""
+        self.received += other.received
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.dead_lettered += other.dead_lettered
+        self.estimated += other.estimated
+        self.prompt_only += other.prompt_only
+        self.unpriced += other.unpriced
+        self.unknown_models |= other.unknown_models
+
+    def summary(self) -> str:
+        """The one-line summary the CLI and the function print."""
+        line = (
+            f"{self.received} received: {self.stored} stored, {self.duplicates} duplicates, "
+            f"{self.dead_lettered} dead-lettered"
+        )
+        extra = []
+        if self.estimated or self.prompt_only:
+            extra.append(f"{self.estimated} estimated, {self.prompt_only} prompt-only")
+        if self.unpriced:
+            extra.append(f"{self.unpriced} unpriced")
+        return line + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def load_rates(conn: Connection) -> RateBook:
+    """The rates stored in ``AoaiTokenRate``."""
+    from .rates_db import read_rates
+
+    return RateBook(read_rates(conn))
+
+
+class Ingestor:
+    """Turns batches of raw bodies into stored rows; holds the engine and the rate book.
+
+    ``deployment_models`` maps deployment names to model names, used when neither the response
+    nor the request names the model (e.g. a streamed v1 call without capture).
+    ``rates`` is reloaded from the database for every batch unless given explicitly.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        deployment_models: dict[str, str] | None = None,
+        rates: RateBook | None = None,
+    ) -> None:
+        self.engine = engine
+        self.deployment_models = {k.lower(): v for k, v in (deployment_models or {}).items()}
+        self._fixed_rates = rates
+        dialect = engine.dialect.name
+        insert_rows: Insert
+        self._insert_dead: Insert
+        if dialect in ("sqlite", "postgresql"):
+            # INSERT … ON CONFLICT DO NOTHING: a concurrent ingester's row wins, ours is skipped.
+            if dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+                rows_stmt, dead_stmt = sqlite_insert(token_table), sqlite_insert(dead_letter)
+                insert_rows = rows_stmt.on_conflict_do_nothing(index_elements=["RequestId"])
+                self._insert_dead = dead_stmt.on_conflict_do_nothing(index_elements=["RawSha256"])
+            else:
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                pg_rows, pg_dead = pg_insert(token_table), pg_insert(dead_letter)
+                insert_rows = pg_rows.on_conflict_do_nothing(index_elements=["RequestId"])
+                self._insert_dead = pg_dead.on_conflict_do_nothing(index_elements=["RawSha256"])
+        else:
+            insert_rows = token_table.insert()
+            self._insert_dead = dead_letter.insert()
+        # Rows go straight to the DB-API executemany: SQLAlchemy's per-row parameter processing
+        # would cost more than the whole rest of the pipeline (see benchmarks/ingest.py).
+        compiled = insert_rows.compile(dialect=engine.dialect, column_keys=list(ROW_COLUMNS))
+        self._row_sql = str(compiled)
+        self._positional = bool(compiled.positional)
+        order = compiled.positiontup if compiled.positional else list(compiled.binds)
+        if sorted(order or []) != sorted(ROW_COLUMNS):
+            raise RuntimeError(f"insert parameters {order} do not match the row layout")
+        self._param_index = [ROW_COLUMNS.index(name) for name in order or []]
+        self._param_names = list(order or [])
+        self._datetimes_as_text = dialect == "sqlite"  # sqlite3's datetime adapter is deprecated
+
+    def ingest_batch(self, batch: Sequence[RawEvent]) -> BatchResult:
+        """Ingest one batch in one transaction (see the module docstring for the order)."""
+        result = BatchResult(received=len(batch))
+        now = utcnow()
+        events: dict[str, UsageEvent] = {}
+        dead: dict[str, dict[str, Any]] = {}
+        for raw in batch:
+            parsed = parse_event(raw.body)
+            if isinstance(parsed, EventError):
+                self._add_dead(dead, parsed.raw, parsed.reason, raw.source, parsed.request_id, now)
+            elif parsed.request_id in events:
+                result.duplicates += 1
+            else:
+                events[parsed.request_id] = parsed
+        with transaction(self.engine) as conn:
+            rates = self._fixed_rates if self._fixed_rates is not None else load_rates(conn)
+            known = _existing(conn, token_table.c.RequestId, list(events))
+            rows: list[list[Any]] = []
+            for rid, ev in events.items():
+                if rid in known:
+                    result.duplicates += 1
+                    continue
+                try:
+                    resolved = resolve_usage(ev, self.deployment_models)
+                    rows.append(self._row(ev, resolved, rates, now, result))
+                except TokenizerError:
+                    raise  # systemic (tokenizer data missing): fail the batch, do not checkpoint
+                except Exception as exc:  # a bug must not lose the event: keep it aside
+                    body = orjson.dumps({"RequestId": rid, "error": repr(exc)})
+                    self._add_dead(dead, body, f"could not resolve usage: {exc!r}", "", rid, now)
+            if rows:
+                cur = conn.exec_driver_sql(self._row_sql, self._params(rows))
+                inserted = (
+                    cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else len(rows)
+                )
+                result.stored += inserted
+                result.duplicates += len(rows) - inserted  # lost a race with a concurrent ingester
+            if dead:
+                have = _existing(conn, dead_letter.c.RawSha256, list(dead))
+                new_dead = [d for sha, d in dead.items() if sha not in have]
+                if new_dead:
+                    conn.execute(self._insert_dead, new_dead)
+        result.dead_lettered += sum(d["_count"] for d in dead.values())
+        return result
+
+    def ingest(
+        self,
+        events: Iterable[RawEvent],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> BatchResult:
+        """Ingest a stream of events in batches of ``batch_size`` (one transaction each)."""
+        total = BatchResult()
+        batch: list[RawEvent] = []
+        for raw in events:
+            batch.append(raw)
+            if len(batch) >= batch_size:
+                done = self.ingest_batch(batch)
+                total.add(done)
+                batch = []
+                if on_batch:
+                    on_batch(done)
+        if batch:
+            done = self.ingest_batch(batch)
+            total.add(done)
+            if on_batch:
+                on_batch(done)
+        return total
+
+    def _row(
+        self,
+        ev: UsageEvent,
+        res: ResolvedUsage,
+        rates: RateBook,
+        now: datetime,
+        result: BatchResult,
+    ) -> list[Any]:
+        info = normalize_model(res.model)
+        usage = res.usage
+        cost: float | None
+        currency: str | None = None
+        rate_id: int | None = None
+        if res.source == "unbilled":
+            cost = 0.0
+        else:
+            rate = rates.lookup(info.name, ev.exec_time)
+            if rate is None:
+                cost = None
+                result.unpriced += 1
+            else:
+                cost, currency, rate_id = cost_of(usage, rate), rate.currency, rate.rate_id
+        if res.source == "estimated":
+            result.estimated += 1
+        elif res.source == "prompt_only":
+            result.prompt_only += 1
+        if not info.known:
+            result.unknown_models.add(info.name)
+        values = (
+            ev.exec_time,
+            ev.exec_time.replace(hour=0, minute=0, second=0, microsecond=0),
+            ev.gateway_region,
+            ev.gateway_service_name,
+            ev.subscription_id,
+            ev.subscription_name,
+            ev.user_name,
+            ev.user_email,
+            ev.product_name,
+            ev.api_name,
+            ev.operation_id,
+            info.name,
+            1 if ev.is_streaming else 0,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+            ev.request_id,
+            ev.event_version,
+            ev.operation,
+            ev.deployment_name,
+            ev.api_version,
+            ev.status_code,
+            res.model,
+            usage.cached_tokens,
+            usage.reasoning_tokens,
+            res.source,
+            res.encoding,
+            1 if info.known else 0,
+            cost,
+            currency,
+            rate_id,
+            now,
+        )
+        row: list[Any] = list(values)
+        for i, limit in _LIMITS:
+            value = row[i]
+            if value is not None and len(value) > limit:
+                row[i] = value[:limit]
+        return row
+
+    def _params(self, rows: list[list[Any]]) -> Any:
+        if self._datetimes_as_text:
+            cache: dict[datetime, str] = {}
+            for row in rows:
+                for i in _DATETIME_INDEXES:
+                    value = row[i]
+                    text_value = cache.get(value)
+                    if text_value is None:
+                        text_value = cache[value] = _sqlite_time(value)
+                    row[i] = text_value
+        if self._positional:
+            if self._param_names == list(ROW_COLUMNS):
+                return [tuple(row) for row in rows]
+            idx = self._param_index
+            return [tuple(row[i] for i in idx) for row in rows]
+        return [
+            dict(zip(self._param_names, (row[i] for i in self._param_index), strict=True))
+            for row in rows
+        ]
+
+    @staticmethod
+    def _add_dead(
+        dead: dict[str, dict[str, Any]],
+        body: bytes,
+        reason: str,
+        source: str,
+        request_id: str | None,
+        now: datetime,
+    ) -> None:
+        sha = hashlib.sha256(body).hexdigest()
+        if sha in dead:
+            dead[sha]["_count"] += 1
+            return
+        dead[sha] = {
+            "ReceivedAtUTC": now,
+            "Source": source[:200] or None,
+            "Reason": reason[:400],
+            "RequestId": request_id[:64] if request_id else None,
+            "RawSha256": sha,
+            "RawBody": body,
+            "RawSize": len(body),
+            "_count": 1,
+        }
+
+
+def _sqlite_time(value: datetime) -> str:
+    """The text form SQLAlchemy's SQLite DateTime type stores and reads back."""
+    text_value = value.isoformat(" ")
+    return text_value if value.microsecond else text_value + ".000000"
+
+
+def _existing(conn: Connection, column: Any, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[i : i + _IN_CHUNK]
+        found.update(conn.execute(select(column).where(column.in_(chunk))).scalars())
+    return found
+
+
+def _is_multiline_object(first_line: bytes) -> bool:
+    """True when a file starting with ``{`` holds one pretty-printed object, not JSONL."""
+    stripped = first_line.strip()
+    return stripped == b"{" or (stripped.startswith(b"{") and not stripped.endswith(b"}"))
+
+
+def _open(path: Path) -> IO[bytes]:
+    try:
+        if path.suffix == ".gz":
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        return path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def iter_file_events(
+    path: str | Path, *, on_bytes: Callable[[int], None] | None = None
+) -> Iterator[RawEvent]:
+    """Raw events from a file: JSONL (one event per line), a JSON array, or one JSON object.
+
+    ``.gz`` files are decompressed. ``on_bytes`` is called with the bytes read (for progress).
+    A line that is not valid JSON is still yielded: ingest dead-letters it with its reason.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"no such file: {p}")
+    with _open(p) as fh:
+        try:
+            head = fh.read(1)
+            while head and head.isspace():
+                head = fh.read(1)
+            if head == b"[":
+                data = head + fh.read()
+                if on_bytes:
+                    on_bytes(len(data))
+                try:
+                    items = orjson.loads(data)
+                except orjson.JSONDecodeError as exc:
+                    raise InputError(
+                        f"{p} starts with '[' but is not a JSON array: {exc}"
+                    ) from None
+                for i, item in enumerate(items, start=1):
+                    yield RawEvent(orjson.dumps(item), f"{p.name}[{i}]")
+                return
+            first_line = head + fh.readline()
+            if head == b"{" and _is_multiline_object(first_line):
+                data = first_line + fh.read()
+                if on_bytes:
+                    on_bytes(len(data))
+                yield RawEvent(data.strip(), f"{p.name}")
+                return
+            for lineno, line in enumerate(itertools.chain([first_line], fh), start=1):
+                if on_bytes:
+                    on_bytes(len(line))
+                body = line.strip()
+                if body:
+                    yield RawEvent(body, f"{p.name}:{lineno}")
+        except (OSError, EOFError) as exc:
+            raise InputError(f"cannot read {p}: {exc}") from None

@@ -1,0 +1,81 @@
+"""Library entry points shared by the CLI, the notebooks and the function host.
+
+Each opens what it needs (engine, files) and returns plain results; none prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from .ingest import DEFAULT_BATCH_SIZE, BatchResult, Ingestor, iter_file_events
+from .pricing import default_rates
+from .rates_db import BusinessUnit, import_bu_csv, set_bu, set_rates
+from .report import BuCharge, chargeback_by_bu, latest_month
+from .store import init_db, rate_table, transaction
+
+__all__ = ["DemoResult", "ensure_db", "ingest_files", "run_demo", "sample_path"]
+
+
+def ensure_db(engine: Engine, *, seed_default_rates: bool = True) -> list[str]:
+    """Create or upgrade the schema; seed the default rates into a newly created rate table."""
+    changes = init_db(engine)
+    if seed_default_rates and "created table AoaiTokenRate" in changes:
+        with transaction(engine) as conn:
+            if not conn.execute(select(func.count()).select_from(rate_table)).scalar():
+                set_rates(conn, default_rates(), reprice_rows=False)
+                changes.append(
+                    f"seeded {len(default_rates())} default rates (edit them: rates list / rates set)"
+                )
+    return changes
+
+
+def ingest_files(
+    engine: Engine,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_bytes: Callable[[int], None] | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> BatchResult:
+    """Ingest JSONL/JSON files (batches of ``batch_size``, one transaction each)."""
+    ingestor = Ingestor(engine)
+    total = BatchResult()
+    for path in paths:
+        total.add(
+            ingestor.ingest(
+                iter_file_events(path, on_bytes=on_bytes), batch_size=batch_size, on_batch=on_batch
+            )
+        )
+    return total
+
+
+def sample_path(name: str) -> Path:
+    """Path of a bundled sample file (``sample_events.jsonl``, ``sample_bu.csv``)."""
+    return Path(__file__).parent / "data" / name
+
+
+@dataclass(frozen=True, slots=True)
+class DemoResult:
+    """What :func:`run_demo` did and the chargeback it produced."""
+
+    schema_changes: list[str]
+    ingest: BatchResult
+    month: str | None
+    charges: list[BuCharge]
+
+
+def run_demo(engine: Engine) -> DemoResult:
+    """Ingest the bundled sample (v1 and v2 events) and compute the latest month's chargeback."""
+    changes = ensure_db(engine)
+    units: list[BusinessUnit] = import_bu_csv(sample_path("sample_bu.csv").read_text("utf-8"))
+    with transaction(engine) as conn:
+        set_bu(conn, units)
+    result = ingest_files(engine, [sample_path("sample_events.jsonl")])
+    month = latest_month(engine)
+    charges = chargeback_by_bu(engine, month) if month else []
+    return DemoResult(changes, result, month, charges)

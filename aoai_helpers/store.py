@@ -1,0 +1,320 @@
+"""The database: SQLAlchemy 2 tables (contract §4), engine from a URL, schema init/upgrade.
+
+These models are the source of truth for the schema. The original APIM-AOAI-Proxy tables keep
+their names, columns and Azure SQL types (so existing Power BI reports keep working); new
+columns sit beside them.
+
+Tables
+------
+``ApimAoaiToken``     one priced row per call, unique on ``RequestId`` (the idempotency key)
+``AoaiTokenRate``     per-token rates with effective dates and currency
+``BusinessUnitMap``   APIM subscription → business unit and cost centre
+``IngestDeadLetter``  events that could not be ingested: raw body, reason, source, time
+``AoaiSchemaVersion`` applied schema versions
+
+Any SQLAlchemy URL works: SQLite (default, a file), PostgreSQL (``postgresql+psycopg://``),
+Azure SQL (``mssql+pyodbc://``; the driver is imported only when such a URL is used).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote_plus
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Unicode,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.dialects import mssql
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.schema import CreateColumn
+
+from .exceptions import ConfigError, DatabaseError
+
+__all__ = [
+    "DEFAULT_DB_URL",
+    "SCHEMA_VERSION",
+    "bu_map",
+    "dead_letter",
+    "engine_from_url",
+    "init_db",
+    "masked_url",
+    "metadata",
+    "rate_table",
+    "token_table",
+    "transaction",
+    "url_from_odbc",
+]
+
+DEFAULT_DB_URL: Final = "sqlite:///data/aoai_usage.db"
+SCHEMA_VERSION: Final = 1
+
+# Identity primary keys: BIGINT IDENTITY on SQL Server / PostgreSQL, rowid alias on SQLite.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+_TinyInt = SmallInteger().with_variant(mssql.TINYINT(), "mssql")
+
+metadata = MetaData()
+
+token_table = Table(
+    "ApimAoaiToken",
+    metadata,
+    Column("Id", _BigId, primary_key=True, autoincrement=True),
+    # --- the original columns (names and Azure SQL types unchanged) ---
+    Column("ExecTimeUTC", DateTime(), nullable=False),
+    Column("ExecDateUTC", DateTime(), nullable=False),
+    Column("GatewayRegion", Unicode(100)),
+    Column("GatewayServiceName", Unicode(150)),
+    Column("SubscriptionId", Unicode(50)),
+    Column("SubscriptionName", Unicode(100)),
+    Column("UserName", Unicode(50)),
+    Column("UserEmail", Unicode(50)),
+    Column("ProductName", Unicode(100)),
+    Column("ApiName", Unicode(100)),
+    Column("OperationId", Unicode(100)),
+    Column("ModelName", Unicode(100), comment="normalised model: the pricing key"),
+    Column("IsStreaming", _TinyInt, nullable=False),
+    Column("PromptTokens", Integer(), nullable=False),
+    Column("CompletionTokens", Integer(), nullable=False),
+    Column("TotalTokens", Integer(), nullable=False),
+    # --- added by apim-aoai-proxy ---
+    Column(
+        "RequestId",
+        Unicode(64),
+        nullable=False,
+        comment="APIM context.RequestId, or v1: content hash",
+    ),
+    Column("EventVersion", SmallInteger(), nullable=False),
+    Column("Operation", Unicode(16), nullable=False),
+    Column("DeploymentName", Unicode(100)),
+    Column("ApiVersion", Unicode(40)),
+    Column("StatusCode", SmallInteger()),
+    Column("ReportedModel", Unicode(100), comment="model as the API reported it"),
+    Column("CachedTokens", Integer(), nullable=False, server_default=text("0")),
+    Column("ReasoningTokens", Integer(), nullable=False, server_default=text("0")),
+    Column(
+        "UsageSource",
+        Unicode(16),
+        nullable=False,
+        comment="reported | estimated | prompt_only | unbilled",
+    ),
+    Column("EstimateEncoding", Unicode(20), comment="tokenizer used for an estimate"),
+    Column("ModelKnown", _TinyInt, nullable=False, server_default=text("1")),
+    Column("Cost", Float(), comment="NULL = unpriced (no rate in effect), never 0"),
+    Column("Currency", Unicode(3)),
+    Column("RateId", Integer()),
+    Column("IngestedAtUTC", DateTime(), nullable=False),
+    Index("indx_ExecDate", "ExecDateUTC"),
+    Index("indx_ExecTime", "ExecTimeUTC"),
+    Index("ux_ApimAoaiToken_RequestId", "RequestId", unique=True),
+    Index("ix_ApimAoaiToken_Sub_Time", "SubscriptionId", "ExecTimeUTC"),
+)
+
+rate_table = Table(
+    "AoaiTokenRate",
+    metadata,
+    Column("RateId", Integer(), primary_key=True, autoincrement=True),
+    Column("ModelName", Unicode(100), nullable=False),
+    Column("PromptTokenRate", Float(), nullable=False),
+    Column("CompletionTokenRate", Float(), nullable=False),
+    Column("CachedPromptTokenRate", Float()),
+    Column("Currency", Unicode(3), nullable=False, server_default=text("'USD'")),
+    Column("EffectiveFrom", DateTime(), nullable=False),
+    Column("EffectiveTo", DateTime()),
+    Column("Source", Unicode(200)),
+    Index("ix_AoaiTokenRate_Model_From", "ModelName", "EffectiveFrom", unique=True),
+)
+
+bu_map = Table(
+    "BusinessUnitMap",
+    metadata,
+    Column("SubscriptionId", Unicode(50), primary_key=True),
+    Column("SubscriptionName", Unicode(100)),
+    Column("BusinessUnit", Unicode(100), nullable=False),
+    Column("CostCentre", Unicode(50)),
+    Column("MonthlyBudget", Float()),
+)
+
+dead_letter = Table(
+    "IngestDeadLetter",
+    metadata,
+    Column("Id", _BigId, primary_key=True, autoincrement=True),
+    Column("ReceivedAtUTC", DateTime(), nullable=False),
+    Column("Source", Unicode(200)),
+    Column("Reason", Unicode(400), nullable=False),
+    Column("RequestId", Unicode(64)),
+    Column("RawSha256", String(64), nullable=False),
+    Column("RawBody", LargeBinary(), nullable=False),
+    Column("RawSize", Integer(), nullable=False),
+    Index("ux_IngestDeadLetter_RawSha256", "RawSha256", unique=True),
+)
+
+schema_version = Table(
+    "AoaiSchemaVersion",
+    metadata,
+    Column("Version", Integer(), primary_key=True, autoincrement=False),
+    Column("AppliedAtUTC", DateTime(), nullable=False),
+)
+
+#: Column lengths of the string columns, used to truncate values before insert.
+STRING_LIMITS: Final[dict[str, int]] = {
+    c.name: c.type.length
+    for c in token_table.columns
+    if isinstance(c.type, String) and c.type.length
+}
+
+
+def utcnow() -> datetime:
+    """Naive UTC now (all stored times are naive UTC)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def url_from_odbc(connection_string: str) -> str:
+    """A SQLAlchemy URL for an ODBC connection string (the original ``AOAI_DB_STORE_CONNECTION``)."""
+    return "mssql+pyodbc:///?odbc_connect=" + quote_plus(connection_string)
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (safe to print)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable database URL>"
+
+
+def normalize_url(url: str | os.PathLike[str] | None) -> str:
+    """Accept a SQLAlchemy URL, a bare file path (SQLite) or None (the default file)."""
+    if url is None or str(url).strip() == "":
+        return DEFAULT_DB_URL
+    s = str(url).strip()
+    if "://" not in s:
+        return "sqlite:///" + s
+    return s
+
+
+def engine_from_url(url: str | os.PathLike[str] | None = None) -> Engine:
+    """An engine for ``url`` (SQLite file by default), with SQLite tuned for ingest.
+
+    Raises :class:`ConfigError` for a malformed URL or a missing driver.
+    """
+    s = normalize_url(url)
+    try:
+        parsed = make_url(s)
+    except ArgumentError:
+        raise ConfigError(f"not a database URL: {masked_url(s)}") from None
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        hint = ""
+        if parsed.get_backend_name() == "mssql":
+            hint = " — install the extra: pip install 'apim-aoai-proxy[mssql]' and the Microsoft ODBC driver (or FreeTDS)"
+        elif parsed.get_backend_name() == "postgresql":
+            hint = " — install the extra: pip install 'apim-aoai-proxy[postgres]'"
+        raise ConfigError(f"no driver for {parsed.drivername}: {exc}{hint}") from None
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: keeps the RequestId index hot during ingest
+    cur.close()
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction; database failures surface as :class:`DatabaseError` (URL masked)."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except OperationalError as exc:
+        raise DatabaseError(
+            f"database unreachable or busy ({masked_url(str(engine.url))}): {_first_line(exc.orig)}"
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"database error: {_first_line(getattr(exc, 'orig', exc))}") from exc
+
+
+def _first_line(exc: object) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def init_db(engine: Engine) -> list[str]:
+    """Create missing tables and add missing nullable/defaulted columns; return what changed.
+
+    A table that lacks a NOT NULL column with no default (e.g. the original ``ApimAoaiToken``
+    without ``RequestId``) cannot be upgraded in place here: a :class:`ConfigError` says so.
+    """
+    changes: list[str] = []
+    with transaction(engine) as conn:
+        insp = inspect(conn)
+        existing = set(insp.get_table_names())
+        for table in metadata.sorted_tables:
+            if table.name not in existing:
+                table.create(conn)
+                changes.append(f"created table {table.name}")
+                continue
+            have = {c["name"].lower() for c in insp.get_columns(table.name)}
+            for col in table.columns:
+                if col.name.lower() in have:
+                    continue
+                if not col.nullable and col.server_default is None:
+                    raise ConfigError(
+                        f"table {table.name} predates this schema (no {col.name}); "
+                        "upgrade it with the migration from the original schema"
+                    )
+                ddl = CreateColumn(col).compile(dialect=conn.dialect)
+                conn.execute(
+                    text(
+                        f"ALTER TABLE {conn.dialect.identifier_preparer.quote(table.name)} ADD {ddl}"
+                    )
+                )
+                changes.append(f"added column {table.name}.{col.name}")
+        for index in (ix for t in metadata.sorted_tables for ix in t.indexes):
+            table_name = index.table.name if index.table is not None else ""
+            names = (
+                {ix["name"] for ix in insp.get_indexes(table_name)}
+                if table_name in existing
+                else set()
+            )
+            if table_name in existing and index.name not in names:
+                index.create(conn)
+                changes.append(f"created index {index.name}")
+        applied = conn.execute(select(schema_version.c.Version)).scalars().all()
+        if SCHEMA_VERSION not in applied:
+            conn.execute(
+                schema_version.insert().values(Version=SCHEMA_VERSION, AppliedAtUTC=utcnow())
+            )
+            changes.append(f"schema version {SCHEMA_VERSION}")
+    return changes
