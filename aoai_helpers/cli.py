@@ -20,13 +20,18 @@ from . import __version__
 from .config import db_url
 from .exceptions import AoaiHelpersError, ConfigError, DatabaseError
 from .pricing import Rate, parse_rates_csv, rates_to_csv
-from .store import engine_from_url, masked_url, transaction
+from .store import engine_from_url, masked_url, require_schema, transaction
 
 __all__ = ["build_parser", "main"]
 
 
 def _engine(args: argparse.Namespace) -> Any:
     return engine_from_url(db_url(getattr(args, "db", None)))
+
+
+def _existing_engine(args: argparse.Namespace) -> Any:
+    """For read commands: the database must exist and have the tables (never created here)."""
+    return require_schema(db_url(getattr(args, "db", None)))
 
 
 def _date(text: str) -> datetime:
@@ -71,6 +76,13 @@ def cmd_db_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_ddl(args: argparse.Namespace) -> int:
+    from .store import ddl
+
+    sys.stdout.write(ddl(args.dialect))
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from .service import ensure_db, ingest_files
 
@@ -111,7 +123,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_rates_list(args: argparse.Namespace) -> int:
     from .rates_db import read_rates
 
-    with transaction(_engine(args)) as conn:
+    with transaction(_existing_engine(args)) as conn:
         rates = read_rates(conn)
     if args.at:
         rates = [r for r in rates if r.covers(args.at)]
@@ -180,7 +192,7 @@ def cmd_rates_defaults(args: argparse.Namespace) -> int:
 def cmd_rates_export(args: argparse.Namespace) -> int:
     from .rates_db import read_rates
 
-    with transaction(_engine(args)) as conn:
+    with transaction(_existing_engine(args)) as conn:
         text = rates_to_csv(read_rates(conn))
     if args.file:
         Path(args.file).write_text(text, "utf-8")
@@ -193,7 +205,7 @@ def cmd_rates_export(args: argparse.Namespace) -> int:
 def cmd_rates_reprice(args: argparse.Namespace) -> int:
     from .rates_db import reprice
 
-    with transaction(_engine(args)) as conn:
+    with transaction(_existing_engine(args)) as conn:
         n = reprice(conn, model=args.model, start=args.since)
     print(f"{n} stored call(s) repriced")
     return 0
@@ -234,7 +246,7 @@ def cmd_bu_import(args: argparse.Namespace) -> int:
 def cmd_bu_list(args: argparse.Namespace) -> int:
     from .rates_db import read_bu_map
 
-    with transaction(_engine(args)) as conn:
+    with transaction(_existing_engine(args)) as conn:
         units = read_bu_map(conn)
     for u in units:
         print(
@@ -246,14 +258,16 @@ def cmd_bu_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import chargeback_by_bu, latest_month, render_table
+    from .report import chargeback_by_bu, latest_month, month_bounds, render_table, unpriced_models
 
-    engine = _engine(args)
+    if args.month:
+        month_bounds(args.month)  # a bad month is the user's first mistake to hear about
+    engine = _existing_engine(args)
     month = args.month or latest_month(engine)
     if month is None:
         print("no calls stored yet")
         return 0
-    print(render_table(chargeback_by_bu(engine, month), month))
+    print(render_table(chargeback_by_bu(engine, month), month, unpriced_models(engine, month)))
     return 0
 
 
@@ -267,7 +281,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(result.ingest.summary())
     if result.month:
         print()
-        print(render_table(result.charges, result.month))
+        print(render_table(result.charges, result.month, result.unpriced))
     return 0
 
 
@@ -326,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-default-rates", action="store_true", help="do not seed the default rate set"
     )
     p.set_defaults(func=cmd_db_init)
+    p = db.add_parser("ddl", help="print the schema as SQL (T-SQL for Azure SQL by default)")
+    p.add_argument("--dialect", choices=["mssql", "postgresql", "sqlite"], default="mssql")
+    p.set_defaults(func=cmd_db_ddl)
 
     rates = sub.add_parser("rates", help="token rates").add_subparsers(
         dest="rates_command", required=True, metavar="ACTION"

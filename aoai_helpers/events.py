@@ -231,15 +231,17 @@ def parse_event(raw: bytes | str) -> UsageEvent | EventError:
 def _json_failure(data: bytes, exc: Exception) -> str:
     if not data.strip():
         return "empty body"
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as ude:
-        return f"not UTF-8 ({ude.reason} at byte {ude.start})"
-    if len(data) >= LOG_TO_EVENTHUB_LIMIT - 16:
+    if (
+        len(data) >= LOG_TO_EVENTHUB_LIMIT - 16
+    ):  # before the UTF-8 check: a cut may split a character
         return (
             f"truncated: {len(data)} bytes, at the 200 KB log-to-eventhub limit "
             "(the policy logged too much; v2 events omit prompt text by default)"
         )
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as ude:
+        return f"not UTF-8 ({ude.reason} at byte {ude.start})"
     return f"not JSON ({exc})"
 
 
@@ -269,6 +271,14 @@ def _int(value: Any, key: str) -> int:
 
 
 def _time(value: Any, key: str = "ExecTimeUTC") -> datetime:
+    if type(value) is str and value.endswith("Z"):
+        try:  # the v2 form (…Z): parse as naive UTC, no timezone conversion needed
+            fast = datetime.fromisoformat(value[:-1])
+        except ValueError:
+            fast = None
+        if fast is not None and fast.tzinfo is None:
+            return fast
+        raise _Invalid(f"{key} is not an ISO 8601 time: {value[:40]!r}")
     if not isinstance(value, str):
         raise _Invalid(f"{key} must be a string, not {type(value).__name__}")
     try:
@@ -287,8 +297,10 @@ def _usage(value: Any) -> Usage | None:
         raise _Invalid(f"Usage must be an object or null, not {type(value).__name__}")
     counts: dict[str, int] = {}
     for key in USAGE_FIELDS:
-        n = value.get(key) or 0
-        if type(n) is not int or n < 0 or n > _MAX_INT:
+        n = value.get(key)
+        if n is None:
+            n = 0
+        elif type(n) is not int or n < 0 or n > _MAX_INT:
             n = _int(n, f"Usage.{key}")  # raises with the reason
         counts[key] = n
     if not counts["total_tokens"]:
@@ -311,52 +323,84 @@ def _request(obj: dict[str, Any]) -> dict[str, Any] | None:
     raise _Invalid(f"Request must be an object or null, not {type(value).__name__}")
 
 
+_V2_STRINGS: Final = (*_CALLER_FIELDS, "DeploymentName", "ApiVersion", "Model", "ResponseString")
+
+
 def _parse_v2(obj: dict[str, Any]) -> UsageEvent:
+    # Hot path (runs per event at ingest): type checks inline, slow messages only on failure.
     version = obj["EventVersion"]
     if version != 2 or isinstance(version, bool):
         raise _Invalid(
             f"unsupported EventVersion {version!r} (this version reads 2, or v1 without EventVersion)"
         )
-    missing = [k for k in _V2_REQUIRED if obj.get(k) is None]
-    if missing:
+    get = obj.get
+    request_id, operation, streaming, status = (
+        get("RequestId"),
+        get("Operation"),
+        get("IsStreaming"),
+        get("StatusCode"),
+    )
+    if (
+        request_id is None
+        or operation is None
+        or streaming is None
+        or status is None
+        or get("ExecTimeUTC") is None
+    ):
+        missing = [k for k in _V2_REQUIRED if get(k) is None]
         raise _Invalid("missing field(s): " + ", ".join(missing))
-    request_id = obj["RequestId"]
-    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > 64:
+    if type(request_id) is not str or not request_id.strip() or len(request_id) > 64:
         raise _Invalid("RequestId must be a non-empty string of at most 64 characters")
-    operation = obj["Operation"]
     if operation not in OPERATIONS:
         raise _Invalid(
             f"Operation must be one of {', '.join(OPERATIONS)}, not {str(operation)[:40]!r}"
         )
-    streaming = obj["IsStreaming"]
-    if not isinstance(streaming, bool):
+    if type(streaming) is not bool:
         raise _Invalid(f"IsStreaming must be true or false, not {type(streaming).__name__}")
-    status = obj["StatusCode"]
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+    if type(status) is not int or not 100 <= status <= 599:
         raise _Invalid(f"StatusCode must be an HTTP status code, not {status!r}")
-    caller = _caller(obj)
+    strings: list[str | None] = [get(k) for k in _V2_STRINGS]
+    for key, value in zip(_V2_STRINGS, strings, strict=True):
+        if value is not None and type(value) is not str:
+            raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
+    (
+        region,
+        service,
+        sub_id,
+        sub_name,
+        product,
+        user,
+        email,
+        api,
+        op_id,
+        deployment,
+        api_version,
+        model,
+        response,
+    ) = strings
+    request = get("Request")
     return UsageEvent(
-        request_id=request_id.strip(),
-        event_version=2,
-        exec_time=_time(obj["ExecTimeUTC"]),
-        gateway_region=caller["GatewayRegion"],
-        gateway_service_name=caller["GatewayServiceName"],
-        subscription_id=caller["SubscriptionId"],
-        subscription_name=caller["SubscriptionName"],
-        product_name=caller["ProductName"],
-        user_name=caller["UserName"],
-        user_email=caller["UserEmail"],
-        api_name=caller["ApiName"],
-        operation_id=caller["OperationId"],
-        operation=operation,
-        deployment_name=_str(obj, "DeploymentName"),
-        api_version=_str(obj, "ApiVersion"),
-        is_streaming=streaming,
-        status_code=status,
-        model=_str(obj, "Model"),
-        usage=_usage(obj.get("Usage")),
-        request=_request(obj),
-        response_string=_str(obj, "ResponseString"),
+        request_id.strip(),
+        2,
+        _time(get("ExecTimeUTC")),
+        region,
+        service,
+        sub_id,
+        sub_name,
+        product,
+        user,
+        email,
+        api,
+        op_id,
+        operation,
+        deployment,
+        api_version,
+        streaming,
+        status,
+        model,
+        _usage(get("Usage")),
+        request if request is None or type(request) is dict else _request(obj),
+        response,
     )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,11 +47,13 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE: Final = 5000
-_IN_CHUNK: Final = 500  # ids per IN (...) lookup: well under SQL Server's 2,100 parameters
 
 #: Column order of the tuples built by ``Ingestor._row`` (every column but the identity ``Id``).
 ROW_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in token_table.columns if c.name != "Id")
 _LIMITS: Final = [(ROW_COLUMNS.index(k), n) for k, n in STRING_LIMITS.items()]
+_RID, _SOURCE, _COST, _KNOWN, _MODEL = (
+    ROW_COLUMNS.index(k) for k in ("RequestId", "UsageSource", "Cost", "ModelKnown", "ModelName")
+)
 _DATETIME_INDEXES: Final = [
     ROW_COLUMNS.index(k) for k in ("ExecTimeUTC", "ExecDateUTC", "IngestedAtUTC")
 ]
@@ -102,6 +103,27 @@ class BatchResult:
         if self.unpriced:
             extra.append(f"{self.unpriced} unpriced")
         return line + (f" ({'; '.join(extra)})" if extra else "")
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A batch after the CPU work: partial counts, rows to insert, dead letters by sha256."""
+
+    result: BatchResult
+    rows: list[list[Any]]
+    dead: dict[str, dict[str, Any]]
+    now: datetime
+
+
+def _chunks(events: Iterable[RawEvent], size: int) -> Iterator[list[RawEvent]]:
+    batch: list[RawEvent] = []
+    for raw in events:
+        batch.append(raw)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def load_rates(conn: Connection) -> RateBook:
@@ -160,51 +182,13 @@ class Ingestor:
         self._param_index = [ROW_COLUMNS.index(name) for name in order or []]
         self._param_names = list(order or [])
         self._datetimes_as_text = dialect == "sqlite"  # sqlite3's datetime adapter is deprecated
+        self._skips_conflicts = dialect in ("sqlite", "postgresql")
+        # ids per IN (...) lookup: SQL Server takes at most 2,100 parameters per statement
+        self._in_chunk = 5000 if self._skips_conflicts else 500
 
     def ingest_batch(self, batch: Sequence[RawEvent]) -> BatchResult:
         """Ingest one batch in one transaction (see the module docstring for the order)."""
-        result = BatchResult(received=len(batch))
-        now = utcnow()
-        events: dict[str, UsageEvent] = {}
-        dead: dict[str, dict[str, Any]] = {}
-        for raw in batch:
-            parsed = parse_event(raw.body)
-            if isinstance(parsed, EventError):
-                self._add_dead(dead, parsed.raw, parsed.reason, raw.source, parsed.request_id, now)
-            elif parsed.request_id in events:
-                result.duplicates += 1
-            else:
-                events[parsed.request_id] = parsed
-        with transaction(self.engine) as conn:
-            rates = self._fixed_rates if self._fixed_rates is not None else load_rates(conn)
-            known = _existing(conn, token_table.c.RequestId, list(events))
-            rows: list[list[Any]] = []
-            for rid, ev in events.items():
-                if rid in known:
-                    result.duplicates += 1
-                    continue
-                try:
-                    resolved = resolve_usage(ev, self.deployment_models)
-                    rows.append(self._row(ev, resolved, rates, now, result))
-                except TokenizerError:
-                    raise  # systemic (tokenizer data missing): fail the batch, do not checkpoint
-                except Exception as exc:  # a bug must not lose the event: keep it aside
-                    body = orjson.dumps({"RequestId": rid, "error": repr(exc)})
-                    self._add_dead(dead, body, f"could not resolve usage: {exc!r}", "", rid, now)
-            if rows:
-                cur = conn.exec_driver_sql(self._row_sql, self._params(rows))
-                inserted = (
-                    cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else len(rows)
-                )
-                result.stored += inserted
-                result.duplicates += len(rows) - inserted  # lost a race with a concurrent ingester
-            if dead:
-                have = _existing(conn, dead_letter.c.RawSha256, list(dead))
-                new_dead = [d for sha, d in dead.items() if sha not in have]
-                if new_dead:
-                    conn.execute(self._insert_dead, new_dead)
-        result.dead_lettered += sum(d["_count"] for d in dead.values())
-        return result
+        return self._store(self._prepare(batch))
 
     def ingest(
         self,
@@ -213,32 +197,87 @@ class Ingestor:
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_batch: Callable[[BatchResult], None] | None = None,
     ) -> BatchResult:
-        """Ingest a stream of events in batches of ``batch_size`` (one transaction each)."""
+        """Ingest a stream of events in batches of ``batch_size`` (one transaction each).
+
+        Batches are committed in order; if one fails, the ones before it stay committed and
+        the exception propagates (run again: what was stored is skipped as duplicates).
+        """
         total = BatchResult()
-        batch: list[RawEvent] = []
-        for raw in events:
-            batch.append(raw)
-            if len(batch) >= batch_size:
-                done = self.ingest_batch(batch)
-                total.add(done)
-                batch = []
-                if on_batch:
-                    on_batch(done)
-        if batch:
+        for batch in _chunks(events, batch_size):
             done = self.ingest_batch(batch)
             total.add(done)
             if on_batch:
                 on_batch(done)
         return total
 
-    def _row(
-        self,
-        ev: UsageEvent,
-        res: ResolvedUsage,
-        rates: RateBook,
-        now: datetime,
-        result: BatchResult,
-    ) -> list[Any]:
+    def _prepare(self, batch: Sequence[RawEvent]) -> _Prepared:
+        """CPU work of a batch, no writes: parse, de-duplicate, resolve usage, price, build rows."""
+        result = BatchResult(received=len(batch))
+        now = utcnow()
+        events: dict[str, tuple[UsageEvent, RawEvent]] = {}
+        dead: dict[str, dict[str, Any]] = {}
+        for raw in batch:
+            parsed = parse_event(raw.body)
+            if isinstance(parsed, EventError):
+                _add_dead(dead, parsed.raw, parsed.reason, raw.source, parsed.request_id, now)
+            elif parsed.request_id in events:
+                result.duplicates += 1
+            else:
+                events[parsed.request_id] = (parsed, raw)
+        with transaction(self.engine) as conn:  # reads only: rates, and ids already stored
+            rates = self._fixed_rates if self._fixed_rates is not None else load_rates(conn)
+            known = _existing(conn, token_table.c.RequestId, list(events), self._in_chunk)
+        rows: list[list[Any]] = []
+        for rid, (ev, raw) in events.items():
+            if rid in known:
+                result.duplicates += 1  # redelivered: skip before the (costly) resolution
+                continue
+            try:
+                rows.append(self._row(ev, resolve_usage(ev, self.deployment_models), rates, now))
+            except TokenizerError:
+                raise  # systemic (tokenizer data missing): fail the batch, do not checkpoint
+            except Exception as exc:  # a bug must not lose the event: keep it aside
+                _add_dead(dead, raw.body, f"could not resolve usage: {exc!r}", raw.source, rid, now)
+        return _Prepared(result, rows, dead, now)
+
+    def _store(self, prepared: _Prepared) -> BatchResult:
+        """The write transaction of a prepared batch; returns its final counts."""
+        result, rows, dead = prepared.result, prepared.rows, prepared.dead
+        with transaction(self.engine) as conn:
+            if rows and not self._skips_conflicts:
+                # No ON CONFLICT here: re-check inside the write transaction.
+                again = _existing(
+                    conn, token_table.c.RequestId, [r[_RID] for r in rows], self._in_chunk
+                )
+                result.duplicates += len(again)
+                rows = [r for r in rows if r[_RID] not in again]
+            if rows:
+                cur = conn.exec_driver_sql(self._row_sql, self._params(rows))
+                inserted = (
+                    cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else len(rows)
+                )
+                result.stored += inserted
+                if inserted < len(rows):
+                    # Lost a race with a concurrent ingester: those calls are its rows, not ours.
+                    lost = _stored_by_others(conn, [r[_RID] for r in rows], prepared.now)
+                    result.duplicates += len(lost)
+                    rows = [r for r in rows if r[_RID] not in lost]
+            if dead:
+                have = _existing(conn, dead_letter.c.RawSha256, list(dead))
+                new_dead = [
+                    {k: v for k, v in d.items() if k != "_count"}
+                    for sha, d in dead.items()
+                    if sha not in have
+                ]
+                if new_dead:
+                    conn.execute(self._insert_dead, new_dead)
+        for row in rows:
+            _count_row(result, row)
+        result.dead_lettered += sum(d["_count"] for d in dead.values())
+        return result
+
+    def _row(self, ev: UsageEvent, res: ResolvedUsage, rates: RateBook, now: datetime) -> list[Any]:
+        """The row of one call, in ``ROW_COLUMNS`` order (strings cut to their column size)."""
         info = normalize_model(res.model)
         usage = res.usage
         cost: float | None
@@ -249,16 +288,9 @@ class Ingestor:
         else:
             rate = rates.lookup(info.name, ev.exec_time)
             if rate is None:
-                cost = None
-                result.unpriced += 1
+                cost = None  # unpriced: never 0
             else:
                 cost, currency, rate_id = cost_of(usage, rate), rate.currency, rate.rate_id
-        if res.source == "estimated":
-            result.estimated += 1
-        elif res.source == "prompt_only":
-            result.prompt_only += 1
-        if not info.known:
-            result.unknown_models.add(info.name)
         values = (
             ev.exec_time,
             ev.exec_time.replace(hour=0, minute=0, second=0, microsecond=0),
@@ -320,29 +352,42 @@ class Ingestor:
             for row in rows
         ]
 
-    @staticmethod
-    def _add_dead(
-        dead: dict[str, dict[str, Any]],
-        body: bytes,
-        reason: str,
-        source: str,
-        request_id: str | None,
-        now: datetime,
-    ) -> None:
-        sha = hashlib.sha256(body).hexdigest()
-        if sha in dead:
-            dead[sha]["_count"] += 1
-            return
-        dead[sha] = {
-            "ReceivedAtUTC": now,
-            "Source": source[:200] or None,
-            "Reason": reason[:400],
-            "RequestId": request_id[:64] if request_id else None,
-            "RawSha256": sha,
-            "RawBody": body,
-            "RawSize": len(body),
-            "_count": 1,
-        }
+
+def _add_dead(
+    dead: dict[str, dict[str, Any]],
+    body: bytes,
+    reason: str,
+    source: str,
+    request_id: str | None,
+    now: datetime,
+) -> None:
+    sha = hashlib.sha256(body).hexdigest()
+    if sha in dead:
+        dead[sha]["_count"] += 1
+        return
+    dead[sha] = {
+        "ReceivedAtUTC": now,
+        "Source": source[:200] or None,
+        "Reason": reason[:400],
+        "RequestId": request_id[:64] if request_id else None,
+        "RawSha256": sha,
+        "RawBody": body,
+        "RawSize": len(body),
+        "_count": 1,
+    }
+
+
+def _count_row(result: BatchResult, row: list[Any]) -> None:
+    """Add a stored row's category (estimated, prompt-only, unpriced, unknown model) to ``result``."""
+    source = row[_SOURCE]
+    if source == "estimated":
+        result.estimated += 1
+    elif source == "prompt_only":
+        result.prompt_only += 1
+    if row[_COST] is None:
+        result.unpriced += 1
+    if not row[_KNOWN]:
+        result.unknown_models.add(row[_MODEL])
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -351,18 +396,46 @@ def _sqlite_time(value: datetime) -> str:
     return text_value if value.microsecond else text_value + ".000000"
 
 
-def _existing(conn: Connection, column: Any, keys: list[str]) -> set[str]:
+def _stored_by_others(conn: Connection, request_ids: list[str], now: datetime) -> set[str]:
+    """Of ``request_ids``, those stored by another ingestion than the one stamped ``now``."""
+    t = token_table.c
     found: set[str] = set()
-    for i in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[i : i + _IN_CHUNK]
+    for i in range(0, len(request_ids), 500):
+        chunk = request_ids[i : i + 500]
+        stmt = select(t.RequestId).where(t.RequestId.in_(chunk), t.IngestedAtUTC != now)
+        found.update(conn.execute(stmt).scalars())
+    return found
+
+
+def _existing(conn: Connection, column: Any, keys: list[str], chunk_size: int = 500) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(keys), chunk_size):
+        chunk = keys[i : i + chunk_size]
         found.update(conn.execute(select(column).where(column.in_(chunk))).scalars())
     return found
 
 
-def _is_multiline_object(first_line: bytes) -> bool:
-    """True when a file starting with ``{`` holds one pretty-printed object, not JSONL."""
-    stripped = first_line.strip()
-    return stripped == b"{" or (stripped.startswith(b"{") and not stripped.endswith(b"}"))
+_SINGLE_OBJECT_LIMIT: Final = (
+    64 * 2**20
+)  # a pretty-printed single-event file larger than this is not one
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _lines(prefix: bytes, rest: IO[bytes]) -> Iterator[bytes]:
+    """The lines of ``prefix`` followed by those of ``rest`` (a line split between them is joined)."""
+    parts = prefix.split(b"\n")
+    for part in parts[:-1]:
+        yield part + b"\n"
+    if parts[-1]:
+        yield parts[-1] + rest.readline()
+    yield from rest
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -387,8 +460,10 @@ def iter_file_events(
         raise InputError(f"no such file: {p}")
     with _open(p) as fh:
         try:
+            skipped = 0
             head = fh.read(1)
             while head and head.isspace():
+                skipped += head == b"\n"
                 head = fh.read(1)
             if head == b"[":
                 data = head + fh.read()
@@ -403,14 +478,16 @@ def iter_file_events(
                 for i, item in enumerate(items, start=1):
                     yield RawEvent(orjson.dumps(item), f"{p.name}[{i}]")
                 return
-            first_line = head + fh.readline()
-            if head == b"{" and _is_multiline_object(first_line):
-                data = first_line + fh.read()
-                if on_bytes:
-                    on_bytes(len(data))
-                yield RawEvent(data.strip(), f"{p.name}")
-                return
-            for lineno, line in enumerate(itertools.chain([first_line], fh), start=1):
+            prefix = head + fh.readline()
+            if head == b"{" and not _is_json(prefix):
+                # One pretty-printed object, or JSONL whose first event is broken: look further.
+                prefix += fh.read(_SINGLE_OBJECT_LIMIT)
+                if _is_json(prefix):
+                    if on_bytes:
+                        on_bytes(len(prefix))
+                    yield RawEvent(prefix.strip(), p.name)
+                    return
+            for lineno, line in enumerate(_lines(prefix, fh), start=skipped + 1):
                 if on_bytes:
                     on_bytes(len(line))
                 body = line.strip()

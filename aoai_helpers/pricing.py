@@ -175,7 +175,8 @@ def parse_rates_csv(text: str, *, default_source: str = "") -> list[Rate]:
             "(or ModelName,PromptTokenRate,CompletionTokenRate); got: " + ", ".join(sorted(header))
         )
     rates: list[Rate] = []
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num
         row = {(k or "").strip(): (v or "") for k, v in row.items()}
         if not any(v.strip() for v in row.values()):
             continue

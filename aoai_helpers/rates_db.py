@@ -71,24 +71,36 @@ def _values(rate: Rate) -> dict[str, Any]:
 
 
 def set_rates(conn: Connection, rates: Iterable[Rate], *, reprice_rows: bool = True) -> int:
-    """Insert or update rates (effective-dated, see module doc); return rows repriced."""
+    """Insert or update rates (effective-dated, see the module doc); return rows repriced.
+
+    A rate from F replaces, from F on, the rate that covered F. With an end T, the replaced
+    rate resumes at T (a promotion window); without one, the new rate runs until the next
+    later rate starts. Stored rows are repriced over every period whose rate changed.
+    """
     repriced = 0
     for new in rates:
         existing = [r for r in read_rates(conn) if r.model_name == new.model_name]
         same = next((r for r in existing if r.effective_from == new.effective_from), None)
-        later = [r for r in existing if r.effective_from > new.effective_from]
+        later = [r.effective_from for r in existing if r.effective_from > new.effective_from]
         if new.effective_to is None and later:
-            new = replace(new, effective_to=min(r.effective_from for r in later))
+            new = replace(new, effective_to=min(later))
+        # The period whose pricing may change: from F to the end of whatever we replace.
+        ends: list[datetime | None] = [new.effective_to]
         for prev in existing:
-            if prev.effective_from < new.effective_from and (
-                prev.effective_to is None or prev.effective_to > new.effective_from
-            ):
+            if prev.effective_from < new.effective_from and prev.covers(new.effective_from):
                 conn.execute(
                     update(rate_table)
                     .where(rate_table.c.RateId == prev.rate_id)
                     .values(EffectiveTo=new.effective_from)
                 )
+                ends.append(prev.effective_to)
+                if new.effective_to is not None and (
+                    prev.effective_to is None or prev.effective_to > new.effective_to
+                ):
+                    resumed = replace(prev, effective_from=new.effective_to, rate_id=None)
+                    conn.execute(rate_table.insert().values(**_values(resumed)))
         if same is not None:
+            ends.append(same.effective_to)
             conn.execute(
                 update(rate_table).where(rate_table.c.RateId == same.rate_id).values(**_values(new))
             )
@@ -96,9 +108,8 @@ def set_rates(conn: Connection, rates: Iterable[Rate], *, reprice_rows: bool = T
             conn.execute(rate_table.insert().values(**_values(new)))
         RateBook(read_rates(conn))  # raises ConfigError if the result overlaps
         if reprice_rows:
-            repriced += reprice(
-                conn, model=new.model_name, start=new.effective_from, end=new.effective_to
-            )
+            end = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
+            repriced += reprice(conn, model=new.model_name, start=new.effective_from, end=end)
     return repriced
 
 
@@ -188,6 +199,9 @@ def set_bu(conn: Connection, units: Sequence[BusinessUnit]) -> int:
         if not u.subscription_id.strip() or not u.business_unit.strip():
             raise ConfigError("a business unit mapping needs a subscription id and a business unit")
     ids = [u.subscription_id for u in units]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ConfigError("subscription listed more than once: " + ", ".join(twice))
     if ids:
         conn.execute(delete(bu_map).where(or_(bu_map.c.SubscriptionId.in_(ids))))
         conn.execute(
@@ -215,7 +229,8 @@ def import_bu_csv(text: str) -> list[BusinessUnit]:
             "BU CSV needs a header with subscription_id,business_unit (optional: subscription_name,cost_centre,monthly_budget)"
         )
     units = []
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         if not any(row.values()):
             continue

@@ -17,7 +17,14 @@ from sqlalchemy.engine import Engine
 from .exceptions import ConfigError
 from .store import bu_map, token_table, transaction
 
-__all__ = ["BuCharge", "chargeback_by_bu", "latest_month", "month_bounds", "render_table"]
+__all__ = [
+    "BuCharge",
+    "chargeback_by_bu",
+    "latest_month",
+    "month_bounds",
+    "render_table",
+    "unpriced_models",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +116,24 @@ def chargeback_by_bu(engine: Engine, month: str) -> list[BuCharge]:
     ]
 
 
-def render_table(rows: list[BuCharge], month: str) -> str:
+def unpriced_models(engine: Engine, month: str) -> list[tuple[str, int]]:
+    """Models with calls but no rate in ``month``, with their call counts (most calls first)."""
+    start, end = month_bounds(month)
+    t = token_table.c
+    model = func.coalesce(t.ModelName, literal("unknown"))
+    stmt = (
+        select(model.label("model"), func.count().label("calls"))
+        .where(t.ExecTimeUTC >= start, t.ExecTimeUTC < end, t.Cost.is_(None))
+        .group_by(model)
+        .order_by(func.count().desc(), model)
+    )
+    with transaction(engine) as conn:
+        return [(r.model, int(r.calls)) for r in conn.execute(stmt)]
+
+
+def render_table(
+    rows: list[BuCharge], month: str, unpriced: list[tuple[str, int]] | None = None
+) -> str:
     """A plain-text table of :func:`chargeback_by_bu` for terminals and logs."""
     header = (
         "Business unit",
@@ -155,15 +179,17 @@ def render_table(rows: list[BuCharge], month: str) -> str:
     totals: dict[str, float] = {}
     for r in rows:
         totals[r.currency or "unpriced"] = totals.get(r.currency or "unpriced", 0.0) + r.cost
-    unpriced = sum(r.unpriced_calls for r in rows)
+    unpriced_calls = sum(r.unpriced_calls for r in rows)
     if body:
         lines.append(
             "Total: "
             + ", ".join(f"{v:,.4f} {k}" for k, v in totals.items() if k != "unpriced")
             + (
-                f"; {unpriced:,} unpriced call(s) — add their rates: aoai-helpers rates set"
-                if unpriced
+                f"; {unpriced_calls:,} unpriced call(s) — add their rates: python -m aoai_helpers rates set MODEL --input … --output …"
+                if unpriced_calls
                 else ""
             )
         )
+    if unpriced:
+        lines.append("Unpriced models: " + ", ".join(f"{m} ({n:,} calls)" for m, n in unpriced))
     return "\n".join(lines)

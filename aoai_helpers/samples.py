@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-__all__ = ["SUBSCRIPTIONS", "Subscription", "demo_events", "v1_stream_events", "v2_reported_events"]
+__all__ = [
+    "SUBSCRIPTIONS",
+    "Subscription",
+    "demo_events",
+    "v1_from_v2",
+    "v1_stream_events",
+    "v2_reported_events",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +235,64 @@ def _v1_nonstream(rng: random.Random, when: datetime, sub: Subscription) -> dict
         "ExecTimeUTC": when.strftime("%Y-%m-%d %H:%M:%S"),
         **_caller(sub, "ChatCompletions_Create"),
         "Request": req,
+        "ResponseString": json.dumps(body),
+    }
+
+
+_V1_OPERATION_IDS: Final = {"chat": "ChatCompletions_Create", "embeddings": "embeddings_create"}
+
+
+def v1_from_v2(event: dict[str, Any]) -> dict[str, Any]:
+    """The same call as the original policy logged it (non-streamed: the body in ResponseString).
+
+    Responses API calls had no operation of their own in the original API import; they are
+    rendered as chat calls so that every call is ingestible by both pipelines.
+    """
+    usage = event["Usage"] or {}
+    operation = event["Operation"]
+    body: dict[str, Any] = {
+        "model": event["Model"],
+        "usage": {
+            k: usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+        },
+    }
+    if operation == "embeddings":
+        body.update(
+            object="list", data=[{"object": "embedding", "index": 0, "embedding": [0.0] * 8}]
+        )
+        body["usage"].pop("completion_tokens")
+        request: dict[str, Any] = {"input": "text to embed"}
+    else:
+        body.update(
+            id="chatcmpl-" + event["RequestId"].replace("-", "")[:24],
+            object="chat.completion",
+            choices=[
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "ok"},
+                }
+            ],
+        )
+        request = {"messages": [{"role": "user", "content": "hello"}], "stream": False}
+    when = datetime.fromisoformat(event["ExecTimeUTC"].rstrip("Z"))
+    return {
+        "ExecTimeUTC": when.strftime("%Y-%m-%d %H:%M:%S"),
+        **{
+            k: event[k]
+            for k in (
+                "GatewayRegion",
+                "GatewayServiceName",
+                "SubscriptionId",
+                "SubscriptionName",
+                "ProductName",
+                "UserName",
+                "UserEmail",
+                "ApiName",
+            )
+        },
+        "OperationId": _V1_OPERATION_IDS.get(operation, "ChatCompletions_Create"),
+        "Request": request,
         "ResponseString": json.dumps(body),
     }
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from .ingest import DEFAULT_BATCH_SIZE, BatchResult, Ingestor, iter_file_events
 from .pricing import default_rates
 from .rates_db import BusinessUnit, import_bu_csv, set_bu, set_rates
-from .report import BuCharge, chargeback_by_bu, latest_month
+from .report import BuCharge, chargeback_by_bu, latest_month, unpriced_models
 from .store import init_db, rate_table, transaction
 
 __all__ = ["DemoResult", "ensure_db", "ingest_files", "run_demo", "sample_path"]
@@ -67,6 +67,7 @@ class DemoResult:
     ingest: BatchResult
     month: str | None
     charges: list[BuCharge]
+    unpriced: list[tuple[str, int]]
 
 
 def run_demo(engine: Engine) -> DemoResult:
@@ -78,4 +79,5 @@ def run_demo(engine: Engine) -> DemoResult:
     result = ingest_files(engine, [sample_path("sample_events.jsonl")])
     month = latest_month(engine)
     charges = chargeback_by_bu(engine, month) if month else []
-    return DemoResult(changes, result, month, charges)
+    unpriced = unpriced_models(engine, month) if month else []
+    return DemoResult(changes, result, month, charges, unpriced)

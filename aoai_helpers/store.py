@@ -19,6 +19,7 @@ Azure SQL (``mssql+pyodbc://``; the driver is imported only when such a URL is u
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -56,12 +57,14 @@ __all__ = [
     "DEFAULT_DB_URL",
     "SCHEMA_VERSION",
     "bu_map",
+    "ddl",
     "dead_letter",
     "engine_from_url",
     "init_db",
     "masked_url",
     "metadata",
     "rate_table",
+    "require_schema",
     "token_table",
     "transaction",
     "url_from_odbc",
@@ -184,6 +187,37 @@ STRING_LIMITS: Final[dict[str, int]] = {
 }
 
 
+def ddl(dialect_name: str = "mssql") -> str:
+    """The schema as SQL for a dialect (``mssql`` → ``sql/aoaieventdb.sql``, T-SQL with GO)."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    drivers = {
+        "mssql": "mssql+pyodbc://",
+        "postgresql": "postgresql+psycopg://",
+        "sqlite": "sqlite://",
+    }
+    if dialect_name not in drivers:
+        raise ConfigError(f"unknown dialect {dialect_name!r} (one of {', '.join(drivers)})")
+    dialect_cls = make_url(drivers[dialect_name]).get_dialect()  # compiling needs no driver
+    # Azure SQL: VARBINARY(max)/NVARCHAR(max), as a live connection to a current server gets.
+    options: dict[str, Any] = {"deprecate_large_types": True} if dialect_name == "mssql" else {}
+    dialect = dialect_cls(**options)
+    sep = "\nGO\n\n" if dialect_name == "mssql" else ";\n\n"
+    parts = []
+    for table in metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip())
+        parts.extend(
+            str(CreateIndex(ix).compile(dialect=dialect)).strip()
+            for ix in sorted(table.indexes, key=lambda i: i.name or "")
+        )
+    header = (
+        f"-- apim-aoai-proxy schema v{SCHEMA_VERSION} ({dialect_name}), generated from aoai_helpers.store.\n"
+        "-- Regenerate with: python -m aoai_helpers db ddl --dialect " + dialect_name + "\n\n"
+    )
+    body = "\n".join(line.rstrip() for line in (sep.join(parts) + sep.rstrip()).splitlines())
+    return header + body + "\n"
+
+
 def utcnow() -> datetime:
     """Naive UTC now (all stored times are naive UTC)."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -194,12 +228,16 @@ def url_from_odbc(connection_string: str) -> str:
     return "mssql+pyodbc:///?odbc_connect=" + quote_plus(connection_string)
 
 
+_ODBC_SECRET = re.compile(r"(?i)((?:pwd|password)(?:=|%3D))(.*?)(;|%3B|&|$)")
+
+
 def masked_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (safe to print)."""
+    """The URL with its password — also one inside ``odbc_connect=`` — replaced by ``***``."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        rendered = make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparsable database URL>"
+    return _ODBC_SECRET.sub(r"\1***\3", rendered)
 
 
 def normalize_url(url: str | os.PathLike[str] | None) -> str:
@@ -226,7 +264,13 @@ def engine_from_url(url: str | os.PathLike[str] | None = None) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
         if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(db).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the folder for the SQLite file {db}: {exc.strerror or exc}"
+                ) from None
     else:
         kwargs["pool_pre_ping"] = True
     try:
@@ -270,6 +314,30 @@ def _first_line(exc: object) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def require_schema(url: str) -> Engine:
+    """An engine for an existing database that has this project's tables, else a ConfigError.
+
+    For read-only commands: a mistyped SQLite path must not silently create an empty file.
+    """
+    s = normalize_url(url)
+    try:
+        parsed = make_url(s)
+    except ArgumentError:
+        raise ConfigError(f"not a database URL: {masked_url(s)}") from None
+    hint = "run `python -m aoai_helpers db init` (or ingest some events) first"
+    database = parsed.database
+    is_file_db = parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
+    if is_file_db and not Path(str(database)).expanduser().is_file():
+        raise ConfigError(f"no database file at {parsed.database}: {hint}")
+    engine = engine_from_url(s)
+    with transaction(engine) as conn:
+        tables = set(inspect(conn).get_table_names())
+    missing = sorted(t.name for t in metadata.sorted_tables if t.name not in tables)
+    if missing:
+        raise ConfigError(f"{masked_url(s)} lacks table(s) {', '.join(missing)}: {hint}")
+    return engine
+
+
 def init_db(engine: Engine) -> list[str]:
     """Create missing tables and add missing nullable/defaulted columns; return what changed.
 
@@ -280,35 +348,37 @@ def init_db(engine: Engine) -> list[str]:
     with transaction(engine) as conn:
         insp = inspect(conn)
         existing = set(insp.get_table_names())
+        columns = {t: {c["name"].lower() for c in insp.get_columns(t)} for t in existing}
+        # Check everything first: SQLite commits DDL as it goes, so a late refusal would leave
+        # a half-upgraded database behind.
+        for table in metadata.sorted_tables:
+            for col in table.columns if table.name in existing else ():
+                if (
+                    col.name.lower() not in columns[table.name]
+                    and not col.nullable
+                    and col.server_default is None
+                ):
+                    raise ConfigError(
+                        f"table {table.name} predates this schema (no {col.name}); "
+                        "upgrade it with the migration from the original schema"
+                    )
         for table in metadata.sorted_tables:
             if table.name not in existing:
                 table.create(conn)
                 changes.append(f"created table {table.name}")
                 continue
-            have = {c["name"].lower() for c in insp.get_columns(table.name)}
             for col in table.columns:
-                if col.name.lower() in have:
+                if col.name.lower() in columns[table.name]:
                     continue
-                if not col.nullable and col.server_default is None:
-                    raise ConfigError(
-                        f"table {table.name} predates this schema (no {col.name}); "
-                        "upgrade it with the migration from the original schema"
-                    )
                 ddl = CreateColumn(col).compile(dialect=conn.dialect)
-                conn.execute(
-                    text(
-                        f"ALTER TABLE {conn.dialect.identifier_preparer.quote(table.name)} ADD {ddl}"
-                    )
-                )
+                quoted = conn.dialect.identifier_preparer.quote(table.name)
+                conn.execute(text(f"ALTER TABLE {quoted} ADD {ddl}"))
                 changes.append(f"added column {table.name}.{col.name}")
         for index in (ix for t in metadata.sorted_tables for ix in t.indexes):
             table_name = index.table.name if index.table is not None else ""
-            names = (
-                {ix["name"] for ix in insp.get_indexes(table_name)}
-                if table_name in existing
-                else set()
-            )
-            if table_name in existing and index.name not in names:
+            if table_name in existing and index.name not in {
+                ix["name"] for ix in insp.get_indexes(table_name)
+            }:
                 index.create(conn)
                 changes.append(f"created index {index.name}")
         applied = conn.execute(select(schema_version.c.Version)).scalars().all()

@@ -1,0 +1,266 @@
+"""Ingest benchmark: whole-process events/s and peak RSS (run by ``make bench``).
+
+What it measures, each as a separate ``python -m aoai_helpers ingest`` process (start-up,
+imports, reading, parsing, usage resolution, pricing, SQLite inserts and commits included):
+
+1. ``v2_reported``   100,000 v2 events with reported usage into a fresh SQLite file.
+2. ``v1_reported``   the same 100,000 calls as the original policy logged them (v1, the body
+                     with its usage in ResponseString).
+3. ``v1_streamed``   100,000 v1 streamed chat events whose usage must be estimated (tiktoken).
+4. ``original``      the original function's per-event work on the v1 events of (2), same
+                     engine (a SQLite file with the original schema and SQLite's defaults):
+                     parse, log, connect, INSERT, COMMIT per event, on the first
+                     ``--original-events`` events (its rate does not depend on the count);
+                     compared with (2) (same events) and (1).
+5. ``rss_1m``        peak RSS of ingesting 1,000,000 v2 events from one JSONL file.
+
+Inputs are generated first (not timed) with :mod:`aoai_helpers.samples`. Results are printed
+and written to ``bench-results/ingest.json``. Targets (issue #2): (1) ≥ 20,000 events/s,
+(1) and (2) ≥ 30× (4), (5) < 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aoai_helpers.samples import v1_from_v2, v1_stream_events, v2_reported_events  # noqa: E402
+
+_ORIGINAL_DDL = """
+CREATE TABLE ApimAoaiToken (
+    ExecTimeUTC datetime NOT NULL, ExecDateUTC datetime NOT NULL,
+    GatewayRegion nvarchar(100), GatewayServiceName nvarchar(150), SubscriptionId nvarchar(50),
+    SubscriptionName nvarchar(100), UserName nvarchar(50), UserEmail nvarchar(50),
+    ProductName nvarchar(100), ApiName nvarchar(100), OperationId nvarchar(100),
+    ModelName nvarchar(100), IsStreaming tinyint NOT NULL, PromptTokens int NOT NULL,
+    CompletionTokens int NOT NULL, TotalTokens int NOT NULL);
+CREATE INDEX indx_ExecDate ON ApimAoaiToken (ExecDateUTC);
+CREATE INDEX indx_ExecTime ON ApimAoaiToken (ExecTimeUTC);
+"""
+
+# The original function's per-event work, restated (its logic, not its code): validate the
+# body as JSON, parse it again, dispatch on OperationId, parse the ResponseString body for the
+# usage, log five INFO lines and the whole event (the Functions host collects them: here a log
+# file), then connect, INSERT and COMMIT for that one event.
+_ORIGINAL_SCRIPT = r"""
+import json, logging, sqlite3, sys
+db, path, limit, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+logging.basicConfig(filename=log, level=logging.INFO)
+with open(path, encoding="utf-8") as fh:
+    for n, line in enumerate(fh):
+        if n >= limit:
+            break
+        try:
+            json.loads(line)
+        except ValueError:
+            logging.info("AOAI-No json found!")
+            continue
+        ev = json.loads(line)
+        op = (ev.get("OperationId") or "").lower()
+        if op not in ("chatcompletions_create", "completions_create", "embeddings_create"):
+            logging.info("AOAI-No available OperationId found!")
+            continue
+        body = json.loads(ev.get("ResponseString") or "{}")
+        usage = body.get("usage", {})
+        model = ev.get("Request", {}).get("model", "Unknown")
+        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        total = usage.get("total_tokens", 0)
+        for text in (f"AOAI-model name: {model}", f"AOAI-prompt token: {prompt}",
+                     f"AOAI-completion token: {completion}", f"AOAI-total token: {total}"):
+            logging.info(text)
+        t = ev.get("ExecTimeUTC", "1970-01-01 00:00:00")
+        conn = sqlite3.connect(db)
+        conn.execute(
+            "INSERT INTO ApimAoaiToken VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (t, t[:10], ev.get("GatewayRegion", ""), ev.get("GatewayServiceName", ""),
+             ev.get("SubscriptionId", ""), ev.get("SubscriptionName", ""), ev.get("UserName", ""),
+             ev.get("UserEmail", ""), ev.get("ProductName", ""), ev.get("ApiName", ""),
+             ev.get("OperationId", ""), model, 0, prompt, completion, total),
+        )
+        conn.commit()
+        conn.close()
+        logging.info(json.dumps(ev))
+    logging.info(f"AOAI-Total events received in one time function call: {n}")
+"""
+
+
+def write_jsonl(path: Path, events: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    with path.open("w", encoding="utf-8") as fh:
+        for ev in events:
+            fh.write(json.dumps(ev, separators=(",", ":"), ensure_ascii=False))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+def run_measured(cmd: list[str]) -> tuple[float, int, str]:
+    """Run ``cmd``; return (wall seconds, peak RSS in bytes of that process, stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read().decode()
+    err = proc.stderr.read().decode()
+    _pid, status, rusage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
+    return elapsed, rusage.ru_maxrss * 1024, out.strip()
+
+
+def ingest_cmd(db: Path, jsonl: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "aoai_helpers",
+        "ingest",
+        str(jsonl),
+        "--db",
+        str(db),
+        "--no-progress",
+    ]
+
+
+def count_rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM ApimAoaiToken").fetchone()[0])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--events", type=int, default=100_000, help="events for the throughput runs")
+    ap.add_argument(
+        "--rss-events", type=int, default=1_000_000, help="events for the peak-RSS run (0 = skip)"
+    )
+    ap.add_argument(
+        "--original-events",
+        type=int,
+        default=5_000,
+        help="events for the original per-event method",
+    )
+    ap.add_argument("--out", default=str(ROOT / "bench-results" / "ingest.json"))
+    args = ap.parse_args()
+
+    results: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="aoai-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        print(f"generating inputs in {tmp} …", flush=True)
+        v2 = tmp / "v2.jsonl"
+        v1 = tmp / "v1.jsonl"
+        v1_plain = tmp / "v1_plain.jsonl"
+        write_jsonl(v2, v2_reported_events(args.events, seed=1))
+        write_jsonl(v1_plain, (v1_from_v2(e) for e in v2_reported_events(args.events, seed=1)))
+        write_jsonl(v1, v1_stream_events(args.events, seed=2))
+
+        for name, src in (("v2_reported", v2), ("v1_reported", v1_plain), ("v1_streamed", v1)):
+            db = tmp / f"{name}.db"
+            secs, rss, out = run_measured(ingest_cmd(db, src))
+            rows = count_rows(db)
+            if rows != args.events:
+                raise SystemExit(f"{name}: expected {args.events} rows, found {rows} ({out})")
+            results[name] = {
+                "events": args.events,
+                "seconds": round(secs, 3),
+                "events_per_s": round(args.events / secs),
+                "peak_rss_mb": round(rss / 2**20, 1),
+            }
+            print(
+                f"{name:<12} {args.events:>9,} events  {secs:7.2f} s  {args.events / secs:>9,.0f} events/s  peak RSS {rss / 2**20:6.1f} MB",
+                flush=True,
+            )
+
+        db = tmp / "original.db"
+        with sqlite3.connect(db) as conn:
+            conn.executescript(_ORIGINAL_DDL)
+        n = min(args.original_events, args.events)
+        cmd = [
+            sys.executable,
+            "-c",
+            _ORIGINAL_SCRIPT,
+            str(db),
+            str(v1_plain),
+            str(n),
+            str(tmp / "original.log"),
+        ]
+        secs, rss, _ = run_measured(cmd)
+        if count_rows(db) != n:
+            raise SystemExit("original: row count mismatch")
+        rate = n / secs
+        results["original"] = {
+            "events": n,
+            "seconds": round(secs, 3),
+            "events_per_s": round(rate),
+            "speedup_v1_same_events": round(results["v1_reported"]["events_per_s"] / rate, 1),
+            "speedup_v2": round(results["v2_reported"]["events_per_s"] / rate, 1),
+        }
+        print(
+            f"{'original':<12} {n:>9,} events  {secs:7.2f} s  {rate:>9,.0f} events/s  "
+            f"(same v1 events: {results['original']['speedup_v1_same_events']:.0f}x slower than ours; "
+            f"v2: {results['original']['speedup_v2']:.0f}x)",
+            flush=True,
+        )
+
+        if args.rss_events:
+            big = tmp / "v2_big.jsonl"
+            write_jsonl(big, v2_reported_events(args.rss_events, seed=3))
+            size = big.stat().st_size
+            db = tmp / "rss.db"
+            secs, rss, _ = run_measured(ingest_cmd(db, big))
+            if count_rows(db) != args.rss_events:
+                raise SystemExit("rss: row count mismatch")
+            results["rss_1m"] = {
+                "events": args.rss_events,
+                "file_mb": round(size / 2**20),
+                "seconds": round(secs, 2),
+                "events_per_s": round(args.rss_events / secs),
+                "peak_rss_mb": round(rss / 2**20, 1),
+            }
+            print(
+                f"{'rss':<12} {args.rss_events:>9,} events  {secs:7.2f} s  {args.rss_events / secs:>9,.0f} events/s  peak RSS {rss / 2**20:6.1f} MB  (file {size / 2**20:,.0f} MB)",
+                flush=True,
+            )
+
+    targets = {
+        "v2_reported >= 20,000 events/s": results["v2_reported"]["events_per_s"] >= 20_000,
+        "v2_reported >= 30x original": results["original"]["speedup_v2"] >= 30,
+        "v1_reported >= 30x original on the same events": results["original"][
+            "speedup_v1_same_events"
+        ]
+        >= 30,
+    }
+    if "rss_1m" in results:
+        targets["1M events peak RSS < 300 MB"] = results["rss_1m"]["peak_rss_mb"] < 300
+    results["targets"] = targets
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    for name, ok in targets.items():
+        print(f"{'PASS' if ok else 'MISS'}  {name}")
+    print(f"wrote {out_path}")
+    return 0 if all(targets.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

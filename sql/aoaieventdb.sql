@@ -1,0 +1,102 @@
+-- apim-aoai-proxy schema v1 (mssql), generated from aoai_helpers.store.
+-- Regenerate with: python -m aoai_helpers db ddl --dialect mssql
+
+CREATE TABLE [AoaiSchemaVersion] (
+	[Version] INTEGER NOT NULL,
+	[AppliedAtUTC] DATETIME NOT NULL,
+	PRIMARY KEY ([Version])
+)
+GO
+
+CREATE TABLE [AoaiTokenRate] (
+	[RateId] INTEGER NOT NULL IDENTITY,
+	[ModelName] NVARCHAR(100) NOT NULL,
+	[PromptTokenRate] FLOAT NOT NULL,
+	[CompletionTokenRate] FLOAT NOT NULL,
+	[CachedPromptTokenRate] FLOAT NULL,
+	[Currency] NVARCHAR(3) NOT NULL DEFAULT 'USD',
+	[EffectiveFrom] DATETIME NOT NULL,
+	[EffectiveTo] DATETIME NULL,
+	[Source] NVARCHAR(200) NULL,
+	PRIMARY KEY ([RateId])
+)
+GO
+
+CREATE UNIQUE INDEX [ix_AoaiTokenRate_Model_From] ON [AoaiTokenRate] ([ModelName], [EffectiveFrom])
+GO
+
+CREATE TABLE [ApimAoaiToken] (
+	[Id] BIGINT NOT NULL IDENTITY,
+	[ExecTimeUTC] DATETIME NOT NULL,
+	[ExecDateUTC] DATETIME NOT NULL,
+	[GatewayRegion] NVARCHAR(100) NULL,
+	[GatewayServiceName] NVARCHAR(150) NULL,
+	[SubscriptionId] NVARCHAR(50) NULL,
+	[SubscriptionName] NVARCHAR(100) NULL,
+	[UserName] NVARCHAR(50) NULL,
+	[UserEmail] NVARCHAR(50) NULL,
+	[ProductName] NVARCHAR(100) NULL,
+	[ApiName] NVARCHAR(100) NULL,
+	[OperationId] NVARCHAR(100) NULL,
+	[ModelName] NVARCHAR(100) NULL,
+	[IsStreaming] TINYINT NOT NULL,
+	[PromptTokens] INTEGER NOT NULL,
+	[CompletionTokens] INTEGER NOT NULL,
+	[TotalTokens] INTEGER NOT NULL,
+	[RequestId] NVARCHAR(64) NOT NULL,
+	[EventVersion] SMALLINT NOT NULL,
+	[Operation] NVARCHAR(16) NOT NULL,
+	[DeploymentName] NVARCHAR(100) NULL,
+	[ApiVersion] NVARCHAR(40) NULL,
+	[StatusCode] SMALLINT NULL,
+	[ReportedModel] NVARCHAR(100) NULL,
+	[CachedTokens] INTEGER NOT NULL DEFAULT 0,
+	[ReasoningTokens] INTEGER NOT NULL DEFAULT 0,
+	[UsageSource] NVARCHAR(16) NOT NULL,
+	[EstimateEncoding] NVARCHAR(20) NULL,
+	[ModelKnown] TINYINT NOT NULL DEFAULT 1,
+	[Cost] FLOAT NULL,
+	[Currency] NVARCHAR(3) NULL,
+	[RateId] INTEGER NULL,
+	[IngestedAtUTC] DATETIME NOT NULL,
+	PRIMARY KEY ([Id])
+)
+GO
+
+CREATE INDEX [indx_ExecDate] ON [ApimAoaiToken] ([ExecDateUTC])
+GO
+
+CREATE INDEX [indx_ExecTime] ON [ApimAoaiToken] ([ExecTimeUTC])
+GO
+
+CREATE INDEX [ix_ApimAoaiToken_Sub_Time] ON [ApimAoaiToken] ([SubscriptionId], [ExecTimeUTC])
+GO
+
+CREATE UNIQUE INDEX [ux_ApimAoaiToken_RequestId] ON [ApimAoaiToken] ([RequestId])
+GO
+
+CREATE TABLE [BusinessUnitMap] (
+	[SubscriptionId] NVARCHAR(50) NOT NULL,
+	[SubscriptionName] NVARCHAR(100) NULL,
+	[BusinessUnit] NVARCHAR(100) NOT NULL,
+	[CostCentre] NVARCHAR(50) NULL,
+	[MonthlyBudget] FLOAT NULL,
+	PRIMARY KEY ([SubscriptionId])
+)
+GO
+
+CREATE TABLE [IngestDeadLetter] (
+	[Id] BIGINT NOT NULL IDENTITY,
+	[ReceivedAtUTC] DATETIME NOT NULL,
+	[Source] NVARCHAR(200) NULL,
+	[Reason] NVARCHAR(400) NOT NULL,
+	[RequestId] NVARCHAR(64) NULL,
+	[RawSha256] VARCHAR(64) NOT NULL,
+	[RawBody] VARBINARY(max) NOT NULL,
+	[RawSize] INTEGER NOT NULL,
+	PRIMARY KEY ([Id])
+)
+GO
+
+CREATE UNIQUE INDEX [ux_IngestDeadLetter_RawSha256] ON [IngestDeadLetter] ([RawSha256])
+GO

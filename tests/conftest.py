@@ -1,0 +1,205 @@
+"""Shared fixtures: databases, a clean environment, and usage-event factories.
+
+Databases
+    ``engine``        a fresh SQLite file database in ``tmp_path`` with the schema and the
+                      bundled default rates (``service.ensure_db``)
+    ``empty_engine``  the same schema with **no** rates (``seed_default_rates=False``)
+
+Environment
+    ``_clean_env`` (autouse) removes every ``AZURE_*`` and ``AOAI_*`` variable, so nothing
+    from the developer's shell (a real database URL, a real Event Hub) leaks into a test.
+
+Events (fixtures that return a factory function)
+    ``make_v2(**overrides) -> dict``  a valid v2 event (contract §3): every field of
+        ``events.V2_FIELDS`` in that order, reported usage 100/50/150 for ``gpt-4o``, a fresh
+        uuid4 ``RequestId`` per call. ``overrides`` replace top-level fields
+        (``make_v2(StatusCode=429, Usage=None)``); delete a key to test a missing field.
+    ``make_v1(**overrides) -> dict``  an event of the original policy: no ``EventVersion`` /
+        ``RequestId``, ``ExecTimeUTC`` as ``yyyy-MM-dd HH:mm:ss``, a non-streamed chat request
+        and its response body (usage 30/20/50) in ``ResponseString``. v1 ids are content
+        hashes: two ``make_v1()`` with the same overrides are the *same* event (a duplicate);
+        vary ``ExecTimeUTC`` (or anything else) to get distinct calls.
+    ``ingest_events(engine, *events) -> BatchResult``  JSON-encode the dicts (or pass ``bytes``
+        as they are) and ingest them as one batch through ``ingest.Ingestor``.
+    ``token_rows(engine) -> list[dict]``  every ``ApimAoaiToken`` row (ordered by ``Id``) as a
+        dict of column → value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from aoai_helpers.events import V2_FIELDS
+from aoai_helpers.ingest import BatchResult, Ingestor, RawEvent
+from aoai_helpers.service import ensure_db
+from aoai_helpers.store import engine_from_url, token_table, transaction
+
+#: Values shared by both factories (the caller of the default events).
+CALLER: dict[str, str] = {
+    "GatewayRegion": "West Europe",
+    "GatewayServiceName": "apim-test",
+    "SubscriptionId": "sub-test-01",
+    "SubscriptionName": "test-subscription",
+    "ProductName": "openai-product",
+    "UserName": "Test User",
+    "UserEmail": "test.user@example.com",
+    "ApiName": "Azure OpenAI",
+}
+MODEL = "gpt-4o-2024-11-20"
+CHAT_MESSAGES: list[dict[str, str]] = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Hello"},
+]
+
+MakeEvent = Callable[..., dict[str, Any]]
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AZURE_* / AOAI_* variable from the outer environment reaches a test."""
+    for name in list(os.environ):
+        if name.startswith(("AZURE_", "AOAI_")):
+            monkeypatch.delenv(name, raising=False)
+
+
+# ----------------------------------------------------------------------------- databases
+
+
+def _engine(path: Path, *, seed: bool) -> Iterator[Engine]:
+    engine = engine_from_url(str(path))
+    ensure_db(engine, seed_default_rates=seed)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A fresh SQLite file database with the schema and the default rates seeded."""
+    yield from _engine(tmp_path / "t.db", seed=True)
+
+
+@pytest.fixture
+def empty_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A fresh SQLite file database with the schema but no rates at all."""
+    yield from _engine(tmp_path / "empty.db", seed=False)
+
+
+# ----------------------------------------------------------------------------- event factories
+
+
+def new_v2(**overrides: Any) -> dict[str, Any]:
+    """A valid v2 event (all of ``V2_FIELDS``, in order) with ``overrides`` applied."""
+    event: dict[str, Any] = {
+        "EventVersion": 2,
+        "RequestId": str(uuid.uuid4()),
+        "ExecTimeUTC": "2026-11-05T10:00:00.123Z",
+        **CALLER,
+        "OperationId": "ChatCompletions_Create",
+        "Operation": "chat",
+        "DeploymentName": "gpt-4o",
+        "ApiVersion": "2024-10-21",
+        "IsStreaming": False,
+        "StatusCode": 200,
+        "Model": MODEL,
+        "Usage": {
+            "prompt_tokens": 100,
+            "completion_tokens": 50,
+            "total_tokens": 150,
+            "cached_tokens": 0,
+            "reasoning_tokens": 0,
+        },
+        "Request": None,
+        "ResponseString": None,
+    }
+    assert tuple(event) == V2_FIELDS, "the factory must follow events.V2_FIELDS"
+    event.update(copy.deepcopy(overrides))
+    return event
+
+
+def new_v1(**overrides: Any) -> dict[str, Any]:
+    """An event of the original APIM-AOAI-Proxy policy (non-streamed chat) with ``overrides``."""
+    body = {
+        "id": "chatcmpl-test0001",
+        "object": "chat.completion",
+        "created": 1793786400,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Hello! How can I help you today?"},
+            }
+        ],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 20, "total_tokens": 50},
+    }
+    event: dict[str, Any] = {
+        "ExecTimeUTC": "2026-11-05 10:00:00",
+        **CALLER,
+        "OperationId": "ChatCompletions_Create",
+        "Request": {"messages": copy.deepcopy(CHAT_MESSAGES), "stream": False},
+        "ResponseString": json.dumps(body),
+    }
+    event.update(copy.deepcopy(overrides))
+    return event
+
+
+@pytest.fixture
+def make_v2() -> MakeEvent:
+    """Factory of valid v2 event dicts: ``make_v2(**overrides)`` (see the module docstring)."""
+    return new_v2
+
+
+@pytest.fixture
+def make_v1() -> MakeEvent:
+    """Factory of v1 (original policy) event dicts: ``make_v1(**overrides)``."""
+    return new_v1
+
+
+# ----------------------------------------------------------------------------- database helpers
+
+
+def encode(event: dict[str, Any] | bytes) -> bytes:
+    """The body as the gateway would send it (compact UTF-8 JSON); ``bytes`` pass through."""
+    if isinstance(event, bytes):
+        return event
+    return json.dumps(event, separators=(",", ":")).encode("utf-8")
+
+
+def ingest_events_into(engine: Engine, *events: dict[str, Any] | bytes) -> BatchResult:
+    """Ingest ``events`` as one batch (one transaction) and return the batch result."""
+    batch = [RawEvent(encode(e), f"test:{i}") for i, e in enumerate(events, start=1)]
+    return Ingestor(engine).ingest_batch(batch)
+
+
+def read_token_rows(engine: Engine) -> list[dict[str, Any]]:
+    """Every ``ApimAoaiToken`` row, ordered by ``Id``, as column → value dicts."""
+    with transaction(engine) as conn:
+        rows = conn.execute(select(token_table).order_by(token_table.c.Id)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+@pytest.fixture
+def ingest_events() -> Callable[..., BatchResult]:
+    """``ingest_events(engine, *events)``: ingest event dicts/bytes as one batch."""
+    return ingest_events_into
+
+
+@pytest.fixture
+def token_rows() -> Callable[[Engine], list[dict[str, Any]]]:
+    """``token_rows(engine)``: the stored ``ApimAoaiToken`` rows as dicts, ordered by ``Id``."""
+    return read_token_rows
