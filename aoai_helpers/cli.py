@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,19 @@ def _date(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _whole(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse
 
 
 def _money(text: str) -> float:
@@ -106,7 +111,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
     try:
         result = ingest_files(
-            engine, paths, batch_size=args.batch_size, on_bytes=bar.update if bar else None
+            engine,
+            paths,
+            batch_size=args.batch_size,
+            on_bytes=bar.update if bar else None,
+            workers=args.workers,
         )
     finally:
         if bar:
@@ -318,7 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSONL (one event per line), JSON array or object; .gz ok",
     )
     p.add_argument(
-        "--batch-size", type=_positive, default=5000, help="events per transaction (default 5000)"
+        "--batch-size", type=_whole(1), default=5000, help="events per transaction (default 5000)"
+    )
+    p.add_argument(
+        "--workers",
+        type=_whole(0),
+        default=None,
+        help="processes preparing batches while one writes (default: one per spare core for inputs of 16 MB or more; 0 = in-process)",
     )
     p.add_argument(
         "--progress",

@@ -26,6 +26,7 @@ from typing import Any, Final, Literal
 import orjson
 
 __all__ = [
+    "CALLER_FIELDS",
     "LOG_TO_EVENTHUB_LIMIT",
     "OPERATIONS",
     "USAGE_FIELDS",
@@ -88,7 +89,8 @@ V1_OPERATION_IDS: Final[dict[str, Operation]] = {
     "embeddings_create": "embeddings",
 }
 
-_CALLER_FIELDS: Final = (
+#: The caller fields shared by v1 and v2 events (as the original policy named them).
+CALLER_FIELDS: Final = (
     "GatewayRegion",
     "GatewayServiceName",
     "SubscriptionId",
@@ -108,6 +110,7 @@ _V2_REQUIRED: Final = (
     "StatusCode",
 )
 _MAX_INT: Final = 2**31 - 1  # the token columns are SQL ``int``
+_STR_OR_NONE: Final = frozenset({str, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,14 +255,14 @@ def _str(obj: dict[str, Any], key: str) -> str | None:
     raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
 
 
-def _caller(obj: dict[str, Any]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for key in _CALLER_FIELDS:
-        value = obj.get(key)
-        if value is not None and type(value) is not str:
-            raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
-        out[key] = value
-    return out
+def _strings(obj: dict[str, Any], keys: tuple[str, ...]) -> list[str | None]:
+    """The values of ``keys``, each a string or None (else :class:`_Invalid` naming the key)."""
+    values: list[str | None] = list(map(obj.get, keys))
+    if not set(map(type, values)) <= _STR_OR_NONE:  # C-level check; the loop names the culprit
+        for key, value in zip(keys, values, strict=True):
+            if value is not None and type(value) is not str:
+                raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
+    return values
 
 
 def _int(value: Any, key: str) -> int:
@@ -295,17 +298,21 @@ def _usage(value: Any) -> Usage | None:
         return None  # {}: nothing reported (not "zero tokens")
     if not isinstance(value, dict):
         raise _Invalid(f"Usage must be an object or null, not {type(value).__name__}")
-    counts: dict[str, int] = {}
-    for key in USAGE_FIELDS:
-        n = value.get(key)
+    get = value.get
+    counts: list[Any] = [
+        get("prompt_tokens"),
+        get("completion_tokens"),
+        get("total_tokens"),
+        get("cached_tokens"),
+        get("reasoning_tokens"),
+    ]
+    for i, n in enumerate(counts):
         if n is None:
-            n = 0
+            counts[i] = 0
         elif type(n) is not int or n < 0 or n > _MAX_INT:
-            n = _int(n, f"Usage.{key}")  # raises with the reason
-        counts[key] = n
-    if not counts["total_tokens"]:
-        counts["total_tokens"] = counts["prompt_tokens"] + counts["completion_tokens"]
-    return Usage(**counts)
+            _int(n, f"Usage.{USAGE_FIELDS[i]}")  # raises with the reason
+    prompt, completion, total, cached, reasoning = counts  # all ints now
+    return Usage(prompt, completion, total or prompt + completion, cached, reasoning)
 
 
 def _request(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -323,7 +330,7 @@ def _request(obj: dict[str, Any]) -> dict[str, Any] | None:
     raise _Invalid(f"Request must be an object or null, not {type(value).__name__}")
 
 
-_V2_STRINGS: Final = (*_CALLER_FIELDS, "DeploymentName", "ApiVersion", "Model", "ResponseString")
+_V2_STRINGS: Final = (*CALLER_FIELDS, "DeploymentName", "ApiVersion", "Model", "ResponseString")
 
 
 def _parse_v2(obj: dict[str, Any]) -> UsageEvent:
@@ -359,10 +366,7 @@ def _parse_v2(obj: dict[str, Any]) -> UsageEvent:
         raise _Invalid(f"IsStreaming must be true or false, not {type(streaming).__name__}")
     if type(status) is not int or not 100 <= status <= 599:
         raise _Invalid(f"StatusCode must be an HTTP status code, not {status!r}")
-    strings: list[str | None] = [get(k) for k in _V2_STRINGS]
-    for key, value in zip(_V2_STRINGS, strings, strict=True):
-        if value is not None and type(value) is not str:
-            raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
+    strings = _strings(obj, _V2_STRINGS)
     (
         region,
         service,
@@ -405,36 +409,45 @@ def _parse_v2(obj: dict[str, Any]) -> UsageEvent:
 
 
 def _parse_v1(obj: dict[str, Any], raw: bytes) -> UsageEvent:
-    missing = [k for k in ("ExecTimeUTC", "OperationId") if obj.get(k) is None]
-    if missing:
+    get = obj.get
+    exec_time, op_id = get("ExecTimeUTC"), get("OperationId")
+    if exec_time is None or op_id is None:
+        missing = [k for k in ("ExecTimeUTC", "OperationId") if get(k) is None]
         raise _Invalid("v1 event missing field(s): " + ", ".join(missing))
-    caller = _caller(obj)
-    op_id = caller["OperationId"] or ""
+    region, service, sub_id, sub_name, product, user, email, api, op_name = _strings(
+        obj, CALLER_FIELDS
+    )
+    op_id = op_name or ""
     operation: Operation = V1_OPERATION_IDS.get(op_id.lower(), "other")
-    request = _request(obj)
+    request = get("Request")
+    if request is not None and type(request) is not dict:
+        request = _request(obj)
     stream = request.get("stream") if request else None
     is_streaming = stream is True or (isinstance(stream, str) and stream.lower() == "true")
     model = request.get("model") if request else None
+    response = get("ResponseString")
+    if response is not None and type(response) is not str:
+        raise _Invalid(f"ResponseString must be a string or null, not {type(response).__name__}")
     return UsageEvent(
-        request_id=v1_request_id(raw),
-        event_version=1,
-        exec_time=_time(obj["ExecTimeUTC"]),
-        gateway_region=caller["GatewayRegion"],
-        gateway_service_name=caller["GatewayServiceName"],
-        subscription_id=caller["SubscriptionId"],
-        subscription_name=caller["SubscriptionName"],
-        product_name=caller["ProductName"],
-        user_name=caller["UserName"],
-        user_email=caller["UserEmail"],
-        api_name=caller["ApiName"],
-        operation_id=op_id,
-        operation=operation,
-        deployment_name=None,
-        api_version=None,
-        is_streaming=is_streaming,
-        status_code=200,  # the original policy logged only 200 responses
-        model=model if isinstance(model, str) and model else None,
-        usage=None,
-        request=request,
-        response_string=_str(obj, "ResponseString"),
+        v1_request_id(raw),
+        1,
+        _time(exec_time),
+        region,
+        service,
+        sub_id,
+        sub_name,
+        product,
+        user,
+        email,
+        api,
+        op_id,
+        operation,
+        None,  # DeploymentName: not in v1 events
+        None,  # ApiVersion
+        is_streaming,
+        200,  # the original policy logged only 200 responses
+        model if isinstance(model, str) and model else None,
+        None,  # usage: read from ResponseString by aoai_helpers.usage
+        request,
+        response,
     )

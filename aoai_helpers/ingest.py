@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import multiprocessing
+import operator
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,13 +54,17 @@ DEFAULT_BATCH_SIZE: Final = 5000
 
 #: Column order of the tuples built by ``Ingestor._row`` (every column but the identity ``Id``).
 ROW_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in token_table.columns if c.name != "Id")
-_LIMITS: Final = [(ROW_COLUMNS.index(k), n) for k, n in STRING_LIMITS.items()]
+# Columns whose values come from the caller or the API (the others are validated or ours).
+_LIMITS: Final = [
+    (ROW_COLUMNS.index(k), n)
+    for k, n in STRING_LIMITS.items()
+    if k not in {"RequestId", "Operation", "UsageSource", "EstimateEncoding", "Currency"}
+]
+_CHECKED_STRINGS: Final = operator.itemgetter(*(i for i, _n in _LIMITS))
+_SHORTEST_LIMIT: Final = min(n for _i, n in _LIMITS)
 _RID, _SOURCE, _COST, _KNOWN, _MODEL = (
     ROW_COLUMNS.index(k) for k in ("RequestId", "UsageSource", "Cost", "ModelKnown", "ModelName")
 )
-_DATETIME_INDEXES: Final = [
-    ROW_COLUMNS.index(k) for k in ("ExecTimeUTC", "ExecDateUTC", "IngestedAtUTC")
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +118,7 @@ class _Prepared:
     """A batch after the CPU work: partial counts, rows to insert, dead letters by sha256."""
 
     result: BatchResult
-    rows: list[list[Any]]
+    rows: list[tuple[Any, ...]]
     dead: dict[str, dict[str, Any]]
     now: datetime
 
@@ -124,6 +132,24 @@ def _chunks(events: Iterable[RawEvent], size: int) -> Iterator[list[RawEvent]]:
             batch = []
     if batch:
         yield batch
+
+
+_WORKER: Ingestor | None = None
+
+
+def _worker_init(url: str, deployment_models: dict[str, str], rates: RateBook | None) -> None:
+    """Worker process start: its own engine (reads only) and ingestor."""
+    global _WORKER
+    from .store import engine_from_url
+
+    _WORKER = Ingestor(engine_from_url(url), deployment_models=deployment_models, rates=rates)
+
+
+def _worker_prepare(items: list[tuple[bytes, str]]) -> _Prepared:
+    """Worker process: the CPU work of one batch."""
+    if _WORKER is None:
+        raise RuntimeError("ingest worker used before its initializer ran")
+    return _WORKER._prepare([RawEvent(body, source) for body, source in items])
 
 
 def load_rates(conn: Connection) -> RateBook:
@@ -196,19 +222,56 @@ class Ingestor:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_batch: Callable[[BatchResult], None] | None = None,
+        workers: int = 0,
     ) -> BatchResult:
         """Ingest a stream of events in batches of ``batch_size`` (one transaction each).
 
         Batches are committed in order; if one fails, the ones before it stay committed and
         the exception propagates (run again: what was stored is skipped as duplicates).
+
+        ``workers > 0`` prepares batches (parse, resolve, price) in that many worker processes
+        while this process writes, for bulk loads on multi-core machines. Writes stay in this
+        process, in order, one transaction per batch; a batch prepared before the previous one
+        was committed may hold calls that batch stored: they are counted as duplicates when
+        written. In-memory SQLite databases cannot be shared and always run in-process.
         """
         total = BatchResult()
-        for batch in _chunks(events, batch_size):
-            done = self.ingest_batch(batch)
-            total.add(done)
-            if on_batch:
-                on_batch(done)
+        if workers <= 0 or self.engine.url.database in (None, "", ":memory:"):
+            for batch in _chunks(events, batch_size):
+                self._store_into(total, self._prepare(batch), on_batch)
+            return total
+        url = self.engine.url.render_as_string(hide_password=False)  # to the workers, never printed
+        context = multiprocessing.get_context("spawn")  # no fork: safe with threads in the parent
+        init = (url, self.deployment_models, self._fixed_rates)
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_init, initargs=init
+        ) as pool:
+            pending: deque[Future[_Prepared]] = deque()
+            try:
+                for batch in _chunks(events, batch_size):
+                    pending.append(
+                        pool.submit(_worker_prepare, [(r.body, r.source) for r in batch])
+                    )
+                    while len(pending) > workers:
+                        self._store_into(total, pending.popleft().result(), on_batch)
+                while pending:
+                    self._store_into(total, pending.popleft().result(), on_batch)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
         return total
+
+    def _store_into(
+        self,
+        total: BatchResult,
+        prepared: _Prepared,
+        on_batch: Callable[[BatchResult], None] | None,
+    ) -> None:
+        done = self._store(prepared)
+        total.add(done)
+        if on_batch:
+            on_batch(done)
 
     def _prepare(self, batch: Sequence[RawEvent]) -> _Prepared:
         """CPU work of a batch, no writes: parse, de-duplicate, resolve usage, price, build rows."""
@@ -227,13 +290,14 @@ class Ingestor:
         with transaction(self.engine) as conn:  # reads only: rates, and ids already stored
             rates = self._fixed_rates if self._fixed_rates is not None else load_rates(conn)
             known = _existing(conn, token_table.c.RequestId, list(events), self._in_chunk)
-        rows: list[list[Any]] = []
+        rows: list[tuple[Any, ...]] = []
+        stamp = _sqlite_time(now) if self._datetimes_as_text else now
         for rid, (ev, raw) in events.items():
             if rid in known:
                 result.duplicates += 1  # redelivered: skip before the (costly) resolution
                 continue
             try:
-                rows.append(self._row(ev, resolve_usage(ev, self.deployment_models), rates, now))
+                rows.append(self._row(ev, resolve_usage(ev, self.deployment_models), rates, stamp))
             except TokenizerError:
                 raise  # systemic (tokenizer data missing): fail the batch, do not checkpoint
             except Exception as exc:  # a bug must not lose the event: keep it aside
@@ -276,7 +340,9 @@ class Ingestor:
         result.dead_lettered += sum(d["_count"] for d in dead.values())
         return result
 
-    def _row(self, ev: UsageEvent, res: ResolvedUsage, rates: RateBook, now: datetime) -> list[Any]:
+    def _row(
+        self, ev: UsageEvent, res: ResolvedUsage, rates: RateBook, now: Any
+    ) -> tuple[Any, ...]:
         """The row of one call, in ``ROW_COLUMNS`` order (strings cut to their column size)."""
         info = normalize_model(res.model)
         usage = res.usage
@@ -291,9 +357,15 @@ class Ingestor:
                 cost = None  # unpriced: never 0
             else:
                 cost, currency, rate_id = cost_of(usage, rate), rate.currency, rate.rate_id
-        values = (
-            ev.exec_time,
-            ev.exec_time.replace(hour=0, minute=0, second=0, microsecond=0),
+        if self._datetimes_as_text:
+            when: Any = _sqlite_time(ev.exec_time)
+            day: Any = when[:10] + " 00:00:00.000000"
+        else:
+            when = ev.exec_time
+            day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+        row = (
+            when,
+            day,
             ev.gateway_region,
             ev.gateway_service_name,
             ev.subscription_id,
@@ -325,26 +397,20 @@ class Ingestor:
             rate_id,
             now,
         )
-        row: list[Any] = list(values)
+        if max(map(len, filter(None, _CHECKED_STRINGS(row))), default=0) <= _SHORTEST_LIMIT:
+            return row
+        cut = list(row)  # rare: some value may exceed its column
         for i, limit in _LIMITS:
-            value = row[i]
+            value = cut[i]
             if value is not None and len(value) > limit:
-                row[i] = value[:limit]
-        return row
+                cut[i] = value[:limit]
+        return tuple(cut)
 
-    def _params(self, rows: list[list[Any]]) -> Any:
-        if self._datetimes_as_text:
-            cache: dict[datetime, str] = {}
-            for row in rows:
-                for i in _DATETIME_INDEXES:
-                    value = row[i]
-                    text_value = cache.get(value)
-                    if text_value is None:
-                        text_value = cache[value] = _sqlite_time(value)
-                    row[i] = text_value
+    def _params(self, rows: list[tuple[Any, ...]]) -> Any:
+        """Rows as the driver wants them (they are built in column order, datetimes converted)."""
         if self._positional:
             if self._param_names == list(ROW_COLUMNS):
-                return [tuple(row) for row in rows]
+                return rows
             idx = self._param_index
             return [tuple(row[i] for i in idx) for row in rows]
         return [
@@ -377,7 +443,7 @@ def _add_dead(
     }
 
 
-def _count_row(result: BatchResult, row: list[Any]) -> None:
+def _count_row(result: BatchResult, row: tuple[Any, ...]) -> None:
     """Add a stored row's category (estimated, prompt-only, unpriced, unknown model) to ``result``."""
     source = row[_SOURCE]
     if source == "estimated":

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from .events import CALLER_FIELDS as _CALLER_FIELDS
+
 __all__ = [
     "SUBSCRIPTIONS",
     "Subscription",
@@ -158,16 +160,25 @@ def _v2(
     }
 
 
+def _arrivals(rng: random.Random, n: int, start: datetime, days: int) -> Iterator[datetime]:
+    """Increasing call times: ``n`` Poisson arrivals spread over ``days`` (millisecond steps)."""
+    mean_gap = days * 86400 / max(n, 1)
+    offset = 0.0
+    while True:
+        offset += rng.expovariate(1 / mean_gap)
+        yield start + timedelta(milliseconds=round(offset * 1000))
+
+
 def v2_reported_events(
     n: int, *, seed: int = 7, start: datetime = datetime(2026, 11, 1), days: int = 25
 ) -> Iterator[dict[str, Any]]:
-    """``n`` v2 events with reported usage, spread over ``days`` from ``start``."""
+    """``n`` v2 events with reported usage over ``days`` from ``start``, in time order (as logged)."""
     rng = random.Random(seed)
     weights = [d[3] for d in _DEPLOYMENTS]
-    span = days * 86400
+    clock = _arrivals(rng, n, start, days)
     for _ in range(n):
         deployment, model, operation, _w = rng.choices(_DEPLOYMENTS, weights)[0]
-        when = start + timedelta(seconds=rng.uniform(0, span))
+        when = next(clock)
         event = _v2(rng, when, rng.choice(SUBSCRIPTIONS), deployment, model, operation)
         event.pop("_path")
         yield event
@@ -196,10 +207,10 @@ def v1_stream_events(
 ) -> Iterator[dict[str, Any]]:
     """``n`` v1 streamed chat events with captured (JSON-escaped) content: usage must be estimated."""
     rng = random.Random(seed)
-    span = days * 86400
+    clock = _arrivals(rng, n, start, days)
     for i in range(n):
         sub = rng.choice(SUBSCRIPTIONS)
-        when = start + timedelta(seconds=rng.uniform(0, span))
+        when = next(clock)
         answer = _sentence(rng, rng.randint(10, 120)) + ' "Quoted" line\nnext line'
         escaped = json.dumps(answer, ensure_ascii=False)[1:-1]  # as the policy's regex captured it
         yield {
@@ -278,19 +289,7 @@ def v1_from_v2(event: dict[str, Any]) -> dict[str, Any]:
     when = datetime.fromisoformat(event["ExecTimeUTC"].rstrip("Z"))
     return {
         "ExecTimeUTC": when.strftime("%Y-%m-%d %H:%M:%S"),
-        **{
-            k: event[k]
-            for k in (
-                "GatewayRegion",
-                "GatewayServiceName",
-                "SubscriptionId",
-                "SubscriptionName",
-                "ProductName",
-                "UserName",
-                "UserEmail",
-                "ApiName",
-            )
-        },
+        **{k: event[k] for k in _CALLER_FIELDS if k != "OperationId"},
         "OperationId": _V1_OPERATION_IDS.get(operation, "ChatCompletions_Create"),
         "Request": request,
         "ResponseString": json.dumps(body),

@@ -5,9 +5,11 @@ Each opens what it needs (engine, files) and returns plain results; none prints.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -18,7 +20,15 @@ from .rates_db import BusinessUnit, import_bu_csv, set_bu, set_rates
 from .report import BuCharge, chargeback_by_bu, latest_month, unpriced_models
 from .store import init_db, rate_table, transaction
 
-__all__ = ["DemoResult", "ensure_db", "ingest_files", "run_demo", "sample_path"]
+__all__ = [
+    "PARALLEL_THRESHOLD",
+    "DemoResult",
+    "auto_workers",
+    "ensure_db",
+    "ingest_files",
+    "run_demo",
+    "sample_path",
+]
 
 
 def ensure_db(engine: Engine, *, seed_default_rates: bool = True) -> list[str]:
@@ -41,17 +51,35 @@ def ingest_files(
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_bytes: Callable[[int], None] | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    workers: int | None = None,
 ) -> BatchResult:
-    """Ingest JSONL/JSON files (batches of ``batch_size``, one transaction each)."""
+    """Ingest JSONL/JSON files (batches of ``batch_size``, one transaction each).
+
+    ``workers``: processes that prepare batches while this one writes; ``None`` picks one per
+    spare core for inputs of :data:`PARALLEL_THRESHOLD` bytes or more, none for small inputs.
+    """
+    if workers is None:
+        workers = auto_workers(sum(Path(p).stat().st_size for p in paths if Path(p).is_file()))
     ingestor = Ingestor(engine)
     total = BatchResult()
     for path in paths:
+        events = iter_file_events(path, on_bytes=on_bytes)
         total.add(
-            ingestor.ingest(
-                iter_file_events(path, on_bytes=on_bytes), batch_size=batch_size, on_batch=on_batch
-            )
+            ingestor.ingest(events, batch_size=batch_size, on_batch=on_batch, workers=workers)
         )
     return total
+
+
+#: Inputs smaller than this are ingested in-process (a worker's start-up would not pay off).
+PARALLEL_THRESHOLD: Final = 16 * 2**20
+
+
+def auto_workers(input_bytes: int, cpus: int | None = None) -> int:
+    """Worker processes for an input of ``input_bytes``: one per spare core (at most 3) when large."""
+    cpus = os.cpu_count() if cpus is None else cpus
+    if input_bytes < PARALLEL_THRESHOLD or not cpus or cpus < 2:
+        return 0
+    return min(cpus - 1, 3)
 
 
 def sample_path(name: str) -> Path:

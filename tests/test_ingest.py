@@ -19,6 +19,7 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
+from vectors import EXAMPLE_MESSAGES  # the cookbook conversation: 124 prompt tokens on gpt-4o
 
 import aoai_helpers.ingest as ingest_module
 from aoai_helpers.events import v1_request_id
@@ -38,42 +39,6 @@ GPT4O_INPUT, GPT4O_CACHED, GPT4O_OUTPUT = 2.50 / 1e6, 1.25 / 1e6, 10.00 / 1e6
 CHAT: list[dict[str, str]] = [
     {"role": "system", "content": "You are an AI assistant that helps people find information."},
     {"role": "user", "content": "Summarise the quarterly revenue forecast in three bullets."},
-]
-
-# The OpenAI cookbook's "example_messages" (How_to_count_tokens_with_tiktoken.ipynb): the API
-# reports 124 prompt tokens for them on gpt-4o.
-EXAMPLE_MESSAGES: list[dict[str, str]] = [
-    {
-        "role": "system",
-        "content": "You are a helpful, pattern-following assistant that translates corporate "
-        "jargon into plain English.",
-    },
-    {
-        "role": "system",
-        "name": "example_user",
-        "content": "New synergies will help drive top-line growth.",
-    },
-    {
-        "role": "system",
-        "name": "example_assistant",
-        "content": "Things working well together will increase revenue.",
-    },
-    {
-        "role": "system",
-        "name": "example_user",
-        "content": "Let's circle back when we have more bandwidth to touch base on "
-        "opportunities for increased leverage.",
-    },
-    {
-        "role": "system",
-        "name": "example_assistant",
-        "content": "Let's talk later when we're less busy about how to do better.",
-    },
-    {
-        "role": "user",
-        "content": "This late pivot means we don't have time to boil the ocean for the client "
-        "deliverable.",
-    },
 ]
 
 
@@ -744,3 +709,89 @@ def test_lost_race_is_a_duplicate_and_not_counted_as_unpriced(
     assert (result.stored, result.duplicates) == (0, 1)
     assert (result.prompt_only, result.unpriced, result.unknown_models) == (0, 0, set())
     assert result.summary() == "1 received: 0 stored, 1 duplicates, 0 dead-lettered"
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+
+def _stream(events: list[dict[str, Any] | bytes]) -> list[RawEvent]:
+    return [
+        RawEvent(e if isinstance(e, bytes) else json.dumps(e).encode(), f"mem:{i}")
+        for i, e in enumerate(events, start=1)
+    ]
+
+
+def _comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    drop = {"Id", "IngestedAtUTC"}
+    return sorted(
+        ({k: v for k, v in r.items() if k not in drop} for r in rows), key=lambda r: r["RequestId"]
+    )
+
+
+def test_worker_processes_store_exactly_what_in_process_ingest_stores(
+    tmp_path: Path, make_v2: MakeEvent, make_v1: MakeEvent, token_rows: TokenRows
+) -> None:
+    events: list[dict[str, Any] | bytes] = [make_v2() for _ in range(40)]
+    events += [make_v1(ExecTimeUTC=f"2026-11-05 10:00:{s:02d}") for s in range(10)]
+    events += [make_v2(Usage=None, IsStreaming=True, Request={"messages": CHAT})]
+    events += [b'{"EventVersion": 2, "RequestId": "cut', events[3]]  # a bad one and a redelivery
+    results = {}
+    rows = {}
+    for workers in (0, 1):
+        engine = engine_from_url(str(tmp_path / f"w{workers}.db"))
+        from aoai_helpers.service import ensure_db
+
+        ensure_db(engine)
+        results[workers] = Ingestor(engine).ingest(_stream(events), batch_size=7, workers=workers)
+        rows[workers] = _comparable(token_rows(engine))
+        engine.dispose()
+    assert results[0] == results[1]
+    assert (
+        results[1].received,
+        results[1].stored,
+        results[1].duplicates,
+        results[1].dead_lettered,
+    ) == (
+        len(events),
+        51,
+        1,
+        1,
+    )
+    assert rows[0] == rows[1]
+
+
+def test_worker_batches_prepared_ahead_count_cross_batch_redeliveries_as_duplicates(
+    engine: Engine, make_v2: MakeEvent, token_rows: TokenRows
+) -> None:
+    first = [make_v2() for _ in range(5)]
+    events = first + first  # batch 2 was prepared before batch 1 was committed
+    result = Ingestor(engine).ingest(_stream(events), batch_size=5, workers=1)
+    assert (result.stored, result.duplicates) == (5, 5)
+    assert result.prompt_only == 0 and result.unpriced == 0
+    assert len(token_rows(engine)) == 5
+
+
+def test_in_memory_sqlite_never_uses_worker_processes(make_v2: MakeEvent) -> None:
+    from aoai_helpers.service import ensure_db
+
+    engine = create_engine("sqlite://")
+    ensure_db(engine)
+    result = Ingestor(engine).ingest(_stream([make_v2(), make_v2()]), workers=2)
+    assert result.stored == 2
+
+
+@pytest.mark.parametrize(
+    ("size", "cpus", "expected"),
+    [
+        (0, 8, 0),
+        (16 * 2**20 - 1, 8, 0),
+        (16 * 2**20, 1, 0),
+        (16 * 2**20, 2, 1),
+        (2**30, 4, 3),
+        (2**30, 64, 3),
+    ],
+)
+def test_auto_workers(size: int, cpus: int, expected: int) -> None:
+    from aoai_helpers.service import auto_workers
+
+    assert auto_workers(size, cpus) == expected
