@@ -92,6 +92,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from .service import ensure_db, ingest_files
 
     paths = [Path(p) for p in args.files]
+    folders = [str(p) for p in paths if p.is_dir()]
+    if folders:
+        raise ConfigError(
+            "a folder, not a file: " + ", ".join(folders) + " (name the files, e.g. DIR/*.jsonl)"
+        )
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise ConfigError("no such file: " + ", ".join(missing))
@@ -102,8 +107,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if show:
         from tqdm import tqdm
 
+        compressed = any(p.suffix == ".gz" for p in paths)  # progress counts decompressed bytes
         bar = tqdm(
-            total=sum(p.stat().st_size for p in paths),
+            total=None if compressed else sum(p.stat().st_size for p in paths),
             unit="B",
             unit_scale=True,
             desc="ingest",

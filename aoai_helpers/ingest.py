@@ -1,19 +1,25 @@
 """The ingest pipeline: raw event bodies → parsed → usage resolved → priced → stored.
 
-One call of :meth:`Ingestor.ingest_batch` is one database transaction. Within it:
+A batch goes through two steps; :meth:`Ingestor.ingest_batch` runs both, and
+:meth:`Ingestor.ingest` can run the first in worker processes for bulk files:
 
-1. every body is parsed (:func:`aoai_helpers.events.parse_event`); a body that cannot be
-   parsed, or whose usage cannot be resolved, becomes a dead letter (raw body + reason);
-2. events are de-duplicated on ``RequestId`` inside the batch and against the table;
-3. usage is resolved (contract §5) and priced with the rate in effect at the call's time;
-4. new rows and dead letters are inserted; the transaction commits.
+*prepare* (CPU, reads only)
+    every body is parsed (:func:`aoai_helpers.events.parse_event`) — one that cannot be
+    parsed, or whose usage cannot be resolved, becomes a dead letter (raw body + reason);
+    events are de-duplicated on ``RequestId`` inside the batch and against the table (so a
+    redelivered batch skips the costly part); usage is resolved (contract §5) and priced with
+    the rate in effect at the call's time.
+*store* (one transaction)
+    the rows are inserted — ``INSERT … ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL, a
+    re-check inside the transaction elsewhere — and the dead letters (once per distinct body);
+    rows another ingester stored first count as duplicates; the transaction commits.
 
 Order with a checkpointing source (Event Hubs, the local event log) — **store, then
 checkpoint**: the caller checkpoints only after ``ingest_batch`` returned. A crash between the
-commit and the checkpoint redelivers the batch, and step 2 makes the redelivery a no-op
-(at-least-once delivery, exactly-once billing). If the database fails, ``ingest_batch`` raises
-:class:`~aoai_helpers.exceptions.DatabaseError` with nothing committed, and the caller must not
-checkpoint.
+commit and the checkpoint redelivers the batch, and the unique ``RequestId`` makes the
+redelivery a no-op (at-least-once delivery, exactly-once billing). If the database fails,
+``ingest_batch`` raises :class:`~aoai_helpers.exceptions.DatabaseError` with nothing committed,
+and the caller must not checkpoint.
 """
 
 from __future__ import annotations
@@ -520,6 +526,8 @@ def iter_file_events(
 
     ``.gz`` files are decompressed. ``on_bytes`` is called with the bytes read (for progress).
     A line that is not valid JSON is still yielded: ingest dead-letters it with its reason.
+    JSONL is streamed line by line (constant memory); a JSON array is read whole, so use
+    JSONL for large inputs.
     """
     p = Path(path)
     if not p.is_file():

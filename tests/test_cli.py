@@ -177,6 +177,16 @@ def test_missing_file_exits_1_with_one_line(capsys: pytest.CaptureFixture[str], 
     assert err == "error: no such file: nope-1.jsonl, nope-2.jsonl\n"
 
 
+def test_a_folder_instead_of_a_file_says_so(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "events"
+    folder.mkdir()
+    status, out, err = run(capsys, "ingest", str(folder), "--db", db)
+    assert (status, out) == (1, "")
+    assert err == f"error: a folder, not a file: {folder} (name the files, e.g. DIR/*.jsonl)\n"
+
+
 def test_unreachable_database_exits_non_zero_without_the_password(
     capsys: pytest.CaptureFixture[str], events_file: Path
 ) -> None:
