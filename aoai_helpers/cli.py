@@ -56,6 +56,13 @@ def _whole(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _mapping(text: str) -> tuple[str, str]:
+    name, sep, model = text.partition("=")
+    if not sep or not name.strip() or not model.strip():
+        raise argparse.ArgumentTypeError(f"expected DEPLOYMENT=MODEL, not {text!r}")
+    return name.strip(), model.strip()
+
+
 def _money(text: str) -> float:
     try:
         value = float(text)
@@ -122,6 +129,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             on_bytes=bar.update if bar else None,
             workers=args.workers,
+            deployment_models=dict(args.model_map or []),
+            default_model=args.default_model,
         )
     finally:
         if bar:
@@ -334,6 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size", type=_whole(1), default=5000, help="events per transaction (default 5000)"
+    )
+    p.add_argument(
+        "--model-map",
+        action="append",
+        type=_mapping,
+        metavar="DEPLOYMENT=MODEL",
+        help="the model behind a deployment name, for events whose response names none (repeatable)",
+    )
+    p.add_argument(
+        "--default-model",
+        metavar="MODEL",
+        help="model of events that name none at all (v1 streams whose requests carry no model)",
     )
     p.add_argument(
         "--workers",

@@ -143,12 +143,19 @@ def _chunks(events: Iterable[RawEvent], size: int) -> Iterator[list[RawEvent]]:
 _WORKER: Ingestor | None = None
 
 
-def _worker_init(url: str, deployment_models: dict[str, str], rates: RateBook | None) -> None:
+def _worker_init(
+    url: str, deployment_models: dict[str, str], default_model: str | None, rates: RateBook | None
+) -> None:
     """Worker process start: its own engine (reads only) and ingestor."""
     global _WORKER
     from .store import engine_from_url
 
-    _WORKER = Ingestor(engine_from_url(url), deployment_models=deployment_models, rates=rates)
+    _WORKER = Ingestor(
+        engine_from_url(url),
+        deployment_models=deployment_models,
+        default_model=default_model,
+        rates=rates,
+    )
 
 
 def _worker_prepare(items: list[tuple[bytes, str]]) -> _Prepared:
@@ -168,9 +175,10 @@ def load_rates(conn: Connection) -> RateBook:
 class Ingestor:
     """Turns batches of raw bodies into stored rows; holds the engine and the rate book.
 
-    ``deployment_models`` maps deployment names to model names, used when neither the response
-    nor the request names the model (e.g. a streamed v1 call without capture).
-    ``rates`` is reloaded from the database for every batch unless given explicitly.
+    ``deployment_models`` maps deployment names to model names, used when the response names
+    no model; ``default_model`` is the model of events that name none at all (v1 streams of
+    deployments whose requests carry no ``model``). Both decide the tokenizer of estimates and
+    the rate. ``rates`` is reloaded from the database for every batch unless given explicitly.
     """
 
     def __init__(
@@ -178,10 +186,12 @@ class Ingestor:
         engine: Engine,
         *,
         deployment_models: dict[str, str] | None = None,
+        default_model: str | None = None,
         rates: RateBook | None = None,
     ) -> None:
         self.engine = engine
         self.deployment_models = {k.lower(): v for k, v in (deployment_models or {}).items()}
+        self.default_model = default_model
         self._fixed_rates = rates
         dialect = engine.dialect.name
         insert_rows: Insert
@@ -248,7 +258,7 @@ class Ingestor:
             return total
         url = self.engine.url.render_as_string(hide_password=False)  # to the workers, never printed
         context = multiprocessing.get_context("spawn")  # no fork: safe with threads in the parent
-        init = (url, self.deployment_models, self._fixed_rates)
+        init = (url, self.deployment_models, self.default_model, self._fixed_rates)
         with ProcessPoolExecutor(
             workers, mp_context=context, initializer=_worker_init, initargs=init
         ) as pool:
@@ -303,7 +313,14 @@ class Ingestor:
                 result.duplicates += 1  # redelivered: skip before the (costly) resolution
                 continue
             try:
-                rows.append(self._row(ev, resolve_usage(ev, self.deployment_models), rates, stamp))
+                rows.append(
+                    self._row(
+                        ev,
+                        resolve_usage(ev, self.deployment_models, self.default_model),
+                        rates,
+                        stamp,
+                    )
+                )
             except TokenizerError:
                 raise  # systemic (tokenizer data missing): fail the batch, do not checkpoint
             except Exception as exc:  # a bug must not lose the event: keep it aside

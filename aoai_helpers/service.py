@@ -52,6 +52,8 @@ def ingest_files(
     on_bytes: Callable[[int], None] | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     workers: int | None = None,
+    deployment_models: dict[str, str] | None = None,
+    default_model: str | None = None,
 ) -> BatchResult:
     """Ingest JSONL/JSON files (batches of ``batch_size``, one transaction each).
 
@@ -60,7 +62,7 @@ def ingest_files(
     """
     if workers is None:
         workers = auto_workers(sum(Path(p).stat().st_size for p in paths if Path(p).is_file()))
-    ingestor = Ingestor(engine)
+    ingestor = Ingestor(engine, deployment_models=deployment_models, default_model=default_model)
     total = BatchResult()
     for path in paths:
         events = iter_file_events(path, on_bytes=on_bytes)

@@ -320,8 +320,11 @@ def _usage_from_fragment(text: str) -> tuple[Usage, str | None] | None:
     return Usage(prompt, completion, total), _nonempty(model.group(1)) if model else None
 
 
-def _event_model(event: UsageEvent, models: Mapping[str, str] | None) -> str | None:
-    """Model when the response names none: the event's, else the request's, else the deployment.
+def _event_model(
+    event: UsageEvent, models: Mapping[str, str] | None, default_model: str | None = None
+) -> str | None:
+    """Model when the response names none: the event's, else the request's, else the deployment,
+    else ``default_model`` (e.g. for v1 events of deployments whose requests name no model).
 
     ``models`` maps deployment names (lower-case) to models; it translates the request's
     ``model`` (a deployment name on the ``/openai/v1/`` API) and the deployment name.
@@ -333,7 +336,7 @@ def _event_model(event: UsageEvent, models: Mapping[str, str] | None) -> str | N
     name = name or _nonempty(event.deployment_name)
     if name and models:
         return models.get(name.lower(), name)
-    return name
+    return name or default_model
 
 
 def _body_model(body: dict[str, Any]) -> str | None:
@@ -404,14 +407,16 @@ def _from_response(event: UsageEvent, raw: str, default: str | None) -> Resolved
     return None
 
 
-def resolve_usage(event: UsageEvent, models: Mapping[str, str] | None = None) -> ResolvedUsage:
+def resolve_usage(
+    event: UsageEvent, models: Mapping[str, str] | None = None, default_model: str | None = None
+) -> ResolvedUsage:
     """Resolve the usage of one event (ARCHITECTURE.md §5; see the module docstring).
 
     ``models`` optionally maps deployment names (lower-case) to models, for events whose
-    response names no model. Pure and total: never raises for a malformed event (only
+    response names no model; ``default_model`` is the model of events that name none at all. Pure and total: never raises for a malformed event (only
     :class:`~aoai_helpers.exceptions.TokenizerError` when the bundled tokenizer is missing).
     """
-    default = _event_model(event, models)
+    default = _event_model(event, models, default_model)
     if event.usage is not None:
         return _reported(event.usage, default)
     status = event.status_code

@@ -177,6 +177,56 @@ def test_missing_file_exits_1_with_one_line(capsys: pytest.CaptureFixture[str], 
     assert err == "error: no such file: nope-1.jsonl, nope-2.jsonl\n"
 
 
+def test_ingest_model_map_and_default_model(
+    capsys: pytest.CaptureFixture[str],
+    db: str,
+    tmp_path: Path,
+    make_v2: MakeEvent,
+    make_v1: MakeEvent,
+) -> None:
+    chat = [{"role": "user", "content": "Hello there"}]
+    path = write_jsonl(
+        tmp_path / "unnamed.jsonl",
+        [
+            make_v2(
+                DeploymentName="chat-prod",
+                Model=None,
+                Usage=None,
+                IsStreaming=True,
+                Request={"messages": chat},
+            ),
+            make_v1(Request={"messages": chat, "stream": True}, ResponseString=""),
+        ],
+    )
+    status, out, err = run(
+        capsys,
+        "ingest",
+        str(path),
+        "--db",
+        db,
+        "--model-map",
+        "chat-prod=gpt-4o",
+        "--default-model",
+        "gpt-4.1-mini",
+    )
+    assert (status, err) == (0, "")
+    assert out.startswith(
+        "2 received: 2 stored, 0 duplicates, 0 dead-lettered (0 estimated, 2 prompt-only)"
+    )
+    status, out, err = run(capsys, "report", "--db", db, "--month", "2026-11")
+    assert status == 0 and "Unpriced models" not in out
+
+
+@pytest.mark.parametrize("bad", ["chat-prod", "=gpt-4o", "chat-prod="])
+def test_ingest_model_map_needs_deployment_equals_model(
+    capsys: pytest.CaptureFixture[str], db: str, events_file: Path, bad: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingest", str(events_file), "--db", db, "--model-map", bad])
+    assert exit_info.value.code == 2
+    assert f"expected DEPLOYMENT=MODEL, not {bad!r}" in capsys.readouterr().err
+
+
 def test_a_folder_instead_of_a_file_says_so(
     capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
 ) -> None:

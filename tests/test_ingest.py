@@ -557,6 +557,47 @@ def test_without_deployment_models_the_deployment_name_is_unpriced(
     assert (row["ModelName"], row["ModelKnown"], row["Cost"]) == ("chat-prod", 0, None)
 
 
+def test_default_model_decides_tokenizer_and_rate_of_events_that_name_no_model(
+    engine: Engine, make_v1: MakeEvent, token_rows: TokenRows
+) -> None:
+    """A v1 stream of a gpt-35-turbo deployment whose requests carry no ``model``."""
+    request = {"messages": EXAMPLE_MESSAGES, "stream": True}
+    event = make_v1(Request=request, ResponseString="Things are fine.")
+    with transaction(engine) as conn:
+        from aoai_helpers.rates_db import set_rates
+
+        set_rates(conn, [Rate("gpt-35-turbo", 0.5 / 1e6, 1.5 / 1e6)])
+    result = Ingestor(engine, default_model="gpt-35-turbo").ingest_batch(raw(event))
+
+    assert (result.stored, result.estimated, result.unpriced) == (1, 1, 0)
+    (row,) = token_rows(engine)
+    assert (row["ModelName"], row["ModelKnown"], row["EstimateEncoding"]) == (
+        "gpt-35-turbo",
+        1,
+        "cl100k_base",
+    )
+    assert row["PromptTokens"] == 129  # the cookbook's API-verified count for gpt-3.5-turbo
+    completion = count_completion_text(["Things are fine."], "gpt-35-turbo")
+    assert row["CompletionTokens"] == completion
+    assert row["Cost"] == pytest.approx(129 * 0.5e-6 + completion * 1.5e-6, rel=1e-12)
+
+
+def test_without_default_model_such_events_are_unknown_and_unpriced(
+    engine: Engine, make_v1: MakeEvent, token_rows: TokenRows
+) -> None:
+    event = make_v1(Request={"messages": EXAMPLE_MESSAGES, "stream": True}, ResponseString="")
+    result = Ingestor(engine).ingest_batch(raw(event))
+    assert (result.stored, result.prompt_only, result.unpriced) == (1, 1, 1)
+    (row,) = token_rows(engine)
+    assert (row["ModelName"], row["ModelKnown"], row["EstimateEncoding"], row["Cost"]) == (
+        "unknown",
+        0,
+        "o200k_base",
+        None,
+    )
+    assert row["PromptTokens"] == 124  # the o200k_base fallback counts it as gpt-4o would
+
+
 # ----------------------------------------------------------------------------- batching
 
 
