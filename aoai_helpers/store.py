@@ -352,16 +352,18 @@ def init_db(engine: Engine) -> list[str]:
         # Check everything first: SQLite commits DDL as it goes, so a late refusal would leave
         # a half-upgraded database behind.
         for table in metadata.sorted_tables:
-            for col in table.columns if table.name in existing else ():
-                if (
-                    col.name.lower() not in columns[table.name]
-                    and not col.nullable
-                    and col.server_default is None
-                ):
-                    raise ConfigError(
-                        f"table {table.name} predates this schema (no {col.name}); "
-                        "upgrade it with the migration from the original schema"
-                    )
+            required = [
+                col.name
+                for col in (table.columns if table.name in existing else ())
+                if col.name.lower() not in columns[table.name]
+                and not col.nullable
+                and col.server_default is None
+            ]
+            if required:
+                raise ConfigError(
+                    f"table {table.name} predates this schema (no {', '.join(required)}); "
+                    "upgrade it with the migration from the original schema"
+                )
         for table in metadata.sorted_tables:
             if table.name not in existing:
                 table.create(conn)

@@ -217,30 +217,34 @@ def test_upgrade_adds_a_missing_column_with_a_default(tmp_path: Path) -> None:
         engine.dispose()
 
 
-def test_original_schema_table_asks_for_the_migration(tmp_path: Path) -> None:
+@pytest.fixture
+def original_db(tmp_path: Path) -> Path:
+    """A SQLite file holding the original project's ApimAoaiToken table."""
     path = tmp_path / "original.db"
     con = sqlite3.connect(path)
     con.execute(ORIGINAL_DDL)
     con.commit()
     con.close()
-    engine = engine_from_url(str(path))
+    return path
+
+
+def test_original_schema_table_asks_for_the_migration(original_db: Path) -> None:
+    engine = engine_from_url(str(original_db))
     try:
         with pytest.raises(ConfigError, match="migration") as info:
             init_db(engine)
         assert "ApimAoaiToken" in str(info.value)
-        assert "predates this schema" in str(info.value)
+        assert (
+            "predates this schema (no Id, RequestId, EventVersion, Operation, UsageSource,"
+            in str(info.value)
+        )
         assert "RequestId" not in columns(engine, "ApimAoaiToken")  # not half-altered
     finally:
         engine.dispose()
 
 
-def test_failed_init_db_leaves_nothing_behind(tmp_path: Path) -> None:
-    path = tmp_path / "original.db"
-    con = sqlite3.connect(path)
-    con.execute(ORIGINAL_DDL)
-    con.commit()
-    con.close()
-    engine = engine_from_url(str(path))
+def test_failed_init_db_leaves_nothing_behind(original_db: Path) -> None:
+    engine = engine_from_url(str(original_db))
     try:
         with pytest.raises(ConfigError):
             init_db(engine)
