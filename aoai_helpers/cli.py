@@ -19,7 +19,7 @@ from typing import Any
 from . import __version__
 from .config import db_url
 from .exceptions import AoaiHelpersError, ConfigError, DatabaseError
-from .pricing import Rate, parse_rates_csv, rates_to_csv
+from .pricing import Rate, make_rate, parse_rates_csv, rates_to_csv
 from .store import engine_from_url, masked_url, require_schema, transaction
 
 __all__ = ["build_parser", "main"]
@@ -182,20 +182,17 @@ def _apply_rates(args: argparse.Namespace, rates: list[Rate]) -> int:
 
 
 def cmd_rates_set(args: argparse.Namespace) -> int:
-    line = ",".join(
-        [
-            args.model,
-            str(args.input),
-            "" if args.cached is None else str(args.cached),
-            str(args.output),
-            args.currency,
-            args.effective_from.date().isoformat() if args.effective_from else "",
-            args.effective_to.date().isoformat() if args.effective_to else "",
-            (args.source or "set by hand").replace(",", ";"),
-        ]
+    rate = make_rate(
+        args.model,
+        args.input / 1e6,
+        args.output / 1e6,
+        None if args.cached is None else args.cached / 1e6,
+        currency=args.currency,
+        effective_from=args.effective_from,
+        effective_to=args.effective_to,
+        source=args.source or "set by hand",
     )
-    header = "model,input_per_1m,cached_input_per_1m,output_per_1m,currency,effective_from,effective_to,source\n"
-    return _apply_rates(args, parse_rates_csv(header + line + "\n"))
+    return _apply_rates(args, [rate])
 
 
 def cmd_rates_import(args: argparse.Namespace) -> int:

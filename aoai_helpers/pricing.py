@@ -23,7 +23,7 @@ import csv
 import io
 import itertools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -39,6 +39,7 @@ __all__ = [
     "RateBook",
     "cost_of",
     "default_rates",
+    "make_rate",
     "parse_rates_csv",
     "rates_to_csv",
 ]
@@ -156,6 +157,48 @@ def _date(text: str, column: str, line: int) -> datetime | None:
         ) from None
 
 
+def make_rate(
+    model: str,
+    prompt_rate: float,
+    completion_rate: float,
+    cached_prompt_rate: float | None = None,
+    *,
+    currency: str = "USD",
+    effective_from: datetime | None = None,
+    effective_to: datetime | None = None,
+    source: str = "",
+) -> Rate:
+    """A validated :class:`Rate` (per-token prices; the model name is normalised).
+
+    Raises :class:`ConfigError` for an empty model, a negative price, a currency that is not a
+    3-letter code, or an end that is not after the start.
+    """
+    if not model.strip():
+        raise ConfigError("model is empty")
+    for name, value in (
+        ("prompt", prompt_rate),
+        ("completion", completion_rate),
+        ("cached", cached_prompt_rate),
+    ):
+        if value is not None and not 0 <= value < float("inf"):
+            raise ConfigError(f"the {name} price must be a non-negative number, not {value!r}")
+    code = currency.strip().upper()
+    if len(code) != 3 or not code.isalpha():
+        raise ConfigError(f"currency must be a 3-letter code, not {code!r}")
+    if effective_from and effective_to and effective_to <= effective_from:
+        raise ConfigError("effective_to must be after effective_from")
+    return Rate(
+        model_name=normalize_model(model).name,
+        prompt_rate=prompt_rate,
+        completion_rate=completion_rate,
+        cached_prompt_rate=cached_prompt_rate,
+        currency=code,
+        effective_from=effective_from or EPOCH,
+        effective_to=effective_to,
+        source=source.strip(),
+    )
+
+
 def parse_rates_csv(text: str, *, default_source: str = "") -> list[Rate]:
     """Parse rates from CSV text.
 
@@ -196,36 +239,29 @@ def parse_rates_csv(text: str, *, default_source: str = "") -> list[Rate]:
                 "CachedPromptTokenRate",
                 1.0,
             )
-        if not raw_model.strip():
-            raise ConfigError(f"rates line {line}: model is empty")
         prompt = _number(row.get(prompt_col, ""), prompt_col, line)
         completion = _number(row.get(completion_col, ""), completion_col, line)
         cached = _number(row.get(cached_col, ""), cached_col, line)
         if prompt is None:
             raise ConfigError(f"rates line {line}: {prompt_col} is required")
-        currency = (row.get("currency") or row.get("Currency") or "USD").strip().upper()
-        if len(currency) != 3 or not currency.isalpha():
-            raise ConfigError(
-                f"rates line {line}: currency must be a 3-letter code, not {currency!r}"
-            )
         start = _date(
             row.get("effective_from") or row.get("EffectiveFrom") or "", "effective_from", line
         )
         end = _date(row.get("effective_to") or row.get("EffectiveTo") or "", "effective_to", line)
-        if start and end and end <= start:
-            raise ConfigError(f"rates line {line}: effective_to must be after effective_from")
-        rates.append(
-            Rate(
-                model_name=normalize_model(raw_model).name,
-                prompt_rate=prompt / scale,
-                completion_rate=(completion or 0.0) / scale,
-                cached_prompt_rate=None if cached is None else cached / scale,
-                currency=currency,
-                effective_from=start or EPOCH,
+        try:
+            rate = make_rate(
+                raw_model,
+                prompt / scale,
+                (completion or 0.0) / scale,
+                None if cached is None else cached / scale,
+                currency=row.get("currency") or row.get("Currency") or "USD",
+                effective_from=start,
                 effective_to=end,
-                source=(row.get("source") or row.get("Source") or default_source).strip(),
+                source=row.get("source") or row.get("Source") or default_source,
             )
-        )
+        except ConfigError as exc:
+            raise ConfigError(f"rates line {line}: {exc}") from None
+        rates.append(rate)
     return rates
 
 
@@ -258,8 +294,3 @@ def default_rates() -> list[Rate]:
     """The bundled default rate set (USD list prices as of :data:`DEFAULT_RATES_AS_OF`)."""
     text = (Path(__file__).parent / "data" / "default_rates.csv").read_text("utf-8")
     return parse_rates_csv(text)
-
-
-def with_id(rate: Rate, rate_id: int) -> Rate:
-    """A copy of ``rate`` carrying its database id."""
-    return replace(rate, rate_id=rate_id)

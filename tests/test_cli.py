@@ -647,3 +647,22 @@ def test_every_command_is_documented_in_the_readme() -> None:
         if f"python -m aoai_helpers {cmd}" not in section
     ]
     assert missing == [], f"README.md '## CLI reference' does not show: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--currency", "EURO"], "error: currency must be a 3-letter code, not 'EURO'\n"),
+        (
+            ["--from", "2026-02-01", "--to", "2026-01-01"],
+            "error: effective_to must be after effective_from\n",
+        ),
+    ],
+)
+def test_rates_set_rejects_bad_values_in_one_line(
+    capsys: pytest.CaptureFixture[str], db: str, extra: list[str], message: str
+) -> None:
+    status, out, err = run(
+        capsys, "rates", "set", "gpt-4o", "--input", "1", "--output", "2", "--db", db, *extra
+    )
+    assert (status, out, err) == (1, "", message)
