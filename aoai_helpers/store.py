@@ -47,7 +47,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mssql
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateColumn
 
@@ -250,28 +250,43 @@ def normalize_url(url: str | os.PathLike[str] | None) -> str:
     return s
 
 
+def _parse(url: str | os.PathLike[str] | None) -> URL:
+    s = normalize_url(url)
+    try:
+        return make_url(s)
+    except ArgumentError:
+        raise ConfigError(f"not a database URL: {masked_url(s)}") from None
+
+
+def _sqlite_file(parsed: URL) -> Path | None:
+    """The file of a SQLite URL (None for other databases, in-memory and ``file:`` URIs)."""
+    db = parsed.database
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not db
+        or db == ":memory:"
+        or db.startswith("file:")
+    ):
+        return None
+    return Path(db).expanduser()
+
+
 def engine_from_url(url: str | os.PathLike[str] | None = None) -> Engine:
     """An engine for ``url`` (SQLite file by default), with SQLite tuned for ingest.
 
     Raises :class:`ConfigError` for a malformed URL or a missing driver.
     """
-    s = normalize_url(url)
-    try:
-        parsed = make_url(s)
-    except ArgumentError:
-        raise ConfigError(f"not a database URL: {masked_url(s)}") from None
+    parsed = _parse(url)
     kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
-        db = parsed.database
-        if db and db != ":memory:" and not db.startswith("file:"):
-            folder = Path(db).expanduser().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot create the folder for the SQLite file {db}: {exc.strerror or exc}"
-                ) from None
-    else:
+    file = _sqlite_file(parsed)
+    if file is not None:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the folder for the SQLite file {file}: {exc.strerror or exc}"
+            ) from None
+    if parsed.get_backend_name() != "sqlite":
         kwargs["pool_pre_ping"] = True
     try:
         engine = create_engine(parsed, **kwargs)
@@ -319,22 +334,19 @@ def require_schema(url: str) -> Engine:
 
     For read-only commands: a mistyped SQLite path must not silently create an empty file.
     """
-    s = normalize_url(url)
-    try:
-        parsed = make_url(s)
-    except ArgumentError:
-        raise ConfigError(f"not a database URL: {masked_url(s)}") from None
+    parsed = _parse(url)
     hint = "run `python -m aoai_helpers db init` (or ingest some events) first"
-    database = parsed.database
-    is_file_db = parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
-    if is_file_db and not Path(str(database)).expanduser().is_file():
+    file = _sqlite_file(parsed)
+    if file is not None and not file.is_file():
         raise ConfigError(f"no database file at {parsed.database}: {hint}")
-    engine = engine_from_url(s)
+    engine = engine_from_url(parsed.render_as_string(hide_password=False))
     with transaction(engine) as conn:
         tables = set(inspect(conn).get_table_names())
     missing = sorted(t.name for t in metadata.sorted_tables if t.name not in tables)
     if missing:
-        raise ConfigError(f"{masked_url(s)} lacks table(s) {', '.join(missing)}: {hint}")
+        raise ConfigError(
+            f"{masked_url(str(engine.url))} lacks table(s) {', '.join(missing)}: {hint}"
+        )
     return engine
 
 
