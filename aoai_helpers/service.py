@@ -5,6 +5,7 @@ Each opens what it needs (engine, files) and returns plain results; none prints.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,9 +38,10 @@ def ensure_db(engine: Engine, *, seed_default_rates: bool = True) -> list[str]:
     if seed_default_rates and "created table AoaiTokenRate" in changes:
         with transaction(engine) as conn:
             if not conn.execute(select(func.count()).select_from(rate_table)).scalar():
-                set_rates(conn, default_rates(), reprice_rows=False)
+                defaults = default_rates()
+                set_rates(conn, defaults, reprice_rows=False)
                 changes.append(
-                    f"seeded {len(default_rates())} default rates (edit them: rates list / rates set)"
+                    f"seeded {len(defaults)} default rates (edit them: rates list / rates set)"
                 )
     return changes
 
@@ -63,13 +65,9 @@ def ingest_files(
     if workers is None:
         workers = auto_workers(sum(Path(p).stat().st_size for p in paths if Path(p).is_file()))
     ingestor = Ingestor(engine, deployment_models=deployment_models, default_model=default_model)
-    total = BatchResult()
-    for path in paths:
-        events = iter_file_events(path, on_bytes=on_bytes)
-        total.add(
-            ingestor.ingest(events, batch_size=batch_size, on_batch=on_batch, workers=workers)
-        )
-    return total
+    # One stream over all files: batches span file boundaries, and one worker pool serves all.
+    events = itertools.chain.from_iterable(iter_file_events(p, on_bytes=on_bytes) for p in paths)
+    return ingestor.ingest(events, batch_size=batch_size, on_batch=on_batch, workers=workers)
 
 
 #: Inputs smaller than this are ingested in-process (a worker's start-up would not pay off).
