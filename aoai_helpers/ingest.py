@@ -44,6 +44,7 @@ from .events import EventError, UsageEvent, parse_event
 from .exceptions import InputError, TokenizerError
 from .models import normalize_model
 from .pricing import RateBook, cost_of
+from .rates_db import read_rates
 from .store import STRING_LIMITS, dead_letter, token_table, transaction, utcnow
 from .usage import ResolvedUsage, resolve_usage
 
@@ -167,8 +168,6 @@ def _worker_prepare(items: list[tuple[bytes, str]]) -> _Prepared:
 
 def load_rates(conn: Connection) -> RateBook:
     """The rates stored in ``AoaiTokenRate``."""
-    from .rates_db import read_rates
-
     return RateBook(read_rates(conn))
 
 
