@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "apim-aoai-proxy needs Python 3.11+ (found: $$($(PYTHON) --version 2>&1)); run: make PYTHON=python3.11 …" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 ## demo: ingest the bundled sample events into data/aoai_usage.db and print the per-BU chargeback
@@ -29,6 +29,7 @@ test: venv
 ## bench: benchmarks/ (numbers quoted in the README)
 bench: venv
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/gateway.py
 
 lint: venv
 	$(PY) -m ruff check aoai_helpers tests benchmarks

@@ -14,6 +14,7 @@ from .ingest import BatchResult, Ingestor, RawEvent, iter_file_events
 from .pricing import Rate, RateBook, cost_of, default_rates
 from .report import BuCharge, chargeback_by_bu
 from .service import ensure_db, ingest_files, run_demo
+from .spec import Spec, load_spec
 from .store import engine_from_url, init_db
 from .usage import ResolvedUsage, resolve_usage
 
@@ -30,6 +31,7 @@ __all__ = [
     "RateBook",
     "RawEvent",
     "ResolvedUsage",
+    "Spec",
     "TokenizerError",
     "Usage",
     "UsageEvent",
@@ -42,6 +44,7 @@ __all__ = [
     "ingest_files",
     "init_db",
     "iter_file_events",
+    "load_spec",
     "parse_event",
     "resolve_usage",
     "run_demo",

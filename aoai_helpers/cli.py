@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cli_local import add_local_parser
 from .config import db_url
 from .exceptions import AoaiHelpersError, ConfigError, DatabaseError
 from .pricing import Rate, make_rate, parse_rates_csv, rates_to_csv
@@ -293,16 +294,39 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .report import render_table
+    from .report import chargeback_by_bu, latest_month, render_table, unpriced_models
     from .service import run_demo
 
     engine = _engine(args)
     print(f"demo: ingesting the bundled sample events into {masked_url(str(engine.url))}")
     result = run_demo(engine)
     print(result.ingest.summary())
-    if result.month:
+    if not args.sample_only:
+        from .config import spec_path
+        from .local.demo import run_live_demo
+        from .spec import load_spec
+
+        spec = load_spec(spec_path(args.spec))
         print()
-        print(render_table(result.charges, result.month, result.unpriced))
+        print(
+            "demo: live calls from every BU: openai SDK -> gateway -> AOAI simulator -> event log -> ingest"
+        )
+        live = run_live_demo(
+            engine.url.render_as_string(hide_password=False),
+            spec,
+            progress=lambda line: print(f"  {line}"),
+        )
+        for mode, calls in live.calls.items():
+            streamed = sum(c.stream for c in calls)
+            print(f"  {mode}: {len(calls)} calls ({streamed} streamed) through the gateway")
+        print(
+            f"  {live.rejected} call(s) with a wrong subscription key rejected (401, never billed)"
+        )
+        print(f"  {live.events} events logged, {live.stored} rows stored")
+    month = latest_month(engine)
+    if month:
+        print()
+        print(render_table(chargeback_by_bu(engine, month), month, unpriced_models(engine, month)))
     return 0
 
 
@@ -451,8 +475,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--month", help="YYYY-MM (default: the month of the latest call)")
     p.set_defaults(func=cmd_report)
 
-    p = with_db(sub.add_parser("demo", help="ingest the bundled sample and print the per-BU table"))
+    p = with_db(
+        sub.add_parser(
+            "demo",
+            help="ingest the bundled sample, drive live calls through the local gateway, print the per-BU table",
+        )
+    )
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="deployment spec for the live calls (default: the bundled sample)",
+    )
+    p.add_argument(
+        "--sample-only", action="store_true", help="only ingest the bundled sample events"
+    )
     p.set_defaults(func=cmd_demo)
+
+    add_local_parser(sub, with_db)
 
     tokens = sub.add_parser("tokens", help="offline tokenizer").add_subparsers(
         dest="tokens_command", required=True, metavar="ACTION"

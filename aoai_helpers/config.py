@@ -2,16 +2,18 @@
 
 ``AOAI_DB_URL``               SQLAlchemy URL of the database (wins over the next one)
 ``AOAI_DB_STORE_CONNECTION``  the original project's ODBC connection string (Azure SQL)
+``AOAI_SPEC``                 path of the deployment spec (``gateway.yaml``)
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from .store import DEFAULT_DB_URL, normalize_url, url_from_odbc
 
-__all__ = ["db_url"]
+__all__ = ["db_url", "spec_path"]
 
 
 def db_url(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -24,3 +26,17 @@ def db_url(explicit: str | None = None, env: Mapping[str, str] | None = None) ->
     if env.get("AOAI_DB_STORE_CONNECTION"):
         return url_from_odbc(env["AOAI_DB_STORE_CONNECTION"])
     return DEFAULT_DB_URL
+
+
+def spec_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The deployment spec: ``explicit`` (a --spec argument), else ``$AOAI_SPEC``, else
+    ``gateway.yaml`` in the current directory, else the bundled sample (``examples/gateway.yaml``).
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("AOAI_SPEC"):
+        return Path(env["AOAI_SPEC"])
+    if Path("gateway.yaml").is_file():
+        return Path("gateway.yaml")
+    return Path(__file__).parent / "data" / "gateway.yaml"

@@ -40,15 +40,16 @@ def test_environment_yml_lists_exactly_the_pyproject_dependencies() -> None:
 
 def test_pyproject_has_the_extras_users_expect() -> None:
     extras = _pyproject()["project"]["optional-dependencies"]
-    assert {"azure", "mssql", "postgres", "notebooks", "dev"} <= set(extras)
+    assert {"azure", "local", "mssql", "postgres", "notebooks", "dev"} <= set(extras)
 
 
 def test_public_api_is_sorted_and_importable() -> None:
     assert aoai_helpers.__all__ == sorted(aoai_helpers.__all__)
     for name in aoai_helpers.__all__:
         assert hasattr(aoai_helpers, name), name
-    for path in (ROOT / "aoai_helpers").glob("*.py"):
-        module = importlib.import_module(f"aoai_helpers.{path.stem}")
+    for path in (ROOT / "aoai_helpers").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = importlib.import_module(".".join(p for p in parts if p != "__init__"))
         for name in getattr(module, "__all__", []):
             assert hasattr(module, name), f"{path.name}: __all__ names missing {name}"
 

@@ -1,0 +1,136 @@
+"""CLI commands of local mode: ``local up|down|status|serve`` (registered by :mod:`aoai_helpers.cli`).
+
+Keys are printed masked; the full keys are in the owner-only state file ``stack.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from .config import db_url as resolve_db_url
+from .config import spec_path
+from .spec import Spec, load_spec
+from .store import masked_url
+
+__all__ = ["add_local_parser"]
+
+
+def _spec(args: argparse.Namespace) -> tuple[Spec, str]:
+    path = spec_path(getattr(args, "spec", None))
+    return load_spec(path), str(path)
+
+
+def _db(args: argparse.Namespace, spec: Spec) -> str:
+    """--db, else $AOAI_DB_URL / $AOAI_DB_STORE_CONNECTION, else the spec's database."""
+    if args.db:
+        return resolve_db_url(args.db)
+    env_url = resolve_db_url(None)
+    from .store import DEFAULT_DB_URL
+
+    return env_url if env_url != DEFAULT_DB_URL else resolve_db_url(spec.database.url)
+
+
+def _print_info(info: Any, spec: Spec) -> None:
+    from .local.control import mask
+
+    print(f"  gateway    {info.gateway_url}   (capture: {info.capture})")
+    print(f"  simulator  {info.simulator_url}")
+    print(f"  database   {masked_url(info.database_url)}")
+    print(f"  event log  {info.event_log}")
+    for sub in spec.subscriptions:
+        key = info.keys.get(sub.id, "")
+        print(f"  key  {sub.id:<24} {sub.business_unit:<20} {mask(key)}")
+
+
+def cmd_local_up(args: argparse.Namespace) -> int:
+    from .local.control import up
+
+    spec, path = _spec(args)
+    info = up(
+        spec, spec_path=path, db_url=_db(args, spec), capture=args.capture, state_dir=args.state_dir
+    )
+    state = f"{args.state_dir or spec.local.state_dir}/stack.json"
+    print(f"local stack up (pid {info.pid}); clients read {state} (owner-only: full keys)")
+    _print_info(info, spec)
+    return 0
+
+
+def cmd_local_serve(args: argparse.Namespace) -> int:
+    from .local.control import serve
+
+    spec, path = _spec(args)
+    serve(
+        spec, spec_path=path, db_url=_db(args, spec), capture=args.capture, state_dir=args.state_dir
+    )
+    print("local stack stopped; every event logged was stored and checkpointed")
+    return 0
+
+
+def cmd_local_down(args: argparse.Namespace) -> int:
+    from .local.control import down
+
+    spec, _ = _spec(args)
+    info = down(spec, args.state_dir)
+    print("no local stack running" if info is None else f"local stack (pid {info.pid}) stopped")
+    return 0
+
+
+def cmd_local_status(args: argparse.Namespace) -> int:
+    from .local.control import status
+
+    spec, _ = _spec(args)
+    st = status(spec, args.state_dir)
+    if st.info is None or not st.alive:
+        print(
+            "local stack: not running" + (" (stale state removed by local down)" if st.info else "")
+        )
+    else:
+        up_down = {True: "up", False: "NOT RESPONDING"}
+        print(f"local stack: running (pid {st.info.pid}), started {st.info.started}")
+        print(f"  gateway {up_down[st.gateway_up]}, simulator {up_down[st.simulator_up]}")
+        _print_info(st.info, spec)
+    lag = st.events - (st.checkpoint + 1)
+    print(
+        f"  events logged {st.events}, stored and checkpointed {st.checkpoint + 1}, waiting {lag}"
+    )
+    return 0 if st.info is None or (st.alive and st.gateway_up and st.simulator_up) else 1
+
+
+def add_local_parser(
+    sub: Any, with_db: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+) -> None:
+    """Register ``local`` and its actions on the top-level subparsers ``sub``."""
+    local = sub.add_parser(
+        "local", help="local mode: AOAI simulator, gateway, event log, consumer"
+    ).add_subparsers(dest="local_command", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--spec",
+            metavar="FILE",
+            help="deployment spec (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
+        )
+        p.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            help="state directory (default: the spec's local.state_dir, .aoai-local)",
+        )
+        return p
+
+    for name, func, text in (
+        ("up", cmd_local_up, "start the local stack in the background"),
+        ("serve", cmd_local_serve, "run the local stack in the foreground until Ctrl-C"),
+    ):
+        p = with_db(common(local.add_parser(name, help=text)))
+        p.add_argument(
+            "--capture",
+            choices=["passthrough", "buffered"],
+            help="streaming capture mode (overrides the spec)",
+        )
+        p.set_defaults(func=func)
+    common(local.add_parser("down", help="stop the local stack")).set_defaults(func=cmd_local_down)
+    common(local.add_parser("status", help="show the local stack")).set_defaults(
+        func=cmd_local_status
+    )

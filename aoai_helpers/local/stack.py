@@ -1,0 +1,369 @@
+"""The local stack: AOAI simulator + APIM-emulating gateway + event log + consumer, on loopback.
+
+Local mode swaps exactly three boxes of the Azure path (ARCHITECTURE.md §1): AOAI (the
+simulator), APIM (the gateway) and Event Hubs (the on-disk event log). The consumer runs the
+same ingest code as the Azure Function, into the same database.
+
+Usable in-process (tests, notebooks, ``make demo``)::
+
+    with LocalStack(spec, db_url="sqlite:///data/aoai_usage.db") as stack:
+        client = openai.AzureOpenAI(azure_endpoint=stack.info.gateway_url,
+                                    api_key=stack.info.keys["bu-finance"], api_version="2024-10-21")
+        ...
+        stack.wait_ingested()
+
+or as a background process (``python -m aoai_helpers local up|down|status``, see
+:mod:`aoai_helpers.local.control`). Either way the stack writes what clients need — URLs,
+database URL, each BU's subscription key — to ``<state_dir>/stack.json``, readable only by its
+owner (mode 0600). Subscription keys are kept in ``<state_dir>/keys.json`` (0600) and reused
+across restarts, so a client's key stays valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import uvicorn
+
+from ..consume import ConsumeStats, consume
+from ..eventhub import EventProducer, LocalEventLog
+from ..exceptions import ConfigError
+from ..ingest import Ingestor
+from ..rates_db import BusinessUnit, set_bu
+from ..service import ensure_db
+from ..spec import CaptureMode, Spec
+from ..store import engine_from_url, transaction
+from .gateway import BackendCut, Gateway
+from .simulator import Simulator, StreamCutError
+
+__all__ = ["STATE_FILE", "EventWriter", "LocalStack", "ServerThread", "StackInfo", "write_private"]
+
+STATE_FILE: Final = "stack.json"
+KEYS_FILE: Final = "keys.json"
+_log = logging.getLogger("aoai_helpers.local")
+
+
+def write_private(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON readable only by its owner (0600), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What clients need to use a running stack (the content of ``stack.json``)."""
+
+    gateway_url: str
+    simulator_url: str
+    database_url: str
+    event_log: str
+    capture: str
+    pid: int
+    started: str
+    keys: dict[str, str] = field(repr=False)
+    backend_key: str = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StackInfo:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+class _QuietCut(logging.Filter):
+    """Hide the server's traceback for a connection aborted on purpose (a configured stream cut)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (BackendCut, StreamCutError))
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on a pre-bound loopback socket, in a daemon thread."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, name: str = "server"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+        self.sock.listen(2048)
+        self.port: int = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        config = uvicorn.Config(
+            app, lifespan="auto", log_level="warning", access_log=False, timeout_keep_alive=30
+        )
+        self.server = uvicorn.Server(config)
+        logging.getLogger("uvicorn.error").addFilter(_QuietCut())
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{self._thread.name} did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+        self.sock.close()
+
+
+class EventWriter:
+    """The gateway's event sink: queues events, appends them to the log from a writer thread.
+
+    Appending (with its fsync) happens off the gateway's event loop, in batches of whatever
+    accumulated; :meth:`close` flushes everything queued before returning.
+    """
+
+    def __init__(self, producer: EventProducer) -> None:
+        self._producer = producer
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+        self._thread.start()
+
+    def __call__(self, body: bytes) -> None:
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+        self._queue.put(body)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            bodies = [b for b in batch if b is not None]
+            if bodies:
+                try:
+                    self._producer.send(bodies)
+                except Exception:  # keep the gateway alive; the error is logged once per batch
+                    _log.exception("could not append %d event(s) to the event log", len(bodies))
+            with self._lock:
+                self._pending -= len(bodies)
+                if self._pending == 0:
+                    self._idle.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event has been appended."""
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        self._producer.close()
+
+
+def _load_keys(state_dir: Path, spec: Spec) -> tuple[dict[str, str], str]:
+    """Subscription keys (reused across restarts) and the simulator's backend key."""
+    path = state_dir / KEYS_FILE
+    stored: dict[str, Any] = {}
+    if path.exists():
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            stored = orjson.loads(path.read_bytes())
+    subs = dict(stored.get("subscriptions") or {})
+    keys = {s.id: subs.get(s.id) or secrets.token_hex(16) for s in spec.subscriptions}
+    backend = stored.get("backend") or secrets.token_hex(16)
+    if keys != subs or backend != stored.get("backend"):
+        write_private(path, {"subscriptions": {**subs, **keys}, "backend": backend})
+    return keys, backend
+
+
+class LocalStack:
+    """Simulator, gateway, event log and consumer for ``spec`` (see the module docstring).
+
+    ``db_url`` defaults to the spec's database; ``capture`` overrides the spec's streaming
+    mode; ``state_dir`` defaults to the spec's ``local.state_dir``. ``consumer=False`` leaves
+    the event log unread (tests of the log itself, or a separate ``consume`` process).
+    """
+
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        db_url: str | None = None,
+        capture: CaptureMode | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        consumer: bool = True,
+        write_state: bool = True,
+        batch_size: int = 200,
+    ) -> None:
+        self.spec = spec
+        self.db_url = db_url or spec.database.url
+        self.capture: CaptureMode = capture or spec.capture.streaming
+        self.state_dir = Path(state_dir or spec.local.state_dir)
+        self.event_log = LocalEventLog(self.state_dir / "events")
+        self._consumer_on = consumer
+        self._write_state = write_state
+        self._batch_size = batch_size
+        self._stop = threading.Event()
+        self._servers: list[ServerThread] = []
+        self._writer: EventWriter | None = None
+        self._consumer_thread: threading.Thread | None = None
+        self.consumed: ConsumeStats | None = None
+        self.consumer_error: BaseException | None = None
+        self.simulator: Simulator | None = None
+        self.gateway: Gateway | None = None
+        self._info: StackInfo | None = None
+
+    @property
+    def info(self) -> StackInfo:
+        if self._info is None:
+            raise RuntimeError("the stack is not running")
+        return self._info
+
+    def start(self) -> StackInfo:
+        """Start everything; returns what clients need (also written to ``stack.json``)."""
+        engine = engine_from_url(self.db_url)
+        ensure_db(engine)
+        units = [
+            BusinessUnit(s.id, s.business_unit, s.display_name, s.cost_center)
+            for s in self.spec.subscriptions
+        ]
+        with transaction(engine) as conn:
+            set_bu(conn, units)
+        keys, backend_key = _load_keys(self.state_dir, self.spec)
+        host = self.spec.local.host
+        self.simulator = Simulator(self.spec, keys=[backend_key])
+        sim = ServerThread(self.simulator, host, self.spec.local.simulator_port, "aoai-simulator")
+        self._servers.append(sim.start())
+        self._writer = EventWriter(self.event_log.producer())
+        self.gateway = Gateway(
+            self.spec,
+            keys=keys,
+            backend_secret=backend_key,
+            sink=self._writer,
+            backend_urls={b.name: sim.url for b in self.spec.backends},
+            capture=self.capture,
+        )
+        gw = ServerThread(self.gateway, host, self.spec.local.gateway_port, "apim-gateway")
+        self._servers.append(gw.start())
+        if self._consumer_on:
+            ingestor = Ingestor(engine, deployment_models=self.spec.deployment_models())
+            self._consumer_thread = threading.Thread(
+                target=self._consume, args=(ingestor,), name="consumer", daemon=True
+            )
+            self._consumer_thread.start()
+        self._info = StackInfo(
+            gateway_url=gw.url,
+            simulator_url=sim.url,
+            database_url=self.db_url,
+            event_log=str(self.event_log.directory),
+            capture=self.capture,
+            pid=os.getpid(),
+            started=datetime.now(UTC).isoformat(timespec="seconds"),
+            keys=keys,
+            backend_key=backend_key,
+        )
+        if self._write_state:
+            write_private(self.state_dir / STATE_FILE, self._info.as_dict())
+        return self._info
+
+    def _consume(self, ingestor: Ingestor) -> None:
+        consumer = self.event_log.consumer(self.spec.event_hub.consumer_group)
+        try:
+            self.consumed = consume(
+                consumer, ingestor, batch_size=self._batch_size, max_wait=0.1, stop=self._stop
+            )
+        except BaseException as exc:  # surfaced by wait_ingested/stop, never lost silently
+            self.consumer_error = exc
+            _log.exception("the local consumer stopped")
+        finally:
+            consumer.close()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event the gateway produced is in the event log."""
+        return self._writer.flush(timeout) if self._writer else True
+
+    def wait_ingested(self, timeout: float = 30.0) -> bool:
+        """Wait until every event in the log has been stored and checkpointed."""
+        deadline = time.monotonic() + timeout
+        if not self.flush(timeout):
+            return False
+        group = self.spec.event_hub.consumer_group
+        while time.monotonic() < deadline:
+            if self.consumer_error is not None:
+                raise self.consumer_error
+            if self.event_log.checkpoint_of(group) >= self.event_log.last_sequence_number():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        """Stop accepting calls, log what is in flight, commit and checkpoint, then stop."""
+        if self._info is not None and self._consumer_thread is not None:
+            with contextlib.suppress(Exception):  # best effort: what is left stays in the log
+                self.wait_ingested(timeout=10)
+        for server in reversed(self._servers):
+            server.stop()
+        self._servers.clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._stop.set()
+        if self._consumer_thread is not None:
+            self._consumer_thread.join(timeout=60)
+            self._consumer_thread = None
+        if self._write_state and self._info is not None:
+            with contextlib.suppress(FileNotFoundError):
+                state = self.state_dir / STATE_FILE
+                if orjson.loads(state.read_bytes()).get("pid") == os.getpid():
+                    state.unlink()
+        self._info = None
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(spec: Spec, **kwargs: Any) -> Iterator[LocalStack]:
+    """``with running(spec) as stack:`` — :class:`LocalStack` as a context manager."""
+    stack = LocalStack(spec, **kwargs)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,265 @@
+"""The declarative deployment spec (``gateway.yaml``, ARCHITECTURE.md §2), validated by pydantic.
+
+One file describes a deployment: the cloud, the APIM service, the AOAI backends and their
+deployments, the product and one subscription per business unit, the capture mode, the Event
+Hub and the database. Provisioning (``aoai_helpers.apim``), the function deployment and local
+mode (``aoai_helpers.local``) all read the same :class:`Spec`; notebooks load it once.
+
+:func:`load_spec` turns YAML into a :class:`Spec` and every problem into one
+:class:`~aoai_helpers.exceptions.ConfigError` that names the offending field(s), never a
+traceback. Unknown keys are errors (a typo must not silently fall back to a default).
+A sample spec ships as ``examples/gateway.yaml``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .exceptions import ConfigError, InputError
+
+__all__ = [
+    "CLOUDS",
+    "Apim",
+    "Backend",
+    "Capture",
+    "CaptureMode",
+    "CloudName",
+    "Database",
+    "EventHub",
+    "Fault",
+    "Local",
+    "Product",
+    "Simulator",
+    "Spec",
+    "Subscription",
+    "TokenLimit",
+    "load_spec",
+    "parse_spec",
+]
+
+CloudName = Literal["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"]
+CLOUDS: Final[tuple[str, ...]] = ("AzureCloud", "AzureChinaCloud", "AzureUSGovernment")
+CaptureMode = Literal["buffered", "passthrough"]
+
+#: APIM resource names (ids of products, subscriptions, named values, loggers, APIs).
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+Ident = Annotated[str, Field(pattern=_ID.pattern)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenLimit(_Model):
+    """Per-subscription limits enforced by APIM (``llm-token-limit``)."""
+
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    token_quota: int | None = Field(default=None, gt=0)
+    token_quota_period: Literal["Hourly", "Daily", "Weekly", "Monthly", "Yearly"] | None = None
+
+    @model_validator(mode="after")
+    def _quota_has_period(self) -> TokenLimit:
+        if (self.token_quota is None) != (self.token_quota_period is None):
+            raise ValueError("token_quota and token_quota_period go together")
+        if self.tokens_per_minute is None and self.token_quota is None:
+            raise ValueError("set tokens_per_minute and/or token_quota")
+        return self
+
+
+class Subscription(_Model):
+    """One APIM subscription: one business unit's key."""
+
+    id: Ident
+    display_name: str = Field(min_length=1, max_length=100)
+    business_unit: str = Field(min_length=1, max_length=100)
+    cost_center: str | None = Field(default=None, max_length=50)
+    owner_name: str | None = Field(default=None, max_length=50)
+    owner_email: str | None = Field(default=None, max_length=50)
+    token_limit: TokenLimit | None = None
+
+
+class Backend(_Model):
+    """One Azure OpenAI resource and the deployments callers may use on it.
+
+    ``deployments`` maps deployment name → model as the response reports it (e.g.
+    ``gpt-4o-2024-11-20``). ``auth`` is how APIM authenticates to it: its managed identity, or
+    the key held in the named value ``key_named_value`` (a secret, or a Key Vault reference
+    when ``key_vault_secret_id`` is set).
+    """
+
+    name: Ident = "aoai"
+    endpoint: str
+    auth: Literal["managed_identity", "key"] = "managed_identity"
+    key_named_value: Ident = "aoai-backend-key"
+    key_vault_secret_id: str | None = None
+    deployments: dict[str, str] = Field(min_length=1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("endpoint must look like https://<resource>.openai.azure.com/")
+        return value.rstrip("/")
+
+
+class Product(_Model):
+    id: Ident = "aoai-chargeback"
+    display_name: str = "Azure OpenAI (charged back)"
+    description: str = "Azure OpenAI through APIM; every call's tokens are billed to its BU."
+
+
+class Capture(_Model):
+    """What the gateway captures of each call.
+
+    ``streaming``: ``passthrough`` leaves streams untouched (prompt-only usage) and
+    ``buffered`` buffers them to read the exact usage (the client gets the stream at the end).
+    ``include_usage_api_versions``: classic api-versions that accept
+    ``stream_options.include_usage`` (buffered mode injects it only for these, and always on
+    the v1 API). ``payload``: also log request/response text (off: no prompt text is logged
+    unless needed to estimate usage).
+    """
+
+    streaming: CaptureMode = "passthrough"
+    include_usage_api_versions: tuple[str, ...] = (
+        "2024-09-01-preview",
+        "2024-10-01-preview",
+        "2024-10-21",
+        "2024-12-01-preview",
+        "2025-01-01-preview",
+        "2025-02-01-preview",
+        "2025-03-01-preview",
+        "2025-04-01-preview",
+    )
+    payload: bool = False
+
+
+class Apim(_Model):
+    resource_group: str = Field(min_length=1, max_length=90)
+    service_name: str = Field(min_length=1, max_length=50)
+    region: str = "West Europe"
+    api_id: Ident = "azure-openai"
+    api_display_name: str = "Azure OpenAI"
+    api_path: str = "openai"
+    api_version: str = "2024-10-21"
+    openapi_spec: str | None = None  # a URL or a local file; default: the published inference spec
+
+
+class EventHub(_Model):
+    namespace: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    logger_id: Ident = "aoai-usage-logger"
+    auth: Literal["managed_identity", "connection_string"] = "managed_identity"
+    consumer_group: str = "$Default"
+
+
+class Database(_Model):
+    url: str = "sqlite:///data/aoai_usage.db"
+
+
+class Fault(_Model):
+    """A backend fault the simulator injects, by configuration (never by prompt text).
+
+    Applies to every ``every``-th matching request (1 = all of them), counted per fault;
+    ``deployments`` limits it to those deployment names (empty: all).
+    """
+
+    kind: Literal["rate_limit", "server_error", "content_filter", "stream_cut"]
+    every: int = Field(default=1, ge=1)
+    deployments: tuple[str, ...] = ()
+    retry_after_ms: int = Field(default=1000, ge=0)
+    cut_after_chunks: int = Field(default=3, ge=0)
+
+
+class Simulator(_Model):
+    """The AOAI simulator's latency model and faults (local mode)."""
+
+    ttft_ms: float = Field(default=0.0, ge=0)
+    tokens_per_second: float = Field(default=0.0, ge=0)  # 0: as fast as possible
+    max_reply_tokens: int = Field(default=40, ge=1)
+    faults: tuple[Fault, ...] = ()
+
+
+class Local(_Model):
+    host: str = "127.0.0.1"
+    gateway_port: int = Field(default=0, ge=0, le=65535)  # 0: any free port
+    simulator_port: int = Field(default=0, ge=0, le=65535)
+    state_dir: str = ".aoai-local"
+    simulator: Simulator = Simulator()
+
+
+class Spec(_Model):
+    """A whole deployment (ARCHITECTURE.md §2)."""
+
+    cloud: CloudName = "AzureCloud"
+    subscription_id: str | None = None  # the Azure subscription (ARM), not an APIM one
+    apim: Apim
+    backends: tuple[Backend, ...] = Field(min_length=1)
+    product: Product = Product()
+    subscriptions: tuple[Subscription, ...] = Field(min_length=1)
+    capture: Capture = Capture()
+    event_hub: EventHub
+    database: Database = Database()
+    local: Local = Local()
+
+    @model_validator(mode="after")
+    def _unique(self) -> Spec:
+        _no_duplicates("subscriptions", [s.id.lower() for s in self.subscriptions])
+        _no_duplicates("backends", [b.name.lower() for b in self.backends])
+        _no_duplicates("deployments", [d.lower() for b in self.backends for d in b.deployments])
+        return self
+
+    def deployment_models(self) -> dict[str, str]:
+        """Deployment name → model, across all backends."""
+        return {d: m for b in self.backends for d, m in b.deployments.items()}
+
+    def backend_for(self, deployment: str) -> Backend | None:
+        """The backend serving ``deployment`` (case-insensitive), if any."""
+        wanted = deployment.lower()
+        for backend in self.backends:
+            if any(d.lower() == wanted for d in backend.deployments):
+                return backend
+        return None
+
+
+def _no_duplicates(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise ValueError(f"duplicate {what}: {', '.join(dupes)}")
+
+
+def parse_spec(data: Any, source: str = "spec") -> Spec:
+    """Validate already-loaded data (a mapping) as a :class:`Spec`; ``ConfigError`` if invalid."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            problems.append(f"{loc}: {err['msg']}")
+        raise ConfigError(f"{source} is invalid: " + "; ".join(problems)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a YAML spec file (``InputError`` if unreadable, ``ConfigError`` if invalid)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"spec file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read spec file {p}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{p} is not valid YAML{where}") from None
+    return parse_spec(data, str(p))

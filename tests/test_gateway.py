@@ -1,0 +1,359 @@
+"""The APIM-emulating gateway, in one process: client → gateway → simulator through httpx's ASGI
+transport (no sockets). Streaming timing is tested over real sockets in test_local_stack.py.
+
+The backend is the real simulator, wrapped in a recorder that keeps what the gateway sent it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import orjson
+import pytest
+from sqlalchemy.engine import Engine
+
+from aoai_helpers.events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, load_v2_schema
+from aoai_helpers.ingest import Ingestor, RawEvent
+from aoai_helpers.local.gateway import EVENT_BUDGET, Gateway, shrink_request
+from aoai_helpers.local.simulator import Simulator
+from aoai_helpers.spec import Spec, load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKEND_SECRET = "backend-secret-0123456789"
+KEYS = {"bu-finance": "finance-key-aaaaaaaaaaaa", "bu-marketing": "marketing-key-bbbbbbbbbb"}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Summarise the travel policy in two sentences."},
+    ],
+    "max_tokens": 20,
+}
+
+
+@dataclass
+class Recorder:
+    """An ASGI wrapper keeping each request the backend received (headers, path, body)."""
+
+    app: Any
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        chunks: list[bytes] = []
+
+        async def replay() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+            return message
+
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        entry: dict[str, Any] = {
+            "path": scope["path"],
+            "query": scope["query_string"].decode(),
+            "headers": headers,
+        }
+        self.seen.append(entry)
+        await self.app(scope, replay, send)
+        entry["body"] = orjson.loads(b"".join(chunks)) if chunks and b"".join(chunks) else None
+        return None
+
+
+@dataclass
+class Rig:
+    spec: Spec
+    sim: Simulator
+    backend: Recorder
+    gateway: Gateway
+    events: list[bytes]
+
+    def call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.gateway)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                response = await client.request(method, url, **kwargs)
+                await response.aread()
+                return response
+
+        return asyncio.run(go())
+
+    def event(self) -> dict[str, Any]:
+        assert len(self.events) == 1, self.events
+        parsed: dict[str, Any] = orjson.loads(self.events[0])
+        return parsed
+
+
+def make_rig(capture: str = "passthrough", spec: Spec | None = None, **gateway_kwargs: Any) -> Rig:
+    spec = spec or load_spec(ROOT / "examples" / "gateway.yaml")
+    sim = Simulator(spec, keys=[BACKEND_SECRET])
+    backend = Recorder(sim)
+    events: list[bytes] = []
+    gateway = Gateway(
+        spec,
+        keys=KEYS,
+        backend_secret=BACKEND_SECRET,
+        sink=events.append,
+        backend_urls={b.name: "http://aoai" for b in spec.backends},
+        capture=capture,  # type: ignore[arg-type]
+        transport=httpx.ASGITransport(app=backend),
+        **gateway_kwargs,
+    )
+    return Rig(spec, sim, backend, gateway, events)
+
+
+CLASSIC = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+
+
+def _validate(event: dict[str, Any]) -> None:
+    jsonschema.validate(event, load_v2_schema())
+    assert tuple(event) == V2_FIELDS
+
+
+# ------------------------------------------------------------------------------- authentication
+
+
+def test_missing_key_is_401_and_touches_nothing() -> None:
+    rig = make_rig()
+    r = rig.call("POST", CLASSIC, json=CHAT)
+    assert r.status_code == 401
+    assert "missing subscription key" in r.json()["message"]
+    assert rig.backend.seen == [] and rig.events == [] and rig.sim.records == []
+
+
+@pytest.mark.parametrize("header", ["api-key", "Ocp-Apim-Subscription-Key"])
+def test_wrong_key_is_401_and_touches_nothing(header: str) -> None:
+    rig = make_rig()
+    r = rig.call("POST", CLASSIC, json=CHAT, headers={header: KEYS["bu-finance"][:-1] + "x"})
+    assert r.status_code == 401
+    assert "invalid subscription key" in r.json()["message"]
+    assert rig.backend.seen == [] and rig.events == []
+
+
+@pytest.mark.parametrize("where", ["api-key", "Ocp-Apim-Subscription-Key", "query"])
+def test_the_callers_key_is_swapped_for_the_backend_credential(where: str) -> None:
+    rig = make_rig()
+    key = KEYS["bu-marketing"]
+    if where == "query":
+        r = rig.call("POST", CLASSIC + f"&subscription-key={key}", json=CHAT)
+    else:
+        r = rig.call(
+            "POST", CLASSIC, json=CHAT, headers={where: key, "Authorization": "Bearer client"}
+        )
+    assert r.status_code == 200, r.text
+    seen = rig.backend.seen[0]
+    sent = " ".join([seen["query"], *seen["headers"].values()])
+    assert key not in sent and "client" not in sent
+    # the sample backend authenticates with its managed identity: a bearer token, no api-key
+    assert seen["headers"]["authorization"] == f"Bearer {BACKEND_SECRET}"
+    assert "api-key" not in seen["headers"] and "ocp-apim-subscription-key" not in seen["headers"]
+    assert "subscription-key" not in seen["query"] and "api-version=2024-10-21" in seen["query"]
+    assert rig.event()["SubscriptionId"] == "bu-marketing"
+
+
+def test_key_auth_backend_gets_an_api_key() -> None:
+    data = load_spec(ROOT / "examples" / "gateway.yaml").model_dump()
+    data["backends"][0]["auth"] = "key"
+    rig = make_rig(spec=parse_spec(data))
+    assert (
+        rig.call("POST", CLASSIC, json=CHAT, headers={"api-key": KEYS["bu-finance"]}).status_code
+        == 200
+    )
+    assert rig.backend.seen[0]["headers"]["api-key"] == BACKEND_SECRET
+    assert "authorization" not in rig.backend.seen[0]["headers"]
+
+
+# ------------------------------------------------------------------------------- events
+
+
+def test_non_streamed_call_logs_reported_usage_and_no_text() -> None:
+    rig = make_rig()
+    r = rig.call("POST", CLASSIC, json=CHAT, headers={"api-key": KEYS["bu-finance"]})
+    body = r.json()
+    event = rig.event()
+    _validate(event)
+    assert event["Usage"]["prompt_tokens"] == body["usage"]["prompt_tokens"]
+    assert event["Usage"]["completion_tokens"] == body["usage"]["completion_tokens"]
+    assert event["Usage"]["total_tokens"] == body["usage"]["total_tokens"]
+    assert event["Usage"] == rig.sim.records[0].usage
+    assert event["Model"] == "gpt-4o-2024-11-20" == body["model"]
+    assert event["Request"] is None and event["ResponseString"] is None  # no prompt text
+    assert (event["Operation"], event["OperationId"]) == ("chat", "ChatCompletions_Create")
+    assert (event["DeploymentName"], event["ApiVersion"]) == ("gpt-4o", "2024-10-21")
+    assert (event["IsStreaming"], event["StatusCode"]) == (False, 200)
+    assert event["SubscriptionName"] == "Finance"
+    assert event["ProductName"] == rig.spec.product.display_name
+    assert event["GatewayServiceName"] == rig.spec.apim.service_name
+    assert event["ExecTimeUTC"].endswith("Z") and len(event["ExecTimeUTC"]) == 24
+
+
+def test_passthrough_stream_is_untouched_and_logged_for_prompt_only() -> None:
+    rig = make_rig("passthrough")
+    request = {**CHAT, "stream": True}
+    r = rig.call("POST", CLASSIC, json=request, headers={"api-key": KEYS["bu-finance"]})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.text.rstrip().endswith("data: [DONE]")
+    assert rig.backend.seen[0]["body"] == request  # nothing injected
+    assert '"usage"' not in r.text
+    event = rig.event()
+    _validate(event)
+    assert event["Usage"] is None and event["Model"] is None and event["IsStreaming"] is True
+    assert event["Request"] == request  # needed to count the prompt
+
+
+def test_buffered_capture_injects_include_usage_and_logs_the_numbers() -> None:
+    rig = make_rig("buffered")
+    request = {**CHAT, "stream": True}
+    r = rig.call("POST", CLASSIC, json=request, headers={"api-key": KEYS["bu-finance"]})
+    sent = rig.backend.seen[0]["body"]
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["messages"] == request["messages"]
+    event = rig.event()
+    _validate(event)
+    assert event["Usage"] == rig.sim.records[0].usage
+    assert event["Model"] == "gpt-4o-2024-11-20"
+    assert event["Request"] is None and event["ResponseString"] is None
+    assert r.text.rstrip().endswith("data: [DONE]")
+
+
+def test_buffered_capture_keeps_the_clients_own_stream_options() -> None:
+    rig = make_rig("buffered")
+    request = {**CHAT, "stream": True, "stream_options": {"include_obfuscation": False}}
+    rig.call("POST", CLASSIC, json=request, headers={"api-key": KEYS["bu-finance"]})
+    assert rig.backend.seen[0]["body"]["stream_options"] == {
+        "include_obfuscation": False,
+        "include_usage": True,
+    }
+
+
+def test_buffered_capture_does_not_inject_for_an_api_version_not_configured() -> None:
+    rig = make_rig("buffered")
+    url = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01"
+    rig.call("POST", url, json={**CHAT, "stream": True}, headers={"api-key": KEYS["bu-finance"]})
+    assert "stream_options" not in rig.backend.seen[0]["body"]
+    event = rig.event()
+    assert event["Usage"] is None and event["Request"] is not None  # estimated at ingest
+
+
+def test_v1_paths_take_the_deployment_from_the_body() -> None:
+    rig = make_rig("buffered")
+    body = {"model": "gpt-4o-mini", "input": "Hello there", "stream": True}
+    r = rig.call("POST", "/openai/v1/responses", json=body, headers={"api-key": KEYS["bu-finance"]})
+    assert r.status_code == 200
+    event = rig.event()
+    _validate(event)
+    assert (event["Operation"], event["OperationId"]) == ("responses", "v1_responses")
+    assert (event["DeploymentName"], event["ApiVersion"]) == ("gpt-4o-mini", None)
+    assert event["Usage"] == rig.sim.records[0].usage  # from response.completed
+    assert (
+        "stream_options" not in rig.backend.seen[0]["body"]
+    )  # Responses streams carry usage anyway
+
+
+def test_backend_errors_are_logged_with_their_status_and_no_usage() -> None:
+    spec = parse_spec(
+        {
+            **load_spec(ROOT / "examples" / "gateway.yaml").model_dump(),
+            "local": {
+                "simulator": {
+                    "faults": [{"kind": "rate_limit", "every": 1, "retry_after_ms": 1500}]
+                }
+            },
+        }
+    )
+    rig = make_rig(spec=spec)
+    r = rig.call("POST", CLASSIC, json=CHAT, headers={"api-key": KEYS["bu-finance"]})
+    assert r.status_code == 429 and r.headers["retry-after-ms"] == "1500"
+    event = rig.event()
+    _validate(event)
+    assert (event["StatusCode"], event["Usage"], event["Request"]) == (429, None, None)
+
+
+def test_an_unreachable_backend_is_a_500_and_an_event() -> None:
+    spec = load_spec(ROOT / "examples" / "gateway.yaml")
+    events: list[bytes] = []
+    gateway = Gateway(
+        spec,
+        keys=KEYS,
+        backend_secret=BACKEND_SECRET,
+        sink=events.append,
+        backend_urls={b.name: "http://127.0.0.1:9" for b in spec.backends},  # discard port: refused
+    )
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=gateway), base_url="http://gw"
+        ) as c:
+            response = await c.post(CLASSIC, json=CHAT, headers={"api-key": KEYS["bu-finance"]})
+        await gateway.aclose()
+        return response
+
+    assert asyncio.run(go()).status_code == 500
+    event = orjson.loads(events[0])
+    assert event["StatusCode"] == 500 and event["Usage"] is None
+
+
+def test_payload_capture_logs_request_and_response() -> None:
+    data = load_spec(ROOT / "examples" / "gateway.yaml").model_dump()
+    data["capture"]["payload"] = True
+    rig = make_rig(spec=parse_spec(data))
+    r = rig.call("POST", CLASSIC, json=CHAT, headers={"api-key": KEYS["bu-finance"]})
+    event = rig.event()
+    _validate(event)
+    assert event["Request"] == CHAT and event["ResponseString"] == r.text
+
+
+def test_a_huge_prompt_stays_far_below_the_logger_limit() -> None:
+    rig = make_rig("passthrough")
+    huge = {"messages": [{"role": "user", "content": "word " * 300_000}], "stream": True}
+    r = rig.call("POST", CLASSIC, json=huge, headers={"api-key": KEYS["bu-finance"]})
+    assert r.status_code == 200
+    raw = rig.events[0]
+    assert len(raw) < EVENT_BUDGET < LOG_TO_EVENTHUB_LIMIT
+    event = orjson.loads(raw)
+    _validate(event)
+    assert event["Request"]["_truncated"] is True
+    assert event["Request"]["messages"][0]["role"] == "user"
+
+
+def test_shrink_request_keeps_small_requests_and_the_shape_of_big_ones() -> None:
+    small = {"messages": [{"role": "user", "content": "hi"}]}
+    assert shrink_request(small, 1000) is small
+    big = {"input": ["a" * 5000, "b" * 3000, "c" * 10], "model": "m"}
+    out = shrink_request(big, 2000)
+    assert len(orjson.dumps(out)) <= 2000
+    assert out["model"] == "m" and out["input"][2] == "c" * 10 and out["_truncated"] is True
+    a, b = out["input"][0], out["input"][1]
+    assert a.endswith("…") and b.endswith("…") and len(a) == len(b) > 900  # cut evenly
+    assert big["input"][0] == "a" * 5000  # the original is not modified
+
+
+def test_unknown_paths_are_404_without_an_event() -> None:
+    rig = make_rig()
+    r = rig.call("POST", "/other/thing", json={}, headers={"api-key": KEYS["bu-finance"]})
+    assert r.status_code == 404 and rig.events == [] and rig.backend.seen == []
+
+
+def test_events_ingest_as_reported_and_prompt_only(
+    engine: Engine, token_rows: Callable[[Engine], list[dict[str, Any]]]
+) -> None:
+    rig = make_rig("passthrough")
+    headers = {"api-key": KEYS["bu-finance"]}
+    rig.call("POST", CLASSIC, json=CHAT, headers=headers)
+    rig.call("POST", CLASSIC, json={**CHAT, "stream": True}, headers=headers)
+    result = Ingestor(engine, deployment_models=rig.spec.deployment_models()).ingest_batch(
+        [RawEvent(e, "test") for e in rig.events]
+    )
+    assert (result.stored, result.prompt_only, result.dead_lettered) == (2, 1, 0)
+    rows = token_rows(engine)
+    assert [r["UsageSource"] for r in rows] == ["reported", "prompt_only"]
+    # the same counter on both sides: the prompt-only estimate equals what the backend consumed
+    assert rows[1]["PromptTokens"] == rig.sim.records[1].usage["prompt_tokens"]  # type: ignore[index]
+    assert rows[1]["CompletionTokens"] == 0
+    assert rows[0]["ModelName"] == rows[1]["ModelName"]
