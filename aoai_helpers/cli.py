@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cli_azure import add_provision_parser
 from .cli_local import add_local_parser
 from .config import db_url
 from .exceptions import AoaiHelpersError, ConfigError, DatabaseError
@@ -492,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     add_local_parser(sub, with_db)
+    add_provision_parser(sub)
 
     tokens = sub.add_parser("tokens", help="offline tokenizer").add_subparsers(
         dest="tokens_command", required=True, metavar="ACTION"

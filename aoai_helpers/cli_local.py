@@ -84,7 +84,8 @@ def cmd_local_status(args: argparse.Namespace) -> int:
     st = status(spec, args.state_dir)
     if st.info is None or not st.alive:
         print(
-            "local stack: not running" + (" (stale state file from a stopped stack; local down removes it)" if st.info else "")
+            "local stack: not running"
+            + (" (stale state file from a stopped stack; local down removes it)" if st.info else "")
         )
     else:
         up_down = {True: "up", False: "NOT RESPONDING"}

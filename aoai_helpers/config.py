@@ -3,6 +3,10 @@
 ``AOAI_DB_URL``               SQLAlchemy URL of the database (wins over the next one)
 ``AOAI_DB_STORE_CONNECTION``  the original project's ODBC connection string (Azure SQL)
 ``AOAI_SPEC``                 path of the deployment spec (``gateway.yaml``)
+
+Secrets that provisioning reads (passed on as an ``env`` mapping, default ``os.environ``; never
+printed): ``AOAI_BACKEND_KEY`` / ``AOAI_BACKEND_KEY_<BACKEND>`` (an AOAI key for ``auth: key``
+backends) and ``AOAI_EVENTHUB_SEND_CONNECTION`` (the logger's Send-only connection string).
 """
 
 from __future__ import annotations

@@ -150,11 +150,27 @@ class Apim(_Model):
 
 
 class EventHub(_Model):
+    """The Event Hub APIM logs to and the function reads.
+
+    ``auth`` is how the APIM logger sends: its managed identity (``identity_client_id``:
+    ``SystemAssigned`` or a user-assigned identity's client id) or a connection string.
+    ``create: true`` also provisions, in the existing ``namespace``: the hub, the ingestion
+    consumer group and two least-privilege rules (``send_rule``: Send only, for APIM;
+    ``listen_rule``: Listen only, for the function).
+    """
+
     namespace: str = Field(min_length=1)
     name: str = Field(min_length=1)
     logger_id: Ident = "aoai-usage-logger"
     auth: Literal["managed_identity", "connection_string"] = "managed_identity"
+    identity_client_id: str = "SystemAssigned"
     consumer_group: str = "$Default"
+    resource_group: str | None = None  # default: apim.resource_group
+    create: bool = False
+    partition_count: int = Field(default=4, ge=1, le=32)
+    retention_days: int = Field(default=7, ge=1, le=90)
+    send_rule: Ident = "apim-send"
+    listen_rule: Ident = "ingest-listen"
 
 
 class Database(_Model):

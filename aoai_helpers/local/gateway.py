@@ -48,6 +48,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import orjson
 
+from ..apim.policy import policy_settings
 from ..events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, operation_from_path
 from ..spec import Backend, CaptureMode, Spec, Subscription
 from ..usage import summarize_stream, usage_from_body
@@ -194,7 +195,7 @@ def build_event(
     response_text: str | None = None,
 ) -> dict[str, Any]:
     """The v2 event for one call, fields in :data:`V2_FIELDS` order (what the policy logs)."""
-    payload = spec.capture.payload
+    payload = policy_settings(spec).payload
     ok = 200 <= status <= 299
     request: dict[str, Any] | None = None
     if call.body is not None and (payload or (usage is None and ok)):
@@ -253,7 +254,8 @@ class Gateway:
         timeout: float = 300.0,
     ) -> None:
         self.spec = spec
-        self.capture: CaptureMode = capture or spec.capture.streaming
+        settings = policy_settings(spec)  # what the APIM policy reads from its named values
+        self.capture: CaptureMode = capture or settings.capture
         by_id = {s.id: s for s in spec.subscriptions}
         unknown = sorted(set(keys) - set(by_id))
         if unknown:
@@ -264,7 +266,7 @@ class Gateway:
         self._secret = backend_secret
         self._sink = sink
         self._urls = {b.name: (backend_urls or {}).get(b.name, b.endpoint) for b in spec.backends}
-        self._include_usage = frozenset(spec.capture.include_usage_api_versions)
+        self._include_usage = frozenset(settings.include_usage_api_versions)
         self._client = httpx.AsyncClient(
             transport=transport, timeout=httpx.Timeout(timeout, connect=10.0)
         )

@@ -39,6 +39,7 @@ from typing import Any, Final
 import orjson
 import uvicorn
 
+from .._files import write_private
 from ..consume import ConsumeStats, consume
 from ..eventhub import EventProducer, LocalEventLog
 from ..exceptions import ConfigError
@@ -50,24 +51,11 @@ from ..store import engine_from_url, transaction
 from .gateway import BackendCut, Gateway
 from .simulator import Simulator, StreamCutError
 
-__all__ = ["STATE_FILE", "EventWriter", "LocalStack", "ServerThread", "StackInfo", "write_private"]
+__all__ = ["STATE_FILE", "EventWriter", "LocalStack", "ServerThread", "StackInfo"]
 
 STATE_FILE: Final = "stack.json"
 KEYS_FILE: Final = "keys.json"
 _log = logging.getLogger("aoai_helpers.local")
-
-
-def write_private(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON readable only by its owner (0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,3 @@
+"""APIM: policy rendering, provisioning plan and apply."""
+
+__all__: list[str] = []

@@ -1,0 +1,519 @@
+"""Provisioning as plan → apply, through azure-mgmt-apimanagement and azure-mgmt-eventhub.
+
+:func:`plan` compares what the spec wants (:func:`~aoai_helpers.apim.resources.desired_resources`)
+with what exists (one GET per resource) and returns ordered :class:`Step` objects: ``create``,
+``update`` (naming the fields that differ) or ``noop``. Offline (no clients) it assumes nothing
+exists, so it needs no credentials or network. :func:`apply` sends the creates and updates, in
+order, and nothing else: applying the same spec twice leaves the second plan all no-ops, and
+its apply sends only GETs.
+
+Secrets are compared by presence only (ARM never returns them) and masked in every display.
+BU subscription keys are read (``listSecrets``) only when a key file is asked for; they are
+written with mode 0600 and shown masked.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from .._files import write_private
+from ..clouds import Cloud, get_cloud
+from ..exceptions import ConfigError
+from ..spec import Spec
+from .policy import POLICY_FORMAT
+from .resources import MISSING_SEND_CONNECTION, SECRET_FROM_SEND_RULE, Resource, desired_resources
+
+__all__ = [
+    "ApplyResult",
+    "Clients",
+    "Plan",
+    "Step",
+    "apply",
+    "dry_run",
+    "make_clients",
+    "mask",
+    "plan",
+    "write_keys",
+]
+
+Action = Literal["create", "update", "noop"]
+
+
+def mask(value: Any) -> str:
+    """``****`` + last 4 characters (nothing for short values or placeholders)."""
+    text = str(value)
+    if text.startswith("<") or text.startswith("{{"):
+        return text
+    return "****" + text[-4:] if len(text) >= 12 else "****"
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    resource: Resource
+    changes: tuple[str, ...] = ()
+
+
+@dataclass
+class Plan:
+    """An ordered list of steps for one spec on one cloud."""
+
+    spec: Spec
+    cloud: Cloud
+    subscription_id: str
+    steps: list[Step]
+    offline: bool
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "noop": 0}
+        for step in self.steps:
+            out[step.action] += 1
+        return out
+
+    def render(self) -> str:
+        """A reviewable table: action, kind, name, ARM request, what changes (secrets masked)."""
+        head = (
+            f"Plan for APIM {self.spec.apim.service_name} on {self.cloud.name} "
+            f"({self.cloud.arm_endpoint})"
+            + (" — offline: assumes nothing exists yet" if self.offline else "")
+        )
+        lines = [
+            head,
+            f"requests: PUT/GET {self.cloud.arm_endpoint}/subscriptions/{self.subscription_id}/…/providers/<below>?api-version=…",
+            "",
+        ]
+        for i, step in enumerate(self.steps, 1):
+            r = step.resource
+            where = r.resource_id.split("/providers/", 1)[-1]
+            detail = f"  (changes: {', '.join(step.changes)})" if step.changes else ""
+            lines.append(f"{i:>3}  {step.action:<6} {r.kind:<23} {where}{detail}")
+        c = self.counts()
+        lines += ["", f"{c['create']} to create, {c['update']} to update, {c['noop']} unchanged"]
+        for warning in self.warnings():
+            lines += ["", f"warning: {warning}"]
+        roles = self.role_assignments()
+        if roles:
+            lines += [
+                "",
+                "Not done by this plan (grant once, e.g. with az role assignment create):",
+            ]
+            lines += [f"  - {role}" for role in roles]
+        return "\n".join(lines)
+
+    def warnings(self) -> list[str]:
+        """Spec values that look wrong for the chosen cloud (not errors: endpoints can be custom)."""
+        return [
+            f"backend {b.name} ({b.endpoint}) is not an {self.cloud.name} AOAI endpoint (*.{self.cloud.aoai_suffix})"
+            for b in self.spec.backends
+            if not b.endpoint.lower().endswith("." + self.cloud.aoai_suffix)
+        ]
+
+    def role_assignments(self) -> list[str]:
+        """RBAC grants the managed-identity options need, which this plan does not make."""
+        out = []
+        for backend in self.spec.backends:
+            if backend.auth == "managed_identity":
+                out.append(
+                    f"'Cognitive Services OpenAI User' for APIM's managed identity on {backend.endpoint}"
+                )
+        eh = self.spec.event_hub
+        if eh.auth == "managed_identity":
+            who = (
+                "APIM's system-assigned identity"
+                if eh.identity_client_id == "SystemAssigned"
+                else f"identity {eh.identity_client_id}"
+            )
+            out.append(f"'Azure Event Hubs Data Sender' for {who} on hub {eh.namespace}/{eh.name}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan with request bodies, secrets masked (for review or a change ticket)."""
+        return {
+            "cloud": self.cloud.name,
+            "offline": self.offline,
+            "steps": [
+                {
+                    "action": s.action,
+                    "kind": s.resource.kind,
+                    "name": s.resource.name,
+                    "method": "PUT" if s.action != "noop" else None,
+                    "url": s.resource.url(self.cloud),
+                    "changes": list(s.changes),
+                    "body": masked_body(s.resource),
+                }
+                for s in self.steps
+            ],
+        }
+
+
+def masked_body(resource: Resource) -> Any:
+    body = copy.deepcopy(resource.body)
+    for path in resource.secret:
+        parent, key = _parent(body, path)
+        if parent is not None and parent.get(key) is not None:
+            parent[key] = mask(parent[key])
+    if resource.kind == "api" and isinstance(body, dict):
+        value = body["properties"]["value"]
+        if not value.startswith("http"):
+            body["properties"]["value"] = f"<OpenAPI document, {len(value):,} characters>"
+    return body
+
+
+def _parent(body: Any, path: str) -> tuple[dict[str, Any] | None, str]:
+    *heads, last = path.split(".")
+    node = body
+    for part in heads:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), last
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_leaves(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: node}
+
+
+def _differences(resource: Resource, existing: dict[str, Any]) -> tuple[str, ...]:
+    """Dotted paths whose desired value differs from what exists (secrets, create-only skipped)."""
+    if resource.body is None:
+        return ()
+    skip = set(resource.secret) | set(resource.create_only)
+    have = _leaves(existing)
+    changed = []
+    for path, want in _leaves(resource.body).items():
+        if path in skip or any(path.startswith(s + ".") for s in skip):
+            continue
+        got = have.get(path)
+        if _equivalent(resource, path, want, got):
+            continue
+        if want != got and not (want in (None, [], {}) and got in (None, [], {})):
+            changed.append(path.removeprefix("properties."))
+    return tuple(changed)
+
+
+def _equivalent(resource: Resource, path: str, want: Any, got: Any) -> bool:
+    """Values that are equal though ARM returns them in another form."""
+    if not (isinstance(want, str) and isinstance(got, str)):
+        return False
+    if path == "properties.scope":  # ARM returns the scope as a full id
+        return got.lower().endswith(want.lower())
+    if path == "properties.value" and resource.kind.endswith("policy"):
+        return _same_xml(want, got)  # APIM may re-serialize the XML
+    return False
+
+
+def _same_xml(a: str, b: str) -> bool:
+    """Equal as canonical XML (C14N 2.0, whitespace-only text ignored)."""
+    try:
+        return ET.canonicalize(a, strip_text=True) == ET.canonicalize(b, strip_text=True)
+    except ET.ParseError:
+        return a == b
+
+
+@dataclass
+class Clients:
+    """The management clients of one cloud and Azure subscription."""
+
+    apim: Any
+    eventhub: Any = None
+    rg: str = ""
+    service: str = ""
+
+
+def make_clients(
+    spec: Spec, cloud: Cloud, subscription_id: str, credential: Any, transport: Any = None
+) -> Clients:
+    """APIM (and Event Hubs, when the spec creates the hub) clients on ``cloud``'s ARM endpoint."""
+    from azure.mgmt.apimanagement import ApiManagementClient
+
+    kwargs: dict[str, Any] = {
+        "base_url": cloud.arm_endpoint,
+        "credential_scopes": [cloud.arm_scope],
+    }
+    if transport is not None:
+        kwargs["transport"] = transport
+    apim = ApiManagementClient(credential, subscription_id, **kwargs)
+    eventhub = None
+    if spec.event_hub.create:
+        from azure.mgmt.eventhub import EventHubManagementClient
+
+        eventhub = EventHubManagementClient(credential, subscription_id, **kwargs)
+    return Clients(apim, eventhub, spec.apim.resource_group, spec.apim.service_name)
+
+
+# --- one GET and one PUT per kind ----------------------------------------------------------
+
+
+def _get(c: Clients, r: Resource) -> dict[str, Any] | None:
+    rg, svc, p = c.rg, c.service, r.parents
+    try:
+        if r.kind.startswith("eventhub"):
+            ns_args = (p["resource_group"], p["namespace"], p["hub"])
+            if r.kind == "eventhub":
+                found = c.eventhub.event_hubs.get(*ns_args)
+            elif r.kind == "eventhub-consumer-group":
+                found = c.eventhub.consumer_groups.get(*ns_args, r.name)
+            else:
+                found = c.eventhub.event_hubs.get_authorization_rule(*ns_args, r.name)
+            return dict(found.as_dict())
+        if r.kind == "product-api":
+            apis = c.apim.product_api.list_by_product(rg, svc, p["product"])
+            return {} if any(a.name == r.name for a in apis) else None
+        getters: dict[str, Callable[[], Any]] = {
+            "named-value": lambda: c.apim.named_value.get(rg, svc, r.name),
+            "logger": lambda: c.apim.logger.get(rg, svc, r.name),
+            "api": lambda: c.apim.api.get(rg, svc, r.name),
+            "api-operation": lambda: c.apim.api_operation.get(rg, svc, p["api"], r.name),
+            "api-policy": lambda: c.apim.api_policy.get(
+                rg, svc, p["api"], "policy", format=POLICY_FORMAT
+            ),
+            "product": lambda: c.apim.product.get(rg, svc, r.name),
+            "product-policy": lambda: c.apim.product_policy.get(
+                rg, svc, p["product"], "policy", format=POLICY_FORMAT
+            ),
+            "subscription": lambda: c.apim.subscription.get(rg, svc, r.name),
+        }
+        found = getters[r.kind]()
+        return dict(found.serialize(keep_readonly=True))
+    except ResourceNotFoundError:
+        return None
+
+
+def _put(c: Clients, r: Resource, body: Any) -> None:
+    from azure.mgmt.apimanagement import models as m
+
+    rg, svc, p = c.rg, c.service, r.parents
+    if r.kind.startswith("eventhub"):
+        ns_args = (p["resource_group"], p["namespace"], p["hub"])
+        if r.kind == "eventhub":
+            c.eventhub.event_hubs.create_or_update(*ns_args, body)
+        elif r.kind == "eventhub-consumer-group":
+            c.eventhub.consumer_groups.create_or_update(*ns_args, r.name, body)
+        else:
+            c.eventhub.event_hubs.create_or_update_authorization_rule(*ns_args, r.name, body)
+        return
+    apim = c.apim
+    if r.kind == "named-value":
+        apim.named_value.begin_create_or_update(
+            rg, svc, r.name, m.NamedValueCreateContract.deserialize(body)
+        ).result()
+    elif r.kind == "logger":
+        apim.logger.create_or_update(rg, svc, r.name, m.LoggerContract.deserialize(body))
+    elif r.kind == "api":
+        apim.api.begin_create_or_update(
+            rg, svc, r.name, m.ApiCreateOrUpdateParameter.deserialize(body)
+        ).result()
+    elif r.kind == "api-operation":
+        apim.api_operation.create_or_update(
+            rg, svc, p["api"], r.name, m.OperationContract.deserialize(body)
+        )
+    elif r.kind == "api-policy":
+        apim.api_policy.create_or_update(
+            rg, svc, p["api"], "policy", m.PolicyContract.deserialize(body)
+        )
+    elif r.kind == "product":
+        apim.product.create_or_update(rg, svc, r.name, m.ProductContract.deserialize(body))
+    elif r.kind == "product-api":
+        apim.product_api.create_or_update(rg, svc, p["product"], r.name)
+    elif r.kind == "product-policy":
+        apim.product_policy.create_or_update(
+            rg, svc, p["product"], "policy", m.PolicyContract.deserialize(body)
+        )
+    elif r.kind == "subscription":
+        apim.subscription.create_or_update(
+            rg, svc, r.name, m.SubscriptionCreateParameters.deserialize(body)
+        )
+    else:  # pragma: no cover - desired_resources only makes the kinds above
+        raise ValueError(f"unknown resource kind {r.kind}")
+
+
+# --- plan and apply --------------------------------------------------------------------------
+
+
+def _subscription_id(spec: Spec, offline: bool) -> str:
+    if spec.subscription_id:
+        return spec.subscription_id
+    if offline:
+        return "00000000-0000-0000-0000-000000000000"
+    raise ConfigError(
+        "the spec has no subscription_id (the Azure subscription of the APIM service)"
+    )
+
+
+def plan(
+    spec: Spec,
+    *,
+    clients: Clients | None = None,
+    cloud: str | None = None,
+    env: Mapping[str, str] | None = None,
+    subscription_id: str | None = None,
+) -> Plan:
+    """The ordered steps that make Azure match ``spec`` (offline when ``clients`` is None)."""
+    the_cloud = get_cloud(cloud or spec.cloud)
+    if the_cloud.name != spec.cloud:  # --cloud overrides the spec everywhere (policy audience too)
+        spec = spec.model_copy(update={"cloud": the_cloud.name})
+    offline = clients is None
+    sub = subscription_id or _subscription_id(spec, offline)
+    desired = desired_resources(spec, the_cloud, sub, os.environ if env is None else env)
+    steps = []
+    for resource in desired:
+        existing = None if clients is None else _get(clients, resource)
+        if existing is None:
+            steps.append(Step("create", resource))
+            continue
+        changes = _differences(resource, existing)
+        steps.append(Step("update" if changes else "noop", resource, changes))
+    return Plan(spec, the_cloud, sub, steps, offline)
+
+
+@dataclass
+class ApplyResult:
+    done: list[Step] = field(default_factory=list)
+    keys_file: Path | None = None
+
+
+def apply(
+    the_plan: Plan,
+    clients: Clients,
+    *,
+    keys_out: str | os.PathLike[str] | None = None,
+    on_step: Callable[[int, int, Step], None] | None = None,
+) -> ApplyResult:
+    """Send the plan's creates and updates in order; optionally write the BU keys (0600)."""
+    missing = [
+        s.resource.name
+        for s in the_plan.steps
+        if s.action != "noop"
+        and s.resource.kind == "named-value"
+        and _is_missing_secret(s.resource)
+    ]
+    if missing:
+        raise ConfigError(
+            f"no value for secret named value(s) {', '.join(missing)}: set AOAI_BACKEND_KEY "
+            "(or AOAI_BACKEND_KEY_<BACKEND>), or key_vault_secret_id in the spec"
+        )
+    if any(
+        _credentials(s.resource).get("connectionString") == MISSING_SEND_CONNECTION
+        for s in the_plan.steps
+        if s.action != "noop"
+    ):
+        raise ConfigError(
+            "event_hub.auth is connection_string: set AOAI_EVENTHUB_SEND_CONNECTION to a Send-only "
+            "connection string, or let the spec create the hub (event_hub.create: true)"
+        )
+    result = ApplyResult()
+    todo = [s for s in the_plan.steps if s.action != "noop"]
+    for i, step in enumerate(todo, 1):
+        if on_step:
+            on_step(i, len(todo), step)
+        body = step.resource.body
+        if step.resource.kind == "logger" and _uses_send_rule(step.resource):
+            body = _with_send_rule_connection(clients, the_plan.spec, step.resource)
+        _put(clients, step.resource, body)
+        result.done.append(step)
+    if keys_out is not None:
+        result.keys_file = write_keys(clients, the_plan.spec, Path(keys_out))
+    return result
+
+
+def _is_missing_secret(r: Resource) -> bool:
+    props = (r.body or {}).get("properties", {})
+    return bool(props.get("secret")) and "keyVault" not in props and props.get("value") is None
+
+
+def _credentials(r: Resource) -> dict[str, Any]:
+    creds = (r.body or {}).get("properties", {}).get("credentials")
+    return creds if isinstance(creds, dict) else {}
+
+
+def _uses_send_rule(r: Resource) -> bool:
+    return _credentials(r).get("connectionString") == SECRET_FROM_SEND_RULE
+
+
+def _with_send_rule_connection(c: Clients, spec: Spec, r: Resource) -> dict[str, Any]:
+    eh = spec.event_hub
+    keys = c.eventhub.event_hubs.list_keys(
+        eh.resource_group or spec.apim.resource_group, eh.namespace, eh.name, eh.send_rule
+    )
+    body = copy.deepcopy(r.body) or {}
+    body["properties"]["credentials"]["connectionString"] = keys.primary_connection_string
+    return body
+
+
+def write_keys(c: Clients, spec: Spec, path: Path) -> Path:
+    """Each BU subscription's primary key, to ``path`` with mode 0600 (never printed)."""
+    keys = {}
+    for sub in spec.subscriptions:
+        secrets = c.apim.subscription.list_secrets(c.rg, c.service, sub.id)
+        keys[sub.id] = {"business_unit": sub.business_unit, "primary_key": secrets.primary_key}
+    write_private(path, {"apim_service": spec.apim.service_name, "subscriptions": keys})
+    return path
+
+
+def dry_run(the_plan: Plan, *, repeat: bool = False) -> list[Any]:
+    """Apply ``the_plan`` through the real SDK calls against the in-memory ARM of
+    :mod:`aoai_helpers.azure_dryrun`; return the HTTP requests the SDK sent (no network).
+
+    ``repeat`` then plans and applies the same spec again, as a second real apply would, and
+    returns only that second run's requests (all GETs when provisioning is idempotent).
+    """
+    from ..azure_dryrun import DryRunCredential, DryRunTransport
+
+    transport = DryRunTransport()
+    clients = make_clients(
+        the_plan.spec, the_plan.cloud, the_plan.subscription_id, DryRunCredential(), transport
+    )
+    env = _dry_run_env(the_plan)
+    args: dict[str, Any] = {
+        "cloud": the_plan.cloud.name,
+        "env": env,
+        "subscription_id": the_plan.subscription_id,
+    }
+    first = plan(the_plan.spec, clients=clients if repeat else None, **args)
+    transport.requests.clear()
+    _apply_quietly(first, clients)
+    if not repeat:
+        return list(transport.requests)
+    transport.requests.clear()
+    second = plan(the_plan.spec, clients=clients, **args)
+    _apply_quietly(second, clients)
+    return list(transport.requests)
+
+
+def _dry_run_env(the_plan: Plan) -> dict[str, str]:
+    """Placeholders for secrets the plan could not read, so a dry run can go through."""
+    env = dict(os.environ)
+    env.setdefault("AOAI_BACKEND_KEY", "<dry-run: backend key>")
+    if not the_plan.spec.event_hub.create:
+        env.setdefault("AOAI_EVENTHUB_SEND_CONNECTION", "<dry-run: send connection string>")
+    return env
+
+
+def _apply_quietly(the_plan: Plan, clients: Clients) -> None:
+    steps = [
+        Step(s.action, _fill_secret(s.resource), s.changes) if _is_missing_secret(s.resource) else s
+        for s in the_plan.steps
+    ]
+    apply(
+        Plan(the_plan.spec, the_plan.cloud, the_plan.subscription_id, steps, the_plan.offline),
+        clients,
+    )
+
+
+def _fill_secret(r: Resource) -> Resource:
+    body = copy.deepcopy(r.body) or {}
+    body["properties"]["value"] = "<dry-run: secret>"
+    return Resource(
+        r.kind, r.name, r.resource_id, r.api_version, body, r.secret, r.create_only, r.parents
+    )

@@ -1,0 +1,335 @@
+"""What a spec asks of Azure, as data: the ARM resources, their REST bodies, in apply order.
+
+Pure: :func:`desired_resources` turns a :class:`~aoai_helpers.spec.Spec` into an ordered list
+of :class:`Resource` (ARM resource id, api-version, the body the REST API documents, which
+fields are secret and which are create-only). :mod:`aoai_helpers.apim.provision` compares them
+with what exists and sends them through the SDKs; nothing here touches the network.
+
+REST shapes: Microsoft.ApiManagement ``2024-05-01`` (azure-mgmt-apimanagement 5.x) and
+Microsoft.EventHub (azure-mgmt-eventhub). Order: Event Hub (when the spec creates it), named
+values, the Event Hub logger, the API (OpenAPI import of the AOAI inference spec), its extra
+operations (v1 API and classic Responses, absent from the GA spec), the API policy, the
+product, the API in the product, the product policy, one subscription per BU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ..clouds import Cloud
+from ..exceptions import InputError
+from ..spec import Spec, Subscription
+from .policy import POLICY_FORMAT, named_values, render_api_policy, render_product_policy
+
+__all__ = [
+    "APIM_API_VERSION",
+    "EVENTHUB_API_VERSION",
+    "EXTRA_OPERATIONS",
+    "MISSING_SEND_CONNECTION",
+    "SECRET_FROM_SEND_RULE",
+    "Resource",
+    "desired_resources",
+    "inference_spec_url",
+    "subscription_display_name",
+]
+
+APIM_API_VERSION: Final = "2024-05-01"
+EVENTHUB_API_VERSION: Final = "2026-01-01"
+#: Stand-in for the logger's connection string when the plan creates the Send rule itself:
+#: apply reads the rule's key (``listKeys``) just before creating the logger.
+SECRET_FROM_SEND_RULE: Final = "<connection string of the new Send rule>"
+#: Operations the GA inference spec lacks: the v1 API and classic Responses (ids as the
+#: local gateway reports them in ``OperationId``).
+EXTRA_OPERATIONS: Final[tuple[tuple[str, str, str], ...]] = (
+    ("v1_chat_completions", "v1: chat completions", "/v1/chat/completions"),
+    ("v1_completions", "v1: completions", "/v1/completions"),
+    ("v1_embeddings", "v1: embeddings", "/v1/embeddings"),
+    ("v1_responses", "v1: responses", "/v1/responses"),
+    ("v1_other", "v1: other POST", "/v1/*"),
+    ("responses_create", "Responses (classic)", "/responses"),
+)
+#: The logger's connection string when the environment does not give one (apply refuses it).
+MISSING_SEND_CONNECTION: Final = "<not set: $AOAI_EVENTHUB_SEND_CONNECTION>"
+_SPEC_URL: Final = (
+    "https://raw.githubusercontent.com/Azure/azure-rest-api-specs/main/specification/"
+    "cognitiveservices/data-plane/AzureOpenAI/inference/{kind}/{version}/inference.json"
+)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One ARM resource as the spec wants it.
+
+    ``kind`` names the SDK call; ``name`` is its short id; ``resource_id`` the ARM id;
+    ``body`` the REST body. ``secret`` and ``create_only`` are dotted paths into ``body``:
+    secrets are masked in every display and, like create-only fields (ARM does not return
+    them), are not compared with what exists. ``scope`` is the product scope of a subscription
+    (compared by suffix: ARM returns it as a full id).
+    """
+
+    kind: str
+    name: str
+    resource_id: str
+    api_version: str
+    body: dict[str, Any] | None
+    secret: tuple[str, ...] = ()
+    create_only: tuple[str, ...] = ()
+    parents: dict[str, str] = field(default_factory=dict)
+
+    def url(self, cloud: Cloud) -> str:
+        return f"{cloud.arm_endpoint}{self.resource_id}?api-version={self.api_version}"
+
+
+def inference_spec_url(api_version: str) -> str:
+    """The published AOAI inference OpenAPI spec for ``api_version`` (GA or preview folder)."""
+    kind = "preview" if "preview" in api_version else "stable"
+    return _SPEC_URL.format(kind=kind, version=api_version)
+
+
+def subscription_display_name(sub: Subscription) -> str:
+    """The APIM subscription's display name: carries the BU and cost centre (max 100)."""
+    unit = sub.business_unit if sub.business_unit != sub.display_name else None
+    extra = ", ".join(x for x in (unit, sub.cost_center) if x)
+    name = f"{sub.display_name} [{extra}]" if extra else sub.display_name
+    return name[:100]
+
+
+def _service_id(spec: Spec, subscription_id: str) -> str:
+    return (
+        f"/subscriptions/{subscription_id}/resourceGroups/{spec.apim.resource_group}"
+        f"/providers/Microsoft.ApiManagement/service/{spec.apim.service_name}"
+    )
+
+
+def _api_import(spec: Spec) -> tuple[str, str]:
+    """(format, value) of the API import: a link, or a local file's content."""
+    source = spec.apim.openapi_spec or inference_spec_url(spec.apim.api_version)
+    if source.startswith(("https://", "http://")):
+        return (
+            "openapi-link" if source.endswith((".yaml", ".yml")) else "openapi+json-link"
+        ), source
+    path = Path(source)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read the OpenAPI spec {path}: {exc.strerror}") from None
+    return ("openapi" if path.suffix in (".yaml", ".yml") else "openapi+json"), text
+
+
+def _eventhub(spec: Spec, subscription_id: str) -> list[Resource]:
+    eh = spec.event_hub
+    rg = eh.resource_group or spec.apim.resource_group
+    hub_id = (
+        f"/subscriptions/{subscription_id}/resourceGroups/{rg}/providers/Microsoft.EventHub"
+        f"/namespaces/{eh.namespace}/eventhubs/{eh.name}"
+    )
+    parents = {"resource_group": rg, "namespace": eh.namespace, "hub": eh.name}
+    out = [
+        Resource(
+            "eventhub",
+            eh.name,
+            hub_id,
+            EVENTHUB_API_VERSION,
+            {
+                "properties": {
+                    "partitionCount": eh.partition_count,
+                    "messageRetentionInDays": eh.retention_days,
+                }
+            },
+            create_only=("properties.partitionCount",),  # fixed once created (Standard tier)
+            parents=parents,
+        )
+    ]
+    if eh.consumer_group != "$Default":
+        out.append(
+            Resource(
+                "eventhub-consumer-group",
+                eh.consumer_group,
+                f"{hub_id}/consumergroups/{eh.consumer_group}",
+                EVENTHUB_API_VERSION,
+                {"properties": {"userMetadata": "aoai usage ingestion"}},
+                parents=parents,
+            )
+        )
+    for rule, rights in ((eh.send_rule, ["Send"]), (eh.listen_rule, ["Listen"])):
+        out.append(
+            Resource(
+                "eventhub-rule",
+                rule,
+                f"{hub_id}/authorizationRules/{rule}",
+                EVENTHUB_API_VERSION,
+                {"properties": {"rights": rights}},
+                parents=parents,
+            )
+        )
+    return out
+
+
+def _logger_credentials(spec: Spec, cloud: Cloud, env: Mapping[str, str]) -> dict[str, Any]:
+    eh = spec.event_hub
+    if eh.auth == "managed_identity":
+        return {
+            "name": eh.name,
+            "endpointAddress": cloud.eventhub_host(eh.namespace),
+            "identityClientId": eh.identity_client_id,
+        }
+    connection = env.get("AOAI_EVENTHUB_SEND_CONNECTION") or (
+        SECRET_FROM_SEND_RULE if eh.create else MISSING_SEND_CONNECTION
+    )
+    return {"name": eh.name, "connectionString": connection}
+
+
+def desired_resources(
+    spec: Spec, cloud: Cloud, subscription_id: str, env: Mapping[str, str]
+) -> list[Resource]:
+    """Every resource the spec asks for, in apply order (see the module docstring)."""
+    svc = _service_id(spec, subscription_id)
+    apim = spec.apim
+    api_id = f"{svc}/apis/{apim.api_id}"
+    product_id = f"{svc}/products/{spec.product.id}"
+    out: list[Resource] = _eventhub(spec, subscription_id) if spec.event_hub.create else []
+    for nv in named_values(spec, env):
+        props: dict[str, Any] = {"displayName": nv.display_name, "secret": nv.secret}
+        if nv.key_vault_secret_id:
+            props["keyVault"] = {"secretIdentifier": nv.key_vault_secret_id}
+        else:
+            props["value"] = nv.value
+        out.append(
+            Resource(
+                "named-value",
+                nv.id,
+                f"{svc}/namedValues/{nv.id}",
+                APIM_API_VERSION,
+                {"properties": props},
+                secret=("properties.value",) if nv.secret else (),
+            )
+        )
+    out.append(
+        Resource(
+            "logger",
+            spec.event_hub.logger_id,
+            f"{svc}/loggers/{spec.event_hub.logger_id}",
+            APIM_API_VERSION,
+            {
+                "properties": {
+                    "loggerType": "azureEventHub",
+                    "description": f"AOAI usage events to Event Hub {spec.event_hub.name}",
+                    "credentials": _logger_credentials(spec, cloud, env),
+                }
+            },
+            secret=("properties.credentials.connectionString",),
+        )
+    )
+    fmt, value = _api_import(spec)
+    out.append(
+        Resource(
+            "api",
+            apim.api_id,
+            api_id,
+            APIM_API_VERSION,
+            {
+                "properties": {
+                    "format": fmt,
+                    "value": value,
+                    "path": apim.api_path,
+                    "displayName": apim.api_display_name,
+                    "serviceUrl": f"{spec.backends[0].endpoint}/openai",
+                    "protocols": ["https"],
+                    "subscriptionRequired": True,
+                    "subscriptionKeyParameterNames": {
+                        "header": "api-key",
+                        "query": "subscription-key",
+                    },
+                }
+            },
+            create_only=("properties.format", "properties.value"),
+        )
+    )
+    for op_id, display, template in EXTRA_OPERATIONS:
+        out.append(
+            Resource(
+                "api-operation",
+                op_id,
+                f"{api_id}/operations/{op_id}",
+                APIM_API_VERSION,
+                {
+                    "properties": {
+                        "displayName": display,
+                        "method": "POST",
+                        "urlTemplate": template,
+                        "templateParameters": [],
+                    }
+                },
+                parents={"api": apim.api_id},
+            )
+        )
+    out.append(
+        Resource(
+            "api-policy",
+            "policy",
+            f"{api_id}/policies/policy",
+            APIM_API_VERSION,
+            {"properties": {"format": POLICY_FORMAT, "value": render_api_policy(spec)}},
+            create_only=("properties.format",),
+            parents={"api": apim.api_id},
+        )
+    )
+    product = spec.product
+    out.append(
+        Resource(
+            "product",
+            product.id,
+            product_id,
+            APIM_API_VERSION,
+            {
+                "properties": {
+                    "displayName": product.display_name,
+                    "description": product.description,
+                    "subscriptionRequired": True,
+                    "approvalRequired": False,
+                    "state": "published",
+                }
+            },
+        )
+    )
+    out.append(
+        Resource(
+            "product-api",
+            apim.api_id,
+            f"{product_id}/apis/{apim.api_id}",
+            APIM_API_VERSION,
+            None,
+            parents={"product": product.id},
+        )
+    )
+    out.append(
+        Resource(
+            "product-policy",
+            "policy",
+            f"{product_id}/policies/policy",
+            APIM_API_VERSION,
+            {"properties": {"format": POLICY_FORMAT, "value": render_product_policy(spec)}},
+            create_only=("properties.format",),
+            parents={"product": product.id},
+        )
+    )
+    for sub in spec.subscriptions:
+        out.append(
+            Resource(
+                "subscription",
+                sub.id,
+                f"{svc}/subscriptions/{sub.id}",
+                APIM_API_VERSION,
+                {
+                    "properties": {
+                        "scope": f"/products/{product.id}",
+                        "displayName": subscription_display_name(sub),
+                        "state": "active",
+                    }
+                },
+            )
+        )
+    return out
