@@ -20,7 +20,7 @@ from aoai_helpers.apim.provision import apply, dry_run, make_clients, plan, writ
 from aoai_helpers.apim.resources import APIM_API_VERSION, EVENTHUB_API_VERSION, inference_spec_url
 from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, RecordedRequest
 from aoai_helpers.clouds import CLOUDS, get_cloud
-from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.exceptions import ConfigError, InputError
 from aoai_helpers.spec import Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -348,3 +348,30 @@ def test_cli_apply_without_a_subscription_id_is_one_line(tmp_path: Path) -> None
         out.returncode == 1 and out.stderr.startswith("error: ") and "subscription_id" in out.stderr
     )
     assert "Traceback" not in out.stderr
+
+
+def test_api_import_from_a_local_file(tmp_path: Path) -> None:
+    doc = tmp_path / "inference.json"
+    doc.write_text(
+        '{"openapi": "3.0.0", "info": {"title": "AOAI", "version": "2024-10-21"}, "paths": {}}'
+    )
+    the_plan = plan(_variant(apim__openapi_spec=str(doc)), env={})
+    api = next(s.resource for s in the_plan.steps if s.resource.kind == "api")
+    assert api.body is not None
+    assert api.body["properties"]["format"] == "openapi+json"
+    assert api.body["properties"]["value"] == doc.read_text()
+    shown = next(s for s in the_plan.to_dict()["steps"] if s["kind"] == "api")
+    assert (
+        shown["body"]["properties"]["value"]
+        == f"<OpenAPI document, {len(doc.read_text())} characters>"
+    )
+    with pytest.raises(InputError, match="cannot read the OpenAPI spec"):
+        plan(_variant(apim__openapi_spec=str(tmp_path / "missing.json")), env={})
+
+
+def test_a_sovereign_plan_warns_about_a_global_endpoint() -> None:
+    china = plan(SPEC, cloud="AzureChinaCloud", env={})
+    assert china.warnings() == [
+        "backend aoai-weu (https://aoai-weu.openai.azure.com) is not an AzureChinaCloud AOAI endpoint (*.openai.azure.cn)"
+    ]
+    assert plan(SPEC, env={}).warnings() == []
