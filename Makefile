@@ -30,6 +30,7 @@ test: venv
 bench: venv
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/gateway.py
+	$(PY) benchmarks/function.py
 
 lint: venv
 	$(PY) -m ruff check aoai_helpers tests benchmarks

@@ -7,15 +7,16 @@ shapes, per cloud, and that a second apply sends only GETs.
 
 What the in-memory ARM does, following the REST API docs:
 
-- ``PUT`` stores the body and answers ``201`` (``200`` when it existed; Event Hubs: always
-  ``200``, as its REST spec says) with the body plus
+- ``PUT`` stores the body and answers as each REST spec says — APIM ``201`` when new, ``200``
+  when it existed; Event Hubs and Web ``200`` — with the body plus
   ``id``, ``name`` and ``type``; like ARM, it never echoes secrets back: a secret named value
   loses its ``value``, a logger's ``connectionString`` becomes a ``{{Logger-Credentials--…}}``
   reference.
-- ``GET`` of a stored resource returns it, of a collection (``…/apis``) lists what was stored
-  under it, anything else is ``404 ResourceNotFound``.
+- ``GET`` of a stored resource returns it, of a collection (``…/apis``, ``…/functions``) lists
+  what was stored under it, anything else is ``404 ResourceNotFound``.
 - ``POST …/listSecrets`` (APIM subscription keys) and ``…/listKeys`` (Event Hub rules) return
-  placeholders that say they are not real.
+  placeholders that say they are not real; ``POST …/config/appsettings/list`` (a web app's
+  settings) returns what was PUT to ``…/config/appsettings``, else none.
 """
 
 from __future__ import annotations
@@ -115,17 +116,25 @@ class DryRunTransport(HttpTransport[Any, Any]):
             stored.update(id=path, name=path.rsplit("/", 1)[-1], type=_type_of(path))
             _hide_secrets(stored)
             self.store[key] = stored
-            if "/microsoft.eventhub/" in key:  # Event Hubs answers a PUT with 200 (its REST spec)
-                return 200, stored
-            return (200 if existed else 201), stored
+            if "/microsoft.apimanagement/" in key and not existed:
+                return 201, stored  # APIM: 201 Created, 200 when updated
+            return 200, stored  # Event Hubs, Web (app settings): 200 (their REST specs)
         if method == "GET":
             if key in self.store:
                 return 200, self.store[key]
-            children = [v for k, v in self.store.items() if k.rsplit("/", 1)[0] == key]
-            if children or key.endswith("/apis"):
-                return 200, {"value": children}
+            if _is_collection(key):
+                return 200, {
+                    "value": [v for k, v in self.store.items() if k.rsplit("/", 1)[0] == key]
+                }
             return 404, {
                 "error": {"code": "ResourceNotFound", "message": f"{path} not found (dry run)"}
+            }
+        if method == "POST" and key.endswith("/config/appsettings/list"):
+            found = self.store.get(key.removesuffix("/list"))
+            return 200, found or {
+                "id": path.removesuffix("/list"),
+                "name": "appsettings",
+                "properties": {},
             }
         if method == "POST" and key.endswith("/listsecrets"):
             return 200, {"primaryKey": PLACEHOLDER_KEY, "secondaryKey": PLACEHOLDER_KEY}
@@ -137,6 +146,15 @@ class DryRunTransport(HttpTransport[Any, Any]):
         if method == "HEAD":
             return (204 if key in self.store else 404), None
         return 404, {"error": {"code": "NotSupported", "message": f"{method} {path} (dry run)"}}
+
+
+def _is_collection(path: str) -> bool:
+    """``…/providers/<namespace>/type/name/…/type``: an odd number of segments after the namespace."""
+    parts = path.strip("/").split("/")
+    if "providers" not in parts:
+        return False
+    rest = parts[parts.index("providers") + 2 :]
+    return len(rest) % 2 == 1
 
 
 def _type_of(path: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__
 from .cli_azure import add_provision_parser
+from .cli_function import add_function_parsers
 from .cli_local import add_local_parser
 from .config import db_url
 from .exceptions import AoaiHelpersError, ConfigError, DatabaseError
@@ -494,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_local_parser(sub, with_db)
     add_provision_parser(sub)
+    add_function_parsers(sub, with_db)
 
     tokens = sub.add_parser("tokens", help="offline tokenizer").add_subparsers(
         dest="tokens_command", required=True, metavar="ACTION"

@@ -3,10 +3,12 @@
 ``AOAI_DB_URL``               SQLAlchemy URL of the database (wins over the next one)
 ``AOAI_DB_STORE_CONNECTION``  the original project's ODBC connection string (Azure SQL)
 ``AOAI_SPEC``                 path of the deployment spec (``gateway.yaml``)
+``AOAI_DEPLOYMENT_MODELS``    JSON deployment → model map (the ingestion function's app setting)
 
 Secrets that provisioning reads (passed on as an ``env`` mapping, default ``os.environ``; never
 printed): ``AOAI_BACKEND_KEY`` / ``AOAI_BACKEND_KEY_<BACKEND>`` (an AOAI key for ``auth: key``
-backends) and ``AOAI_EVENTHUB_SEND_CONNECTION`` (the logger's Send-only connection string).
+backends) and ``AOAI_EVENTHUB_SEND_CONNECTION`` (the logger's Send-only connection string);
+``function deploy`` and ``consume`` read ``AOAI_EVENTHUB_LISTEN_CONNECTION`` (Listen-only).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from .store import DEFAULT_DB_URL, normalize_url, url_from_odbc
 
-__all__ = ["db_url", "spec_path"]
+__all__ = ["db_url", "deployment_models", "secret_from_env", "spec_path"]
 
 
 def db_url(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -44,3 +46,33 @@ def spec_path(explicit: str | None = None, env: Mapping[str, str] | None = None)
     if Path("gateway.yaml").is_file():
         return Path("gateway.yaml")
     return Path(__file__).parent / "data" / "gateway.yaml"
+
+
+def deployment_models(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``$AOAI_DEPLOYMENT_MODELS`` (JSON object deployment → model), or ``{}``."""
+    import json
+
+    from .exceptions import ConfigError
+
+    env = os.environ if env is None else env
+    raw = env.get("AOAI_DEPLOYMENT_MODELS", "").strip()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ConfigError(
+            'AOAI_DEPLOYMENT_MODELS is not JSON (expected {"deployment": "model"})'
+        ) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ConfigError("AOAI_DEPLOYMENT_MODELS must map deployment names to model names")
+    return data
+
+
+def secret_from_env(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """A secret passed by environment variable (``AOAI_EVENTHUB_LISTEN_CONNECTION``, …), or None."""
+    env = os.environ if env is None else env
+    value = env.get(name, "").strip()
+    return value or None

@@ -29,9 +29,11 @@ __all__ = [
     "Capture",
     "CaptureMode",
     "CloudName",
+    "Consumer",
     "Database",
     "EventHub",
     "Fault",
+    "FunctionApp",
     "Local",
     "Product",
     "Simulator",
@@ -173,6 +175,30 @@ class EventHub(_Model):
     listen_rule: Ident = "ingest-listen"
 
 
+class FunctionApp(_Model):
+    """The Azure Function that ingests the events (``function build|deploy``).
+
+    ``eventhub_auth``: how the function reads the hub — its managed identity (identity-based
+    connection ``AOAI_EVENTHUB__fullyQualifiedNamespace``) or the Listen-only connection
+    string in app setting ``AOAI_EVENTHUB``.
+    """
+
+    name: str = Field(min_length=2, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+    resource_group: str | None = None  # default: apim.resource_group
+    eventhub_auth: Literal["managed_identity", "connection_string"] = "managed_identity"
+    identity_client_id: str | None = None  # a user-assigned identity; None: system-assigned
+    max_batch_size: int = Field(default=500, ge=1, le=10000)
+
+
+class Consumer(_Model):
+    """The ``consume`` command: Event Hubs outside Functions (or the local log in local mode)."""
+
+    checkpoint_store: Literal["database", "blob"] = "database"
+    blob_account_url: str | None = None  # https://<account>.blob.core.windows.net
+    blob_container: str = "aoai-checkpoints"
+    batch_size: int = Field(default=500, ge=1, le=10000)
+
+
 class Database(_Model):
     url: str = "sqlite:///data/aoai_usage.db"
 
@@ -220,6 +246,8 @@ class Spec(_Model):
     capture: Capture = Capture()
     event_hub: EventHub
     database: Database = Database()
+    function: FunctionApp | None = None
+    consumer: Consumer = Consumer()
     local: Local = Local()
 
     @model_validator(mode="after")
@@ -228,6 +256,15 @@ class Spec(_Model):
         _no_duplicates("backends", [b.name.lower() for b in self.backends])
         _no_duplicates("deployments", [d.lower() for b in self.backends for d in b.deployments])
         return self
+
+    def for_cloud(self, cloud: str | None) -> Spec:
+        """The same spec on ``cloud`` (a ``--cloud`` override applies everywhere: endpoints,
+        audiences, suffixes)."""
+        if not cloud or cloud == self.cloud:
+            return self
+        if cloud not in CLOUDS:
+            raise ConfigError(f"unknown cloud {cloud!r}; choose one of: {', '.join(CLOUDS)}")
+        return self.model_copy(update={"cloud": cloud})
 
     def deployment_models(self) -> dict[str, str]:
         """Deployment name → model, across all backends."""

@@ -360,9 +360,8 @@ def plan(
     subscription_id: str | None = None,
 ) -> Plan:
     """The ordered steps that make Azure match ``spec`` (offline when ``clients`` is None)."""
-    the_cloud = get_cloud(cloud or spec.cloud)
-    if the_cloud.name != spec.cloud:  # --cloud overrides the spec everywhere (policy audience too)
-        spec = spec.model_copy(update={"cloud": the_cloud.name})
+    spec = spec.for_cloud(cloud)  # --cloud overrides the spec everywhere (policy audience too)
+    the_cloud = get_cloud(spec.cloud)
     offline = clients is None
     sub = subscription_id or _subscription_id(spec, offline)
     desired = desired_resources(spec, the_cloud, sub, os.environ if env is None else env)

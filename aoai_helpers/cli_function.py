@@ -1,0 +1,220 @@
+"""CLI commands of the ingestion function and the consumer: ``function build|deploy``, ``consume``.
+
+``function deploy`` plans first (settings diff with secrets masked, the package, the SCM URL)
+and asks before changing anything (``--yes``); ``--plan`` stops after the plan (``--offline``:
+no credentials, assuming the app has no settings yet). ``consume`` reads Event Hubs (or the
+local event log with ``--local``) into the database with the same ingest code as the
+function, until Ctrl-C / SIGTERM: the batch in flight is committed and checkpointed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from .config import db_url as resolve_db_url
+from .config import secret_from_env, spec_path
+from .exceptions import ConfigError
+from .spec import Spec, load_spec
+from .store import DEFAULT_DB_URL, masked_url
+
+__all__ = ["add_function_parsers"]
+
+
+def _spec(args: argparse.Namespace) -> Spec:
+    return load_spec(spec_path(args.spec)).for_cloud(getattr(args, "cloud", None))
+
+
+def cmd_function_build(args: argparse.Namespace) -> int:
+    from .functions.build import build_zip
+
+    result = build_zip(Path(args.out))
+    print(
+        f"built {result.path} ({result.size_bytes:,} bytes, {len(result.files)} files, sha256 {result.sha256})"
+    )
+    print(
+        "the same sources always give the same bytes; tokenizer files are inside (no download at cold start)"
+    )
+    return 0
+
+
+def _function_db_url(args: argparse.Namespace, spec: Spec) -> str:
+    url = resolve_db_url(args.db) if args.db else resolve_db_url(None)
+    if url == DEFAULT_DB_URL:
+        url = resolve_db_url(spec.database.url)
+    if url.startswith("sqlite"):
+        raise ConfigError(
+            f"the function needs a server database, not {masked_url(url)}: pass --db "
+            "mssql+pyodbc://… (Azure SQL) or postgresql+psycopg://…, or set AOAI_DB_URL"
+        )
+    return url
+
+
+def cmd_function_deploy(args: argparse.Namespace) -> int:
+    from .cli_azure import azure_errors
+    from .functions.build import build_zip
+    from .functions.deploy import deploy, make_web_clients, plan_deploy
+
+    spec = _spec(args)
+    if spec.function is None:
+        raise ConfigError("the spec has no function section (function: name: …)")
+    url = _function_db_url(args, spec)
+    listen = secret_from_env("AOAI_EVENTHUB_LISTEN_CONNECTION")
+    if args.zip:
+        zip_path, sha = Path(args.zip), None
+        if not zip_path.is_file():
+            raise ConfigError(f"no such package: {zip_path}")
+    else:
+        built = build_zip(Path(args.out))
+        zip_path, sha = built.path, built.sha256
+    clients = credential = None
+    with azure_errors():
+        if not args.offline:
+            from .azure_auth import credential as make_credential
+            from .clouds import get_cloud
+
+            if not spec.subscription_id:
+                raise ConfigError(
+                    "the spec has no subscription_id (the Azure subscription of the function app)"
+                )
+            cloud = get_cloud(spec.cloud)
+            credential = make_credential(cloud, args.credential)
+            clients = make_web_clients(spec, cloud, spec.subscription_id, credential)
+        the_plan = plan_deploy(
+            spec,
+            clients=clients,
+            db_url=url,
+            eventhub_connection=listen,
+            zip_path=zip_path,
+            zip_sha256=sha,
+        )
+    print(the_plan.render())
+    if args.plan:
+        return 0
+    if clients is None:
+        raise ConfigError("--offline only plans: add --plan, or drop --offline to deploy")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("not a terminal: review the plan above, then run again with --yes")
+        if input("deploy? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    with azure_errors():
+        deploy(the_plan, clients, credential=credential, on_progress=lambda m: print(m, flush=True))
+    print("deployed and indexed")
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from .consume import consume
+    from .ingest import Ingestor
+    from .service import ensure_db
+    from .store import engine_from_url
+
+    spec = _spec(args)
+    url = resolve_db_url(args.db) if args.db else resolve_db_url(None)
+    if url == DEFAULT_DB_URL:
+        url = resolve_db_url(spec.database.url)
+    engine = engine_from_url(url)
+    ensure_db(engine)
+    consumer: Any
+    if args.local:
+        from .eventhub import LocalEventLog
+
+        log = LocalEventLog(Path(args.state_dir or spec.local.state_dir) / "events")
+        consumer = log.consumer(spec.event_hub.consumer_group)
+        source = f"local event log {log.directory}"
+    else:
+        from .azure_auth import credential as make_credential
+        from .clouds import get_cloud
+        from .eventhub_azure import AzureEventHubConsumer
+
+        listen = secret_from_env("AOAI_EVENTHUB_LISTEN_CONNECTION")
+        cred = None if listen else make_credential(get_cloud(spec.cloud), args.credential)
+        consumer = AzureEventHubConsumer.from_spec(
+            spec, credential=cred, connection_string=listen, engine=engine
+        )
+        source = f"Event Hub {spec.event_hub.namespace}/{spec.event_hub.name} ({spec.event_hub.consumer_group})"
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    print(
+        f"consuming {source} into {masked_url(url)}; Ctrl-C stops after the batch in flight",
+        flush=True,
+    )
+    try:
+        stats = consume(
+            consumer,
+            Ingestor(engine, deployment_models=spec.deployment_models()),
+            batch_size=args.batch_size or spec.consumer.batch_size,
+            stop=stop,
+            idle_exit=args.until_idle,
+            on_batch=lambda r: print(r.summary(), flush=True),
+        )
+    finally:
+        consumer.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"stopped: {stats.batches} batches, {stats.result.summary()}")
+    return 0
+
+
+def add_function_parsers(sub: Any, with_db: Any) -> None:
+    """Register ``function build|deploy`` and ``consume``."""
+    fn = sub.add_parser(
+        "function", help="the ingestion Azure Function: build and deploy"
+    ).add_subparsers(dest="function_command", required=True, metavar="ACTION")
+    p = fn.add_parser("build", help="build the deployable zip (reproducible)")
+    p.add_argument("--out", default="dist", help="output directory (default: dist/)")
+    p.set_defaults(func=cmd_function_build)
+    p = with_db(fn.add_parser("deploy", help="set app settings, upload the zip, verify indexing"))
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="deployment spec (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
+    )
+    p.add_argument(
+        "--cloud",
+        choices=["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"],
+        help="override the spec's cloud",
+    )
+    p.add_argument("--credential", choices=["default", "cli", "device-code"], default="default")
+    p.add_argument("--plan", action="store_true", help="show what would change, change nothing")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="with --plan: no credentials, assume no settings exist",
+    )
+    p.add_argument("--zip", metavar="FILE", help="deploy this package instead of building one")
+    p.add_argument("--out", default="dist", help="where to build the package (default: dist/)")
+    p.add_argument("--yes", action="store_true", help="deploy without asking")
+    p.set_defaults(func=cmd_function_deploy)
+    p = with_db(
+        sub.add_parser(
+            "consume", help="ingest from Event Hubs (or the local event log) until stopped"
+        )
+    )
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="deployment spec (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
+    )
+    p.add_argument("--local", action="store_true", help="read the local event log (local mode)")
+    p.add_argument(
+        "--state-dir", metavar="DIR", help="local mode state directory (default: the spec's)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="events per transaction (default: the spec's consumer.batch_size)",
+    )
+    p.add_argument("--until-idle", action="store_true", help="stop when no event is waiting")
+    p.add_argument("--credential", choices=["default", "cli", "device-code"], default="default")
+    p.set_defaults(func=cmd_consume)

@@ -1,0 +1,188 @@
+"""``function deploy --plan`` and ``consume`` from the command line (subprocesses, no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from aoai_helpers.eventhub import LocalEventLog
+from aoai_helpers.store import engine_from_url, token_table
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = str(ROOT / "examples" / "gateway.yaml")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AOAI_", "AZURE_"))}
+    return {**base, "PYTHONPATH": str(ROOT), **extra}
+
+
+def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aoai_helpers", *args],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _count(db: str) -> int:
+    engine = engine_from_url(db)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(token_table)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_function_deploy_plan_offline_masks_the_database_password(tmp_path: Path) -> None:
+    db = "postgresql+psycopg://ingest:Sup3rSecretPassw0rd@pg.example.org/aoai"
+    out = _cli(
+        "function",
+        "deploy",
+        "--plan",
+        "--offline",
+        "--spec",
+        SPEC,
+        "--db",
+        db,
+        "--out",
+        str(tmp_path / "dist"),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Sup3rSecret" not in out.stdout and "AOAI_DB_URL" in out.stdout
+    assert "func-aoai-ingest.scm.azurewebsites.net/api/zipdeploy?isAsync=true" in out.stdout
+    assert (
+        "AOAI_EVENTHUB__fullyQualifiedNamespace" in out.stdout
+        and "evhns-aoai-usage.servicebus.windows.net" in out.stdout
+    )
+    assert list((tmp_path / "dist").glob("aoai-ingest-*.zip"))
+
+
+def test_function_deploy_refuses_a_sqlite_database(tmp_path: Path) -> None:
+    out = _cli("function", "deploy", "--plan", "--offline", "--spec", SPEC, cwd=tmp_path)
+    assert out.returncode == 1 and out.stderr.startswith(
+        "error: the function needs a server database"
+    )
+    assert "Traceback" not in out.stderr
+
+
+def _events(n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        out.append(
+            json.dumps(
+                {
+                    "EventVersion": 2,
+                    "RequestId": str(uuid.uuid4()),
+                    "ExecTimeUTC": f"2026-11-20T10:{i // 60 % 60:02d}:{i % 60:02d}.000Z",
+                    "GatewayRegion": "West Europe",
+                    "GatewayServiceName": "apim-aoai-gateway",
+                    "SubscriptionId": "bu-finance",
+                    "SubscriptionName": "Finance",
+                    "ProductName": "p",
+                    "UserName": None,
+                    "UserEmail": None,
+                    "ApiName": "Azure OpenAI",
+                    "OperationId": "ChatCompletions_Create",
+                    "Operation": "chat",
+                    "DeploymentName": "gpt-4o",
+                    "ApiVersion": "2024-10-21",
+                    "IsStreaming": False,
+                    "StatusCode": 200,
+                    "Model": "gpt-4o-2024-11-20",
+                    "Usage": {
+                        "prompt_tokens": 10,
+                        "completion_tokens": 5,
+                        "total_tokens": 15,
+                        "cached_tokens": 0,
+                        "reasoning_tokens": 0,
+                    },
+                    "Request": None,
+                    "ResponseString": None,
+                }
+            ).encode()
+        )
+    return out
+
+
+def test_consume_local_until_idle(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    producer = LocalEventLog(state / "events").producer()
+    producer.send(_events(120))
+    producer.close()
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    args = (
+        "consume",
+        "--local",
+        "--until-idle",
+        "--spec",
+        SPEC,
+        "--state-dir",
+        str(state),
+        "--db",
+        db,
+        "--batch-size",
+        "50",
+    )
+    out = _cli(*args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "stopped: 3 batches, 120 received: 120 stored" in out.stdout
+    assert _count(db) == 120
+    again = _cli(*args, cwd=tmp_path)  # checkpointed: nothing is read twice
+    assert "stopped: 0 batches" in again.stdout and _count(db) == 120
+
+
+def test_consume_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aoai_helpers",
+            "consume",
+            "--local",
+            "--spec",
+            SPEC,
+            "--state-dir",
+            str(state),
+            "--db",
+            db,
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        producer = LocalEventLog(state / "events").producer()
+        producer.send(_events(40))
+        producer.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (tmp_path / "c.db").exists() and _count(db) == 40:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "stopped:" in stdout and _count(db) == 40
+    log: Any = LocalEventLog(state / "events")
+    assert log.checkpoint_of() == 39 and log.lag() == 0
