@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "apim-aoai-proxy needs Python 3.11+ (found: $$($(PYTHON) --version 2>&1)); run: make PYTHON=python3.11 …" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,azure,dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,azure,postgres,dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 ## demo: ingest the bundled sample events into data/aoai_usage.db and print the per-BU chargeback

@@ -91,9 +91,34 @@ def cmd_db_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from .migrate import upgrade
+    from .store import sqlite_path
+
+    url = db_url(getattr(args, "db", None))
+    file = sqlite_path(url)
+    if file is not None and not file.is_file():
+        raise ConfigError(
+            f"no database file at {file}: nothing to upgrade (db init creates a new database)"
+        )
+    result = upgrade(engine_from_url(url), seed_default_rates=not args.no_default_rates)
+    lines = result.lines()
+    print(lines[0])
+    for line in lines[1:]:
+        print(f"  {line}")
+    return 0
+
+
 def cmd_db_ddl(args: argparse.Namespace) -> int:
     from .store import ddl
 
+    if args.from_original:
+        from .migrate import migration_tsql
+
+        if args.dialect != "mssql":
+            raise ConfigError("--from-original is T-SQL only (--dialect mssql)")
+        sys.stdout.write(migration_tsql())
+        return 0
     sys.stdout.write(ddl(args.dialect))
     return 0
 
@@ -405,8 +430,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-default-rates", action="store_true", help="do not seed the default rate set"
     )
     p.set_defaults(func=cmd_db_init)
+    p = with_db(
+        db.add_parser(
+            "upgrade",
+            help="migrate a database of the original APIM-AOAI-Proxy (or an older schema) in place",
+        )
+    )
+    p.add_argument(
+        "--no-default-rates",
+        action="store_true",
+        help="do not seed the default rate set into a rate table it creates",
+    )
+    p.set_defaults(func=cmd_db_upgrade)
     p = db.add_parser("ddl", help="print the schema as SQL (T-SQL for Azure SQL by default)")
     p.add_argument("--dialect", choices=["mssql", "postgresql", "sqlite"], default="mssql")
+    p.add_argument(
+        "--from-original",
+        action="store_true",
+        help="print the T-SQL migration from the original schema (sql/migrate_from_original.sql)",
+    )
     p.set_defaults(func=cmd_db_ddl)
 
     rates = sub.add_parser("rates", help="token rates").add_subparsers(

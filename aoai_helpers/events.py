@@ -228,29 +228,43 @@ def parse_event(raw: bytes | str) -> UsageEvent | EventError:
         return _parse_v1(obj, data)
     except _Invalid as exc:
         rid = obj.get("RequestId")
-        return EventError(str(exc), data, rid if isinstance(rid, str) and rid else None)
+        usable = isinstance(rid, str) and rid and "\x00" not in rid and len(rid) <= 64
+        return EventError(str(exc), data, rid if usable else None)
 
 
 def _json_failure(data: bytes, exc: Exception) -> str:
     if not data.strip():
         return "empty body"
-    if (
-        len(data) >= LOG_TO_EVENTHUB_LIMIT - 16
-    ):  # before the UTF-8 check: a cut may split a character
-        return (
-            f"truncated: {len(data)} bytes, at the 200 KB log-to-eventhub limit "
-            "(the policy logged too much; v2 events omit prompt text by default)"
-        )
+    size = len(data)
     try:
         data.decode("utf-8")
+        bad_utf8_at = None
     except UnicodeDecodeError as ude:
-        return f"not UTF-8 ({ude.reason} at byte {ude.start})"
-    return f"not JSON ({exc})"
+        bad_utf8_at = ude.start
+    # Cut by the logger: at the limit, and the body only goes wrong at its very end (the JSON
+    # is unfinished, or the cut split a multi-byte character).
+    at_limit = LOG_TO_EVENTHUB_LIMIT - 16 <= size <= LOG_TO_EVENTHUB_LIMIT + 16
+    ends_early = (
+        getattr(exc, "pos", 0) >= size - 4 if bad_utf8_at is None else bad_utf8_at >= size - 4
+    )
+    if at_limit and ends_early:
+        return (
+            f"truncated: {size} bytes, at the 200 KB log-to-eventhub limit "
+            "(the policy logged too much; v2 events omit prompt text by default)"
+        )
+    big = f"; {size} bytes" if size >= LOG_TO_EVENTHUB_LIMIT - 16 else ""
+    if bad_utf8_at is not None:
+        return f"not UTF-8 (invalid byte at {bad_utf8_at} of {size})"
+    return f"not JSON ({exc}{big})"
 
 
 def _str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
-    if value is None or isinstance(value, str):
+    if value is None:
+        return value
+    if isinstance(value, str):
+        if "\x00" in value:  # SQL text columns cannot hold U+0000 (PostgreSQL refuses it)
+            raise _Invalid(f"{key} contains a NUL character (U+0000)")
         return value
     raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
 
@@ -262,6 +276,9 @@ def _strings(obj: dict[str, Any], keys: tuple[str, ...]) -> list[str | None]:
         for key, value in zip(keys, values, strict=True):
             if value is not None and type(value) is not str:
                 raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
+    if any("\x00" in v for v in values if v):  # SQL text columns cannot hold U+0000
+        key = next(k for k, v in zip(keys, values, strict=True) if v and "\x00" in v)
+        raise _Invalid(f"{key} contains a NUL character (U+0000)")
     return values
 
 
@@ -286,10 +303,10 @@ def _time(value: Any, key: str = "ExecTimeUTC") -> datetime:
         raise _Invalid(f"{key} must be a string, not {type(value).__name__}")
     try:
         ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Invalid(f"{key} is not an ISO 8601 time: {value[:40]!r}") from None
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC).replace(tzinfo=None)
+        if ts.tzinfo is not None:
+            ts = ts.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
+        raise _Invalid(f"{key} is not an ISO 8601 time in range: {value[:40]!r}") from None
     return ts
 
 
@@ -312,7 +329,10 @@ def _usage(value: Any) -> Usage | None:
         elif type(n) is not int or n < 0 or n > _MAX_INT:
             _int(n, f"Usage.{USAGE_FIELDS[i]}")  # raises with the reason
     prompt, completion, total, cached, reasoning = counts  # all ints now
-    return Usage(prompt, completion, total or prompt + completion, cached, reasoning)
+    total = total or prompt + completion
+    if total > _MAX_INT:
+        raise _Invalid(f"Usage.total_tokens out of range (prompt + completion): {total}")
+    return Usage(prompt, completion, total, cached, reasoning)
 
 
 def _request(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -10,9 +10,12 @@ A batch goes through two steps; :meth:`Ingestor.ingest_batch` runs both, and
     redelivered batch skips the costly part); usage is resolved (contract §5) and priced with
     the rate in effect at the call's time.
 *store* (one transaction)
-    the rows are inserted — ``INSERT … ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL, a
-    re-check inside the transaction elsewhere — and the dead letters (once per distinct body);
-    rows another ingester stored first count as duplicates; the transaction commits.
+    the rows are inserted — ``INSERT … ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL,
+    ``MERGE … WITH (HOLDLOCK) … WHEN NOT MATCHED THEN INSERT`` on SQL Server, a re-check inside
+    the transaction elsewhere (:func:`skip_existing_insert`) — and the dead letters (once per
+    distinct body); rows another ingester stored first count as duplicates (from the driver's
+    rowcount, or, where it has none for executemany as with pyodbc, by looking the ids up);
+    the transaction commits.
 
 Order with a checkpointing source (Event Hubs, the local event log) — **store, then
 checkpoint**: the caller checkpoints only after ``ingest_batch`` returned. A crash between the
@@ -37,8 +40,8 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import orjson
-from sqlalchemy import Insert, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import Insert, Table, TextClause, bindparam, select, text
+from sqlalchemy.engine import Connection, Dialect, Engine
 
 from .events import EventError, UsageEvent, parse_event
 from .exceptions import InputError, TokenizerError
@@ -55,6 +58,8 @@ __all__ = [
     "RawEvent",
     "iter_file_events",
     "load_rates",
+    "row_insert",
+    "skip_existing_insert",
 ]
 
 DEFAULT_BATCH_SIZE: Final = 5000
@@ -72,6 +77,8 @@ _SHORTEST_LIMIT: Final = min(n for _i, n in _LIMITS)
 _RID, _SOURCE, _COST, _KNOWN, _MODEL = (
     ROW_COLUMNS.index(k) for k in ("RequestId", "UsageSource", "Cost", "ModelKnown", "ModelName")
 )
+#: pg_advisory_xact_lock key serialising the write transactions of concurrent ingesters.
+_PG_WRITE_LOCK: Final = 0x414F4149  # "AOAI"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +173,66 @@ def _worker_prepare(items: list[tuple[bytes, str]]) -> _Prepared:
     return _WORKER._prepare([RawEvent(body, source) for body, source in items])
 
 
+#: Dialects whose insert skips rows already stored, atomically (no re-check needed).
+_SKIPS_CONFLICTS: Final = ("sqlite", "postgresql", "mssql")
+
+
+def _merge(table: Table, key: str, columns: Sequence[str], dialect: Dialect) -> TextClause:
+    """SQL Server's insert-if-absent: ``MERGE … WITH (HOLDLOCK) … WHEN NOT MATCHED THEN INSERT``.
+
+    HOLDLOCK (serializable on the key range) makes the check and the insert one step, so two
+    ingesters cannot both insert a key; the loser's row is skipped, not a unique-key error.
+    """
+    q = dialect.identifier_preparer
+    cols = ", ".join(q.quote(c) for c in columns)
+    key_q = q.quote(key)
+    sql = (
+        f"MERGE INTO {q.format_table(table)} WITH (HOLDLOCK) AS t"
+        f" USING (VALUES ({', '.join(':' + c for c in columns)})) AS s ({cols})"
+        f" ON t.{key_q} = s.{key_q}"
+        f" WHEN NOT MATCHED THEN INSERT ({cols})"
+        f" VALUES ({', '.join('s.' + q.quote(c) for c in columns)});"
+    )
+    return text(sql).bindparams(*(bindparam(c, type_=table.c[c].type) for c in columns))
+
+
+def skip_existing_insert(
+    table: Table, key: str, dialect: Dialect, columns: Sequence[str] | None = None
+) -> Insert | TextClause:
+    """An insert of ``columns`` into ``table`` that skips rows whose ``key`` (unique) is stored.
+
+    ``INSERT … ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL, ``MERGE … WITH (HOLDLOCK)``
+    on SQL Server; elsewhere a plain insert (the caller re-checks inside its transaction).
+    Parameters are named after the columns.
+    """
+    cols = list(columns or [c.name for c in table.columns if not c.primary_key])
+    if dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=[key])
+    if dialect.name == "mssql":
+        return _merge(table, key, cols, dialect)
+    return table.insert()
+
+
+def row_insert(dialect: Dialect) -> tuple[str, list[str], bool]:
+    """The statement the Ingestor executes (executemany) for ``ApimAoaiToken`` rows on
+    ``dialect``: its SQL, its parameter names in order, and whether they are positional.
+
+    Every name is a column of :data:`ROW_COLUMNS` (the row tuples are reordered to match).
+    """
+    stmt = skip_existing_insert(token_table, "RequestId", dialect, ROW_COLUMNS)
+    compiled = stmt.compile(dialect=dialect, column_keys=list(ROW_COLUMNS))
+    order = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
+    if sorted(order) != sorted(ROW_COLUMNS):
+        raise RuntimeError(f"insert parameters {order} do not match the row layout")
+    return str(compiled), order, bool(compiled.positional)
+
+
 def load_rates(conn: Connection) -> RateBook:
     """The rates stored in ``AoaiTokenRate``."""
     return RateBook(read_rates(conn))
@@ -193,39 +260,21 @@ class Ingestor:
         self.default_model = default_model
         self._fixed_rates = rates
         dialect = engine.dialect.name
-        insert_rows: Insert
-        self._insert_dead: Insert
-        if dialect in ("sqlite", "postgresql"):
-            # INSERT … ON CONFLICT DO NOTHING: a concurrent ingester's row wins, ours is skipped.
-            if dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-                rows_stmt, dead_stmt = sqlite_insert(token_table), sqlite_insert(dead_letter)
-                insert_rows = rows_stmt.on_conflict_do_nothing(index_elements=["RequestId"])
-                self._insert_dead = dead_stmt.on_conflict_do_nothing(index_elements=["RawSha256"])
-            else:
-                from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-                pg_rows, pg_dead = pg_insert(token_table), pg_insert(dead_letter)
-                insert_rows = pg_rows.on_conflict_do_nothing(index_elements=["RequestId"])
-                self._insert_dead = pg_dead.on_conflict_do_nothing(index_elements=["RawSha256"])
-        else:
-            insert_rows = token_table.insert()
-            self._insert_dead = dead_letter.insert()
+        self._insert_dead = skip_existing_insert(dead_letter, "RawSha256", engine.dialect)
         # Rows go straight to the DB-API executemany: SQLAlchemy's per-row parameter processing
         # would cost more than the whole rest of the pipeline (see benchmarks/ingest.py).
-        compiled = insert_rows.compile(dialect=engine.dialect, column_keys=list(ROW_COLUMNS))
-        self._row_sql = str(compiled)
-        self._positional = bool(compiled.positional)
-        order = compiled.positiontup if compiled.positional else list(compiled.binds)
-        if sorted(order or []) != sorted(ROW_COLUMNS):
-            raise RuntimeError(f"insert parameters {order} do not match the row layout")
-        self._param_index = [ROW_COLUMNS.index(name) for name in order or []]
-        self._param_names = list(order or [])
+        self._row_sql, self._param_names, self._positional = row_insert(engine.dialect)
+        self._param_index = [ROW_COLUMNS.index(name) for name in self._param_names]
         self._datetimes_as_text = dialect == "sqlite"  # sqlite3's datetime adapter is deprecated
-        self._skips_conflicts = dialect in ("sqlite", "postgresql")
+        # DATETIME keeps 1/300 s: a stamp on a 10 ms boundary is stored exactly, so the
+        # IngestedAtUTC comparison that tells our rows from a concurrent ingester's still works.
+        self._stamp_10ms = dialect == "mssql"
+        self._skips_conflicts = dialect in _SKIPS_CONFLICTS
+        # Rows really inserted by one executemany: its rowcount where the driver sums it up,
+        # else counted afterwards (pyodbc reports no total for executemany).
+        self._exact_rowcount = dialect != "mssql" and engine.dialect.supports_sane_multi_rowcount
         # ids per IN (...) lookup: SQL Server takes at most 2,100 parameters per statement
-        self._in_chunk = 5000 if self._skips_conflicts else 500
+        self._in_chunk = 5000 if dialect in ("sqlite", "postgresql") else 500
 
     def ingest_batch(self, batch: Sequence[RawEvent]) -> BatchResult:
         """Ingest one batch in one transaction (see the module docstring for the order)."""
@@ -292,6 +341,8 @@ class Ingestor:
         """CPU work of a batch, no writes: parse, de-duplicate, resolve usage, price, build rows."""
         result = BatchResult(received=len(batch))
         now = utcnow()
+        if self._stamp_10ms:
+            now = now.replace(microsecond=now.microsecond // 10_000 * 10_000)
         events: dict[str, tuple[UsageEvent, RawEvent]] = {}
         dead: dict[str, dict[str, Any]] = {}
         for raw in batch:
@@ -330,6 +381,11 @@ class Ingestor:
         """The write transaction of a prepared batch; returns its final counts."""
         result, rows, dead = prepared.result, prepared.rows, prepared.dead
         with transaction(self.engine) as conn:
+            if self.engine.dialect.name == "postgresql" and (rows or dead):
+                # One writer at a time (released at commit): concurrent ingesters of
+                # overlapping batches would otherwise lock the same RequestIds in different
+                # orders and deadlock. The write phase is short; the CPU work stays parallel.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
             if rows and not self._skips_conflicts:
                 # No ON CONFLICT here: re-check inside the write transaction.
                 again = _existing(
@@ -339,15 +395,14 @@ class Ingestor:
                 rows = [r for r in rows if r[_RID] not in again]
             if rows:
                 cur = conn.exec_driver_sql(self._row_sql, self._params(rows))
-                inserted = (
-                    cur.rowcount if cur.rowcount is not None and cur.rowcount >= 0 else len(rows)
-                )
-                result.stored += inserted
-                if inserted < len(rows):
-                    # Lost a race with a concurrent ingester: those calls are its rows, not ours.
+                count = cur.rowcount if self._exact_rowcount else None
+                if count is None or count < 0 or count < len(rows):
+                    # Lost a race with a concurrent ingester (or the driver cannot say): the
+                    # rows it stored first are its rows, not ours.
                     lost = _stored_by_others(conn, [r[_RID] for r in rows], prepared.now)
                     result.duplicates += len(lost)
                     rows = [r for r in rows if r[_RID] not in lost]
+                result.stored += len(rows)
             if dead:
                 have = _existing(conn, dead_letter.c.RawSha256, list(dead))
                 new_dead = [

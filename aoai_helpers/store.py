@@ -61,10 +61,12 @@ __all__ = [
     "dead_letter",
     "engine_from_url",
     "init_db",
+    "init_schema",
     "masked_url",
     "metadata",
     "rate_table",
     "require_schema",
+    "sqlite_path",
     "token_table",
     "transaction",
     "url_from_odbc",
@@ -177,6 +179,7 @@ schema_version = Table(
     metadata,
     Column("Version", Integer(), primary_key=True, autoincrement=False),
     Column("AppliedAtUTC", DateTime(), nullable=False),
+    Column("Description", Unicode(200), comment="how it was applied (db init, db upgrade, …)"),
 )
 
 #: Column lengths of the string columns, used to truncate values before insert.
@@ -271,6 +274,11 @@ def _sqlite_file(parsed: URL) -> Path | None:
     return Path(db).expanduser()
 
 
+def sqlite_path(url: str | os.PathLike[str] | None) -> Path | None:
+    """The file of a SQLite URL or path (None for other databases and in-memory SQLite)."""
+    return _sqlite_file(_parse(url))
+
+
 def engine_from_url(url: str | os.PathLike[str] | None = None) -> Engine:
     """An engine for ``url`` (SQLite file by default), with SQLite tuned for ingest.
 
@@ -297,9 +305,34 @@ def engine_from_url(url: str | os.PathLike[str] | None = None) -> Engine:
         elif parsed.get_backend_name() == "postgresql":
             hint = " — install the extra: pip install 'apim-aoai-proxy[postgres]'"
         raise ConfigError(f"no driver for {parsed.drivername}: {exc}{hint}") from None
+    if parsed.drivername == "mssql+pyodbc":
+        _check_odbc_driver(parsed, engine.dialect.dbapi)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+_ODBC_DRIVER = re.compile(r"(?i)(?:^|;)\s*driver\s*=\s*(\{[^}]*\}|[^;]*)")
+
+
+def _check_odbc_driver(parsed: URL, dbapi: Any) -> None:
+    """A ConfigError now, rather than a driver-manager error at the first query, when the URL
+    names an ODBC driver that is not installed (``pyodbc.drivers()`` lists those that are)."""
+    named = parsed.query.get("driver")
+    odbc = parsed.query.get("odbc_connect")
+    if not named and isinstance(odbc, str):
+        found = _ODBC_DRIVER.search(odbc)
+        named = found.group(1).strip().strip("{}") if found else None
+    drivers = getattr(dbapi, "drivers", None)
+    if not isinstance(named, str) or not named or drivers is None:
+        return  # a DSN, or a pyodbc that cannot list drivers: the driver manager decides
+    installed = list(drivers())
+    if named not in installed:
+        raise ConfigError(
+            f"ODBC driver {named!r} is not installed (installed: {', '.join(installed) or 'none'})"
+            " — install the Microsoft ODBC driver (msodbcsql18) or FreeTDS, or name an installed"
+            " one with ?driver=…"
+        )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -341,7 +374,16 @@ def require_schema(url: str) -> Engine:
         raise ConfigError(f"no database file at {parsed.database}: {hint}")
     engine = engine_from_url(parsed.render_as_string(hide_password=False))
     with transaction(engine) as conn:
-        tables = set(inspect(conn).get_table_names())
+        insp = inspect(conn)
+        tables = set(insp.get_table_names())
+        original = token_table.name in tables and "requestid" not in {
+            c["name"].lower() for c in insp.get_columns(token_table.name)
+        }
+    if original:
+        raise ConfigError(
+            f"{masked_url(str(engine.url))} has the original APIM-AOAI-Proxy schema: run "
+            "`python -m aoai_helpers db upgrade` first (it migrates it in place)"
+        )
     missing = sorted(t.name for t in metadata.sorted_tables if t.name not in tables)
     if missing:
         raise ConfigError(
@@ -350,55 +392,77 @@ def require_schema(url: str) -> Engine:
     return engine
 
 
+#: Tables whose rows ``db upgrade`` can fill in when they lack required columns (migrate.py).
+UPGRADABLE: Final = ("ApimAoaiToken", "AoaiTokenRate")
+
+
 def init_db(engine: Engine) -> list[str]:
     """Create missing tables and add missing nullable/defaulted columns; return what changed.
 
     A table that lacks a NOT NULL column with no default (e.g. the original ``ApimAoaiToken``
-    without ``RequestId``) cannot be upgraded in place here: a :class:`ConfigError` says so.
+    without ``RequestId``) cannot be upgraded here: a :class:`ConfigError` says to run
+    ``db upgrade`` (:mod:`aoai_helpers.migrate`), which migrates it in place.
     """
-    changes: list[str] = []
     with transaction(engine) as conn:
-        insp = inspect(conn)
-        existing = set(insp.get_table_names())
-        columns = {t: {c["name"].lower() for c in insp.get_columns(t)} for t in existing}
-        # Check everything first: SQLite commits DDL as it goes, so a late refusal would leave
-        # a half-upgraded database behind.
-        for table in metadata.sorted_tables:
-            required = [
-                col.name
-                for col in (table.columns if table.name in existing else ())
-                if col.name.lower() not in columns[table.name]
-                and not col.nullable
-                and col.server_default is None
-            ]
-            if required:
-                raise ConfigError(
-                    f"table {table.name} predates this schema (no {', '.join(required)}); "
-                    "upgrade it with the migration from the original schema"
-                )
-        for table in metadata.sorted_tables:
-            if table.name not in existing:
-                table.create(conn)
-                changes.append(f"created table {table.name}")
-                continue
-            for col in table.columns:
-                if col.name.lower() in columns[table.name]:
-                    continue
-                ddl = CreateColumn(col).compile(dialect=conn.dialect)
-                quoted = conn.dialect.identifier_preparer.quote(table.name)
-                conn.execute(text(f"ALTER TABLE {quoted} ADD {ddl}"))
-                changes.append(f"added column {table.name}.{col.name}")
-        for index in (ix for t in metadata.sorted_tables for ix in t.indexes):
-            table_name = index.table.name if index.table is not None else ""
-            if table_name in existing and index.name not in {
-                ix["name"] for ix in insp.get_indexes(table_name)
-            }:
-                index.create(conn)
-                changes.append(f"created index {index.name}")
-        applied = conn.execute(select(schema_version.c.Version)).scalars().all()
-        if SCHEMA_VERSION not in applied:
-            conn.execute(
-                schema_version.insert().values(Version=SCHEMA_VERSION, AppliedAtUTC=utcnow())
+        return init_schema(conn)
+
+
+def init_schema(conn: Connection, *, description: str | None = None) -> list[str]:
+    """:func:`init_db` inside the caller's transaction; ``description`` goes with a new version row."""
+    changes: list[str] = []
+    insp = inspect(conn)
+    existing = set(insp.get_table_names())
+    columns = {t: {c["name"].lower() for c in insp.get_columns(t)} for t in existing}
+    # Check everything first: SQLite commits DDL as it goes (outside db upgrade's explicit
+    # transaction), so a late refusal would leave a half-upgraded database behind.
+    behind: dict[str, list[str]] = {}
+    for table in metadata.sorted_tables:
+        required = [
+            col.name
+            for col in (table.columns if table.name in existing else ())
+            if col.name.lower() not in columns[table.name]
+            and not col.nullable
+            and col.server_default is None
+        ]
+        if required:
+            behind[table.name] = required
+    if behind:
+        what = "; ".join(
+            f"table {name} predates this schema (no {', '.join(cols)})"
+            for name, cols in behind.items()
+        )
+        if set(behind) <= set(UPGRADABLE):
+            raise ConfigError(
+                f"{what}: it looks like the original APIM-AOAI-Proxy schema; run "
+                "`python -m aoai_helpers db upgrade` (the migration from the original "
+                "schema: in place, every row kept)"
             )
-            changes.append(f"schema version {SCHEMA_VERSION}")
+        raise ConfigError(f"{what}: it cannot be upgraded in place")
+    for table in metadata.sorted_tables:
+        if table.name not in existing:
+            table.create(conn)
+            changes.append(f"created table {table.name}")
+            continue
+        for col in table.columns:
+            if col.name.lower() in columns[table.name]:
+                continue
+            ddl = CreateColumn(col).compile(dialect=conn.dialect)
+            quoted = conn.dialect.identifier_preparer.quote(table.name)
+            conn.execute(text(f"ALTER TABLE {quoted} ADD {ddl}"))
+            changes.append(f"added column {table.name}.{col.name}")
+    for index in (ix for t in metadata.sorted_tables for ix in t.indexes):
+        table_name = index.table.name if index.table is not None else ""
+        if table_name in existing and index.name not in {
+            ix["name"] for ix in insp.get_indexes(table_name)
+        }:
+            index.create(conn)
+            changes.append(f"created index {index.name}")
+    applied = conn.execute(select(schema_version.c.Version)).scalars().all()
+    if SCHEMA_VERSION not in applied:
+        conn.execute(
+            schema_version.insert().values(
+                Version=SCHEMA_VERSION, AppliedAtUTC=utcnow(), Description=description
+            )
+        )
+        changes.append(f"schema version {SCHEMA_VERSION}")
     return changes

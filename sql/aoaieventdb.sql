@@ -4,6 +4,7 @@
 CREATE TABLE [AoaiSchemaVersion] (
 	[Version] INTEGER NOT NULL,
 	[AppliedAtUTC] DATETIME NOT NULL,
+	[Description] NVARCHAR(200) NULL,
 	PRIMARY KEY ([Version])
 )
 GO

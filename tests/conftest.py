@@ -4,6 +4,9 @@ Databases
     ``engine``        a fresh SQLite file database in ``tmp_path`` with the schema and the
                       bundled default rates (``service.ensure_db``)
     ``empty_engine``  the same schema with **no** rates (``seed_default_rates=False``)
+    ``pg_server``     a throwaway PostgreSQL cluster (session; tests/pg.py)
+    A module that sets ``BOTH_DATABASES = True`` runs each test using ``engine`` /
+    ``empty_engine`` twice: on SQLite and on a fresh PostgreSQL database (marker ``postgres``).
 
 Environment
     ``_clean_env`` (autouse) removes every ``AZURE_*`` and ``AOAI_*`` variable, so nothing
@@ -36,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg import PgServer, find_pg_bin
+from secrets_registry import OUTPUTS, SECRETS, leaks, record_output
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
@@ -78,8 +83,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # ----------------------------------------------------------------------------- databases
 
 
-def _engine(path: Path, *, seed: bool) -> Iterator[Engine]:
-    engine = engine_from_url(str(path))
+def _engine(url: str, *, seed: bool) -> Iterator[Engine]:
+    engine = engine_from_url(url)
     ensure_db(engine, seed_default_rates=seed)
     try:
         yield engine
@@ -87,16 +92,65 @@ def _engine(path: Path, *, seed: bool) -> Iterator[Engine]:
         engine.dispose()
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    """A fresh SQLite file database with the schema and the default rates seeded."""
-    yield from _engine(tmp_path / "t.db", seed=True)
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL cluster for the session (tests/pg.py).
+
+    Skips with the reason when no server binaries exist — except in CI (``CI`` set), where
+    ``.ci/run`` installs them, so a missing server fails instead of hiding the tests.
+    """
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail(
+                "CI: PostgreSQL server binaries (initdb, pg_ctl) not found; .ci/run installs them"
+            )
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): apt-get install postgresql")
+    server = PgServer(bin_dir).init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
 
 
 @pytest.fixture
-def empty_engine(tmp_path: Path) -> Iterator[Engine]:
-    """A fresh SQLite file database with the schema but no rates at all."""
-    yield from _engine(tmp_path / "empty.db", seed=False)
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` unless the module runs on both databases (``BOTH_DATABASES = True``)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules with ``BOTH_DATABASES = True`` run their database tests on SQLite and PostgreSQL."""
+    uses_db = {"engine", "empty_engine"} & set(metafunc.fixturenames)
+    if uses_db and getattr(metafunc.module, "BOTH_DATABASES", False):
+        metafunc.parametrize(
+            "db_backend",
+            ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+            indirect=True,
+        )
+
+
+def _url(request: pytest.FixtureRequest, backend: str, path: Path) -> str:
+    if backend == "postgresql":
+        server: PgServer = request.getfixturevalue("pg_server")
+        return server.new_database()
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def engine(tmp_path: Path, db_backend: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A fresh database with the schema and the default rates seeded (SQLite file, or a new
+    PostgreSQL database in modules that run on both)."""
+    yield from _engine(_url(request, db_backend, tmp_path / "t.db"), seed=True)
+
+
+@pytest.fixture
+def empty_engine(
+    tmp_path: Path, db_backend: str, request: pytest.FixtureRequest
+) -> Iterator[Engine]:
+    """The same schema but no rates at all."""
+    yield from _engine(_url(request, db_backend, tmp_path / "empty.db"), seed=False)
 
 
 # ----------------------------------------------------------------------------- event factories
@@ -203,3 +257,25 @@ def ingest_events() -> Callable[..., BatchResult]:
 def token_rows() -> Callable[[Engine], list[dict[str, Any]]]:
     """``token_rows(engine)``: the stored ``ApimAoaiToken`` rows as dicts, ordered by ``Id``."""
     return read_token_rows
+
+
+# ----------------------------------------------------------------------------- secrets scan
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep every test's captured stdout, stderr and log lines for the secrets scan."""
+    for name, content in report.sections:
+        record_output(f"{report.nodeid} [{name}]", content)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any output of the suite contains a secret a test used."""
+    found = leaks()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = f"secrets scan: {len(OUTPUTS)} outputs checked for {len(SECRETS)} secrets: {len(found)} leaks"
+    if reporter is not None:
+        reporter.write_line(line)
+        for leak in found[:20]:
+            reporter.write_line(f"  LEAK {leak}")
+    if found:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -5,12 +5,11 @@ the SDK itself uses when it is given none, to show the two answer alike. Where t
 purpose (names are case-insensitive here, as in the blob store; a claim carrying an etag for a
 partition nobody owns fails here, as with the blob store's ``If-Match``), a test says so.
 
-``TEST_POSTGRES_URL=postgresql+psycopg://…`` adds a PostgreSQL run of the database tests.
+The database tests run on SQLite and on the session's throwaway PostgreSQL server (``pg_server``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -36,7 +35,6 @@ from aoai_helpers.spec import parse_spec
 from aoai_helpers.store import engine_from_url
 
 NS, HUB, GROUP = "ns.servicebus.windows.net", "aoai-usage", "$Default"
-_PG_URL = os.environ.get("TEST_POSTGRES_URL")  # read at import: conftest clears AOAI_* only
 
 
 def _own(partition: str, owner: str, etag: str | None = None, **key: str) -> dict[str, Any]:
@@ -71,15 +69,14 @@ def _owners(store: CheckpointStore, **key: str) -> dict[str, str]:
 _POSTGRES = pytest.param("postgresql", marks=pytest.mark.postgres)
 
 
-def _database(kind: str, engine: Engine) -> Iterator[DatabaseCheckpointStore]:
-    """Ours on the test database (SQLite, with the billing schema), or on PostgreSQL."""
+def _database(
+    kind: str, engine: Engine, request: pytest.FixtureRequest
+) -> Iterator[DatabaseCheckpointStore]:
+    """Ours on the test database (SQLite, with the billing schema), or on a new PostgreSQL database."""
     if kind == "sqlite":
         yield DatabaseCheckpointStore(engine)
         return
-    if not _PG_URL:
-        pytest.skip("set TEST_POSTGRES_URL to run against PostgreSQL")
-    pg = engine_from_url(_PG_URL)
-    checkpoint_metadata.drop_all(pg)
+    pg = engine_from_url(request.getfixturevalue("pg_server").new_database())
     try:
         yield DatabaseCheckpointStore(pg)
     finally:
@@ -93,13 +90,13 @@ def store(request: pytest.FixtureRequest, engine: Engine) -> Iterator[Checkpoint
     if request.param == "memory":
         yield InMemoryCheckpointStore()  # type: ignore[no-untyped-call]
     else:
-        yield from _database(request.param, engine)
+        yield from _database(request.param, engine, request)
 
 
 @pytest.fixture(params=["sqlite", _POSTGRES])
 def db_store(request: pytest.FixtureRequest, engine: Engine) -> Iterator[DatabaseCheckpointStore]:
     """Ours only."""
-    yield from _database(request.param, engine)
+    yield from _database(request.param, engine, request)
 
 
 # ----------------------------------------------------------------------------- both stores

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from secrets_registry import register_secret
 from sqlalchemy import select
 
 from aoai_helpers.cli import build_parser, main
@@ -241,6 +242,7 @@ def test_unreachable_database_exits_non_zero_without_the_password(
     capsys: pytest.CaptureFixture[str], events_file: Path
 ) -> None:
     url = "postgresql+psycopg://u:secretpw@127.0.0.1:1/db"
+    register_secret("u:secretpw")
     status, out, err = run(capsys, "ingest", str(events_file), "--db", url)
     assert "secretpw" not in out + err
     assert out == ""

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from secrets_registry import record_output, register_secret
 from sqlalchemy import func, select
 
 from aoai_helpers.eventhub import LocalEventLog
@@ -27,6 +28,12 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    out = _run(*args, cwd=cwd, **env)
+    record_output(f"cli {' '.join(args[:2])}", out.stdout + out.stderr)
+    return out
+
+
+def _run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aoai_helpers", *args],
         cwd=cwd,
@@ -48,6 +55,7 @@ def _count(db: str) -> int:
 
 def test_function_deploy_plan_offline_masks_the_database_password(tmp_path: Path) -> None:
     db = "postgresql+psycopg://ingest:Sup3rSecretPassw0rd@pg.example.org/aoai"
+    register_secret("Sup3rSecretPassw0rd")
     out = _cli(
         "function",
         "deploy",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from secrets_registry import record_output, register_secret
 
 from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport
 from aoai_helpers.clouds import CLOUDS, get_cloud
@@ -33,6 +34,8 @@ SPEC = load_spec(ROOT / "examples" / "gateway.yaml")
 SUB = "00000000-0000-0000-0000-000000000000"
 SITE = f"/subscriptions/{SUB}/resourceGroups/rg-aoai-gateway/providers/Microsoft.Web/sites/func-aoai-ingest"
 DB = "mssql+pyodbc://ingest:P4ssw0rd-very-secret@sql-aoai.database.windows.net/aoai?driver=ODBC+Driver+18+for+SQL+Server"
+register_secret("P4ssw0rd-very-secret")
+
 HOSTS = {
     "AzureCloud": "management.azure.com",
     "AzureChinaCloud": "management.chinacloudapi.cn",
@@ -246,6 +249,7 @@ def test_an_unreachable_scm_endpoint(package: Path) -> None:
 def test_the_plan_masks_secrets_and_needs_a_listen_connection(package: Path) -> None:
     the_plan = plan_deploy(SPEC, clients=None, db_url=DB, zip_path=package)
     text = the_plan.render()
+    record_output("function deploy plan", text)
     assert "P4ssw0rd" not in text and "****" in text and "offline" in text
     data = SPEC.model_dump()
     data["function"]["eventhub_auth"] = "connection_string"

@@ -16,6 +16,7 @@ import httpx
 import jsonschema
 import orjson
 import pytest
+from secrets_registry import record_output, register_secret
 from sqlalchemy.engine import Engine
 
 from aoai_helpers.events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, load_v2_schema
@@ -27,6 +28,8 @@ from aoai_helpers.spec import Spec, load_spec, parse_spec
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND_SECRET = "backend-secret-0123456789"
 KEYS = {"bu-finance": "finance-key-aaaaaaaaaaaa", "bu-marketing": "marketing-key-bbbbbbbbbb"}
+register_secret(BACKEND_SECRET, *KEYS.values())
+
 CHAT = {
     "messages": [
         {"role": "system", "content": "You are a helpful assistant."},
@@ -95,11 +98,16 @@ def make_rig(capture: str = "passthrough", spec: Spec | None = None, **gateway_k
     sim = Simulator(spec, keys=[BACKEND_SECRET])
     backend = Recorder(sim)
     events: list[bytes] = []
+
+    def sink(body: bytes) -> None:
+        events.append(body)
+        record_output("test_gateway event", body)
+
     gateway = Gateway(
         spec,
         keys=KEYS,
         backend_secret=BACKEND_SECRET,
-        sink=events.append,
+        sink=sink,
         backend_urls={b.name: "http://aoai" for b in spec.backends},
         capture=capture,  # type: ignore[arg-type]
         transport=httpx.ASGITransport(app=backend),

@@ -30,6 +30,9 @@ from aoai_helpers.service import ingest_files
 from aoai_helpers.store import dead_letter, engine_from_url, rate_table, token_table, transaction
 from aoai_helpers.tokens import count_completion_text, count_prompt, get_encoding
 
+#: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
+BOTH_DATABASES = True
+
 MakeEvent = Callable[..., dict[str, Any]]
 TokenRows = Callable[[Engine], list[dict[str, Any]]]
 
@@ -87,6 +90,10 @@ def truncated_event(make_v2: MakeEvent) -> bytes:
 
 
 def sqlite_path(engine: Engine) -> str:
+    """The SQLite file behind ``engine``: tests that lock or break it from a second sqlite3
+    connection run on SQLite only (PostgreSQL outages are in tests/faults/)."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("drives SQLite's own locking/trigger mechanics; PostgreSQL: tests/faults/")
     path = engine.url.database
     assert path
     return path

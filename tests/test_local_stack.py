@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import jsonschema
 import openai
 import orjson
 import pytest
+from secrets_registry import record_event_log, record_output, register_secret
 from sqlalchemy import func, select
 
 from aoai_helpers.events import V2_FIELDS, load_v2_schema
@@ -48,6 +50,17 @@ def _with_faults(*faults: dict[str, Any]) -> Spec:
     data = SPEC.model_dump()
     data["local"]["simulator"]["faults"] = list(faults)
     return parse_spec(data)
+
+
+@pytest.fixture(autouse=True)
+def _scan_for_secrets(tmp_path: Path) -> Iterator[None]:
+    """After each test: register the keys its stacks used, keep the events they logged."""
+    yield
+    for keys in tmp_path.rglob("keys.json"):
+        data = orjson.loads(keys.read_bytes())
+        register_secret(data.get("backend"), *data.get("subscriptions", {}).values())
+    for log in tmp_path.rglob("events.log"):
+        record_event_log(log.parent, f"{log.parent}")
 
 
 @pytest.fixture
@@ -247,7 +260,7 @@ def test_the_v1_client_with_api_key_header(tmp_path: Path, db_url: str) -> None:
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AOAI_", "AZURE_"))}
-    return subprocess.run(
+    out = subprocess.run(
         [sys.executable, "-m", "aoai_helpers", *args],
         cwd=cwd,
         env={**env, "PYTHONPATH": str(ROOT)},
@@ -255,6 +268,10 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+    record_output(f"cli {' '.join(args[:2])}", out.stdout + out.stderr)
+    for log in cwd.rglob("stack.log"):
+        record_output(f"{log}", log.read_bytes())
+    return out
 
 
 def test_local_up_status_down(tmp_path: Path) -> None:

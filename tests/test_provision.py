@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from secrets_registry import record_output, register_secret
 
 from aoai_helpers.apim.provision import apply, dry_run, make_clients, plan, write_keys
 from aoai_helpers.apim.resources import APIM_API_VERSION, EVENTHUB_API_VERSION, inference_spec_url
@@ -263,6 +264,7 @@ def test_creating_the_event_hub_with_least_privilege_rules() -> None:
 def test_key_auth_backend_secret_is_masked_and_required(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _variant(backends__0__auth="key")
     secret = "s3cr3t-backend-key-0123456789"
+    register_secret(secret)
     the_plan = plan(spec, env={"AOAI_BACKEND_KEY": secret})
     nv = next(s.resource for s in the_plan.steps if s.resource.name == "aoai-backend-key")
     assert nv.body is not None and nv.body["properties"] == {
@@ -303,7 +305,8 @@ def test_keys_are_written_owner_only(tmp_path: Path) -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AOAI_", "AZURE_"))}
-    return subprocess.run(
+    register_secret(*(env or {}).values())
+    out = subprocess.run(
         [sys.executable, "-m", "aoai_helpers", *args],
         env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
@@ -311,6 +314,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         timeout=120,
         cwd=ROOT,
     )
+    record_output(f"cli {' '.join(args[:2])}", out.stdout + out.stderr)
+    return out
 
 
 @pytest.mark.parametrize("cloud", list(CLOUDS))

@@ -24,6 +24,9 @@ from aoai_helpers.rates_db import (
 from aoai_helpers.service import sample_path
 from aoai_helpers.store import rate_table, transaction
 
+#: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
+BOTH_DATABASES = True
+
 M = 1_000_000
 D2024 = datetime(2024, 1, 1)
 D2025 = datetime(2025, 1, 1)

@@ -27,6 +27,9 @@ from aoai_helpers.report import (
 from aoai_helpers.service import run_demo, sample_path
 from aoai_helpers.store import dead_letter, token_table, transaction
 
+#: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
+BOTH_DATABASES = True
+
 REL = 1e-12
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}  # 8 prompt tokens on gpt-4o
 

@@ -21,6 +21,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from secrets_registry import register_secret
 
 from aoai_helpers.local._simdata import VOCABULARY
 from aoai_helpers.local.simulator import SimCall, Simulator, StreamCutError
@@ -30,6 +31,7 @@ from aoai_helpers.usage import summarize_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sim-key-0123456789"
+register_secret(KEY)
 API_VERSION = "2024-10-21"
 MODELS = {
     "gpt-4o": "gpt-4o-2024-11-20",

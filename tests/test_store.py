@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.dialects import mssql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.schema import CreateTable
@@ -31,6 +31,9 @@ from aoai_helpers.store import (
     transaction,
     url_from_odbc,
 )
+
+#: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
+BOTH_DATABASES = True
 
 TABLES = {
     "ApimAoaiToken",
@@ -109,10 +112,18 @@ def test_init_db_creates_the_five_tables(bare_engine: Engine) -> None:
         ]
 
 
+#: How each dialect reflects the contract's datetime / float / varbinary types.
+TYPE_NAMES = {
+    "sqlite": {"datetime": "DATETIME", "float": "FLOAT", "blob": "BLOB"},
+    "postgresql": {"datetime": "TIMESTAMP", "float": "DOUBLE PRECISION", "blob": "BYTEA"},
+}
+
+
 def test_token_table_keeps_the_original_columns_and_types(engine: Engine) -> None:
     cols = columns(engine, "ApimAoaiToken")
+    names = TYPE_NAMES[engine.dialect.name]
     for name in ("ExecTimeUTC", "ExecDateUTC"):
-        assert str(cols[name]["type"]) == "DATETIME"
+        assert str(cols[name]["type"]) == names["datetime"]
         assert cols[name]["nullable"] is False
     for name, length in ORIGINAL_STRINGS.items():
         assert getattr(cols[name]["type"], "length", None) == length, name
@@ -149,7 +160,8 @@ def test_other_tables_columns(engine: Engine) -> None:
     assert str(rate["ModelName"]["type"]) == "VARCHAR(100)"
     for name in ("ModelName", "PromptTokenRate", "CompletionTokenRate", "EffectiveFrom"):
         assert rate[name]["nullable"] is False, name
-    assert str(rate["PromptTokenRate"]["type"]) == "FLOAT"
+    names = TYPE_NAMES[engine.dialect.name]
+    assert str(rate["PromptTokenRate"]["type"]) == names["float"]
     assert {"CachedPromptTokenRate", "Currency", "EffectiveTo"} <= set(rate)
     assert set(columns(engine, "BusinessUnitMap")) >= {
         "SubscriptionId",
@@ -157,7 +169,7 @@ def test_other_tables_columns(engine: Engine) -> None:
         "CostCentre",
     }
     dead = columns(engine, "IngestDeadLetter")
-    assert str(dead["RawBody"]["type"]) == "BLOB"
+    assert str(dead["RawBody"]["type"]) == names["blob"]
     assert {"Reason", "Source", "ReceivedAtUTC"} <= set(dead)
 
 
@@ -257,7 +269,10 @@ def test_failed_init_db_leaves_nothing_behind(original_db: Path) -> None:
 
 
 def test_transaction_turns_driver_errors_into_database_error(engine: Engine) -> None:
-    with pytest.raises(DatabaseError, match="no such table: Nope"), transaction(engine) as conn:
+    with (
+        pytest.raises(DatabaseError, match=r'no such table: Nope|relation "nope" does not exist'),
+        transaction(engine) as conn,
+    ):
         conn.execute(text("SELECT * FROM Nope"))
 
 
@@ -266,7 +281,7 @@ def test_transaction_rolls_back_on_error(engine: Engine) -> None:
         conn.execute(bu_map.insert().values(SubscriptionId="s1", BusinessUnit="Finance"))
         conn.execute(bu_map.insert().values(SubscriptionId="s1", BusinessUnit="Legal"))  # dup key
     with transaction(engine) as conn:
-        assert conn.execute(text("SELECT COUNT(*) FROM BusinessUnitMap")).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(bu_map)).scalar() == 0
 
 
 # ----------------------------------------------------------------------------- URLs

@@ -2,16 +2,33 @@
 
 An ASGI app configured from the same :class:`~aoai_helpers.spec.Spec` as APIM. Per request:
 
-1. **Authenticate** the caller by its subscription key: header ``api-key`` (the API's
-   subscription-key header), ``Ocp-Apim-Subscription-Key``, or query ``subscription-key``. The
-   key is looked up by its SHA-256 digest, then compared with :func:`hmac.compare_digest`, so
-   the time taken does not depend on how much of a guess matches. Missing or unknown key →
-   401 with APIM's message, and the backend is never touched (APIM checks subscriptions
-   before any policy runs, so no event is logged either).
-2. **Swap credentials**: the caller's key never reaches AOAI; the backend gets its own
-   ``api-key`` (``auth: key``) or ``Authorization: Bearer`` (``auth: managed_identity``, what
-   ``authentication-managed-identity`` adds).
-3. **Forward and stream back** according to the capture mode:
+1. **Refuse malformed requests**: a header name or value holding CR, LF or NUL (header
+   injection; real HTTP servers refuse these before any app sees them) → 400, before
+   anything else.
+2. **Authenticate** the caller by its subscription key, from the first of, in this order:
+   header ``api-key`` (the API's subscription-key header), header
+   ``Ocp-Apim-Subscription-Key``, query ``subscription-key``. The first one present decides —
+   the others are ignored, never tried as a fallback: a valid ``api-key`` with another BU's
+   key in ``Ocp-Apim-Subscription-Key`` is billed to the ``api-key``'s subscription, and an
+   invalid ``api-key`` is a 401 whatever the other header holds. A credential header sent
+   twice is a 401 (APIM joins repeated header values with a comma, which matches no key).
+   The key is looked up by its SHA-256 digest, then compared with
+   :func:`hmac.compare_digest`, so the time taken does not depend on how much of a guess
+   matches. Missing or unknown key → 401 with APIM's message, and the backend is never
+   touched (APIM checks subscriptions before any policy runs, so no event is logged either).
+   The event names the subscription the key belongs to — never one the caller claims in a
+   header, the query or the body.
+3. **Limit the body**: a request body larger than ``max_body_bytes`` (default
+   :data:`DEFAULT_MAX_BODY_BYTES`, 8 MiB) → 413 with an APIM-style JSON body, without reading
+   the rest, forwarding or logging an event. A declared ``Content-Length`` over the limit is
+   refused before reading anything; a chunked body is counted as it arrives. A client that
+   goes away before its body is complete gets nothing forwarded and logs no event either.
+4. **Swap credentials**: the caller's key never reaches AOAI, nor its own ``Authorization``
+   header; the backend gets the gateway's ``api-key`` (``auth: key``) or
+   ``Authorization: Bearer`` (``auth: managed_identity``, what
+   ``authentication-managed-identity`` adds). ``Host`` is the backend's, and client-supplied
+   forwarding headers (``Forwarded``, ``X-Forwarded-*``) are not passed on.
+5. **Forward and stream back** according to the capture mode:
 
    - ``passthrough`` — streamed responses go to the client chunk by chunk as they arrive
      (APIM ``forward-request buffer-response="false"``); the body is never read, so the
@@ -23,7 +40,7 @@ An ASGI app configured from the same :class:`~aoai_helpers.spec.Spec` as APIM. P
      final usage chunk (Responses API: ``response.completed``).
 
    Non-streamed bodies are read in both modes (usage from the body).
-4. **Log one v2 event** (ARCHITECTURE.md §3, fields in :data:`~aoai_helpers.events.V2_FIELDS`
+6. **Log one v2 event** (ARCHITECTURE.md §3, fields in :data:`~aoai_helpers.events.V2_FIELDS`
    order) after the response has completed — also for 4xx/5xx answers and for a client that
    disconnected mid-stream — through the ``sink`` (see :class:`EventSink`), off the event
    loop. No prompt or completion text is logged unless it is needed to estimate usage (the
@@ -53,7 +70,14 @@ from ..events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, operation_from_path
 from ..spec import Backend, CaptureMode, Spec, Subscription
 from ..usage import summarize_stream, usage_from_body
 
-__all__ = ["OPERATION_IDS", "BackendCut", "Gateway", "build_event", "shrink_request"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "OPERATION_IDS",
+    "BackendCut",
+    "Gateway",
+    "build_event",
+    "shrink_request",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,6 +98,10 @@ OPERATION_IDS: Final[dict[tuple[str, bool], str]] = {
     ("responses", True): "v1_responses",
     ("other", True): "v1_other",
 }
+#: Largest request body forwarded (bytes). No documented AOAI request-size limit was found;
+#: 8 MiB is far above any real prompt (a 128k-token context is well under 1 MiB of JSON) and
+#: bounds what one caller can make the gateway buffer.
+DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 #: Budget for the whole event (the logger truncates at 200 KB; keep a wide margin).
 EVENT_BUDGET: Final = LOG_TO_EVENTHUB_LIMIT // 2
 _DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)/")
@@ -95,6 +123,10 @@ _HOP_BY_HOP: Final = frozenset(
         "accept-encoding",
     }
 )
+#: Headers naming the caller's credential; each may appear once.
+_CREDENTIAL_HEADERS: Final = (b"api-key", b"ocp-apim-subscription-key")
+_BAD_HEADER_BYTES: Final = re.compile(rb"[\r\n\x00]")
+_DIGITS: Final = re.compile(r"[0-9]{1,18}")
 _RESPONSE_DROP: Final = frozenset(
     {"content-length", "transfer-encoding", "connection", "date", "server"}
 )
@@ -107,6 +139,10 @@ _INVALID_KEY: Final = (
     b'to provide a valid key for an active subscription."}'
 )
 _NOT_FOUND: Final = b'{"statusCode": 404, "message": "Resource not found"}'
+_BAD_HEADER: Final = (
+    b'{"statusCode": 400, "message": "Bad request: a header name or value contains CR, LF or NUL."}'
+)
+_BAD_LENGTH: Final = b'{"statusCode": 400, "message": "Bad request: invalid Content-Length."}'
 _BACKEND_DOWN: Final = b'{"statusCode": 500, "message": "Internal server error"}'
 
 
@@ -238,7 +274,8 @@ class Gateway:
     ``keys`` maps APIM subscription id → key; ``backend_secret`` is what the backend expects
     (its api-key, or the bearer token standing in for the managed identity's);
     ``backend_urls`` overrides backend endpoints by backend name (local mode points them all at
-    the simulator); ``transport`` replaces the network (tests: ``httpx.ASGITransport``).
+    the simulator); ``transport`` replaces the network (tests: ``httpx.ASGITransport``);
+    ``max_body_bytes`` is the largest request body accepted (larger: 413).
     """
 
     def __init__(
@@ -252,8 +289,12 @@ class Gateway:
         capture: CaptureMode | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 300.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
+        if max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
         self.spec = spec
+        self.max_body_bytes = max_body_bytes
         settings = policy_settings(spec)  # what the APIM policy reads from its named values
         self.capture: CaptureMode = capture or settings.capture
         by_id = {s.id: s for s in spec.subscriptions}
@@ -280,7 +321,11 @@ class Gateway:
             return
         if scope["type"] != "http":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+        if any(_BAD_HEADER_BYTES.search(k + v) for k, v in raw_headers):
+            await _respond(send, 400, _BAD_HEADER)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         path: str = scope["path"]
         key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
@@ -290,13 +335,30 @@ class Gateway:
             await _respond(send, 401, _MISSING_KEY)
             return
         found = self._by_digest.get(hashlib.sha256(key.encode()).digest())
-        if found is None or not hmac.compare_digest(found[0].encode(), key.encode()):
+        repeated = any(
+            sum(k.lower() == name for k, _v in raw_headers) > 1 for name in _CREDENTIAL_HEADERS
+        )
+        if found is None or repeated or not hmac.compare_digest(found[0].encode(), key.encode()):
             await _respond(send, 401, _INVALID_KEY)
             return
         if not path.startswith("/openai/") or scope["method"] != "POST":
             await _respond(send, 404, _NOT_FOUND)
             return
-        raw = await _read_body(receive)
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not _DIGITS.fullmatch(declared.strip()):
+                await _respond(send, 400, _BAD_LENGTH)
+                return
+            if int(declared) > self.max_body_bytes:
+                await _respond(send, 413, _too_large(self.max_body_bytes))
+                return
+        try:
+            raw = await _read_body(receive, self.max_body_bytes)
+        except _ClientGone:
+            return  # the client left before its body was complete: nothing forwarded, no event
+        if raw is None:  # too large: nothing forwarded, no event
+            await _respond(send, 413, _too_large(self.max_body_bytes))
+            return
         call = self._describe(found[1], path, query, raw)
         raw = self._maybe_inject_usage(call, raw)
         await self._forward(call, scope, headers, query, raw, receive, send)
@@ -362,7 +424,11 @@ class Gateway:
         send: Send,
     ) -> None:
         backend = self._backend(call)
-        out_headers = {k: v for k, v in headers.items() if k not in _HOP_BY_HOP}
+        out_headers = {
+            k: v
+            for k, v in headers.items()
+            if k not in _HOP_BY_HOP and k != "forwarded" and not k.startswith("x-forwarded-")
+        }
         if backend.auth == "key":
             out_headers["api-key"] = self._secret
         else:
@@ -391,6 +457,7 @@ class Gateway:
                     try:
                         body = await response.aread()
                     except httpx.HTTPError:
+                        status = 500  # what the client gets; the event records the same
                         await _respond(send, 500, _BACKEND_DOWN)  # nothing was sent yet
                         return
                     text = body.decode("utf-8", errors="replace")
@@ -467,16 +534,37 @@ def _usage_of(text: str, is_sse: bool) -> tuple[str | None, dict[str, int] | Non
     return model, (found.as_dict() if found is not None else None)
 
 
-async def _read_body(receive: Receive) -> bytes:
-    parts = []
+class _ClientGone(Exception):
+    """The client disconnected before sending its whole request body."""
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body; ``None`` once it exceeds ``limit`` bytes (the rest is not read).
+
+    Raises :class:`_ClientGone` if the client disconnects first.
+    """
+    parts: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
-        parts.append(message.get("body", b""))
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
         if not message.get("more_body"):
-            break
-    return b"".join(parts)
+            return b"".join(parts)
+
+
+def _too_large(limit: int) -> bytes:
+    """APIM-style 413 body."""
+    return (
+        b'{"statusCode": 413, "message": "Request entity too large: the request body exceeds '
+        + str(limit).encode()
+        + b' bytes."}'
+    )
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:
