@@ -123,7 +123,8 @@ def db_backend(request: pytest.FixtureRequest) -> str:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Modules with ``BOTH_DATABASES = True`` run their database tests on SQLite and PostgreSQL."""
     uses_db = {"engine", "empty_engine"} & set(metafunc.fixturenames)
-    if uses_db and getattr(metafunc.module, "BOTH_DATABASES", False):
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    if uses_db and not sqlite_only and getattr(metafunc.module, "BOTH_DATABASES", False):
         metafunc.parametrize(
             "db_backend",
             ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],

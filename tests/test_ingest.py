@@ -91,9 +91,8 @@ def truncated_event(make_v2: MakeEvent) -> bytes:
 
 def sqlite_path(engine: Engine) -> str:
     """The SQLite file behind ``engine``: tests that lock or break it from a second sqlite3
-    connection run on SQLite only (PostgreSQL outages are in tests/faults/)."""
-    if engine.dialect.name != "sqlite":
-        pytest.skip("drives SQLite's own locking/trigger mechanics; PostgreSQL: tests/faults/")
+    connection are marked ``sqlite_only`` (PostgreSQL outages are in tests/faults/)."""
+    assert engine.dialect.name == "sqlite", "mark the test sqlite_only"
     path = engine.url.database
     assert path
     return path
@@ -459,6 +458,7 @@ def test_unopenable_database_raises_database_error(tmp_path: Path, make_v2: Make
     assert blocker.read_text() == "a regular file"
 
 
+@pytest.mark.sqlite_only
 def test_read_only_database_raises_and_commits_nothing(
     engine: Engine, make_v2: MakeEvent, v1_times: Iterator[str]
 ) -> None:
@@ -473,6 +473,7 @@ def test_read_only_database_raises_and_commits_nothing(
     assert count(engine, dead_letter) == 0
 
 
+@pytest.mark.sqlite_only
 def test_locked_database_rolls_back_then_reingest_stores_everything_once(
     engine: Engine, make_v2: MakeEvent
 ) -> None:
@@ -500,6 +501,7 @@ def test_locked_database_rolls_back_then_reingest_stores_everything_once(
     assert count(engine, dead_letter) == 1
 
 
+@pytest.mark.sqlite_only
 def test_failure_half_way_rolls_back_rows_already_inserted(
     engine: Engine, make_v2: MakeEvent
 ) -> None:
