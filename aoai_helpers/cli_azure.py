@@ -21,7 +21,7 @@ from .config import spec_path
 from .exceptions import AoaiHelpersError, ConfigError
 from .spec import Spec, load_spec
 
-__all__ = ["add_provision_parser", "azure_errors"]
+__all__ = ["add_provision_parser", "azure_errors", "azure_target_args"]
 
 
 class AzureError(AoaiHelpersError):
@@ -140,6 +140,27 @@ def _write_keys(clients: Any, spec: Spec, path: str) -> None:
         print(f"  {sid:<24} {entry['business_unit']:<20} {mask(entry['primary_key'])}")
 
 
+def azure_target_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--spec``, ``--cloud`` and ``--credential``: what every command that talks to Azure takes."""
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="deployment spec (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
+    )
+    p.add_argument(
+        "--cloud",
+        choices=["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"],
+        help="override the spec's cloud",
+    )
+    p.add_argument(
+        "--credential",
+        choices=["default", "cli", "device-code"],
+        default="default",
+        help="how to sign in (default: DefaultAzureCredential)",
+    )
+    return p
+
+
 def add_provision_parser(
     sub: Any, common: Callable[[argparse.ArgumentParser], None] | None = None
 ) -> None:
@@ -148,26 +169,7 @@ def add_provision_parser(
         "provision", help="APIM: plan and apply the spec on Azure"
     ).add_subparsers(dest="provision_command", required=True, metavar="ACTION")
 
-    def shared(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--spec",
-            metavar="FILE",
-            help="deployment spec (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
-        )
-        p.add_argument(
-            "--cloud",
-            choices=["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"],
-            help="override the spec's cloud",
-        )
-        p.add_argument(
-            "--credential",
-            choices=["default", "cli", "device-code"],
-            default="default",
-            help="how to sign in (default: DefaultAzureCredential)",
-        )
-        return p
-
-    p = shared(prov.add_parser("plan", help="show what apply would change"))
+    p = azure_target_args(prov.add_parser("plan", help="show what apply would change"))
     p.add_argument(
         "--offline", action="store_true", help="assume nothing exists: no credentials, no network"
     )
@@ -175,7 +177,7 @@ def add_provision_parser(
         "--json", metavar="FILE", help="also write the plan with request bodies (secrets masked)"
     )
     p.set_defaults(func=cmd_provision_plan)
-    p = shared(prov.add_parser("apply", help="plan, confirm, apply"))
+    p = azure_target_args(prov.add_parser("apply", help="plan, confirm, apply"))
     p.add_argument("--yes", action="store_true", help="apply without asking")
     p.add_argument(
         "--keys-out", metavar="FILE", help="write the BU subscription keys to FILE (mode 0600)"

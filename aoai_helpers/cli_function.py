@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .cli_azure import azure_target_args
 from .config import db_url as resolve_db_url
 from .config import secret_from_env, spec_path
 from .exceptions import ConfigError
@@ -166,6 +167,16 @@ def cmd_consume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def add_function_parsers(sub: Any, with_db: Any) -> None:
     """Register ``function build|deploy`` and ``consume``."""
     fn = sub.add_parser(
@@ -174,18 +185,11 @@ def add_function_parsers(sub: Any, with_db: Any) -> None:
     p = fn.add_parser("build", help="build the deployable zip (reproducible)")
     p.add_argument("--out", default="dist", help="output directory (default: dist/)")
     p.set_defaults(func=cmd_function_build)
-    p = with_db(fn.add_parser("deploy", help="set app settings, upload the zip, verify indexing"))
-    p.add_argument(
-        "--spec",
-        metavar="FILE",
-        help="deployment spec (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
+    p = with_db(
+        azure_target_args(
+            fn.add_parser("deploy", help="set app settings, upload the zip, verify indexing")
+        )
     )
-    p.add_argument(
-        "--cloud",
-        choices=["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"],
-        help="override the spec's cloud",
-    )
-    p.add_argument("--credential", choices=["default", "cli", "device-code"], default="default")
     p.add_argument("--plan", action="store_true", help="show what would change, change nothing")
     p.add_argument(
         "--offline",
@@ -201,20 +205,15 @@ def add_function_parsers(sub: Any, with_db: Any) -> None:
             "consume", help="ingest from Event Hubs (or the local event log) until stopped"
         )
     )
-    p.add_argument(
-        "--spec",
-        metavar="FILE",
-        help="deployment spec (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
-    )
+    azure_target_args(p)
     p.add_argument("--local", action="store_true", help="read the local event log (local mode)")
     p.add_argument(
         "--state-dir", metavar="DIR", help="local mode state directory (default: the spec's)"
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive,
         help="events per transaction (default: the spec's consumer.batch_size)",
     )
     p.add_argument("--until-idle", action="store_true", help="stop when no event is waiting")
-    p.add_argument("--credential", choices=["default", "cli", "device-code"], default="default")
     p.set_defaults(func=cmd_consume)

@@ -69,16 +69,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from .events import V1_OPERATION_IDS
-from .exceptions import ConfigError, DatabaseError
+from .exceptions import ConfigError
 from .models import normalize_model
 from .pricing import EPOCH, default_rates
 from .rates_db import reprice, set_rates
 from .store import (
     SCHEMA_VERSION,
+    database_errors,
     init_schema,
     masked_url,
     metadata,
@@ -261,29 +261,18 @@ def _one_transaction(engine: Engine) -> Iterator[Connection]:
         with transaction(engine) as conn:
             yield conn
         return
-    try:
-        with engine.connect() as conn:
-            dbapi = conn.connection.dbapi_connection
-            saved = getattr(dbapi, "isolation_level", "")
-            dbapi.isolation_level = None  # type: ignore[union-attr]
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                yield conn
-                conn.commit()
-            finally:
-                if conn.in_transaction():
-                    conn.rollback()
-                dbapi.isolation_level = saved  # type: ignore[union-attr]
-    except OperationalError as exc:
-        raise DatabaseError(
-            f"database unreachable or busy ({masked_url(str(engine.url))}): {_first_line(exc.orig)}"
-        ) from exc
-    except SQLAlchemyError as exc:
-        raise DatabaseError(f"database error: {_first_line(getattr(exc, 'orig', exc))}") from exc
-
-
-def _first_line(exc: object) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    with database_errors(engine), engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        saved = getattr(dbapi, "isolation_level", "")
+        dbapi.isolation_level = None  # type: ignore[union-attr]
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+            conn.commit()
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            dbapi.isolation_level = saved  # type: ignore[union-attr]
 
 
 def _required(col: Column[Any]) -> bool:

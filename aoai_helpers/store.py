@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_DB_URL",
     "SCHEMA_VERSION",
     "bu_map",
+    "database_errors",
     "ddl",
     "dead_letter",
     "engine_from_url",
@@ -347,9 +348,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction; database failures surface as :class:`DatabaseError` (URL masked)."""
+    with database_errors(engine), engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def database_errors(engine: Engine) -> Iterator[None]:
+    """Turn SQLAlchemy/driver exceptions into one-line :class:`DatabaseError` (URL masked)."""
     try:
-        with engine.begin() as conn:
-            yield conn
+        yield
     except OperationalError as exc:
         raise DatabaseError(
             f"database unreachable or busy ({masked_url(str(engine.url))}): {_first_line(exc.orig)}"

@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+from conftest import new_v2
 from secrets_registry import record_output, register_secret
 from sqlalchemy import func, select
 
@@ -88,42 +88,8 @@ def test_function_deploy_refuses_a_sqlite_database(tmp_path: Path) -> None:
 
 
 def _events(n: int) -> list[bytes]:
-    out = []
-    for i in range(n):
-        out.append(
-            json.dumps(
-                {
-                    "EventVersion": 2,
-                    "RequestId": str(uuid.uuid4()),
-                    "ExecTimeUTC": f"2026-11-20T10:{i // 60 % 60:02d}:{i % 60:02d}.000Z",
-                    "GatewayRegion": "West Europe",
-                    "GatewayServiceName": "apim-aoai-gateway",
-                    "SubscriptionId": "bu-finance",
-                    "SubscriptionName": "Finance",
-                    "ProductName": "p",
-                    "UserName": None,
-                    "UserEmail": None,
-                    "ApiName": "Azure OpenAI",
-                    "OperationId": "ChatCompletions_Create",
-                    "Operation": "chat",
-                    "DeploymentName": "gpt-4o",
-                    "ApiVersion": "2024-10-21",
-                    "IsStreaming": False,
-                    "StatusCode": 200,
-                    "Model": "gpt-4o-2024-11-20",
-                    "Usage": {
-                        "prompt_tokens": 10,
-                        "completion_tokens": 5,
-                        "total_tokens": 15,
-                        "cached_tokens": 0,
-                        "reasoning_tokens": 0,
-                    },
-                    "Request": None,
-                    "ResponseString": None,
-                }
-            ).encode()
-        )
-    return out
+    """``n`` distinct v2 calls (conftest's factory: reported usage 100/50/150)."""
+    return [json.dumps(new_v2()).encode() for _ in range(n)]
 
 
 def test_consume_local_until_idle(tmp_path: Path) -> None:
