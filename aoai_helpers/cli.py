@@ -548,6 +548,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Optional packages → the extra that installs them (a missing one is a one-line error).
+_EXTRAS = {
+    "uvicorn": "local",
+    "httpx": "local",
+    "openai": "local",
+    "azure": "azure",
+    "psycopg": "postgres",
+    "pyodbc": "mssql",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = build_parser().parse_args(argv)
@@ -559,6 +570,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except AoaiHelpersError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        extra = _EXTRAS.get(missing)
+        if extra is None:
+            raise
+        print(
+            f"error: {missing} is not installed; this command needs: pip install 'apim-aoai-proxy[{extra}]'",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print(

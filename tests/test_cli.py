@@ -687,3 +687,26 @@ def test_rates_set_rejects_bad_values_in_one_line(
         capsys, "rates", "set", "gpt-4o", "--input", "1", "--output", "2", "--db", db, *extra
     )
     assert (status, out, err) == (1, "", message)
+
+
+def test_a_missing_optional_package_names_the_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_uvicorn(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "uvicorn" or name.startswith("uvicorn."):
+            raise ModuleNotFoundError("No module named 'uvicorn'", name="uvicorn")
+        return real_import(name, *args, **kwargs)
+
+    for mod in [m for m in sys.modules if m.startswith(("aoai_helpers.local", "uvicorn"))]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setattr(builtins, "__import__", no_uvicorn)
+    status, out, err = run(capsys, "local", "status")
+    assert (status, out) == (1, "")
+    assert (
+        err
+        == "error: uvicorn is not installed; this command needs: pip install 'apim-aoai-proxy[local]'\n"
+    )
