@@ -219,6 +219,8 @@ def parse_event(raw: bytes | str) -> UsageEvent | EventError:
     if not isinstance(obj, dict):
         return EventError(f"not a JSON object (got {type(obj).__name__})", data)
     try:
+        if b"\\u0000" in data:  # JSON can carry U+0000 only escaped: rare, so checked only then
+            _refuse_nul(obj)
         if "EventVersion" in obj:
             return _parse_v2(obj)
         if "RequestId" in obj:
@@ -230,6 +232,13 @@ def parse_event(raw: bytes | str) -> UsageEvent | EventError:
         rid = obj.get("RequestId")
         usable = isinstance(rid, str) and rid and "\x00" not in rid and len(rid) <= 64
         return EventError(str(exc), data, rid if usable else None)
+
+
+def _refuse_nul(obj: dict[str, Any]) -> None:
+    """SQL text columns cannot hold U+0000 (PostgreSQL refuses it): name the first such field."""
+    for key, value in obj.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise _Invalid(f"{key} contains a NUL character (U+0000)")
 
 
 def _json_failure(data: bytes, exc: Exception) -> str:
@@ -263,8 +272,6 @@ def _str(obj: dict[str, Any], key: str) -> str | None:
     if value is None:
         return value
     if isinstance(value, str):
-        if "\x00" in value:  # SQL text columns cannot hold U+0000 (PostgreSQL refuses it)
-            raise _Invalid(f"{key} contains a NUL character (U+0000)")
         return value
     raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
 
@@ -276,9 +283,6 @@ def _strings(obj: dict[str, Any], keys: tuple[str, ...]) -> list[str | None]:
         for key, value in zip(keys, values, strict=True):
             if value is not None and type(value) is not str:
                 raise _Invalid(f"{key} must be a string or null, not {type(value).__name__}")
-    if any("\x00" in v for v in values if v):  # SQL text columns cannot hold U+0000
-        key = next(k for k, v in zip(keys, values, strict=True) if v and "\x00" in v)
-        raise _Invalid(f"{key} contains a NUL character (U+0000)")
     return values
 
 

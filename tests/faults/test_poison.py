@@ -308,7 +308,7 @@ REGRESSIONS: dict[str, tuple[bytes, str]] = {
     ),
     "NUL in the RequestId of a dead letter": (
         encode(new_v2(RequestId="r\u0000x", StatusCode="200")),
-        "StatusCode must be an HTTP status code",
+        "RequestId contains a NUL character",
     ),
     "total tokens over int32": (
         encode(new_v2(Usage={"prompt_tokens": M, "completion_tokens": M})),
