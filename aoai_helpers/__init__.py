@@ -8,9 +8,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .event_files import iter_file_events
 from .events import EventError, Usage, UsageEvent, parse_event
 from .exceptions import AoaiHelpersError, ConfigError, DatabaseError, InputError, TokenizerError
-from .ingest import BatchResult, Ingestor, RawEvent, iter_file_events
+from .ingest import BatchResult, Ingestor, RawEvent
 from .pricing import Rate, RateBook, cost_of, default_rates
 from .report import BuCharge, chargeback_by_bu
 from .service import ensure_db, ingest_files, run_demo

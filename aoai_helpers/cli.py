@@ -113,7 +113,7 @@ def cmd_db_ddl(args: argparse.Namespace) -> int:
     from .store import ddl
 
     if args.from_original:
-        from .migrate import migration_tsql
+        from .migrate_tsql import migration_tsql
 
         if args.dialect != "mssql":
             raise ConfigError("--from-original is T-SQL only (--dialect mssql)")

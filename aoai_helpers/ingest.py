@@ -27,7 +27,6 @@ and the caller must not checkpoint.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import multiprocessing
 import operator
@@ -36,15 +35,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
-import orjson
 from sqlalchemy import Insert, Table, TextClause, bindparam, select, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from .events import EventError, UsageEvent, parse_event
-from .exceptions import InputError, TokenizerError
+from .exceptions import TokenizerError
 from .models import normalize_model
 from .pricing import RateBook, cost_of
 from .rates_db import read_rates
@@ -56,7 +53,6 @@ __all__ = [
     "BatchResult",
     "Ingestor",
     "RawEvent",
-    "iter_file_events",
     "load_rates",
     "row_insert",
     "skip_existing_insert",
@@ -556,87 +552,3 @@ def _existing(conn: Connection, column: Any, keys: list[str], chunk_size: int = 
         chunk = keys[i : i + chunk_size]
         found.update(conn.execute(select(column).where(column.in_(chunk))).scalars())
     return found
-
-
-_SINGLE_OBJECT_LIMIT: Final = (
-    64 * 2**20
-)  # a pretty-printed single-event file larger than this is not one
-
-
-def _is_json(data: bytes) -> bool:
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def _lines(prefix: bytes, rest: IO[bytes]) -> Iterator[bytes]:
-    """The lines of ``prefix`` followed by those of ``rest`` (a line split between them is joined)."""
-    parts = prefix.split(b"\n")
-    for part in parts[:-1]:
-        yield part + b"\n"
-    if parts[-1]:
-        yield parts[-1] + rest.readline()
-    yield from rest
-
-
-def _open(path: Path) -> IO[bytes]:
-    try:
-        if path.suffix == ".gz":
-            return gzip.open(path, "rb")  # type: ignore[return-value]
-        return path.open("rb")
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def iter_file_events(
-    path: str | Path, *, on_bytes: Callable[[int], None] | None = None
-) -> Iterator[RawEvent]:
-    """Raw events from a file: JSONL (one event per line), a JSON array, or one JSON object.
-
-    ``.gz`` files are decompressed. ``on_bytes`` is called with the bytes read (for progress).
-    A line that is not valid JSON is still yielded: ingest dead-letters it with its reason.
-    JSONL is streamed line by line (constant memory); a JSON array is read whole, so use
-    JSONL for large inputs.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"no such file: {p}")
-    with _open(p) as fh:
-        try:
-            skipped = 0
-            head = fh.read(1)
-            while head and head.isspace():
-                skipped += head == b"\n"
-                head = fh.read(1)
-            if head == b"[":
-                data = head + fh.read()
-                if on_bytes:
-                    on_bytes(len(data))
-                try:
-                    items = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    raise InputError(
-                        f"{p} starts with '[' but is not a JSON array: {exc}"
-                    ) from None
-                for i, item in enumerate(items, start=1):
-                    yield RawEvent(orjson.dumps(item), f"{p.name}[{i}]")
-                return
-            prefix = head + fh.readline()
-            if head == b"{" and not _is_json(prefix):
-                # One pretty-printed object, or JSONL whose first event is broken: look further.
-                prefix += fh.read(_SINGLE_OBJECT_LIMIT)
-                if _is_json(prefix):
-                    if on_bytes:
-                        on_bytes(len(prefix))
-                    yield RawEvent(prefix.strip(), p.name)
-                    return
-            for lineno, line in enumerate(_lines(prefix, fh), start=skipped + 1):
-                if on_bytes:
-                    on_bytes(len(line))
-                body = line.strip()
-                if body:
-                    yield RawEvent(body, f"{p.name}:{lineno}")
-        except (OSError, EOFError) as exc:
-            raise InputError(f"cannot read {p}: {exc}") from None

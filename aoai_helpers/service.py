@@ -15,7 +15,8 @@ from typing import Final
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from .ingest import DEFAULT_BATCH_SIZE, BatchResult, Ingestor, iter_file_events
+from .event_files import iter_file_events
+from .ingest import DEFAULT_BATCH_SIZE, BatchResult, Ingestor
 from .pricing import default_rates
 from .rates_db import BusinessUnit, import_bu_csv, set_bu, set_rates
 from .report import BuCharge, chargeback_by_bu, latest_month, unpriced_models

@@ -22,9 +22,10 @@ from sqlalchemy.engine import Engine
 from vectors import EXAMPLE_MESSAGES  # the cookbook conversation: 124 prompt tokens on gpt-4o
 
 import aoai_helpers.ingest as ingest_module
+from aoai_helpers.event_files import iter_file_events
 from aoai_helpers.events import v1_request_id
 from aoai_helpers.exceptions import DatabaseError, InputError
-from aoai_helpers.ingest import BatchResult, Ingestor, RawEvent, iter_file_events
+from aoai_helpers.ingest import BatchResult, Ingestor, RawEvent
 from aoai_helpers.pricing import Rate, RateBook
 from aoai_helpers.service import ingest_files
 from aoai_helpers.store import dead_letter, engine_from_url, rate_table, token_table, transaction

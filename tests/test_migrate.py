@@ -43,9 +43,9 @@ from aoai_helpers.migrate import (
     ORIGINAL_RATE_SOURCE,
     ORIGINAL_TOKEN_COLUMNS,
     legacy_request_id,
-    migration_tsql,
     upgrade,
 )
+from aoai_helpers.migrate_tsql import migration_tsql
 from aoai_helpers.models import normalize_model
 from aoai_helpers.pricing import EPOCH
 from aoai_helpers.store import (
