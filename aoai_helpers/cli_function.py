@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ._argtypes import whole
 from .cli_azure import azure_target_args
 from .config import db_url as resolve_db_url
 from .config import secret_from_env, spec_path
@@ -167,16 +168,6 @@ def cmd_consume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def add_function_parsers(sub: Any, with_db: Any) -> None:
     """Register ``function build|deploy`` and ``consume``."""
     fn = sub.add_parser(
@@ -212,7 +203,7 @@ def add_function_parsers(sub: Any, with_db: Any) -> None:
     )
     p.add_argument(
         "--batch-size",
-        type=_positive,
+        type=whole(1),
         help="events per transaction (default: the spec's consumer.batch_size)",
     )
     p.add_argument("--until-idle", action="store_true", help="stop when no event is waiting")
