@@ -130,7 +130,8 @@ def cmd_provision_apply(args: argparse.Namespace) -> int:
 
 
 def _write_keys(clients: Any, spec: Spec, path: str) -> None:
-    from .apim.provision import mask, write_keys
+    from .apim.provision import write_keys
+    from .masking import mask
 
     with azure_errors():
         written = write_keys(clients, spec, Path(path))

@@ -33,7 +33,7 @@ def _db(args: argparse.Namespace, spec: Spec) -> str:
 
 
 def _print_info(info: Any, spec: Spec) -> None:
-    from .local.control import mask
+    from .masking import mask
 
     print(f"  gateway    {info.gateway_url}   (capture: {info.capture})")
     print(f"  simulator  {info.simulator_url}")

@@ -43,6 +43,7 @@ from xml.sax.saxutils import escape, quoteattr
 from ..clouds import get_cloud
 from ..events import LOG_TO_EVENTHUB_LIMIT
 from ..exceptions import ConfigError
+from ..masking import mask
 from ..spec import Backend, Spec, TokenLimit
 
 __all__ = [
@@ -147,7 +148,7 @@ class NamedValue:
     def __repr__(self) -> str:
         shown = self.value
         if self.secret and shown is not None:
-            shown = "****" + shown[-4:] if len(shown) > 8 else "****"
+            shown = mask(shown)
         return (
             f"NamedValue(id={self.id!r}, display_name={self.display_name!r}, value={shown!r}, "
             f"secret={self.secret!r}, key_vault_secret_id={self.key_vault_secret_id!r})"

@@ -27,6 +27,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from .._files import write_private
 from ..clouds import Cloud, get_cloud
 from ..exceptions import ConfigError
+from ..masking import mask
 from ..spec import Spec
 from .policy import POLICY_FORMAT
 from .resources import MISSING_SEND_CONNECTION, SECRET_FROM_SEND_RULE, Resource, desired_resources
@@ -39,20 +40,11 @@ __all__ = [
     "apply",
     "dry_run",
     "make_clients",
-    "mask",
     "plan",
     "write_keys",
 ]
 
 Action = Literal["create", "update", "noop"]
-
-
-def mask(value: Any) -> str:
-    """``****`` + last 4 characters (nothing for short values or placeholders)."""
-    text = str(value)
-    if text.startswith("<") or text.startswith("{{"):
-        return text
-    return "****" + text[-4:] if len(text) >= 12 else "****"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from ..clouds import Cloud, get_cloud
 from ..exceptions import AoaiHelpersError, ConfigError
+from ..masking import mask
 from ..spec import Spec
 from .settings import FUNCTION_NAME, app_settings, secret_settings
 
@@ -95,7 +96,7 @@ def scm_url(spec: Spec, cloud: Cloud) -> str:
 def _mask(name: str, value: str | None, secrets: frozenset[str]) -> str | None:
     if value is None or name not in secrets:
         return value
-    return "****" + value[-4:] if len(value) >= 12 else "****"
+    return mask(value)
 
 
 @dataclass

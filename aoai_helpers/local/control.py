@@ -28,15 +28,10 @@ from ..exceptions import ConfigError
 from ..spec import CaptureMode, Spec
 from .stack import STATE_FILE, LocalStack, StackInfo
 
-__all__ = ["StackStatus", "down", "mask", "read_state", "serve", "status", "up"]
+__all__ = ["StackStatus", "down", "read_state", "serve", "status", "up"]
 
 _START_TIMEOUT: Final = 60.0
 _STOP_TIMEOUT: Final = 60.0
-
-
-def mask(secret: str) -> str:
-    """``****`` + the last four characters."""
-    return "****" + secret[-4:] if len(secret) > 8 else "****"
 
 
 def read_state(state_dir: str | os.PathLike[str]) -> StackInfo | None:
