@@ -23,7 +23,7 @@ from .config import db_url as resolve_db_url
 from .config import secret_from_env, spec_path
 from .exceptions import ConfigError
 from .spec import Spec, load_spec
-from .store import DEFAULT_DB_URL, masked_url
+from .store import masked_url
 
 __all__ = ["add_function_parsers"]
 
@@ -46,9 +46,7 @@ def cmd_function_build(args: argparse.Namespace) -> int:
 
 
 def _function_db_url(args: argparse.Namespace, spec: Spec) -> str:
-    url = resolve_db_url(args.db) if args.db else resolve_db_url(None)
-    if url == DEFAULT_DB_URL:
-        url = resolve_db_url(spec.database.url)
+    url = resolve_db_url(args.db, default=spec.database.url)
     if url.startswith("sqlite"):
         raise ConfigError(
             f"the function needs a server database, not {masked_url(url)}: pass --db "
@@ -119,9 +117,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     from .store import engine_from_url
 
     spec = _spec(args)
-    url = resolve_db_url(args.db) if args.db else resolve_db_url(None)
-    if url == DEFAULT_DB_URL:
-        url = resolve_db_url(spec.database.url)
+    url = resolve_db_url(args.db, default=spec.database.url)
     engine = engine_from_url(url)
     ensure_db(engine)
     consumer: Any

@@ -24,12 +24,7 @@ def _spec(args: argparse.Namespace) -> tuple[Spec, str]:
 
 def _db(args: argparse.Namespace, spec: Spec) -> str:
     """--db, else $AOAI_DB_URL / $AOAI_DB_STORE_CONNECTION, else the spec's database."""
-    if args.db:
-        return resolve_db_url(args.db)
-    env_url = resolve_db_url(None)
-    from .store import DEFAULT_DB_URL
-
-    return env_url if env_url != DEFAULT_DB_URL else resolve_db_url(spec.database.url)
+    return resolve_db_url(args.db, default=spec.database.url)
 
 
 def _print_info(info: Any, spec: Spec) -> None:

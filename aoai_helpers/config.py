@@ -22,8 +22,14 @@ from .store import DEFAULT_DB_URL, normalize_url, url_from_odbc
 __all__ = ["db_url", "deployment_models", "secret_from_env", "spec_path"]
 
 
-def db_url(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
-    """The database URL: ``explicit`` (a --db argument), else the environment, else the default."""
+def db_url(
+    explicit: str | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    default: str | None = None,
+) -> str:
+    """The database URL: ``explicit`` (a --db argument), else the environment, else ``default``
+    (commands that read a spec pass its ``database.url``), else ``sqlite:///data/aoai_usage.db``."""
     env = os.environ if env is None else env
     if explicit:
         return normalize_url(explicit)
@@ -31,7 +37,7 @@ def db_url(explicit: str | None = None, env: Mapping[str, str] | None = None) ->
         return normalize_url(env["AOAI_DB_URL"])
     if env.get("AOAI_DB_STORE_CONNECTION"):
         return url_from_odbc(env["AOAI_DB_STORE_CONNECTION"])
-    return DEFAULT_DB_URL
+    return normalize_url(default) if default else DEFAULT_DB_URL
 
 
 def spec_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:

@@ -404,6 +404,15 @@ def test_db_url_precedence(explicit: str | None, env: dict[str, str], expected: 
     assert db_url(explicit, env) == expected
 
 
+def test_db_url_falls_back_to_a_specs_database_after_the_environment() -> None:
+    spec_url = "sqlite:///spec.db"
+    assert db_url(None, {}, default=spec_url) == spec_url
+    assert db_url(None, {"AOAI_DB_URL": "sqlite:///env.db"}, default=spec_url) == "sqlite:///env.db"
+    assert db_url("sqlite:///arg.db", {"AOAI_DB_URL": "sqlite:///env.db"}, default=spec_url) == (
+        "sqlite:///arg.db"
+    )
+
+
 def test_db_url_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert db_url() == DEFAULT_DB_URL  # conftest removed every AOAI_* variable
     monkeypatch.setenv("AOAI_DB_URL", "postgresql+psycopg://u@h/db")
