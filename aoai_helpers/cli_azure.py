@@ -21,7 +21,7 @@ from .config import spec_path
 from .exceptions import AoaiHelpersError, ConfigError
 from .spec import Spec, load_spec
 
-__all__ = ["add_provision_parser", "azure_errors", "azure_target_args"]
+__all__ = ["add_provision_parser", "azure_errors", "azure_target_args", "sign_in"]
 
 
 class AzureError(AoaiHelpersError):
@@ -56,17 +56,24 @@ def _spec(args: argparse.Namespace) -> Spec:
     return load_spec(spec_path(args.spec))
 
 
-def _clients(spec: Spec, args: argparse.Namespace) -> Any:
-    from .apim.provision import make_clients
+def sign_in(spec: Spec, args: argparse.Namespace) -> tuple[Any, str, Any]:
+    """The cloud (``--cloud`` or the spec's), the spec's Azure subscription and a credential
+    (``--credential``) for a command that changes Azure; ``ConfigError`` without a subscription."""
     from .azure_auth import credential
     from .clouds import get_cloud
 
     cloud = get_cloud(args.cloud or spec.cloud)
     if not spec.subscription_id:
         raise ConfigError(
-            "the spec has no subscription_id (the Azure subscription of the APIM service)"
+            "the spec has no subscription_id (the Azure subscription of its resources)"
         )
-    return make_clients(spec, cloud, spec.subscription_id, credential(cloud, args.credential))
+    return cloud, spec.subscription_id, credential(cloud, args.credential)
+
+
+def _clients(spec: Spec, args: argparse.Namespace) -> Any:
+    from .apim.provision import make_clients
+
+    return make_clients(spec, *sign_in(spec, args))
 
 
 def cmd_provision_plan(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ def _function_db_url(args: argparse.Namespace, spec: Spec) -> str:
 
 
 def cmd_function_deploy(args: argparse.Namespace) -> int:
-    from .cli_azure import azure_errors
+    from .cli_azure import azure_errors, sign_in
     from .functions.build import build_zip
     from .functions.deploy import deploy, make_web_clients, plan_deploy
 
@@ -75,16 +75,8 @@ def cmd_function_deploy(args: argparse.Namespace) -> int:
     clients = credential = None
     with azure_errors():
         if not args.offline:
-            from .azure_auth import credential as make_credential
-            from .clouds import get_cloud
-
-            if not spec.subscription_id:
-                raise ConfigError(
-                    "the spec has no subscription_id (the Azure subscription of the function app)"
-                )
-            cloud = get_cloud(spec.cloud)
-            credential = make_credential(cloud, args.credential)
-            clients = make_web_clients(spec, cloud, spec.subscription_id, credential)
+            cloud, subscription, credential = sign_in(spec, args)
+            clients = make_web_clients(spec, cloud, subscription, credential)
         the_plan = plan_deploy(
             spec,
             clients=clients,
