@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_cli
 from secrets_registry import register_secret
 from sqlalchemy import select
 
@@ -41,21 +41,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AOAI_", "AZURE_"))}
-
-
 def run_module(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     """``python -m aoai_helpers …`` as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "aoai_helpers", *argv],
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*argv, cwd=cwd)
 
 
 def assert_one_line_error(err: str) -> None:

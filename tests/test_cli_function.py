@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli_run import clean_env, run_cli
 from conftest import new_v2
-from secrets_registry import record_output, register_secret
+from secrets_registry import register_secret
 from sqlalchemy import func, select
 
 from aoai_helpers.eventhub import LocalEventLog
@@ -22,26 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC = str(ROOT / "examples" / "gateway.yaml")
 
 
-def _env(**extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AOAI_", "AZURE_"))}
-    return {**base, "PYTHONPATH": str(ROOT), **extra}
-
-
 def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    out = _run(*args, cwd=cwd, **env)
-    record_output(f"cli {' '.join(args[:2])}", out.stdout + out.stderr)
-    return out
-
-
-def _run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aoai_helpers", *args],
-        cwd=cwd,
-        env=_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_cli(*args, cwd=cwd, env=env, timeout=180)
 
 
 def _count(db: str) -> int:
@@ -137,7 +119,7 @@ def test_consume_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
             db,
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

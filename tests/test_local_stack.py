@@ -4,10 +4,8 @@ simulator, events → on-disk log → consumer → SQLite; and the ``local up|st
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ import jsonschema
 import openai
 import orjson
 import pytest
+from cli_run import run_cli
 from secrets_registry import record_event_log, record_output, register_secret
 from sqlalchemy import func, select
 
@@ -259,16 +258,7 @@ def test_the_v1_client_with_api_key_header(tmp_path: Path, db_url: str) -> None:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AOAI_", "AZURE_"))}
-    out = subprocess.run(
-        [sys.executable, "-m", "aoai_helpers", *args],
-        cwd=cwd,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    record_output(f"cli {' '.join(args[:2])}", out.stdout + out.stderr)
+    out = run_cli(*args, cwd=cwd)
     for log in cwd.rglob("stack.log"):
         record_output(f"{log}", log.read_bytes())
     return out

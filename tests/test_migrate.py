@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import sqlglot
+from cli_run import run_cli
 from sqlalchemy import column, create_engine, create_mock_engine, func, inspect, select, table
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Engine, make_url
@@ -728,16 +729,7 @@ def test_legacy_request_id() -> None:
 
 
 def _run(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AOAI_", "AZURE_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "aoai_helpers", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*argv, cwd=cwd)
 
 
 def _one_line_error(err: str) -> str:

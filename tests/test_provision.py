@@ -6,16 +6,15 @@ for every cloud, and that a second apply sends only GETs. Nothing reaches the ne
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
-from secrets_registry import record_output, register_secret
+from cli_run import run_cli
+from secrets_registry import register_secret
 
 from aoai_helpers.apim.provision import apply, dry_run, make_clients, plan, write_keys
 from aoai_helpers.apim.resources import APIM_API_VERSION, EVENTHUB_API_VERSION, inference_spec_url
@@ -304,18 +303,8 @@ def test_keys_are_written_owner_only(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AOAI_", "AZURE_"))}
     register_secret(*(env or {}).values())
-    out = subprocess.run(
-        [sys.executable, "-m", "aoai_helpers", *args],
-        env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    record_output(f"cli {' '.join(args[:2])}", out.stdout + out.stderr)
-    return out
+    return run_cli(*args, env=env)
 
 
 @pytest.mark.parametrize("cloud", list(CLOUDS))
