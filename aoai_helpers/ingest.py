@@ -266,6 +266,7 @@ class Ingestor:
         # IngestedAtUTC comparison that tells our rows from a concurrent ingester's still works.
         self._stamp_10ms = dialect == "mssql"
         self._skips_conflicts = dialect in _SKIPS_CONFLICTS
+        self._serialise_writes = dialect == "postgresql"  # see _store
         # Rows really inserted by one executemany: its rowcount where the driver sums it up,
         # else counted afterwards (pyodbc reports no total for executemany).
         self._exact_rowcount = dialect != "mssql" and engine.dialect.supports_sane_multi_rowcount
@@ -377,7 +378,7 @@ class Ingestor:
         """The write transaction of a prepared batch; returns its final counts."""
         result, rows, dead = prepared.result, prepared.rows, prepared.dead
         with transaction(self.engine) as conn:
-            if self.engine.dialect.name == "postgresql" and (rows or dead):
+            if self._serialise_writes and (rows or dead):
                 # One writer at a time (released at commit): concurrent ingesters of
                 # overlapping batches would otherwise lock the same RequestIds in different
                 # orders and deadlock. The write phase is short; the CPU work stays parallel.

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .clouds import get_cloud
 from .exceptions import ConfigError, InputError
 
 __all__ = [
@@ -262,9 +263,7 @@ class Spec(_Model):
         audiences, suffixes)."""
         if not cloud or cloud == self.cloud:
             return self
-        if cloud not in CLOUDS:
-            raise ConfigError(f"unknown cloud {cloud!r}; choose one of: {', '.join(CLOUDS)}")
-        return self.model_copy(update={"cloud": cloud})
+        return self.model_copy(update={"cloud": get_cloud(cloud).name})
 
     def deployment_models(self) -> dict[str, str]:
         """Deployment name → model, across all backends."""
