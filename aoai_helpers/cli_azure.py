@@ -21,7 +21,7 @@ from .config import spec_path
 from .exceptions import AoaiHelpersError, ConfigError
 from .spec import Spec, load_spec
 
-__all__ = ["add_provision_parser", "azure_errors", "azure_target_args", "sign_in"]
+__all__ = ["add_provision_parser", "azure_errors", "azure_target_args", "sign_in", "spec_from_args"]
 
 
 class AzureError(AoaiHelpersError):
@@ -52,8 +52,10 @@ def azure_errors() -> Iterator[None]:
         raise
 
 
-def _spec(args: argparse.Namespace) -> Spec:
-    return load_spec(spec_path(args.spec))
+def spec_from_args(args: argparse.Namespace) -> Spec:
+    """The spec named by ``--spec`` (or found by :func:`~aoai_helpers.config.spec_path`), on the
+    ``--cloud`` when one is given."""
+    return load_spec(spec_path(args.spec)).for_cloud(getattr(args, "cloud", None))
 
 
 def sign_in(spec: Spec, args: argparse.Namespace) -> tuple[Any, str, Any]:
@@ -79,7 +81,7 @@ def _clients(spec: Spec, args: argparse.Namespace) -> Any:
 def cmd_provision_plan(args: argparse.Namespace) -> int:
     from .apim.provision import dry_run, plan
 
-    spec = _spec(args)
+    spec = spec_from_args(args)
     if args.offline:
         the_plan = plan(spec, cloud=args.cloud)
         print(the_plan.render())
@@ -107,7 +109,7 @@ def cmd_provision_plan(args: argparse.Namespace) -> int:
 def cmd_provision_apply(args: argparse.Namespace) -> int:
     from .apim.provision import apply, plan
 
-    spec = _spec(args)
+    spec = spec_from_args(args)
     with azure_errors():
         clients = _clients(spec, args)
         the_plan = plan(spec, clients=clients, cloud=args.cloud)

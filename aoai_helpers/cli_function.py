@@ -18,18 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from ._argtypes import whole
-from .cli_azure import azure_target_args
+from .cli_azure import azure_target_args, spec_from_args
 from .config import db_url as resolve_db_url
-from .config import secret_from_env, spec_path
+from .config import secret_from_env
 from .exceptions import ConfigError
-from .spec import Spec, load_spec
+from .spec import Spec
 from .store import masked_url
 
 __all__ = ["add_function_parsers"]
-
-
-def _spec(args: argparse.Namespace) -> Spec:
-    return load_spec(spec_path(args.spec)).for_cloud(getattr(args, "cloud", None))
 
 
 def cmd_function_build(args: argparse.Namespace) -> int:
@@ -60,7 +56,7 @@ def cmd_function_deploy(args: argparse.Namespace) -> int:
     from .functions.build import build_zip
     from .functions.deploy import deploy, make_web_clients, plan_deploy
 
-    spec = _spec(args)
+    spec = spec_from_args(args)
     if spec.function is None:
         raise ConfigError("the spec has no function section (function: name: …)")
     url = _function_db_url(args, spec)
@@ -108,7 +104,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
     from .service import ensure_db
     from .store import engine_from_url
 
-    spec = _spec(args)
+    spec = spec_from_args(args)
     url = resolve_db_url(args.db, default=spec.database.url)
     engine = engine_from_url(url)
     ensure_db(engine)
