@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-DB     ?= sqlite:///data/aoai_usage.db
+DB     ?=
 MONTH  ?=
+OUT    ?= out
 
-.PHONY: venv demo test bench lint typecheck clean
+.PHONY: venv demo report test bench lint typecheck clean
 
 venv: $(STAMP)
 
@@ -14,13 +15,17 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "apim-aoai-proxy needs Python 3.11+ (found: $$($(PYTHON) --version 2>&1)); run: make PYTHON=python3.11 …" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,azure,postgres,dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,azure,postgres,notebooks,dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-## demo: ingest the bundled sample events into data/aoai_usage.db and print the per-BU chargeback
+## demo: the whole local pipeline: a month of traffic through the local gateway, notebooks 00-04
+##       in local mode, the HTML report and the XLSX/CSV statement in $(OUT)/ (DB=URL to keep the data)
 demo: venv
-	@mkdir -p data
-	$(PY) -m aoai_helpers demo --db $(DB)
+	$(PY) -m aoai_helpers demo --out $(OUT) $(if $(DB),--db $(DB))
+
+## report: notebook 04 on a database (DB=URL, default: the spec's) rendered to $(OUT)/report.html
+report: venv
+	$(PY) -m aoai_helpers notebooks report --out $(OUT) $(if $(DB),--db $(DB)) $(if $(MONTH),--month $(MONTH))
 
 ## test: the whole test suite
 test: venv
@@ -31,6 +36,7 @@ bench: venv
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/function.py
+	$(PY) benchmarks/report.py
 
 lint: venv
 	$(PY) -m ruff check aoai_helpers tests benchmarks
@@ -40,4 +46,4 @@ typecheck: venv
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) data/*.db build dist *.egg-info
+	rm -rf $(VENV) data/*.db build dist *.egg-info $(OUT)

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .budget import allocate, budget_burn
 from .event_files import iter_file_events
 from .events import EventError, Usage, UsageEvent, parse_event
-from .exceptions import AoaiHelpersError, ConfigError, DatabaseError, InputError, TokenizerError
+from .exceptions import (
+    AoaiHelpersError,
+    ConfigError,
+    DatabaseError,
+    InputError,
+    ReportError,
+    TokenizerError,
+)
 from .ingest import BatchResult, Ingestor, RawEvent
 from .pricing import Rate, RateBook, cost_of, default_rates
 from .report import BuCharge, chargeback_by_bu
 from .service import ensure_db, ingest_files, run_demo
 from .spec import Spec, load_spec
+from .statement import issue_statement, month_report, statement
 from .store import engine_from_url, init_db
 from .usage import ResolvedUsage, resolve_usage
 
@@ -31,12 +40,15 @@ __all__ = [
     "Rate",
     "RateBook",
     "RawEvent",
+    "ReportError",
     "ResolvedUsage",
     "Spec",
     "TokenizerError",
     "Usage",
     "UsageEvent",
     "__version__",
+    "allocate",
+    "budget_burn",
     "chargeback_by_bu",
     "cost_of",
     "default_rates",
@@ -44,9 +56,12 @@ __all__ = [
     "ensure_db",
     "ingest_files",
     "init_db",
+    "issue_statement",
     "iter_file_events",
     "load_spec",
+    "month_report",
     "parse_event",
     "resolve_usage",
     "run_demo",
+    "statement",
 ]

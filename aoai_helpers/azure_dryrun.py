@@ -17,6 +17,16 @@ What the in-memory ARM does, following the REST API docs:
 - ``POST …/listSecrets`` (APIM subscription keys) and ``…/listKeys`` (Event Hub rules) return
   placeholders that say they are not real; ``POST …/config/appsettings/list`` (a web app's
   settings) returns what was PUT to ``…/config/appsettings``, else none.
+- ``DELETE`` removes the resource and everything stored under it (ARM deletes child resources
+  with their parent) and answers as the REST specs say: ``200`` when it existed; ``204`` when
+  it did not ("removed by previous request or does not exist", APIM ``Product_Delete``; Event
+  Hubs ``EventHubs_Delete`` "No content"); ``404 ResourceNotFound`` when its parent resource is
+  gone. Deleting an APIM API is asynchronous (``Api_Delete``: ``202`` with a ``location`` of
+  ``…/apis/{id}?api-version=…&asyncId=…&asyncCode=204``); polling that location answers its
+  ``asyncCode``.
+
+Recorded requests keep their headers (``If-Match`` matters for APIM deletes), except
+``Authorization``.
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ import copy
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,6 +67,12 @@ class RecordedRequest:
     method: str
     url: str
     body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def if_match(self) -> str | None:
+        """The ``If-Match`` header (APIM deletes send ``*``), if any."""
+        return next((v for k, v in self.headers.items() if k.lower() == "if-match"), None)
 
     @property
     def host(self) -> str:
@@ -103,10 +120,27 @@ class DryRunTransport(HttpTransport[Any, Any]):
         if isinstance(raw, (bytes, bytearray)):
             raw = raw.decode("utf-8")
         body = json.loads(raw) if isinstance(raw, str) and raw else None
-        self.requests.append(RecordedRequest(request.method, request.url, body))
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+        self.requests.append(RecordedRequest(request.method, request.url, body, headers))
         path = urlsplit(request.url).path.rstrip("/")
+        query = parse_qs(urlsplit(request.url).query)
+        if request.method == "GET" and "asyncId" in query:  # an async operation's location: done
+            return _response(request, int(query.get("asyncCode", ["200"])[0]), None)
+        if request.method == "DELETE":
+            status, extra = self._delete(path, request.url)
+            return _response(request, status, _not_found(path) if status == 404 else None, extra)
         status, payload = self._answer(request.method, path, body)
         return _response(request, status, payload)
+
+    def _delete(self, path: str, url: str) -> tuple[int, dict[str, str]]:
+        key = path.lower()
+        if key not in self.store:
+            return (204 if _parent_exists(self.store, key) else 404), {}
+        for stored in [k for k in self.store if k == key or k.startswith(key + "/")]:
+            del self.store[stored]
+        if _is_apim_api(key):  # Api_Delete: 202 Accepted with a location to poll
+            return 202, {"location": f"{url}&asyncId=dry-run&asyncCode=204"}
+        return 200, {}
 
     def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         key = path.lower()
@@ -148,6 +182,29 @@ class DryRunTransport(HttpTransport[Any, Any]):
         return 404, {"error": {"code": "NotSupported", "message": f"{method} {path} (dry run)"}}
 
 
+def _not_found(path: str) -> dict[str, Any]:
+    return {"error": {"code": "ResourceNotFound", "message": f"{path} not found (dry run)"}}
+
+
+def _parent_exists(store: Mapping[str, Any], key: str) -> bool:
+    """A nested resource's parent is stored; top-level resources (an APIM service, an Event
+    Hubs namespace, a web app) are taken to exist: the dry run does not create them."""
+    parts = key.strip("/").split("/")
+    if "providers" not in parts:
+        return True
+    rest = parts[parts.index("providers") + 2 :]
+    if len(rest) <= 4:  # <type>/<name>/<child type>/<child name>: the parent is top-level
+        return True
+    return "/" + "/".join(parts[: len(parts) - 2]) in store
+
+
+def _is_apim_api(key: str) -> bool:
+    parts = key.strip("/").split("/")
+    return (
+        "microsoft.apimanagement" in parts and parts[-4:-3] == ["service"] and parts[-2] == "apis"
+    )
+
+
 def _is_collection(path: str) -> bool:
     """``…/providers/<namespace>/type/name/…/type``: an odd number of segments after the namespace."""
     parts = path.strip("/").split("/")
@@ -184,7 +241,9 @@ def _download(pipeline: Any, response: Any, **kwargs: Any) -> Any:
     return iter([response._content or b""])
 
 
-def _response(request: Any, status: int, payload: Any) -> HttpResponseImpl:
+def _response(
+    request: Any, status: int, payload: Any, headers: Mapping[str, str] | None = None
+) -> HttpResponseImpl:
     content = json.dumps(payload).encode() if payload is not None else b""
     response = HttpResponseImpl(
         request=request
@@ -194,7 +253,11 @@ def _response(request: Any, status: int, payload: Any) -> HttpResponseImpl:
         status_code=status,
         reason="OK" if status < 400 else "Not Found",
         content_type="application/json",
-        headers={"Content-Type": "application/json", "x-ms-request-id": "dry-run"},
+        headers={
+            "Content-Type": "application/json",
+            "x-ms-request-id": "dry-run",
+            **(headers or {}),
+        },
         stream_download_generator=_download,
     )
     response._content = content

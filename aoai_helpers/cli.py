@@ -21,6 +21,7 @@ from ._argtypes import whole as _whole
 from .cli_azure import add_provision_parser
 from .cli_function import add_function_parsers
 from .cli_local import add_local_parser
+from .cli_notebooks import add_notebook_parsers
 from .config import db_url
 from .exceptions import AoaiHelpersError, ConfigError, DatabaseError
 from .pricing import Rate, make_rate, parse_rates_csv, rates_to_csv
@@ -293,53 +294,68 @@ def cmd_bu_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import chargeback_by_bu, latest_month, month_bounds, render_table, unpriced_models
+    import importlib
 
+    from .budget import allocate, parse_amount
+    from .report import latest_month, month_bounds, render_table, unpriced_models
+    from .statement import issue_statement, month_report, statement, statement_drift
+
+    # the user's first mistakes to hear about, before the database is opened
     if args.month:
-        month_bounds(args.month)  # a bad month is the user's first mistake to hear about
+        month_bounds(args.month)
+    amount = None if args.allocate is None else parse_amount(args.allocate)
+    if args.xlsx:  # a missing extra is a one-line error (main) before any work
+        importlib.import_module("openpyxl")
     engine = _existing_engine(args)
     month = args.month or latest_month(engine)
     if month is None:
+        if args.issue or args.reissue:
+            raise ConfigError("no calls stored yet: there is no statement to issue")
         print("no calls stored yet")
         return 0
-    print(render_table(chargeback_by_bu(engine, month), month, unpriced_models(engine, month)))
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .report import chargeback_by_bu, latest_month, render_table, unpriced_models
-    from .service import run_demo
-
-    engine = _engine(args)
-    print(f"demo: ingesting the bundled sample events into {masked_url(str(engine.url))}")
-    result = run_demo(engine)
-    print(result.ingest.summary())
-    if not args.sample_only:
-        from .config import spec_path
-        from .local.demo import run_live_demo
-        from .spec import load_spec
-
-        spec = load_spec(spec_path(args.spec))
-        print()
+    if args.issue or args.reissue:
+        stmt = issue_statement(engine, month, reissue=args.reissue)
+    else:
+        stmt = statement(engine, month)
+    print(render_table(stmt.lines, month, None if stmt.issued else unpriced_models(engine, month)))
+    if args.issue or args.reissue:
         print(
-            "demo: live calls from every BU: openai SDK -> gateway -> AOAI simulator -> event log -> ingest"
+            f"Statement {month}: {stmt.describe()} (a snapshot: later rate edits do not change it)"
         )
-        live = run_live_demo(
-            engine.url.render_as_string(hide_password=False),
-            spec,
-            progress=lambda line: print(f"  {line}"),
-        )
-        for mode, calls in live.calls.items():
-            streamed = sum(c.stream for c in calls)
-            print(f"  {mode}: {len(calls)} calls ({streamed} streamed) through the gateway")
+    elif stmt.issued:
+        print(f"Statement {month}: {stmt.describe()}")
+        changed = [d for d in statement_drift(engine, month) if d.changed]
+        if changed:
+            print(
+                "  live figures differ since (rates edited or calls added): "
+                + "; ".join(
+                    f"{d.business_unit} {d.cost_delta:+,.4f}"
+                    + (f" {d.live.currency}" if d.live and d.live.currency else "")
+                    for d in changed
+                )
+                + f" — replace it with: report --month {month} --reissue"
+            )
+    else:
         print(
-            f"  {live.rejected} call(s) with a wrong subscription key rejected (401, never billed)"
+            f"Statement {month}: live (not issued; snapshot it with: report --month {month} --issue)"
         )
-        print(f"  {live.events} events logged, {live.stored} rows stored")
-    month = latest_month(engine)
-    if month:
-        print()
-        print(render_table(chargeback_by_bu(engine, month), month, unpriced_models(engine, month)))
+    if amount is not None:
+        parts = allocate(amount, stmt.lines)
+        print(
+            f"Allocation of {amount:,.2f} by token share: "
+            + (
+                ", ".join(f"{a.business_unit} {a.amount:,.2f} ({a.share:.1%})" for a in parts)
+                or "-"
+            )
+        )
+    if args.xlsx or args.csv:
+        from .export import write_csv, write_xlsx
+
+        report = month_report(engine, month, allocate_amount=amount, top=args.top)
+        if args.xlsx:
+            print(f"wrote {write_xlsx(args.xlsx, report)}")
+        if args.csv:
+            print(f"wrote {write_csv(args.csv, report)}")
     return 0
 
 
@@ -501,29 +517,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_db(bu.add_parser("list", help="list mappings"))
     p.set_defaults(func=cmd_bu_list)
 
-    p = with_db(sub.add_parser("report", help="print the per-BU chargeback for a month"))
-    p.add_argument("--month", help="YYYY-MM (default: the month of the latest call)")
-    p.set_defaults(func=cmd_report)
-
     p = with_db(
         sub.add_parser(
-            "demo",
-            help="ingest the bundled sample, drive live calls through the local gateway, print the per-BU table",
+            "report",
+            help="print the per-BU chargeback for a month; issue its statement; write XLSX/CSV",
         )
     )
+    p.add_argument("--month", help="YYYY-MM (default: the month of the latest call)")
     p.add_argument(
-        "--spec",
+        "--xlsx",
         metavar="FILE",
-        help="deployment spec for the live calls (default: the bundled sample)",
+        help="also write the month as an Excel workbook (Summary + one sheet per BU; needs the notebooks extra)",
     )
     p.add_argument(
-        "--sample-only", action="store_true", help="only ingest the bundled sample events"
+        "--csv", metavar="FILE", help="also write the per-BU statement as CSV (one row per BU)"
     )
-    p.set_defaults(func=cmd_demo)
+    p.add_argument(
+        "--allocate",
+        metavar="AMOUNT",
+        help="split a fixed monthly amount (e.g. provisioned throughput) across BUs by token share",
+    )
+    p.add_argument(
+        "--top", type=_whole(1), default=10, help="top users per BU in the workbook (default 10)"
+    )
+    issue = p.add_mutually_exclusive_group()
+    issue.add_argument(
+        "--issue",
+        action="store_true",
+        help="snapshot the month's figures as its issued statement (refused if already issued)",
+    )
+    issue.add_argument(
+        "--reissue", action="store_true", help="replace the issued statement with the live figures"
+    )
+    p.set_defaults(func=cmd_report)
 
     add_local_parser(sub, with_db)
     add_provision_parser(sub)
     add_function_parsers(sub, with_db)
+    add_notebook_parsers(sub)
 
     tokens = sub.add_parser("tokens", help="offline tokenizer").add_subparsers(
         dest="tokens_command", required=True, metavar="ACTION"
@@ -542,6 +573,12 @@ _EXTRAS = {
     "azure": "azure",
     "psycopg": "postgres",
     "pyodbc": "mssql",
+    "pandas": "notebooks",
+    "plotly": "notebooks",
+    "openpyxl": "notebooks",
+    "papermill": "notebooks",
+    "nbconvert": "notebooks",
+    "nbformat": "notebooks",
 }
 
 

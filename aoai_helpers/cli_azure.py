@@ -174,7 +174,7 @@ def azure_target_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_provision_parser(
     sub: Any, common: Callable[[argparse.ArgumentParser], None] | None = None
 ) -> None:
-    """Register ``provision plan|apply``."""
+    """Register ``provision plan|apply|destroy``."""
     prov = sub.add_parser(
         "provision", help="APIM: plan and apply the spec on Azure"
     ).add_subparsers(dest="provision_command", required=True, metavar="ACTION")
@@ -193,3 +193,7 @@ def add_provision_parser(
         "--keys-out", metavar="FILE", help="write the BU subscription keys to FILE (mode 0600)"
     )
     p.set_defaults(func=cmd_provision_apply)
+
+    from .cli_cleanup import add_destroy_parser  # here: cli_cleanup imports this module
+
+    add_destroy_parser(prov)

@@ -1,4 +1,5 @@
-"""CLI commands of local mode: ``local up|down|status|serve`` (registered by :mod:`aoai_helpers.cli`).
+"""CLI commands of local mode: ``local up|down|status|serve|generate`` (registered by
+:mod:`aoai_helpers.cli`).
 
 Keys are printed masked; the full keys are in the owner-only state file ``stack.json``.
 """
@@ -9,6 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ._argtypes import whole
 from .config import db_url as resolve_db_url
 from .config import spec_path
 from .spec import Spec, load_spec
@@ -94,6 +96,50 @@ def cmd_local_status(args: argparse.Namespace) -> int:
     return 0 if st.info is None or (st.alive and st.gateway_up and st.simulator_up) else 1
 
 
+def cmd_local_generate(args: argparse.Namespace) -> int:
+    import sys
+    import time
+
+    from .local.generate import GenerateProgress, generate
+    from .report import month_bounds
+    from .store import engine_from_url
+
+    month = args.month or f"{time.gmtime().tm_year:04d}-{time.gmtime().tm_mon:02d}"
+    month_bounds(month)  # a bad month before anything is opened
+    spec, _ = _spec(args)
+    url = _db(args, spec)
+    print(f"generating {args.rows:,} calls of {month} (seed {args.seed}) into {masked_url(url)}")
+    tty = sys.stderr.isatty()
+    shown = [0]
+
+    def progress(p: GenerateProgress) -> None:
+        rate = p.done / p.seconds if p.seconds else 0.0
+        line = f"  {p.done:,}/{p.total:,} rows, {p.stored:,} new ({rate:,.0f} rows/s)"
+        if tty:
+            print("\r" + line, end="" if p.done < p.total else "\n", file=sys.stderr, flush=True)
+        elif p.done == p.total or p.done * 10 // max(p.total, 1) > shown[0]:
+            shown[0] = p.done * 10 // max(p.total, 1)
+            print(line, file=sys.stderr, flush=True)
+
+    result = generate(
+        engine_from_url(url),
+        spec,
+        rows=args.rows,
+        month=month,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
+    print(result.summary())
+    if result.mapped:
+        print(
+            f"  mapped {len(result.mapped)} subscription(s) to their business units, "
+            "with synthetic budgets near their generated cost"
+        )
+    print(f"next: python -m aoai_helpers report --month {month} --db {masked_url(url)}")
+    return 0
+
+
 def add_local_parser(
     sub: Any, with_db: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 ) -> None:
@@ -126,6 +172,29 @@ def add_local_parser(
             help="streaming capture mode (overrides the spec)",
         )
         p.set_defaults(func=func)
+    p = with_db(
+        local.add_parser(
+            "generate",
+            help="write N synthetic priced calls for a month straight into the database (demos, benchmarks)",
+        )
+    )
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="deployment spec: BUs, subscriptions, deployments (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
+    )
+    p.add_argument("--rows", type=whole(0), required=True, help="calls to write")
+    p.add_argument("--month", help="YYYY-MM (default: the current month, UTC)")
+    p.add_argument(
+        "--seed",
+        type=whole(0),
+        default=0,
+        help="random seed; the same seed, month and rows again store nothing new (default 0)",
+    )
+    p.add_argument(
+        "--batch-size", type=whole(1), default=50_000, help="rows per transaction (default 50000)"
+    )
+    p.set_defaults(func=cmd_local_generate)
     common(local.add_parser("down", help="stop the local stack")).set_defaults(func=cmd_local_down)
     common(local.add_parser("status", help="show the local stack")).set_defaults(
         func=cmd_local_status

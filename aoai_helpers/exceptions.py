@@ -10,7 +10,8 @@ notebooks display the message. Bad *events* are not exceptions: they are values
     ├── ConfigError                  bad settings, spec, arguments or rate data (a user mistake)
     ├── InputError                   an input file cannot be read (missing, unreadable, not JSON/JSONL)
     ├── TokenizerError               offline tokenizer data missing or not matching its pinned hash
-    └── DatabaseError                the database cannot be reached or refused a statement
+    ├── DatabaseError                the database cannot be reached or refused a statement
+    └── ReportError                  a notebook cannot become the HTML report (failed cell, network reference)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "InputError",
+    "ReportError",
     "TokenizerError",
 ]
 
@@ -42,3 +44,7 @@ class TokenizerError(AoaiHelpersError):
 
 class DatabaseError(AoaiHelpersError):
     """The database is unreachable, or a statement failed (the batch was rolled back)."""
+
+
+class ReportError(AoaiHelpersError):
+    """The notebook cannot become a report, or the page would load something from the network."""

@@ -84,6 +84,7 @@ class Subscription(_Model):
     owner_name: str | None = Field(default=None, max_length=50)
     owner_email: str | None = Field(default=None, max_length=50)
     token_limit: TokenLimit | None = None
+    monthly_budget: float | None = Field(default=None, ge=0)  # in the rates' currency
 
 
 class Backend(_Model):

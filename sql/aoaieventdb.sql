@@ -70,6 +70,9 @@ GO
 CREATE INDEX [indx_ExecTime] ON [ApimAoaiToken] ([ExecTimeUTC])
 GO
 
+CREATE INDEX [ix_ApimAoaiToken_Report] ON [ApimAoaiToken] ([ExecDateUTC], [SubscriptionId], [SubscriptionName], [ModelName], [DeploymentName], [UsageSource], [Currency], [PromptTokens], [CompletionTokens], [CachedTokens], [TotalTokens], [Cost])
+GO
+
 CREATE INDEX [ix_ApimAoaiToken_Sub_Time] ON [ApimAoaiToken] ([SubscriptionId], [ExecTimeUTC])
 GO
 

@@ -250,6 +250,8 @@ IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'indx_ExecDate' AND objec
     CREATE INDEX [indx_ExecDate] ON [ApimAoaiToken] ([ExecDateUTC]);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'indx_ExecTime' AND object_id = OBJECT_ID(N'ApimAoaiToken'))
     CREATE INDEX [indx_ExecTime] ON [ApimAoaiToken] ([ExecTimeUTC]);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_ApimAoaiToken_Report' AND object_id = OBJECT_ID(N'ApimAoaiToken'))
+    CREATE INDEX [ix_ApimAoaiToken_Report] ON [ApimAoaiToken] ([ExecDateUTC], [SubscriptionId], [SubscriptionName], [ModelName], [DeploymentName], [UsageSource], [Currency], [PromptTokens], [CompletionTokens], [CachedTokens], [TotalTokens], [Cost]);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_ApimAoaiToken_Sub_Time' AND object_id = OBJECT_ID(N'ApimAoaiToken'))
     CREATE INDEX [ix_ApimAoaiToken_Sub_Time] ON [ApimAoaiToken] ([SubscriptionId], [ExecTimeUTC]);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_ApimAoaiToken_RequestId' AND object_id = OBJECT_ID(N'ApimAoaiToken'))

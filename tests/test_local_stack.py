@@ -320,3 +320,28 @@ def test_stack_counts(tmp_path: Path, db_url: str) -> None:
         assert conn.execute(select(func.count()).select_from(token_table)).scalar() == 0
     engine.dispose()
     assert units == {s.id: s.business_unit for s in SPEC.subscriptions}
+
+
+def test_server_sockets_are_tcp_so_asyncio_sets_nodelay() -> None:
+    """asyncio sets TCP_NODELAY only on accepted sockets whose proto is IPPROTO_TCP; with the
+    default proto 0 every keep-alive response waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from aoai_helpers.local.stack import ServerThread
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # never called
+        raise AssertionError
+
+    server = ServerThread(app)
+    try:
+        assert server.sock.proto == socket.IPPROTO_TCP
+        accepted_like = socket.socket(server.sock.family, server.sock.type, server.sock.proto)
+        try:
+            import asyncio.base_events as base
+
+            base._set_nodelay(accepted_like)  # what asyncio does to every accepted socket
+            assert accepted_like.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            accepted_like.close()
+    finally:
+        server.sock.close()

@@ -362,11 +362,11 @@ def test_duplicate_subscription_in_bu_csv_is_a_config_error(empty_engine):
 def test_import_bu_csv_sample():
     units = import_bu_csv(sample_path("sample_bu.csv").read_text("utf-8"))
     assert units == [
-        BusinessUnit("sub-finance-01", "Finance", "finance-analytics", "CC-1100", 50.0),
-        BusinessUnit("sub-marketing-01", "Marketing", "marketing-content", "CC-2300", 40.0),
-        BusinessUnit("sub-rnd-01", "R&D", "rnd-copilot", "CC-4100", 120.0),
-        BusinessUnit("sub-rnd-02", "R&D", "rnd-search", "CC-4100", 120.0),
-        BusinessUnit("sub-legal-01", "Legal", "legal-review", "CC-5200", 20.0),
+        BusinessUnit("sub-finance-01", "Finance", "finance-analytics", "CC-1100", 0.25),
+        BusinessUnit("sub-marketing-01", "Marketing", "marketing-content", "CC-2300", 0.20),
+        BusinessUnit("sub-rnd-01", "R&D", "rnd-copilot", "CC-4100", 0.30),
+        BusinessUnit("sub-rnd-02", "R&D", "rnd-search", "CC-4100", 0.20),
+        BusinessUnit("sub-legal-01", "Legal", "legal-review", "CC-5200", None),
     ]
 
 

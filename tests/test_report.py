@@ -1,28 +1,40 @@
-"""Tests for aoai_helpers.report (chargeback in SQL) and the bundled demo (service.run_demo).
+"""Tests for aoai_helpers.report (chargeback in SQL), the ``report`` CLI and the bundled demo.
 
 The chargeback database holds hand-made events over two months and three subscriptions:
 two mapped to the same business unit, one unmapped (billed under its subscription name).
 Prices are the default rates (USD per 1M: gpt-4o 2.50 / cached 1.25 / 10.00,
-gpt-4.1-mini 0.40 / 1.60).
+gpt-4.1-mini 0.40 / 1.60). Every expected figure below is worked out by hand from those
+events and prices (the comments show the arithmetic), not by another query.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
+from cli_run import run_cli
 from sqlalchemy import func, select
 
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.pricing import Rate
 from aoai_helpers.rates_db import BusinessUnit, set_bu, set_rates
 from aoai_helpers.report import (
+    MIXED,
+    NO_SUBSCRIPTION,
     BuCharge,
+    DailyUsage,
+    ModelUsage,
+    SubscriptionUsage,
+    UserUsage,
     chargeback_by_bu,
+    daily_trend,
     latest_month,
     month_bounds,
     render_table,
+    top_subscriptions,
+    top_users,
     unpriced_models,
+    usage_by_model,
 )
 from aoai_helpers.service import run_demo, sample_path
 from aoai_helpers.store import dead_letter, token_table, transaction
@@ -279,3 +291,322 @@ def test_run_demo_counts_and_is_idempotent(engine):
         assert conn.execute(select(func.count()).select_from(token_table)).scalar() == stored
         assert conn.execute(select(func.count()).select_from(dead_letter)).scalar() == 1
     assert second.charges == first.charges
+
+
+# ----------------------------------------------------------------------------- by model
+
+
+# Per-call costs of the November events of ``billed`` (default rates, USD):
+#   A1 sub-a gpt-4o 1000/200            0.0025 + 0.002                       = 0.0045
+#   A2 sub-a gpt-4o 2000/100, 1024 cached  976*2.5e-6 + 1024*1.25e-6 + 0.001 = 0.00472
+#   B1 sub-b gpt-4.1-mini 500/500       0.0002 + 0.0008                      = 0.001
+#   B2 sub-b my-finetune 10/10          unpriced
+#   B3 sub-b gpt-4o 8 prompt-only       8 * 2.5e-6                           = 0.00002
+#   C1 sub-c gpt-4o 100/50              0.00025 + 0.0005                     = 0.00075
+#   C2 sub-c 429                        unbilled: 0 tokens, cost 0, no currency
+
+
+def test_usage_by_model(billed):
+    rows = usage_by_model(billed, "2026-11")
+    assert rows == [
+        ModelUsage(
+            business_unit="Finance",
+            model="gpt-4o",
+            deployment="gpt-4o",
+            calls=3,  # A1, A2, B3
+            prompt_tokens=1000 + 2000 + 8,
+            completion_tokens=200 + 100,
+            cached_tokens=1024,
+            total_tokens=1200 + 2100 + 8,
+            cost=pytest.approx(0.0045 + 0.00472 + 0.00002, rel=REL),
+            currency="USD",
+            estimated_cost=pytest.approx(0.00002, rel=REL),
+            estimated_calls=1,
+            unpriced_calls=0,
+        ),
+        ModelUsage(
+            business_unit="Finance",
+            model="gpt-4.1-mini",
+            deployment="gpt-4.1-mini",
+            calls=1,
+            prompt_tokens=500,
+            completion_tokens=500,
+            cached_tokens=0,
+            total_tokens=1000,
+            cost=pytest.approx(0.001, rel=REL),
+            currency="USD",
+            estimated_cost=0.0,
+            estimated_calls=0,
+            unpriced_calls=0,
+        ),
+        ModelUsage(  # unpriced: no cost at all (not 0), counted
+            business_unit="Finance",
+            model="my-finetune",
+            deployment="gpt-4o",
+            calls=1,
+            prompt_tokens=10,
+            completion_tokens=10,
+            cached_tokens=0,
+            total_tokens=20,
+            cost=None,
+            currency=None,
+            estimated_cost=0.0,
+            estimated_calls=0,
+            unpriced_calls=1,
+        ),
+        ModelUsage(
+            business_unit="legal-review",
+            model="gpt-4o",
+            deployment="gpt-4o",
+            calls=2,  # C1 and the throttled C2
+            prompt_tokens=100,
+            completion_tokens=50,
+            cached_tokens=0,
+            total_tokens=150,
+            cost=pytest.approx(0.00075, rel=REL),
+            currency="USD",
+            estimated_cost=0.0,
+            estimated_calls=0,
+            unpriced_calls=0,
+        ),
+    ]
+    assert rows[0].estimated_share == pytest.approx(0.00002 / 0.00924, rel=REL)
+    assert rows[2].estimated_share == 0.0
+    assert usage_by_model(billed, "2026-11", bu="legal-review") == rows[3:]
+    assert usage_by_model(billed, "2026-09") == []
+
+
+def test_usage_by_model_sums_to_chargeback(billed):
+    for month in ("2026-10", "2026-11"):
+        charges = {c.business_unit: c for c in chargeback_by_bu(billed, month)}
+        models = usage_by_model(billed, month)
+        for bu, charge in charges.items():
+            mine = [m for m in models if m.business_unit == bu]
+            assert sum(m.calls for m in mine) == charge.calls
+            assert sum(m.total_tokens for m in mine) == charge.total_tokens
+            assert sum(m.cost or 0.0 for m in mine) == pytest.approx(charge.cost, rel=REL)
+            assert sum(m.unpriced_calls for m in mine) == charge.unpriced_calls
+
+
+# ----------------------------------------------------------------------------- daily
+
+
+def test_daily_trend(billed):
+    def day(d: int, bu: str, calls: int, tokens: tuple[int, int], cost, currency="USD", unpriced=0):
+        return DailyUsage(
+            day=date(2026, 11, d),
+            business_unit=bu,
+            calls=calls,
+            prompt_tokens=tokens[0],
+            completion_tokens=tokens[1],
+            total_tokens=sum(tokens),
+            cost=cost if cost is None else pytest.approx(cost, rel=REL),
+            currency=currency,
+            unpriced_calls=unpriced,
+        )
+
+    assert daily_trend(billed, "2026-11") == [
+        day(1, "Finance", 1, (1000, 200), 0.0045),  # 00:00:00 is the 1st, not October
+        day(10, "Finance", 1, (2000, 100), 0.00472),
+        day(15, "Finance", 1, (500, 500), 0.001),
+        day(16, "Finance", 1, (10, 10), None, None, 1),
+        day(17, "Finance", 1, (8, 0), 0.00002),
+        day(20, "legal-review", 1, (0, 0), 0.0, None),  # unbilled: costs 0, no currency
+        day(30, "legal-review", 1, (100, 50), 0.00075),  # 23:59:59.999 is still the 30th
+    ]
+    assert [d.day for d in daily_trend(billed, "2026-11", bu="legal-review")] == [
+        date(2026, 11, 20),
+        date(2026, 11, 30),
+    ]
+    (october,) = [d for d in daily_trend(billed, "2026-10") if d.business_unit == "Finance"]
+    assert october.day == date(2026, 10, 31)
+
+
+# ----------------------------------------------------------------------------- top lists
+
+
+def test_top_subscriptions(billed):
+    def row(sid, name, bu, calls, total, cost):
+        return SubscriptionUsage(
+            sid, name, bu, calls, total, pytest.approx(cost, rel=REL), "USD", int(sid == "sub-b")
+        )
+
+    a = row("sub-a", "fin-a", "Finance", 2, 3300, 0.0045 + 0.00472)
+    b = row("sub-b", "fin-b", "Finance", 3, 1028, 0.001 + 0.00002)
+    c = row("sub-c", "legal-review", "legal-review", 2, 150, 0.00075)
+    assert top_subscriptions(billed, "2026-11") == [a, b, c]
+    assert top_subscriptions(billed, "2026-11", limit=2) == [a, b]
+    assert top_subscriptions(billed, "2026-11", limit=1, per_bu=True) == [a, c]
+    assert top_subscriptions(billed, "2026-11", bu="Finance", limit=5) == [a, b]
+    with pytest.raises(ConfigError, match="limit"):
+        top_subscriptions(billed, "2026-11", limit=0)
+
+
+@pytest.fixture
+def users(engine, make_v2, ingest_events):
+    """Four users over two BUs; Bob also calls from the other BU's subscription."""
+    with transaction(engine) as conn:
+        set_bu(conn, [BusinessUnit("sub-a", "Finance"), BusinessUnit("sub-c", "Legal")])
+
+    def call(sub, user, prompt, completion, model=None):
+        extra = {"Model": model} if model else {}
+        return make_v2(
+            SubscriptionId=sub,
+            UserName=user,
+            UserEmail=f"{user.lower()}@example.com",
+            Usage=usage(prompt, completion),
+            **extra,
+        )
+
+    ingest_events(
+        engine,
+        call("sub-a", "Ann", 1000, 1000),  # 0.0025 + 0.01 = 0.0125
+        call("sub-a", "Ann", 1000, 0),  # 0.0025
+        call("sub-a", "Bob", 4000, 0),  # 0.01
+        call("sub-a", "Cid", 9999, 9999, "my-finetune"),  # unpriced: most tokens, no cost
+        call("sub-c", "Bob", 100, 0),  # 0.00025
+        call("sub-c", "Dee", 200, 0),  # 0.0005
+    )
+    return engine
+
+
+def test_top_users(users):
+    def row(name, bu, calls, total, cost, unpriced=0):
+        return UserUsage(
+            name,
+            f"{name.lower()}@example.com",
+            bu,
+            calls,
+            total,
+            None if cost is None else pytest.approx(cost, rel=REL),
+            None if cost is None else "USD",
+            unpriced,
+        )
+
+    ann = row("Ann", "Finance", 2, 3000, 0.015)
+    bob_fin = row("Bob", "Finance", 1, 4000, 0.01)
+    cid = row("Cid", "Finance", 1, 19998, None, 1)
+    dee = row("Dee", "Legal", 1, 200, 0.0005)
+    bob_legal = row("Bob", "Legal", 1, 100, 0.00025)
+    # by cost, then tokens: an unpriced user ranks after the priced ones
+    assert top_users(users, "2026-11") == [ann, bob_fin, dee, bob_legal, cid]
+    assert top_users(users, "2026-11", limit=2) == [ann, bob_fin]
+    assert top_users(users, "2026-11", limit=1, per_bu=True) == [ann, dee]
+    assert top_users(users, "2026-11", bu="Legal") == [dee, bob_legal]
+    assert top_users(users, "2026-12") == []
+
+
+# ----------------------------------------------------------------------------- edge cases
+
+
+def test_fallback_and_big_sums(engine, make_v2, ingest_events):
+    """No subscription at all → its own BU; token sums past 2**31 do not overflow."""
+    big = usage(2_000_000_000, 0)
+    ingest_events(
+        engine,
+        make_v2(SubscriptionId=None, SubscriptionName=None, Usage=big, Model="my-finetune"),
+        make_v2(SubscriptionId=None, SubscriptionName=None, Usage=big, Model="my-finetune"),
+        make_v2(SubscriptionId="sub-x", SubscriptionName=None),
+    )
+    (none,) = chargeback_by_bu(engine, "2026-11", bu=NO_SUBSCRIPTION)
+    assert (none.calls, none.total_tokens, none.cost, none.unpriced_calls) == (2, 4e9, 0.0, 2)
+    assert {m.business_unit for m in usage_by_model(engine, "2026-11")} == {
+        NO_SUBSCRIPTION,
+        "sub-x",
+    }
+    (day_none,) = [d for d in daily_trend(engine, "2026-11") if d.business_unit == NO_SUBSCRIPTION]
+    assert (day_none.total_tokens, day_none.cost) == (4_000_000_000, None)
+    assert unpriced_models(engine, "2026-11") == [("my-finetune", 2)]
+
+
+def test_mixed_currency_within_a_model(empty_engine, make_v2, ingest_events):
+    """gpt-4o in USD until the 10th, in EUR after: the model's month is MIXED, each day is not."""
+    with transaction(empty_engine) as conn:
+        set_rates(
+            conn,
+            [
+                Rate("gpt-4o", 1e-6, 1e-6, currency="USD", effective_to=datetime(2026, 11, 10)),
+                Rate("gpt-4o", 2e-6, 2e-6, currency="EUR", effective_from=datetime(2026, 11, 10)),
+            ],
+        )
+    ingest_events(
+        empty_engine,
+        make_v2(ExecTimeUTC="2026-11-09T10:00:00Z", Usage=usage(100, 0)),
+        make_v2(ExecTimeUTC="2026-11-11T10:00:00Z", Usage=usage(100, 0)),
+    )
+    (model,) = usage_by_model(empty_engine, "2026-11")
+    assert (model.currency, model.cost) == (MIXED, pytest.approx(100e-6 + 200e-6, rel=REL))
+    assert [(d.currency, d.cost) for d in daily_trend(empty_engine, "2026-11")] == [
+        ("USD", pytest.approx(100e-6, rel=REL)),
+        ("EUR", pytest.approx(200e-6, rel=REL)),
+    ]
+    (sub,) = top_subscriptions(empty_engine, "2026-11")
+    assert sub.currency == MIXED
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def _url(engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def test_cli_report_issue_allocate_and_files(billed, tmp_path):
+    xlsx, csv_file = tmp_path / "out" / "nov.xlsx", tmp_path / "out" / "nov.csv"
+    done = run_cli(
+        "report",
+        "--month",
+        "2026-11",
+        "--db",
+        _url(billed),
+        "--issue",
+        "--allocate",
+        "100",
+        "--xlsx",
+        str(xlsx),
+        "--csv",
+        str(csv_file),
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0].startswith("Chargeback 2026-11")
+    assert any(line.startswith("Finance") for line in out)
+    assert any(line.startswith("Statement 2026-11: issued ") for line in out)
+    # tokens: Finance 3308 + 1000 + 20 = 4328, legal-review 150: 96.650 % / 3.350 %
+    assert (
+        "Allocation of 100.00 by token share: Finance 96.65 (96.7%), legal-review 3.35 (3.3%)"
+        in out
+    )
+    assert f"wrote {xlsx}" in out and f"wrote {csv_file}" in out
+    assert xlsx.stat().st_size > 0 and csv_file.read_text("utf-8").startswith("Month,")
+
+    again = run_cli("report", "--month", "2026-11", "--db", _url(billed), "--issue")
+    assert again.returncode == 1
+    assert again.stderr.count("\n") == 1 and "was issued" in again.stderr
+    shown = run_cli("report", "--month", "2026-11", "--db", _url(billed))
+    assert shown.returncode == 0 and "Statement 2026-11: issued" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--month", "2026-13"], "month must look like 2026-11"),
+        (["--month", "2026-11", "--allocate", "ten"], "not an amount"),
+        (["--month", "2026-11", "--allocate", "-5"], "non-negative"),
+    ],
+)
+def test_cli_report_bad_input_is_one_line(billed, args, message):
+    done = run_cli("report", "--db", _url(billed), *args)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and message in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.sqlite_only
+def test_cli_report_usage_errors(tmp_path):
+    both = run_cli("report", "--issue", "--reissue", "--db", str(tmp_path / "x.db"))
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    missing = run_cli("report", "--month", "2026-11", "--db", str(tmp_path / "nope.db"))
+    assert missing.returncode == 1 and "no database file" in missing.stderr
+    assert not (tmp_path / "nope.db").exists()

@@ -154,6 +154,10 @@ EventSink = Callable[[bytes], None]
 """Receives each serialized event; must not block (the stack's sink queues to a writer thread)."""
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def _iso_ms(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
@@ -275,7 +279,9 @@ class Gateway:
     (its api-key, or the bearer token standing in for the managed identity's);
     ``backend_urls`` overrides backend endpoints by backend name (local mode points them all at
     the simulator); ``transport`` replaces the network (tests: ``httpx.ASGITransport``);
-    ``max_body_bytes`` is the largest request body accepted (larger: 413).
+    ``max_body_bytes`` is the largest request body accepted (larger: 413); ``clock`` stamps
+    each call's ``ExecTimeUTC`` (default: the current UTC time; the demo-traffic generator
+    passes a simulated clock to spread calls over past days).
     """
 
     def __init__(
@@ -290,11 +296,13 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 300.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
         self.spec = spec
         self.max_body_bytes = max_body_bytes
+        self._clock = clock or _utcnow
         settings = policy_settings(spec)  # what the APIM policy reads from its named values
         self.capture: CaptureMode = capture or settings.capture
         by_id = {s.id: s for s in spec.subscriptions}
@@ -380,7 +388,7 @@ class Gateway:
         api_version = next((v for k, v in query if k == "api-version"), None)
         return _Call(
             request_id=str(uuid.uuid4()),
-            started=datetime.now(UTC),
+            started=self._clock(),
             subscription=sub,
             path=path,
             operation=operation_from_path(path),

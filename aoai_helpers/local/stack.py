@@ -30,7 +30,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,7 +92,10 @@ class ServerThread:
     """An ASGI app served by uvicorn on a pre-bound loopback socket, in a daemon thread."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, name: str = "server"):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on accepted sockets whose
+        # proto is TCP, and without it every keep-alive response (headers and body are two
+        # writes) waited ~40 ms for the client's delayed ACK.
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.sock.bind((host, port))
@@ -201,7 +204,8 @@ class LocalStack:
 
     ``db_url`` defaults to the spec's database; ``capture`` overrides the spec's streaming
     mode; ``state_dir`` defaults to the spec's ``local.state_dir``. ``consumer=False`` leaves
-    the event log unread (tests of the log itself, or a separate ``consume`` process).
+    the event log unread (tests of the log itself, or a separate ``consume`` process);
+    ``clock`` is the gateway's clock (see :class:`~aoai_helpers.local.gateway.Gateway`).
     """
 
     def __init__(
@@ -214,8 +218,10 @@ class LocalStack:
         consumer: bool = True,
         write_state: bool = True,
         batch_size: int = 200,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.spec = spec
+        self._clock = clock
         self.db_url = db_url or spec.database.url
         self.capture: CaptureMode = capture or spec.capture.streaming
         self.state_dir = Path(state_dir or spec.local.state_dir)
@@ -244,7 +250,7 @@ class LocalStack:
         engine = engine_from_url(self.db_url)
         ensure_db(engine)
         units = [
-            BusinessUnit(s.id, s.business_unit, s.display_name, s.cost_center)
+            BusinessUnit(s.id, s.business_unit, s.display_name, s.cost_center, s.monthly_budget)
             for s in self.spec.subscriptions
         ]
         with transaction(engine) as conn:
@@ -262,6 +268,7 @@ class LocalStack:
             sink=self._writer,
             backend_urls={b.name: sim.url for b in self.spec.backends},
             capture=self.capture,
+            clock=self._clock,
         )
         gw = ServerThread(self.gateway, host, self.spec.local.gateway_port, "apim-gateway")
         self._servers.append(gw.start())

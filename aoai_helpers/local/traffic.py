@@ -23,7 +23,16 @@ import openai
 from ..spec import Spec
 from .stack import StackInfo
 
-__all__ = ["PROMPTS", "CallResult", "azure_client", "drive_traffic", "v1_client"]
+__all__ = [
+    "CALL_KINDS",
+    "PROMPTS",
+    "CallResult",
+    "azure_client",
+    "chat_and_embedding_deployments",
+    "drive_traffic",
+    "make_call",
+    "v1_client",
+]
 
 DEFAULT_API_VERSION: Final = "2024-10-21"
 PROMPTS: Final[tuple[str, ...]] = (
@@ -52,19 +61,23 @@ class CallResult:
     total_s: float
 
 
+def _url(gateway: StackInfo | str) -> str:
+    return gateway if isinstance(gateway, str) else gateway.gateway_url
+
+
 def azure_client(
-    info: StackInfo, key: str, api_version: str = DEFAULT_API_VERSION
+    gateway: StackInfo | str, key: str, api_version: str = DEFAULT_API_VERSION
 ) -> openai.AzureOpenAI:
     """The classic-path client a BU uses: its subscription key as ``api-key``."""
     return openai.AzureOpenAI(
-        azure_endpoint=info.gateway_url, api_key=key, api_version=api_version, max_retries=0
+        azure_endpoint=_url(gateway), api_key=key, api_version=api_version, max_retries=0
     )
 
 
-def v1_client(info: StackInfo, key: str) -> openai.OpenAI:
+def v1_client(gateway: StackInfo | str, key: str) -> openai.OpenAI:
     """The v1-API client a BU uses through APIM (key in the ``api-key`` header)."""
     return openai.OpenAI(
-        base_url=f"{info.gateway_url}/openai/v1/",
+        base_url=f"{_url(gateway)}/openai/v1/",
         api_key=key,
         default_headers={"api-key": key},
         max_retries=0,
@@ -117,6 +130,151 @@ def _has_content(event: Any) -> bool:
     return False
 
 
+#: The kinds of call a BU makes; :func:`drive_traffic` makes each once per round.
+CALL_KINDS: Final[tuple[str, ...]] = (
+    "chat",
+    "chat_stream_usage",
+    "chat_stream",
+    "completions",
+    "embeddings",
+    "responses",
+    "responses_stream",
+)
+
+
+def make_call(
+    kind: str,
+    az: openai.AzureOpenAI,
+    v1: openai.OpenAI,
+    rng: random.Random,
+    deployment: str,
+    embed: str,
+    *,
+    rich: bool = False,
+) -> tuple[str, str, bool, int, dict[str, int] | None, float | None, float]:
+    """Make one call of ``kind`` (one of :data:`CALL_KINDS`); return what the client saw.
+
+    ``rich``: business-sized calls — a pasted document of a few hundred to a few thousand
+    tokens in the prompt and a reply limit of 64 to 480 tokens — instead of one-line prompts.
+    An API error (429, 400 content filter, 5xx…) is returned with its status, not raised:
+    traffic goes on, as a BU's would, and the gateway still logs the call.
+    """
+    stream = kind.endswith("_stream") or kind == "chat_stream_usage"
+    operation = kind.split("_")[0]
+    target = embed if operation == "embeddings" else deployment
+    first: list[float] = []
+    with _timed() as t:
+        try:
+            usage = _CALLS[kind](az, v1, _Sizes(rng, rich), target, first)
+            status = 200
+        except openai.APIStatusError as exc:
+            usage, status = None, exc.status_code
+    ttft = (first[0] - t[0]) if first else None
+    return operation, target, stream, status, usage, ttft, t[1] - t[0]
+
+
+_PARAGRAPHS: Final[tuple[str, ...]] = (
+    "Travel and subsistence spending rose eleven percent against the same quarter last year, "
+    "driven mostly by customer visits in the northern region and two offsite workshops.",
+    "The supplier agreement renews automatically for twelve months unless either party gives "
+    "ninety days' written notice; price increases are capped at the consumer price index.",
+    "Customer satisfaction scores for the mobile app improved after the October release, but "
+    "complaints about login failures doubled among users of older Android devices.",
+    "Headcount in the shared services centre is flat; overtime fell by a third after the "
+    "invoice-matching automation went live in September.",
+    "The campaign reached 1.2 million people across three channels; cost per acquisition was "
+    "lowest on email and highest on paid social, where frequency capping was not applied.",
+    "Under the new policy employees may work remotely up to three days a week, subject to "
+    "their manager's approval and the team's core collaboration hours.",
+)
+
+
+class _Sizes:
+    """The seeded RNG of a call, and how big its prompt and reply limit are."""
+
+    def __init__(self, rng: random.Random, rich: bool) -> None:
+        self.rng, self.rich = rng, rich
+
+    def prompt(self) -> str:
+        question = self.rng.choice(PROMPTS)
+        if not self.rich:
+            return question
+        pasted = " ".join(self.rng.choice(_PARAGRAPHS) for _ in range(self.rng.randint(3, 40)))
+        return f"{question}\n\nDocument:\n{pasted}"
+
+    def limit(self, small: int) -> int:
+        return self.rng.randint(64, 480) if self.rich else small
+
+
+def _messages(sizes: _Sizes) -> Any:
+    return [
+        {"role": "system", "content": "You are a helpful assistant for a large company."},
+        {"role": "user", "content": sizes.prompt()},
+    ]
+
+
+def _chat(az: Any, v1: Any, sizes: _Sizes, d: str, first: list[float]) -> Any:
+    limit = sizes.limit(sizes.rng.randint(16, 48))
+    return _usage(az.chat.completions.create(model=d, messages=_messages(sizes), max_tokens=limit))
+
+
+def _chat_stream(include_usage: bool) -> Callable[..., Any]:
+    def call(az: Any, v1: Any, sizes: _Sizes, d: str, first: list[float]) -> Any:
+        options: Any = {"include_usage": True} if include_usage else openai.omit
+        limit: Any = sizes.limit(0) if sizes.rich else openai.omit
+        events = az.chat.completions.create(
+            model=d,
+            messages=_messages(sizes),
+            stream=True,
+            stream_options=options,
+            max_tokens=limit,
+        )
+        return _stream(events, first)
+
+    return call
+
+
+def _completions(az: Any, v1: Any, sizes: _Sizes, d: str, first: list[float]) -> Any:
+    done = az.completions.create(model=d, prompt=sizes.prompt(), max_tokens=sizes.limit(24))
+    return _usage(done)
+
+
+def _embeddings(az: Any, v1: Any, sizes: _Sizes, d: str, first: list[float]) -> Any:
+    return _usage(az.embeddings.create(model=d, input=[sizes.prompt(), sizes.prompt()]))
+
+
+def _responses(az: Any, v1: Any, sizes: _Sizes, d: str, first: list[float]) -> Any:
+    done = v1.responses.create(model=d, input=sizes.prompt(), max_output_tokens=sizes.limit(32))
+    return _usage(done)
+
+
+def _responses_stream(az: Any, v1: Any, sizes: _Sizes, d: str, first: list[float]) -> Any:
+    limit: Any = sizes.limit(0) if sizes.rich else openai.omit
+    events = v1.responses.create(
+        model=d, input=sizes.prompt(), stream=True, max_output_tokens=limit
+    )
+    return _stream(events, first)
+
+
+_CALLS: Final[dict[str, Callable[..., Any]]] = {
+    "chat": _chat,
+    "chat_stream_usage": _chat_stream(True),
+    "chat_stream": _chat_stream(False),
+    "completions": _completions,
+    "embeddings": _embeddings,
+    "responses": _responses,
+    "responses_stream": _responses_stream,
+}
+
+
+def chat_and_embedding_deployments(spec: Spec) -> tuple[list[str], str]:
+    """The spec's chat deployments and one embedding deployment (for the calls above)."""
+    models = spec.deployment_models()
+    chat = [d for d, m in models.items() if "embedding" not in m] or list(models)
+    embed = next((d for d, m in models.items() if "embedding" in m), chat[0])
+    return chat, embed
+
+
 def drive_traffic(
     info: StackInfo,
     spec: Spec,
@@ -128,17 +286,16 @@ def drive_traffic(
 ) -> list[CallResult]:
     """Make ``rounds`` rounds of the mixed calls for every subscription; return what clients saw."""
     rng = random.Random(seed)
-    models = spec.deployment_models()
-    chat = [d for d, m in models.items() if "embedding" not in m] or list(models)
-    embed = next((d for d, m in models.items() if "embedding" in m), chat[0])
+    chat, embed = chat_and_embedding_deployments(spec)
     results: list[CallResult] = []
     for _ in range(rounds):
         for sub in spec.subscriptions:
             key = info.keys[sub.id]
             az, v1 = azure_client(info, key, api_version), v1_client(info, key)
             try:
-                for call in _round(az, v1, rng, chat, embed):
-                    result = CallResult(sub.id, *call)
+                deployment = rng.choice(chat)
+                for kind in CALL_KINDS:
+                    result = CallResult(sub.id, *make_call(kind, az, v1, rng, deployment, embed))
                     results.append(result)
                     if on_call:
                         on_call(result)
@@ -146,64 +303,3 @@ def drive_traffic(
                 az.close()
                 v1.close()
     return results
-
-
-def _round(
-    az: openai.AzureOpenAI, v1: openai.OpenAI, rng: random.Random, chat: list[str], embed: str
-) -> Iterator[tuple[str, str, bool, int, dict[str, int] | None, float | None, float]]:
-    deployment = rng.choice(chat)
-    messages: Any = [
-        {"role": "system", "content": "You are a helpful assistant for a large company."},
-        {"role": "user", "content": rng.choice(PROMPTS)},
-    ]
-    with _timed() as t:
-        done = az.chat.completions.create(
-            model=deployment, messages=messages, max_tokens=rng.randint(16, 48)
-        )
-    yield "chat", deployment, False, 200, _usage(done), None, t[1] - t[0]
-    for include in (True, False):
-        first: list[float] = []
-        with _timed() as t:
-            options: Any = {"include_usage": True} if include else openai.omit
-            usage = _stream(
-                az.chat.completions.create(
-                    model=deployment, messages=messages, stream=True, stream_options=options
-                ),
-                first,
-            )
-        yield (
-            "chat",
-            deployment,
-            True,
-            200,
-            usage,
-            (first[0] - t[0]) if first else None,
-            t[1] - t[0],
-        )
-    with _timed() as t:
-        text = az.completions.create(model=deployment, prompt=rng.choice(PROMPTS), max_tokens=24)
-    yield "completions", deployment, False, 200, _usage(text), None, t[1] - t[0]
-    with _timed() as t:
-        vectors = az.embeddings.create(
-            model=embed, input=[rng.choice(PROMPTS), rng.choice(PROMPTS)]
-        )
-    yield "embeddings", embed, False, 200, _usage(vectors), None, t[1] - t[0]
-    with _timed() as t:
-        response = v1.responses.create(
-            model=deployment, input=rng.choice(PROMPTS), max_output_tokens=32
-        )
-    yield "responses", deployment, False, 200, _usage(response), None, t[1] - t[0]
-    first = []
-    with _timed() as t:
-        usage = _stream(
-            v1.responses.create(model=deployment, input=rng.choice(PROMPTS), stream=True), first
-        )
-    yield (
-        "responses",
-        deployment,
-        True,
-        200,
-        usage,
-        (first[0] - t[0]) if first else None,
-        t[1] - t[0],
-    )

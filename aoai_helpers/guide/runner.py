@@ -1,0 +1,223 @@
+"""Run the guide notebooks with papermill; the notebook demo (``make demo``) and report.
+
+:func:`run_notebook` executes one notebook in a fresh kernel with the given parameters and
+writes the executed copy to ``out_dir`` (never over the committed notebook). A failing cell
+becomes a :class:`~aoai_helpers.exceptions.AoaiHelpersError` naming the notebook, the cell and
+the error, with the path of the executed copy to look at.
+
+:func:`run_demo` is ``make demo``: the bundled sample history of an existing deployment (v1 and
+v2 events, ingested from file), a month of mixed traffic from every BU through a throwaway
+local gateway (:mod:`aoai_helpers.local.history`), then notebooks 00→04 in local mode against
+a fresh database, then the HTML report; whatever it started is stopped at the end, failed or
+not. :func:`render_report` is ``make report``: notebook 04 on an existing database, rendered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from ..exceptions import AoaiHelpersError, ConfigError
+from ..store import engine_from_url, sqlite_path
+
+__all__ = [
+    "CLEAN_UP",
+    "GUIDE",
+    "DemoRun",
+    "notebooks_dir",
+    "render_report",
+    "run_demo",
+    "run_notebook",
+]
+
+GUIDE: Final = (
+    "00_prerequisites",
+    "01_provision_apim",
+    "02_deploy_function",
+    "03_smoke_test",
+    "04_cost_analysis",
+)
+CLEAN_UP: Final = "99_clean_up"
+REPORT_NOTEBOOK: Final = "04_cost_analysis"
+
+
+def notebooks_dir() -> Path:
+    """The committed notebooks (``notebooks/`` of a source checkout)."""
+    here = Path(__file__).resolve().parents[2] / "notebooks"
+    if not (here / f"{GUIDE[0]}.ipynb").exists():
+        raise ConfigError(
+            f"the guide notebooks are not at {here}: run from a clone of the apim-aoai-proxy repository"
+        )
+    return here
+
+
+def run_notebook(
+    name: str,
+    out_dir: str | os.PathLike[str],
+    parameters: Mapping[str, Any],
+    *,
+    source_dir: Path | None = None,
+    timeout: float = 600.0,
+) -> Path:
+    """Execute ``<name>.ipynb`` with ``parameters``; return the executed copy in ``out_dir``."""
+    try:
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "papermill is not installed: pip install 'apim-aoai-proxy[notebooks]'"
+        ) from None
+    source = (source_dir or notebooks_dir()) / f"{name}.ipynb"
+    if not source.exists():
+        raise ConfigError(f"no notebook {source}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / source.name
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(executed),
+            parameters=dict(parameters),
+            kernel_name="python3",
+            cwd=str(source.parent),
+            progress_bar=False,
+            request_save_on_cell_execute=False,
+            execution_timeout=timeout,
+            # The kernel's start-up notice about TCP transport on loopback is noise here.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        )
+    except PapermillExecutionError as exc:
+        raise AoaiHelpersError(
+            f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
+            f"(executed copy: {executed})"
+        ) from None
+    return executed
+
+
+@dataclass
+class DemoRun:
+    """What :func:`run_demo` produced."""
+
+    month: str
+    db_url: str
+    sample_summary: str = ""
+    history_calls: int = 0
+    history_stored: int = 0
+    notebooks: list[Path] = field(default_factory=list)
+    report: Path | None = None
+    statement_xlsx: Path | None = None
+    statement_csv: Path | None = None
+
+
+def _fresh_sqlite(db_url: str) -> None:
+    """Remove a demo SQLite file (and its WAL files) so each demo starts empty."""
+    path = sqlite_path(db_url)
+    if path is not None:
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            p.unlink(missing_ok=True)
+
+
+def run_demo(
+    out_dir: str | os.PathLike[str],
+    *,
+    spec_path: str | os.PathLike[str],
+    db_url: str | None = None,
+    today: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> DemoRun:
+    """``make demo``: history traffic, notebooks 00→04 in local mode, the HTML report.
+
+    ``db_url`` defaults to ``<out_dir>/demo.db``, recreated on every run; a database given
+    explicitly is used as it is (the demo adds to it).
+    """
+    from ..html_report import render_html
+    from ..local.control import down
+    from ..local.history import drive_history, plan_history
+    from ..spec import load_spec
+
+    say = progress or (lambda _line: None)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file = Path(spec_path).resolve()
+    spec = load_spec(spec_file)
+    if db_url is None:
+        db_url = f"sqlite:///{out / 'demo.db'}"
+        _fresh_sqlite(db_url)
+    now = today or datetime.now(UTC)
+    month = f"{now:%Y-%m}"
+    state = out / ".aoai-local"
+    run = DemoRun(month, db_url)
+    down(spec, str(state))  # a stack left running by an interrupted demo
+    from ..service import run_demo as ingest_sample
+
+    say("sample: the history of an existing deployment (original-policy v1 and v2 events)")
+    sample = ingest_sample(engine_from_url(db_url))
+    run.sample_summary = sample.ingest.summary()
+    say(f"  {run.sample_summary}")
+    planned = plan_history(spec, month, today=now.date())
+    say(
+        f"history: {len(planned)} calls from {len(spec.subscriptions)} BUs over {month} through a throwaway local gateway"
+    )
+    step = max(1, len(planned) // 5)
+    history = drive_history(
+        spec,
+        db_url,
+        planned,
+        progress=lambda n, total: (
+            say(f"  {n}/{total} calls") if n % step == 0 or n == total else None
+        ),
+    )
+    run.history_calls, run.history_stored = len(history.calls), history.stored
+    parameters = {
+        "mode": "local",
+        "spec_path": str(spec_file),
+        "db_url": db_url,
+        "state_dir": str(state),
+        "out_dir": str(out),
+        "month": month,
+    }
+    try:
+        for name in GUIDE:
+            say(f"notebook {name} (local mode)")
+            run.notebooks.append(run_notebook(name, out / "notebooks", parameters))
+    finally:
+        down(spec, str(state))
+    run.report = render_html(run.notebooks[-1], out / "report.html")
+    run.statement_xlsx = out / f"chargeback-{month}.xlsx"
+    run.statement_csv = out / f"chargeback-{month}.csv"
+    for produced in (run.statement_xlsx, run.statement_csv):
+        if not produced.exists():
+            raise AoaiHelpersError(f"notebook {REPORT_NOTEBOOK} did not write {produced}")
+    return run
+
+
+def render_report(
+    out_dir: str | os.PathLike[str],
+    *,
+    db_url: str,
+    month: str | None = None,
+    spec_path: str | os.PathLike[str] | None = None,
+) -> Path:
+    """``make report``: run notebook 04 on ``db_url`` and render it to ``<out_dir>/report.html``."""
+    from ..config import spec_path as resolve_spec_path
+    from ..html_report import render_html
+
+    engine = engine_from_url(db_url)
+    engine.dispose()
+    out = Path(out_dir).resolve()
+    executed = run_notebook(
+        REPORT_NOTEBOOK,
+        out / "notebooks",
+        {
+            "mode": "local",
+            "spec_path": str(resolve_spec_path(str(spec_path) if spec_path else None).resolve()),
+            "db_url": db_url,
+            "out_dir": str(out),
+            "month": month or "",
+        },
+    )
+    return render_html(executed, out / "report.html")

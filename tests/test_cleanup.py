@@ -1,0 +1,467 @@
+"""Clean-up (``provision destroy``), offline: provisioning is applied into the in-memory ARM of
+``aoai_helpers.azure_dryrun`` through the real SDK calls, then the clean-up plan and apply run
+against it. The recorded DELETEs are checked against the REST paths and headers the specs
+document (Microsoft.ApiManagement 2024-05-01, Microsoft.EventHub, Microsoft.Web), written out
+below from the specs — not derived from the code under test. Nothing reaches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_run import run_cli
+from secrets_registry import register_secret
+
+from aoai_helpers.apim.cleanup import (
+    WEB_API_VERSION,
+    apply_cleanup,
+    cleanup_dry_run,
+    function_settings_owned,
+    make_cleanup_clients,
+    plan_cleanup,
+)
+from aoai_helpers.apim.provision import apply, plan
+from aoai_helpers.apim.resources import (
+    APIM_API_VERSION,
+    EVENTHUB_API_VERSION,
+    Resource,
+    desired_resources,
+)
+from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, RecordedRequest
+from aoai_helpers.clouds import CLOUDS, get_cloud
+from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.functions.settings import app_settings
+from aoai_helpers.spec import Spec, load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = load_spec(ROOT / "examples" / "gateway.yaml")
+SUB = "00000000-0000-0000-0000-000000000000"
+RG = f"/subscriptions/{SUB}/resourceGroups/rg-aoai-gateway"
+SVC = f"{RG}/providers/Microsoft.ApiManagement/service/apim-aoai-gateway"
+HUB = f"{RG}/providers/Microsoft.EventHub/namespaces/evhns-aoai-usage/eventhubs/aoai-usage"
+SITE = f"{RG}/providers/Microsoft.Web/sites/func-aoai-ingest"
+DB = "mssql+pyodbc://ingest:Cl3anup-db-secret@sql-aoai.database.windows.net/aoai?driver=ODBC+Driver+18+for+SQL+Server"
+register_secret("Cl3anup-db-secret")
+HOSTS = {
+    "AzureCloud": "management.azure.com",
+    "AzureChinaCloud": "management.chinacloudapi.cn",
+    "AzureUSGovernment": "management.usgovcloudapi.net",
+}
+
+# The documented DELETE operations (path template, whether If-Match is a required header),
+# copied from azure-rest-api-specs: apimsubscriptions/apimproducts/apimapis/apimnamedvalues/
+# apimloggers.json (2024-05-01; ProductApi_Delete is the one without If-Match) and
+# Microsoft.EventHub eventhubs.json / AuthorizationRules / consumergroups.
+_APIM = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}"
+_EH = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.EventHub/namespaces/{namespaceName}/eventhubs/{eventHubName}"
+DOCUMENTED_DELETES = {
+    "Subscription_Delete": (f"{_APIM}/subscriptions/{{sid}}", True),
+    "ProductPolicy_Delete": (f"{_APIM}/products/{{productId}}/policies/{{policyId}}", True),
+    "ProductApi_Delete": (f"{_APIM}/products/{{productId}}/apis/{{apiId}}", False),
+    "Product_Delete": (f"{_APIM}/products/{{productId}}", True),
+    "ApiPolicy_Delete": (f"{_APIM}/apis/{{apiId}}/policies/{{policyId}}", True),
+    "ApiOperation_Delete": (f"{_APIM}/apis/{{apiId}}/operations/{{operationId}}", True),
+    "Api_Delete": (f"{_APIM}/apis/{{apiId}}", True),
+    "Logger_Delete": (f"{_APIM}/loggers/{{loggerId}}", True),
+    "NamedValue_Delete": (f"{_APIM}/namedValues/{{namedValueId}}", True),
+    "EventHubs_DeleteAuthorizationRule": (
+        f"{_EH}/authorizationRules/{{authorizationRuleName}}",
+        False,
+    ),
+    "ConsumerGroups_Delete": (f"{_EH}/consumergroups/{{consumerGroupName}}", False),
+    "EventHubs_Delete": (_EH, False),
+}
+
+
+def _operation(request: RecordedRequest) -> str:
+    """The one documented DELETE whose path template matches the request (else fail)."""
+    matches = [
+        name
+        for name, (template, _) in DOCUMENTED_DELETES.items()
+        if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)), request.path)
+    ]
+    assert len(matches) == 1, (request.path, matches)
+    return matches[0]
+
+
+def _variant(**changes: Any) -> Spec:
+    data = SPEC.model_dump()
+    for dotted, value in changes.items():
+        node = data
+        *heads, last = dotted.split("__")
+        for part in heads:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[last] = value
+    return parse_spec(data)
+
+
+def _provisioned(spec: Spec, cloud: str = "AzureCloud") -> tuple[DryRunTransport, Any, Any]:
+    """The in-memory ARM after ``provision apply`` and function deploy's settings, with its
+    clean-up clients (APIM/Event Hubs, Web)."""
+    transport = DryRunTransport()
+    spec = spec.for_cloud(cloud)
+    clients, web = make_cleanup_clients(spec, get_cloud(cloud), SUB, DryRunCredential(), transport)
+    apply(plan(spec, clients=clients, env={}), clients)
+    if web is not None:
+        settings = {
+            "MY_OWN_SETTING": "keep me",
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            **app_settings(spec, db_url=DB),
+        }
+        web.web.web_apps.update_application_settings(web.rg, web.app, {"properties": settings})
+    return transport, clients, web
+
+
+def _seed_foreign(clients: Any) -> list[str]:
+    """Things in the same APIM service that the spec does not name; their ARM ids."""
+    from azure.mgmt.apimanagement import models as m
+
+    rg, svc = clients.rg, clients.service
+    clients.apim.api.begin_create_or_update(
+        rg,
+        svc,
+        "foreign-api",
+        m.ApiCreateOrUpdateParameter(display_name="Other team", path="other", protocols=["https"]),
+    ).result()
+    clients.apim.api_operation.create_or_update(
+        rg,
+        svc,
+        "foreign-api",
+        "ping",
+        m.OperationContract(display_name="ping", method="GET", url_template="/ping"),
+    )
+    clients.apim.subscription.create_or_update(
+        rg,
+        svc,
+        "other-team",
+        m.SubscriptionCreateParameters(scope="/apis", display_name="Other team"),
+    )
+    clients.apim.named_value.begin_create_or_update(
+        rg, svc, "other-setting", m.NamedValueCreateContract(display_name="other", value="x")
+    ).result()
+    return [
+        f"{SVC}/apis/foreign-api",
+        f"{SVC}/apis/foreign-api/operations/ping",
+        f"{SVC}/subscriptions/other-team",
+        f"{SVC}/namedValues/other-setting",
+    ]
+
+
+def _spec_ids(spec: Spec) -> list[str]:
+    return [r.resource_id for r in desired_resources(spec, get_cloud(spec.cloud), SUB, {})]
+
+
+# ----------------------------------------------------------------------------------- plan
+
+
+def test_the_offline_plan_deletes_everything_in_reverse_dependency_order() -> None:
+    spec = _variant(event_hub__create=True, event_hub__consumer_group="aoai-ingest")
+    the_plan = plan_cleanup(spec)
+    assert the_plan.offline and {s.action for s in the_plan.steps} == {"delete"}
+    kinds = [s.resource.kind for s in the_plan.steps]
+    assert kinds == [
+        *["subscription"] * 3,
+        "product-policy",
+        "product-api",
+        "product",
+        "api-policy",
+        *["api-operation"] * 6,
+        "api",
+        "logger",
+        *["named-value"] * 3,
+        "function-app-settings",
+        "eventhub-rule",
+        "eventhub-rule",
+        "eventhub-consumer-group",
+        "eventhub",
+    ]
+    # exactly what provisioning creates, plus the function's settings; nothing else
+    ids = [s.resource.resource_id for s in the_plan.steps]
+    assert sorted(i for i in ids if "/Microsoft.Web/" not in i) == sorted(_spec_ids(spec))
+    assert not any(
+        i.endswith(("/service/apim-aoai-gateway", "/namespaces/evhns-aoai-usage")) for i in ids
+    )
+    text = the_plan.render()
+    assert "23 to delete, 0 already gone, 0 kept" in text
+    assert "BU subscription keys stop working" in text and "data in the database is kept" in text
+    assert "not ingested are lost" in text  # the hub goes with its unread events
+
+
+def test_an_event_hub_the_spec_did_not_create_is_never_touched() -> None:
+    assert SPEC.event_hub.create is False
+    the_plan = plan_cleanup(SPEC)
+    assert not any(s.resource.kind.startswith("eventhub") for s in the_plan.steps)
+    assert "Event Hub aoai-usage (the spec did not create it)" in the_plan.render()
+    requests = cleanup_dry_run(SPEC).requests
+    assert requests and not any("Microsoft.EventHub" in r.path for r in requests)
+
+
+def test_the_function_step_removes_only_the_settings_deploy_wrote() -> None:
+    owned = function_settings_owned(SPEC)
+    assert set(owned) == {n for n in app_settings(SPEC, db_url=DB) if n.startswith("AOAI_")}
+    assert "FUNCTIONS_WORKER_RUNTIME" not in owned
+    assert function_settings_owned(_variant(function=None)) == ()
+    steps = [s for s in plan_cleanup(SPEC).steps if s.resource.kind == "function-app-settings"]
+    assert len(steps) == 1 and steps[0].settings == owned
+    assert steps[0].resource.url(get_cloud("AzureCloud")) == (
+        f"https://management.azure.com{SITE}/config/appsettings?api-version={WEB_API_VERSION}"
+    )
+    assert (
+        "function app func-aoai-ingest: the app, its deployed package"
+        in plan_cleanup(SPEC).render()
+    )
+    no_function = plan_cleanup(_variant(function=None))
+    assert not any(s.resource.kind == "function-app-settings" for s in no_function.steps)
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS))
+def test_a_sovereign_plan_targets_that_clouds_arm(cloud: str) -> None:
+    the_plan = plan_cleanup(SPEC, cloud=cloud)
+    endpoint = get_cloud(cloud).arm_endpoint
+    assert endpoint == f"https://{HOSTS[cloud]}"
+    assert all(s["url"].startswith(endpoint + "/") for s in the_plan.to_dict()["steps"])
+    assert f"on {cloud} ({endpoint})" in the_plan.render()
+    assert {r.host for r in cleanup_dry_run(SPEC, cloud=cloud).requests} == {HOSTS[cloud]}
+
+
+def test_a_local_openapi_file_is_not_needed_to_delete_the_api(tmp_path: Path) -> None:
+    the_plan = plan_cleanup(_variant(apim__openapi_spec=str(tmp_path / "gone.json")))
+    assert any(s.resource.kind == "api" for s in the_plan.steps)
+
+
+def test_a_kind_cleanup_cannot_delete_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    diag = Resource("diagnostic", "applicationinsights", f"{SVC}/diagnostics/x", "v", None)
+    monkeypatch.setattr("aoai_helpers.apim.cleanup.desired_resources", lambda *a: [diag])
+    with pytest.raises(ConfigError, match="does not know how to delete: diagnostic"):
+        plan_cleanup(SPEC)
+
+
+def test_the_database_url_is_masked_in_the_plan() -> None:
+    text = plan_cleanup(_variant(database__url=DB)).render()
+    assert "Cl3anup-db-secret" not in text and "sql-aoai.database.windows.net" in text
+
+
+# ----------------------------------------------------------------------------------- apply
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS))
+def test_provision_then_cleanup_leaves_only_what_the_spec_did_not_create(cloud: str) -> None:
+    spec = _variant(
+        event_hub__create=True,
+        event_hub__auth="connection_string",
+        event_hub__consumer_group="aoai-ingest",
+    ).for_cloud(cloud)
+    transport, clients, web = _provisioned(spec, cloud)
+    foreign = _seed_foreign(clients)
+    other_hub = HUB.replace("/eventhubs/aoai-usage", "/eventhubs/other-hub")
+    clients.eventhub.event_hubs.create_or_update(
+        "rg-aoai-gateway", "evhns-aoai-usage", "other-hub", {"properties": {"partitionCount": 2}}
+    )
+    ours = _spec_ids(spec)
+    assert all(i.lower() in transport.store for i in ours + foreign)
+
+    the_plan = plan_cleanup(spec, clients=clients, web=web)
+    assert {s.action for s in the_plan.steps} == {"delete"}
+    transport.requests.clear()
+    result = apply_cleanup(the_plan, clients, web=web, polling_interval=0)
+    assert len(result.deleted) == len(the_plan.steps) and result.already_gone == []
+
+    assert {r.host for r in transport.requests} == {HOSTS[cloud]}
+    assert not [i for i in ours if i.lower() in transport.store]
+    assert all(i.lower() in transport.store for i in [*foreign, other_hub.lower()])
+    # the function app keeps everything but the settings deploy wrote
+    left = web.web.web_apps.list_application_settings(web.rg, web.app).properties
+    assert left["MY_OWN_SETTING"] == "keep me" and left["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert "AzureWebJobsStorage" in left and not [n for n in left if n.startswith("AOAI_")]
+
+    # a second run finds everything gone: its plan only reads, its apply sends nothing
+    transport.requests.clear()
+    again = plan_cleanup(spec, clients=clients, web=web)
+    assert {s.action for s in again.steps} == {"absent"}
+    assert "0 to delete, 23 already gone, 0 kept" in again.render()
+    assert apply_cleanup(again, clients, web=web).deleted == []
+    reads = {(r.method, r.path.endswith("/config/appsettings/list")) for r in transport.requests}
+    assert reads == {("GET", False), ("POST", True)}  # settings are listed by POST (REST)
+
+
+def test_the_requests_are_the_documented_deletes() -> None:
+    spec = _variant(event_hub__create=True, event_hub__consumer_group="aoai-ingest")
+    transport, clients, web = _provisioned(spec)
+    the_plan = plan_cleanup(spec, clients=clients, web=web)
+    transport.requests.clear()
+    apply_cleanup(the_plan, clients, web=web, polling_interval=0)
+    deletes = [r for r in transport.requests if r.method == "DELETE"]
+    seen = set()
+    for r in deletes:
+        name = _operation(r)
+        seen.add(name)
+        if_match_required = DOCUMENTED_DELETES[name][1]
+        assert r.if_match == ("*" if if_match_required else None), (name, r.if_match)
+        want = EVENTHUB_API_VERSION if "Microsoft.EventHub" in r.path else APIM_API_VERSION
+        assert r.api_version == want and r.body is None
+    assert seen == set(DOCUMENTED_DELETES)
+    # the API delete is asynchronous (202 + location), polled until its asyncCode 204
+    i = next(
+        i
+        for i, r in enumerate(transport.requests)
+        if r.method == "DELETE" and r.path == f"{SVC}/apis/azure-openai"
+    )
+    poll = transport.requests[i + 1]
+    assert poll.method == "GET" and poll.query["asyncId"] == ["dry-run"]
+    # the function's settings: read, then the rest written back (Web: documented PUT, no If-Match)
+    web_calls = [
+        (r.method, r.path, r.api_version) for r in transport.requests if "/Microsoft.Web/" in r.path
+    ]
+    assert web_calls == [
+        ("POST", f"{SITE}/config/appsettings/list", WEB_API_VERSION),
+        ("PUT", f"{SITE}/config/appsettings", WEB_API_VERSION),
+    ]
+    put = next(r for r in transport.requests if r.method == "PUT")
+    assert set(put.body["properties"]) == {
+        "MY_OWN_SETTING",
+        "AzureWebJobsStorage",
+        "FUNCTIONS_WORKER_RUNTIME",
+        "AzureWebJobsFeatureFlags",
+        "SCM_DO_BUILD_DURING_DEPLOYMENT",
+        "ENABLE_ORYX_BUILD",
+    }
+
+
+def test_a_404_on_delete_counts_as_done() -> None:
+    transport, clients, web = _provisioned(SPEC)
+    the_plan = plan_cleanup(SPEC, clients=clients, web=web)
+    # someone deletes the API (and with it its operations and policy) between plan and apply
+    clients.apim.api.begin_delete(
+        clients.rg, clients.service, "azure-openai", if_match="*", polling_interval=0
+    ).result()
+    transport.requests.clear()
+    result = apply_cleanup(the_plan, clients, web=web, polling_interval=0)
+    gone = {(s.resource.kind, s.resource.name) for s in result.already_gone}
+    assert ("api-policy", "policy") in gone and ("api-operation", "v1_other") in gone
+    assert not [i for i in _spec_ids(SPEC) if i.lower() in transport.store]
+    # the API itself: APIM answers 204 ("removed by previous request or does not exist")
+    api_delete = [
+        r
+        for r in transport.requests
+        if r.method == "DELETE" and r.path == f"{SVC}/apis/azure-openai"
+    ]
+    assert len(api_delete) == 1 and ("api", "azure-openai") in {
+        (s.resource.kind, s.resource.name) for s in result.deleted
+    }
+
+
+def test_a_product_other_subscriptions_still_use_is_kept() -> None:
+    from azure.mgmt.apimanagement import models as m
+
+    transport, clients, web = _provisioned(SPEC)
+    clients.apim.subscription.create_or_update(
+        clients.rg,
+        clients.service,
+        "bu-added-by-hand",
+        m.SubscriptionCreateParameters(scope="/products/aoai-chargeback", display_name="Legal"),
+    )
+    the_plan = plan_cleanup(SPEC, clients=clients, web=web)
+    kept = [s for s in the_plan.steps if s.action == "keep"]
+    assert [(s.resource.kind, s.note) for s in kept] == [
+        ("product", "subscriptions not in the spec still use it: bu-added-by-hand")
+    ]
+    assert "1 kept" in the_plan.render()
+    apply_cleanup(the_plan, clients, web=web, polling_interval=0)
+    assert f"{SVC}/products/aoai-chargeback".lower() in transport.store
+    assert f"{SVC}/subscriptions/bu-added-by-hand".lower() in transport.store
+    assert f"{SVC}/subscriptions/bu-finance".lower() not in transport.store
+    assert not any(
+        r.method == "DELETE" and r.query.get("deleteSubscriptions") for r in transport.requests
+    )
+
+
+def test_function_settings_need_the_web_client() -> None:
+    transport, clients, _ = _provisioned(SPEC)
+    online = plan_cleanup(SPEC, clients=clients)
+    step = next(s for s in online.steps if s.resource.kind == "function-app-settings")
+    assert step.action == "keep" and "no web client" in step.note
+    transport.requests.clear()
+    with pytest.raises(ConfigError, match="pass web="):
+        apply_cleanup(plan_cleanup(SPEC), clients)  # offline plan: settings to delete
+    assert transport.requests == []
+
+
+def test_online_planning_needs_a_subscription_id() -> None:
+    _, clients, _ = _provisioned(SPEC)
+    with pytest.raises(ConfigError, match="subscription_id"):
+        plan_cleanup(_variant(subscription_id=None), clients=clients)
+
+
+# --------------------------------------------------------------------------- notebook, CLI
+
+
+def test_cleanup_dry_run_for_a_notebook() -> None:
+    dry = cleanup_dry_run(SPEC)
+    assert dry.plan.counts() == {"delete": 19, "absent": 0, "keep": 0}
+    assert dry.result.summary() == "19 deleted, 0 already gone"
+    rows = dry.rows()
+    assert rows[0] == {
+        "method": "DELETE",
+        "path": f"{SVC}/subscriptions/bu-rnd",
+        "api_version": APIM_API_VERSION,
+        "if_match": "*",
+    }
+    assert {r["method"] for r in rows} == {"DELETE", "GET", "POST", "PUT"}
+    assert "nothing was sent" in dry.render()
+    again = cleanup_dry_run(SPEC, repeat=True)
+    assert {s.action for s in again.plan.steps} == {"absent"}
+    assert {r.method for r in again.requests} <= {"GET", "POST"}
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS))
+def test_cli_destroy_offline(cloud: str, tmp_path: Path) -> None:
+    out = run_cli(
+        "provision",
+        "destroy",
+        "--offline",
+        "--spec",
+        "examples/gateway.yaml",
+        "--cloud",
+        cloud,
+        "--json",
+        str(tmp_path / "destroy.json"),
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"all to {HOSTS[cloud]}" in out.stdout and "If-Match: *" in out.stdout
+    assert out.stdout.count(" delete ") == 19
+    assert "nothing deleted: run again with --apply" in out.stdout
+    data = json.loads((tmp_path / "destroy.json").read_text())
+    assert len(data["steps"]) == 19 and data["dry_run_requests"][0]["if_match"] == "*"
+
+
+def test_cli_destroy_errors_are_one_line(tmp_path: Path) -> None:
+    out = run_cli("provision", "destroy", "--offline", "--apply")
+    assert (
+        out.returncode == 1
+        and out.stderr == "error: --offline only plans: drop --offline to apply\n"
+    )
+    spec = tmp_path / "gw.yaml"
+    spec.write_text(
+        (ROOT / "examples" / "gateway.yaml").read_text().replace(f"subscription_id: {SUB}", "")
+    )
+    out = run_cli("provision", "destroy", "--apply", "--yes", "--spec", str(spec))
+    assert (
+        out.returncode == 1 and out.stderr.startswith("error: ") and "subscription_id" in out.stderr
+    )
+    assert "Traceback" not in out.stderr
+
+
+def test_nothing_provisioned_means_nothing_to_delete() -> None:
+    transport = DryRunTransport()
+    clients, web = make_cleanup_clients(
+        SPEC, get_cloud("AzureCloud"), SUB, DryRunCredential(), transport
+    )
+    the_plan = plan_cleanup(SPEC, clients=clients, web=web)
+    assert {s.action for s in the_plan.steps} == {"absent"}
+    transport.requests.clear()
+    assert apply_cleanup(the_plan, clients, web=web).deleted == []
+    assert transport.requests == []

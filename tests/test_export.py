@@ -1,0 +1,253 @@
+"""Tests for aoai_helpers.export: the XLSX workbook and the CSV statement, read back.
+
+Most tests build a :class:`MonthReport` by hand (exact figures, awkward names); one goes
+through the database (``month_report``) to check the pieces fit.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from datetime import date, datetime
+from decimal import Decimal
+
+import openpyxl
+import pytest
+
+from aoai_helpers.budget import Allocation, BudgetBurn
+from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.export import SUMMARY_COLUMNS, sheet_names, summary_table, write_csv, write_xlsx
+from aoai_helpers.report import MIXED, BuCharge, DailyUsage, ModelUsage, UserUsage
+from aoai_helpers.statement import MonthReport, Statement, issue_statement, month_report
+
+HEADERS = [c.header for c in SUMMARY_COLUMNS]
+NO_ALLOCATION = [h for h in HEADERS if h != "Allocation"]
+
+
+def line(bu: str, cost: float, currency: str | None = "USD", tokens: int = 1000) -> BuCharge:
+    return BuCharge(bu, "CC-1", 10, tokens - 100, 100, tokens, cost, currency, cost / 4, 2, 3)
+
+
+def report(
+    lines: list[BuCharge],
+    *,
+    issued: datetime | None = None,
+    allocation: list[Allocation] | None = None,
+    budgets: list[BudgetBurn] | None = None,
+) -> MonthReport:
+    bu = lines[0].business_unit if lines else "x"
+    return MonthReport(
+        month="2026-11",
+        statement=Statement("2026-11", "issued" if issued else "live", issued, lines),
+        budgets=budgets or [],
+        by_model=[
+            ModelUsage(bu, "gpt-4o", "chat", 7, 700, 70, 64, 770, 1.5, "USD", 0.5, 1, 0),
+            ModelUsage(bu, "my-ft", "ft", 3, 30, 3, 0, 33, None, None, 0.0, 0, 3),
+        ],
+        daily=[
+            DailyUsage(date(2026, 11, 2), bu, 4, 400, 40, 440, 1.0, "USD", 0),
+            DailyUsage(date(2026, 11, 3), bu, 6, 330, 33, 363, None, None, 3),
+        ],
+        top_users=[UserUsage("Ann", "ann@example.com", bu, 9, 999, 1.25, "USD", 0)],
+        allocation_amount=sum((a.amount for a in allocation), Decimal(0)) if allocation else None,
+        allocation=allocation,
+        as_of=datetime(2026, 12, 3, 8, 0),
+    )
+
+
+def _table(ws, first: str = "Month"):
+    """(header row number, header, data rows) of the table whose first header is ``first``."""
+    for row in ws.iter_rows():
+        if row[0].value == first:
+            header = [c.value for c in row if c.value is not None]
+            body = []
+            for r in ws.iter_rows(min_row=row[0].row + 1):
+                if r[0].value is None:
+                    break
+                body.append(r[: len(header)])
+            return row[0].row, header, body
+    raise AssertionError(f"no table starting with {first!r} in {ws.title}")
+
+
+def test_sheet_names_follow_excels_rules():
+    names = sheet_names(
+        [
+            "Finance",
+            "R&D: [core]/AI*?\\",
+            "'Quoted'",
+            "A" * 40,
+            "A" * 31 + "B",
+            "summary",
+            "history",
+            "finance",
+            "",
+        ]
+    )
+    assert names == {
+        "Finance": "Finance",
+        "R&D: [core]/AI*?\\": "R&D_ _core__AI___",
+        "'Quoted'": "Quoted",
+        "A" * 40: "A" * 31,
+        "A" * 31 + "B": "A" * 27 + " (2)",
+        "summary": "summary (2)",  # "Summary" is the first sheet (Excel ignores case)
+        "history": "history (2)",  # reserved by Excel
+        "finance": "finance (2)",
+        "": "BU",
+    }
+    assert all(len(n) <= 31 for n in names.values())
+    assert len({n.casefold() for n in names.values()}) == len(names)
+
+
+def test_xlsx_summary_and_sheets(tmp_path):
+    lines = [line("Finance", 12.5), line("R&D: AI/ML", 7.25, tokens=3000)]
+    budgets = [
+        BudgetBurn("Finance", "CC-1", 10.0, 12.5, "USD", 1.25, 13.0, 1.3, 0.9, "over", 2),
+    ]
+    alloc = [
+        Allocation("Finance", 1000, 0.25, Decimal("250.00")),
+        Allocation("R&D: AI/ML", 3000, 0.75, Decimal("750.00")),
+    ]
+    path = write_xlsx(
+        tmp_path / "nov.xlsx",
+        report(lines, issued=datetime(2026, 12, 1, 9), allocation=alloc, budgets=budgets),
+    )
+    wb = openpyxl.load_workbook(path)
+    assert wb.sheetnames == ["Summary", "Finance", "R&D_ AI_ML"]
+    ws = wb["Summary"]
+    assert ws["A1"].value == "Chargeback statement 2026-11"
+    assert "issued 2026-12-01 09:00 UTC" in ws["A2"].value
+    assert "1,000.00" in ws["A3"].value
+    row, header, body = _table(ws)
+    assert header == HEADERS
+    assert ws.freeze_panes == f"C{row + 1}"
+    col = {h: i for i, h in enumerate(header)}
+    finance, rnd, total = body
+    assert [c.value for c in finance[:3]] == ["2026-11", "Finance", "CC-1"]
+    for name, value in [("Calls", 10), ("Total tokens", 1000), ("Cost", 12.5)]:
+        cell = finance[col[name]]
+        assert cell.value == value and cell.data_type == "n"
+    assert finance[col["Calls"]].number_format == "#,##0"
+    assert finance[col["Cost"]].number_format == "#,##0.00##"
+    assert finance[col["Estimated share"]].value == pytest.approx(0.25)
+    assert finance[col["Estimated share"]].number_format == "0.0%"
+    assert (finance[col["Budget"]].value, finance[col["Budget used"]].value) == (10.0, 1.25)
+    assert finance[col["Budget status"]].value == "over"
+    assert finance[col["Allocation"]].value == 250
+    assert finance[col["Statement"]].value == "issued"
+    assert finance[col["Issued at (UTC)"]].value == datetime(2026, 12, 1, 9)
+    assert rnd[col["Budget"]].value is None and rnd[col["Budget status"]].value == "no budget"
+    assert rnd[col["Projected cost"]].value == 7.25  # no budget row: the cost itself
+    assert total[col["Business unit"]].value == "Total"
+    assert total[col["Calls"]].value == 20
+    assert total[col["Cost"]].value == pytest.approx(19.75)
+    assert total[col["Currency"]].value == "USD"
+    assert total[col["Allocation"]].value == 1000
+    assert total[col["Estimated share"]].value == pytest.approx(0.25)
+
+    bu = wb["Finance"]
+    assert bu["A1"].value == "Finance — 2026-11"
+    _, header, models = _table(bu, "Model")
+    assert header[:3] == ["Model", "Deployment", "Calls"]
+    assert [c.value for c in models[0][:3]] == ["gpt-4o", "chat", 7]
+    cost = header.index("Cost")
+    assert models[0][cost].value == 1.5 and models[1][cost].value is None  # unpriced: empty
+    _, header, days = _table(bu, "Day")
+    assert days[0][0].value == datetime(2026, 11, 2) and days[0][0].number_format == "yyyy-mm-dd"
+    _, header, users = _table(bu, "User")
+    assert [c.value for c in users[0][:3]] == ["Ann", "ann@example.com", 9]
+
+
+def test_xlsx_mixed_currencies_and_formula_like_names(tmp_path):
+    lines = [line("=HYPERLINK(1)", 5.0, "USD"), line("+Ops", 3.0, "EUR"), line("x", 1.0, MIXED)]
+    path = write_xlsx(tmp_path / "m.xlsx", report(lines))
+    wb = openpyxl.load_workbook(path)
+    assert wb.sheetnames == ["Summary", "=HYPERLINK(1)", "+Ops", "x"]
+    _, header, body = _table(wb["Summary"])
+    assert "Allocation" not in header and header == NO_ALLOCATION
+    names = [r[1] for r in body]
+    assert names[0].value == "=HYPERLINK(1)" and names[0].data_type == "s"  # text, not a formula
+    total = body[-1]
+    col = {h: i for i, h in enumerate(header)}
+    assert total[col["Currency"]].value == MIXED
+    assert total[col["Cost"]].value is None  # no sum across currencies
+    assert total[col["Calls"]].value == 30
+    assert "live (not issued)" in wb["Summary"]["A2"].value
+
+
+def test_xlsx_empty_month(tmp_path):
+    wb = openpyxl.load_workbook(write_xlsx(tmp_path / "e.xlsx", report([])))
+    assert wb.sheetnames == ["Summary"]
+    _, header, body = _table(wb["Summary"])
+    assert header == NO_ALLOCATION
+    assert [[c.value for c in row if c.value] for row in body] == [["(no calls in this month)"]]
+
+
+def test_csv_statement(tmp_path):
+    lines = [line("Finance", 12.5), line("-Legal, Ltd", 0.5, None)]
+    alloc = [
+        Allocation("Finance", 1000, 0.5, Decimal("0.50")),
+        Allocation("-Legal, Ltd", 1000, 0.5, Decimal("0.50")),
+    ]
+    path = write_csv(tmp_path / "s.csv", report(lines, allocation=alloc))
+    text = path.read_text("utf-8")
+    assert not text.startswith("\ufeff")
+    rows = list(csv.DictReader(text.splitlines()))
+    assert list(rows[0]) == HEADERS
+    assert len(rows) == 2  # one row per BU, no total
+    finance, legal = rows
+    assert finance["Business unit"] == "Finance"
+    assert (finance["Cost"], finance["Estimated cost"], legal["Cost"]) == ("12.5", "3.125", "0.5")
+    assert finance["Estimated share"] == "0.25" and finance["Projected cost"] == "12.5"
+    assert float(finance["Cost"]) == 12.5 and int(finance["Calls"]) == 10
+    assert finance["Allocation"] == "0.50" and finance["Statement"] == "live"
+    assert finance["Issued at (UTC)"] == "" and finance["Budget"] == ""
+    assert legal["Business unit"] == "'-Legal, Ltd"  # not read as a formula by a spreadsheet
+    assert legal["Currency"] == ""
+    header, values = summary_table(report(lines, allocation=alloc))
+    assert header == HEADERS and len(values) == 2
+
+
+def test_csv_numbers_are_fixed_point(tmp_path):
+    path = write_csv(
+        tmp_path / "t.csv", report([line("Tiny", 0.00002), line("Big", 2129.38673235)])
+    )
+    tiny, big = list(csv.DictReader(path.read_text("utf-8").splitlines()))
+    assert (tiny["Cost"], tiny["Estimated cost"]) == ("0.00002", "0.000005")  # never 2e-05
+    assert big["Cost"] == "2129.38673235"
+
+
+def test_files_are_replaced_atomically(tmp_path):
+    target = tmp_path / "deep" / "dir" / "s.csv"
+    write_csv(target, report([line("A", 1.0)]))
+    write_csv(target, report([line("B", 2.0)]))
+    assert "B" in target.read_text("utf-8") and "A,CC-1" not in target.read_text("utf-8")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["s.csv"]  # no temp file left
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot write"):
+        write_xlsx(blocker / "x.xlsx", report([line("A", 1.0)]))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask | 0o111  # files never executable
+
+
+def test_from_the_database(engine, make_v2, ingest_events, tmp_path):
+    ingest_events(
+        engine,
+        make_v2(SubscriptionId="s1", SubscriptionName="Finance"),
+        make_v2(SubscriptionId="s2", SubscriptionName="Legal/Compliance: EU"),
+    )
+    issue_statement(engine, "2026-11", now=datetime(2026, 12, 1))
+    rep = month_report(engine, "2026-11", allocate_amount="99.99")
+    wb = openpyxl.load_workbook(write_xlsx(tmp_path / "db.xlsx", rep))
+    assert wb.sheetnames == ["Summary", "Finance", "Legal_Compliance_ EU"]
+    _, header, body = _table(wb["Summary"])
+    col = {h: i for i, h in enumerate(header)}
+    assert [r[col["Statement"]].value for r in body[:-1]] == ["issued", "issued"]
+    assert body[-1][col["Allocation"]].value == pytest.approx(99.99)
+    rows = list(csv.DictReader(write_csv(tmp_path / "db.csv", rep).read_text("utf-8").splitlines()))
+    assert [r["Business unit"] for r in rows] == [r[col["Business unit"]].value for r in body[:-1]]

@@ -1,0 +1,128 @@
+"""The notebook helpers outside a notebook: parameters, display, agreement rules, the runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from aoai_helpers.exceptions import AoaiHelpersError, ConfigError, InputError
+from aoai_helpers.guide import Shown, Target, plan_apim, plan_clean_up
+from aoai_helpers.guide.runner import run_notebook
+from aoai_helpers.guide.smoke import _agreement
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "examples" / "gateway.yaml"
+
+
+def test_target_checks_its_parameters(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mode must be"):
+        Target.create("cloud", SPEC)
+    with pytest.raises(ConfigError, match="credential must be"):
+        Target.create("azure", SPEC, credential="password")
+    with pytest.raises(InputError, match="not found"):
+        Target.create("local", tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError):
+        Target.create("local", SPEC, cloud="AzureMars")
+    target = Target.create("azure", SPEC, "postgresql://u:pw-secret@db/x", cloud="AzureChinaCloud")
+    assert target.spec.cloud == "AzureChinaCloud"
+    assert target.gateway_url() == "https://apim-aoai-gateway.azure-api.cn"
+    shown = repr(target)
+    assert "pw-secret" not in shown and "***" in shown
+    assert "pw-secret" not in target._repr_html_()
+
+
+def test_target_without_a_running_stack_says_what_to_run(tmp_path: Path) -> None:
+    target = Target.create("local", SPEC, state_dir=tmp_path)
+    with pytest.raises(ConfigError, match="notebook 00"):
+        target.subscription_keys()
+    azure = Target.create("azure", SPEC, state_dir=tmp_path)
+    with pytest.raises(ConfigError, match="notebook 01"):
+        azure.subscription_keys()
+
+
+def test_shown_escapes_html_and_renders_text() -> None:
+    import pandas as pd
+
+    shown = Shown("<b>title</b>", "warn", ["a < b"], [("cap", pd.DataFrame([{"x": "<script>"}]))])
+    html = shown._repr_html_()
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;title" in html
+    text = shown.text()
+    assert text.startswith("⚠ <b>title</b>") and "a < b" in text and "<script>" in text
+    assert shown.ok and not Shown("x", "fail").ok
+
+
+def _row(source: str, p: int, c: int) -> SimpleNamespace:
+    return SimpleNamespace(
+        UsageSource=source, PromptTokens=p, CompletionTokens=c, TotalTokens=p + c
+    )
+
+
+def test_agreement_between_a_row_and_the_api_usage() -> None:
+    api = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    assert _agreement(_row("reported", 10, 5), api) == "yes"
+    assert _agreement(_row("reported", 10, 4), api) == "NO"
+    assert _agreement(_row("prompt_only", 10, 0), api) == "reply not seen"
+    assert _agreement(_row("estimated", 10, 0), None) == "estimate"
+    embedding = {"prompt_tokens": 7, "completion_tokens": 0, "total_tokens": 7}
+    assert _agreement(_row("prompt_only", 7, 0), embedding) == "yes"
+    assert _agreement(_row("prompt_only", 6, 0), embedding) == "NO"
+    assert _agreement(None, api) == "-"
+
+
+def test_local_plans_are_offline_dry_runs(tmp_path: Path) -> None:
+    target = Target.create("local", SPEC, state_dir=tmp_path)
+    plan = plan_apim(target)
+    assert plan.data.offline and plan.data.counts()["create"] == len(plan.data.steps) > 0
+    assert any("in-memory ARM" in line for line in plan.lines)
+    clean = plan_clean_up(target)
+    assert "not running" in clean.title
+    assert clean.data.counts()["delete"] > 0
+
+
+def _notebook(tmp_path: Path, name: str, *cells: str) -> Path:
+    book = new_notebook(
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        }
+    )
+    book.cells = [new_code_cell(cells[0], metadata={"tags": ["parameters"]})]
+    book.cells += [new_code_cell(c) for c in cells[1:]]
+    nbformat.write(book, tmp_path / f"{name}.ipynb")
+    return tmp_path
+
+
+@pytest.mark.notebooks
+def test_runner_names_the_failing_cell_and_keeps_the_executed_copy(tmp_path: Path) -> None:
+    source = _notebook(
+        tmp_path,
+        "broken",
+        'mode = "local"',
+        "from aoai_helpers import guide\n\nguide.brief_errors()",
+        "guide.Target.create(mode)",
+        "guide.Target.create('sideways')",
+    )
+    out = tmp_path / "out"
+    with pytest.raises(AoaiHelpersError) as err:
+        run_notebook("broken", out, {"mode": "local"}, source_dir=source)
+    message = str(err.value)
+    assert "broken" in message and "ConfigError" in message and "sideways" in message
+    executed = nbformat.read(out / "broken.ipynb", as_version=4)
+    (error,) = [o for o in executed.cells[-1].outputs if o.output_type == "error"]
+    assert error.ename == "ConfigError"
+    assert error.traceback == [f"✘ {error.evalue}"]  # one line, not a traceback
+
+    # The parameters papermill injected are in the executed copy, not in the source.
+    def injected(book: nbformat.NotebookNode) -> int:
+        return sum("injected-parameters" in c.metadata.get("tags", []) for c in book.cells)
+
+    assert injected(executed) == 1
+    assert injected(nbformat.read(source / "broken.ipynb", as_version=4)) == 0
+
+
+def test_runner_refuses_a_missing_notebook(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no notebook"):
+        run_notebook("nope", tmp_path, {}, source_dir=tmp_path)

@@ -1,0 +1,177 @@
+"""Tests for aoai_helpers.statement: issued statements are snapshots, drift after a reprice,
+and the month report the exports and notebooks are built from.
+
+Events: two BUs in November 2026 at the default rates (gpt-4o USD 2.50 / 10.00 per 1M):
+Finance (sub-a) 1000/200 → 0.0045 and 2000/0 → 0.005; Legal (sub-c) 100/50 → 0.00075.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, inspect, select
+
+from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.pricing import make_rate
+from aoai_helpers.rates_db import BusinessUnit, set_bu, set_rates
+from aoai_helpers.report import chargeback_by_bu
+from aoai_helpers.statement import (
+    issue_statement,
+    issued_months,
+    month_report,
+    statement,
+    statement_drift,
+    statement_table,
+)
+from aoai_helpers.store import transaction
+
+#: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
+BOTH_DATABASES = True
+
+REL = 1e-12
+ISSUED = datetime(2026, 12, 1, 9, 30)
+
+
+def usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+    }
+
+
+@pytest.fixture
+def month(engine, make_v2, ingest_events):
+    with transaction(engine) as conn:
+        set_bu(
+            conn,
+            [
+                BusinessUnit("sub-a", "Finance", cost_centre="CC-1", monthly_budget=0.01),
+                BusinessUnit("sub-c", "Legal"),
+            ],
+        )
+    ingest_events(
+        engine,
+        make_v2(SubscriptionId="sub-a", Usage=usage(1000, 200)),
+        make_v2(SubscriptionId="sub-a", ExecTimeUTC="2026-11-20T10:00:00Z", Usage=usage(2000, 0)),
+        make_v2(SubscriptionId="sub-c", UserName="Lee", Usage=usage(100, 50)),
+    )
+    return engine
+
+
+def _costs(lines):
+    return {line.business_unit: line.cost for line in lines}
+
+
+def test_live_until_issued(month):
+    live = statement(month, "2026-11")
+    assert (live.status, live.issued, live.issued_at) == ("live", False, None)
+    assert live.describe() == "live (not issued)"
+    assert live.lines == chargeback_by_bu(month, "2026-11")
+    assert _costs(live.lines) == {
+        "Finance": pytest.approx(0.0045 + 0.005, rel=REL),
+        "Legal": pytest.approx(0.00075, rel=REL),
+    }
+    assert statement_drift(month, "2026-11") == []
+    assert issued_months(month) == []
+    with transaction(month) as conn:  # reading never creates the table
+        assert not inspect(conn).has_table(statement_table.name)
+
+
+def test_issue_snapshots_and_survives_a_reprice(month):
+    issued = issue_statement(month, "2026-11", now=ISSUED)
+    assert (issued.status, issued.issued_at) == ("issued", ISSUED)
+    assert issued.describe() == "issued 2026-12-01 09:30 UTC"
+    assert issued.lines == chargeback_by_bu(month, "2026-11")
+    assert statement(month, "2026-11") == issued
+    assert issued_months(month) == [("2026-11", ISSUED)]
+
+    # the price of gpt-4o doubles from the 15th: Finance's 20th call is repriced 0.005 → 0.010
+    with transaction(month) as conn:
+        repriced = set_rates(
+            conn, [make_rate("gpt-4o", 5e-6, 2e-5, effective_from=datetime(2026, 11, 15))]
+        )
+    assert repriced == 1
+    assert _costs(chargeback_by_bu(month, "2026-11"))["Finance"] == pytest.approx(0.0145, rel=REL)
+    # …but the issued statement does not move
+    assert statement(month, "2026-11") == issued
+    drift = {d.business_unit: d for d in statement_drift(month, "2026-11")}
+    assert drift["Finance"].changed and not drift["Legal"].changed
+    assert drift["Finance"].cost_delta == pytest.approx(0.005, rel=1e-9)
+    assert drift["Legal"].cost_delta == pytest.approx(0.0, abs=1e-15)
+
+    with pytest.raises(ConfigError, match=r"was issued 2026-12-01 09:30 UTC.*--reissue"):
+        issue_statement(month, "2026-11")
+    again = issue_statement(month, "2026-11", reissue=True, now=datetime(2026, 12, 2))
+    assert _costs(again.lines)["Finance"] == pytest.approx(0.0145, rel=REL)
+    assert statement(month, "2026-11").issued_at == datetime(2026, 12, 2)
+    assert not any(d.changed for d in statement_drift(month, "2026-11"))
+    with transaction(month) as conn:  # replaced, not added to
+        count = select(func.count()).select_from(statement_table)
+        assert conn.execute(count).scalar() == 2
+
+
+def test_drift_shows_new_and_vanished_business_units(month, make_v2, ingest_events):
+    issue_statement(month, "2026-11", now=ISSUED)
+    ingest_events(month, make_v2(SubscriptionId="sub-new", SubscriptionName="Ops"))
+    with transaction(month) as conn:  # Legal's subscription now belongs to Finance
+        set_bu(conn, [BusinessUnit("sub-c", "Finance")])
+    drift = {d.business_unit: d for d in statement_drift(month, "2026-11")}
+    assert drift["Legal"].live is None and drift["Legal"].changed
+    assert drift["Ops"].issued is None and drift["Ops"].changed
+    assert drift["Ops"].cost_delta == pytest.approx(100e-6 * 2.5 + 50e-6 * 10, rel=REL)
+    assert list(drift) == ["Finance", "Legal", "Ops"]  # issued order, then new BUs
+
+
+def test_issue_refuses_an_empty_or_bad_month(month):
+    with pytest.raises(ConfigError, match="no calls in 2026-09"):
+        issue_statement(month, "2026-09")
+    with pytest.raises(ConfigError, match="month must look like"):
+        issue_statement(month, "2026-13")
+    assert issued_months(month) == []  # the refused issue left nothing behind
+    assert statement(month, "2026-09").lines == []
+
+
+def test_months_are_independent(month, make_v2, ingest_events):
+    ingest_events(month, make_v2(SubscriptionId="sub-a", ExecTimeUTC="2026-10-03T08:00:00Z"))
+    issue_statement(month, "2026-10", now=datetime(2026, 11, 1))
+    issue_statement(month, "2026-11", now=ISSUED)
+    assert issued_months(month) == [("2026-10", datetime(2026, 11, 1)), ("2026-11", ISSUED)]
+    (october,) = statement(month, "2026-10").lines
+    assert (october.business_unit, october.calls) == ("Finance", 1)
+
+
+def test_month_report(month):
+    report = month_report(month, "2026-11", allocate_amount="50", as_of=datetime(2026, 12, 3))
+    assert report.statement.status == "live"
+    assert report.business_units() == ["Finance", "Legal"]
+    # tokens: Finance 1200 + 2000 = 3200, Legal 150 → 50 * 3200/3350 = 47.761… → 47.76
+    assert [(a.business_unit, a.amount) for a in report.allocation or []] == [
+        ("Finance", Decimal("47.76")),
+        ("Legal", Decimal("2.24")),
+    ]
+    assert report.allocation_amount == Decimal("50.00")
+    finance = next(b for b in report.budgets if b.business_unit == "Finance")
+    assert (finance.status, finance.projected) == ("on track", pytest.approx(0.0095, rel=REL))
+    assert {m.business_unit for m in report.by_model} == {"Finance", "Legal"}
+    assert sum(d.calls for d in report.daily) == 3
+    assert [(u.business_unit, u.user_name) for u in report.top_users] == [
+        ("Finance", "Test User"),
+        ("Legal", "Lee"),
+    ]
+    plain = month_report(month, "2026-11")
+    assert (plain.allocation, plain.allocation_amount) == (None, None)
+
+
+def test_month_report_uses_the_issued_figures_for_budgets(month):
+    issue_statement(month, "2026-11", now=ISSUED)
+    with transaction(month) as conn:
+        set_rates(conn, [make_rate("gpt-4o", 1e-3, 1e-3)])  # everything repriced far higher
+    report = month_report(month, "2026-11", as_of=datetime(2026, 12, 3))
+    assert report.statement.issued
+    finance = next(b for b in report.budgets if b.business_unit == "Finance")
+    assert finance.cost == pytest.approx(0.0095, rel=REL)  # as issued, not the live figure
