@@ -117,14 +117,14 @@ class CostReport:
                 {
                     "business unit": r.business_unit,
                     "cost centre": r.cost_centre or "-",
-                    "calls": r.calls,
-                    "prompt tokens": r.prompt_tokens,
-                    "completion tokens": r.completion_tokens,
-                    "total tokens": r.total_tokens,
+                    "calls": f"{r.calls:,}",
+                    "prompt tokens": f"{r.prompt_tokens:,}",
+                    "completion tokens": f"{r.completion_tokens:,}",
+                    "total tokens": f"{r.total_tokens:,}",
                     "cost": round(r.cost, 4),
                     "currency": r.currency or "-",
                     "estimated": _pct(r.estimated_cost, r.cost),
-                    "unpriced calls": r.unpriced_calls,
+                    "unpriced calls": f"{r.unpriced_calls:,}",
                 }
                 for r in self.lines
             ]
@@ -156,14 +156,14 @@ class CostReport:
                     "business unit": m.business_unit,
                     "model": m.model,
                     "deployment": m.deployment or "-",
-                    "calls": m.calls,
-                    "prompt tokens": m.prompt_tokens,
-                    "cached": m.cached_tokens,
-                    "completion tokens": m.completion_tokens,
+                    "calls": f"{m.calls:,}",
+                    "prompt tokens": f"{m.prompt_tokens:,}",
+                    "cached": f"{m.cached_tokens:,}",
+                    "completion tokens": f"{m.completion_tokens:,}",
                     "cost": None if m.cost is None else round(m.cost, 4),
                     "currency": m.currency or "-",
                     "estimated": _pct(m.estimated_cost, m.cost or 0.0),
-                    "unpriced calls": m.unpriced_calls,
+                    "unpriced calls": f"{m.unpriced_calls:,}",
                 }
                 for m in self.data.by_model
             ]
@@ -187,8 +187,8 @@ class CostReport:
                 {
                     "subscription": s.subscription_name or s.subscription_id or "-",
                     "business unit": s.business_unit,
-                    "calls": s.calls,
-                    "tokens": s.total_tokens,
+                    "calls": f"{s.calls:,}",
+                    "tokens": f"{s.total_tokens:,}",
                     "cost": _money(s.cost, s.currency),
                 }
                 for s in top_subscriptions(self.engine, self.month, limit=top)
@@ -201,8 +201,8 @@ class CostReport:
                     "user": u.user_name or "(not recorded)",
                     "email": u.user_email or "-",
                     "business unit": u.business_unit,
-                    "calls": u.calls,
-                    "tokens": u.total_tokens,
+                    "calls": f"{u.calls:,}",
+                    "tokens": f"{u.total_tokens:,}",
                     "cost": _money(u.cost, u.currency),
                 }
                 for u in users
@@ -261,7 +261,7 @@ class CostReport:
             [
                 {
                     "business unit": a.business_unit,
-                    "tokens": a.basis,
+                    "tokens": f"{a.basis:,}",
                     "share": f"{a.share * 100:.2f} %",
                     label: f"{a.amount:,.2f}",
                 }

@@ -43,6 +43,8 @@ GUIDE: Final = (
 )
 CLEAN_UP: Final = "99_clean_up"
 REPORT_NOTEBOOK: Final = "04_cost_analysis"
+#: A fixed monthly amount the demo's report allocates across BUs (notebook 04's allocate_amount).
+DEMO_ALLOCATION: Final = 500.0
 
 
 def notebooks_dir() -> Path:
@@ -180,10 +182,14 @@ def run_demo(
         "out_dir": str(out),
         "month": month,
     }
+    # The demo's finance report also splits a month of provisioned throughput by token share.
+    extra = {REPORT_NOTEBOOK: {"allocate_amount": DEMO_ALLOCATION}}
     try:
         for name in GUIDE:
             say(f"notebook {name} (local mode)")
-            run.notebooks.append(run_notebook(name, out / "notebooks", parameters))
+            run.notebooks.append(
+                run_notebook(name, out / "notebooks", {**parameters, **extra.get(name, {})})
+            )
     finally:
         down(spec, str(state))
     run.report = render_html(run.notebooks[-1], out / "report.html")
