@@ -395,6 +395,18 @@ def _top(
     return rows
 
 
+def _ranked_totals(r: Any) -> dict[str, Any]:
+    """The fields :class:`SubscriptionUsage` and :class:`UserUsage` share, from a ranked row."""
+    return {
+        "business_unit": r.bu,
+        "calls": int(r.calls),
+        "total_tokens": int(r.total or 0),
+        "cost": _cost(r.cost),
+        "currency": _currency(r),
+        "unpriced_calls": int(r.unpriced or 0),
+    }
+
+
 def top_subscriptions(
     engine: Engine, month: str, *, bu: str | None = None, limit: int = 10, per_bu: bool = False
 ) -> list[SubscriptionUsage]:
@@ -410,14 +422,7 @@ def top_subscriptions(
         rows = _top(conn, grouped, ["SubscriptionId"], limit, per_bu)
     return [
         SubscriptionUsage(
-            subscription_id=r.SubscriptionId,
-            subscription_name=r.name,
-            business_unit=r.bu,
-            calls=int(r.calls),
-            total_tokens=int(r.total or 0),
-            cost=_cost(r.cost),
-            currency=_currency(r),
-            unpriced_calls=int(r.unpriced or 0),
+            subscription_id=r.SubscriptionId, subscription_name=r.name, **_ranked_totals(r)
         )
         for r in rows
     ]
@@ -459,17 +464,7 @@ def top_users(
     with transaction(engine) as conn:
         rows = _top(conn, grouped, ["UserName", "UserEmail"], limit, per_bu)
     return [
-        UserUsage(
-            user_name=r.UserName,
-            user_email=r.UserEmail,
-            business_unit=r.bu,
-            calls=int(r.calls),
-            total_tokens=int(r.total or 0),
-            cost=_cost(r.cost),
-            currency=_currency(r),
-            unpriced_calls=int(r.unpriced or 0),
-        )
-        for r in rows
+        UserUsage(user_name=r.UserName, user_email=r.UserEmail, **_ranked_totals(r)) for r in rows
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -126,3 +127,43 @@ def test_runner_names_the_failing_cell_and_keeps_the_executed_copy(tmp_path: Pat
 def test_runner_refuses_a_missing_notebook(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no notebook"):
         run_notebook("nope", tmp_path, {}, source_dir=tmp_path)
+
+
+@pytest.mark.notebooks
+def test_notebooks_report_renders_04_on_an_existing_database(tmp_path: Path) -> None:
+    """``make report``: notebook 04 on a database of the user's, rendered offline."""
+    from cli_run import run_cli
+
+    from aoai_helpers.html_report import check_offline
+    from aoai_helpers.local.history import drive_history, plan_history
+    from aoai_helpers.spec import load_spec
+
+    spec = load_spec(SPEC)
+    db = f"sqlite:///{tmp_path / 'usage.db'}"
+    plan = plan_history(spec, "2026-10", today=date(2026, 11, 1), calls_per_day=0.5)
+    drive_history(spec, db, plan)
+    done = run_cli(
+        "notebooks",
+        "report",
+        "--db",
+        db,
+        "--month",
+        "2026-10",
+        "--out",
+        str(tmp_path / "out"),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    html = tmp_path / "out" / "report.html"
+    assert done.stdout.strip() == f"report: {html}"
+    check_offline(html)
+    text = html.read_text("utf-8")
+    assert "chargeback per business unit, 2026-10" in text and "guide.CostReport" not in text
+
+    missing = run_cli(
+        "notebooks", "report", "--db", f"sqlite:///{tmp_path / 'none.db'}", "--out", str(tmp_path)
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.count("\n") == 1 and missing.stderr.startswith("error: no database file")
+    bad = run_cli("notebooks", "report", "--month", "2026-13", "--out", str(tmp_path))
+    assert (bad.returncode, bad.stderr.startswith("error: month must look like")) == (1, True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..exceptions import AoaiHelpersError, ConfigError
-from ..store import engine_from_url, sqlite_path
+from ..store import engine_from_url, require_schema, sqlite_path
 
 __all__ = [
     "CLEAN_UP",
@@ -212,8 +212,7 @@ def render_report(
     from ..config import spec_path as resolve_spec_path
     from ..html_report import render_html
 
-    engine = engine_from_url(db_url)
-    engine.dispose()
+    require_schema(db_url).dispose()  # a missing database is one line here, not a failed cell
     out = Path(out_dir).resolve()
     executed = run_notebook(
         REPORT_NOTEBOOK,
