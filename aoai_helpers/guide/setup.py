@@ -20,7 +20,6 @@ import pandas as pd
 
 from ..clouds import CLOUDS
 from ..config import secret_from_env
-from ..exceptions import ConfigError
 from ..masking import mask
 from ..store import engine_from_url, masked_url
 from ..tokens import verify_tokenizer_files
@@ -182,10 +181,8 @@ def _sign_in(target: Target) -> Shown:
     import json
     from datetime import UTC, datetime
 
-    from ..azure_auth import credential
-
     cloud = target.cloud
-    token = credential(cloud, target.credential).get_token(cloud.arm_scope)
+    token = target.azure_credential().get_token(cloud.arm_scope)
     claims: dict[str, Any] = {}
     try:  # the token's claims (tenant, who), never the token itself
         payload = token.token.split(".")[1]
@@ -207,17 +204,13 @@ def _sign_in(target: Target) -> Shown:
 
 def _clients(target: Target) -> Any:
     from ..apim.provision import make_clients
-    from ..azure_auth import credential
 
-    if not target.spec.subscription_id:
-        raise ConfigError(
-            "the spec has no subscription_id (the Azure subscription of its resources)"
-        )
     return make_clients(
         target.spec,
         target.cloud,
-        target.spec.subscription_id,
-        credential(target.cloud, target.credential),
+        target.azure_subscription(),
+        target.azure_credential(),
+        target.arm_transport,
     )
 
 
@@ -331,15 +324,15 @@ def plan_function(target: Target) -> Shown:
                 "in Azure mode this cell shows the function app's settings, added/changed/same",
             ],
         )
-    from ..azure_auth import credential
     from ..functions.deploy import make_web_clients, plan_deploy
 
-    cred = credential(target.cloud, target.credential)
-    if not spec.subscription_id:
-        raise ConfigError(
-            "the spec has no subscription_id (the Azure subscription of its resources)"
-        )
-    clients = make_web_clients(spec, target.cloud, spec.subscription_id, cred)
+    clients = make_web_clients(
+        spec,
+        target.cloud,
+        target.azure_subscription(),
+        target.azure_credential(),
+        target.arm_transport,
+    )
     zip_path = target.out_dir / "function"
     the_plan = plan_deploy(
         spec, clients=clients, db_url=target.db_url, eventhub_connection=secret_from_env(_LISTEN)
@@ -373,17 +366,14 @@ def deploy_function(target: Target) -> Shown:
 
 
 def _deploy_azure(target: Target) -> Shown:
-    from ..azure_auth import credential
     from ..functions.build import build_zip
     from ..functions.deploy import deploy, make_web_clients, plan_deploy
 
     spec = target.spec
-    if not spec.subscription_id:
-        raise ConfigError(
-            "the spec has no subscription_id (the Azure subscription of its resources)"
-        )
-    cred = credential(target.cloud, target.credential)
-    clients = make_web_clients(spec, target.cloud, spec.subscription_id, cred)
+    cred = target.azure_credential()
+    clients = make_web_clients(
+        spec, target.cloud, target.azure_subscription(), cred, target.arm_transport
+    )
     built = build_zip(target.out_dir / "function")
     the_plan = plan_deploy(
         spec,

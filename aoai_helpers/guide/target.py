@@ -9,9 +9,9 @@ directory (local stack state, BU keys written by provisioning, the function pack
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
 
@@ -47,6 +47,9 @@ class Target:
     out_dir: Path
     credential: CredentialMethod = "default"
     gateway_url_override: str | None = None
+    #: Send ARM requests through this azure-core transport instead of the network, signed by
+    #: no one: an :class:`aoai_helpers.azure_dryrun.DryRunTransport` (tests, dry runs).
+    arm_transport: Any = field(default=None, repr=False)
 
     @classmethod
     def create(
@@ -60,6 +63,7 @@ class Target:
         cloud: str | None = None,
         credential: str = "default",
         gateway_url: str | None = None,
+        arm_transport: Any = None,
     ) -> Target:
         """Check the parameters and load the spec; a bad value is a :class:`ConfigError`."""
         if mode not in ("local", "azure"):
@@ -79,11 +83,31 @@ class Target:
             out_dir=Path(out_dir),
             credential=cast(CredentialMethod, credential),
             gateway_url_override=gateway_url,
+            arm_transport=arm_transport,
         )
 
     @property
     def cloud(self) -> Cloud:
         return get_cloud(self.spec.cloud)
+
+    def azure_credential(self) -> Any:
+        """The credential for ARM: azure-identity's (``credential`` parameter), or none needed
+        when :attr:`arm_transport` stands in for Azure."""
+        if self.arm_transport is not None:
+            from ..azure_dryrun import DryRunCredential
+
+            return DryRunCredential()
+        from ..azure_auth import credential
+
+        return credential(self.cloud, self.credential)
+
+    def azure_subscription(self) -> str:
+        """The spec's Azure subscription (``ConfigError`` without one)."""
+        if not self.spec.subscription_id:
+            raise ConfigError(
+                "the spec has no subscription_id (the Azure subscription of its resources)"
+            )
+        return self.spec.subscription_id
 
     @property
     def keys_file(self) -> Path:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from ..exceptions import ConfigError
 from .shown import Shown
 from .target import Target
 
@@ -22,15 +21,13 @@ __all__ = ["apply_clean_up", "plan_clean_up"]
 
 def _azure_clients(target: Target) -> tuple[Any, Any]:
     from ..apim.cleanup import make_cleanup_clients
-    from ..azure_auth import credential
 
-    spec = target.spec
-    if not spec.subscription_id:
-        raise ConfigError(
-            "the spec has no subscription_id (the Azure subscription of its resources)"
-        )
     return make_cleanup_clients(
-        spec, target.cloud, spec.subscription_id, credential(target.cloud, target.credential)
+        target.spec,
+        target.cloud,
+        target.azure_subscription(),
+        target.azure_credential(),
+        target.arm_transport,
     )
 
 
