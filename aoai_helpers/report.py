@@ -197,6 +197,20 @@ def _big_sum(column: Any) -> ColumnElement[Any]:
     return func.sum(cast(column, BigInteger))
 
 
+def _sums() -> list[ColumnElement[Any]]:
+    """Calls, token sums, cost and priced calls of a group of calls (the cube's measures)."""
+    t = token_table.c
+    return [
+        func.count().label("calls"),
+        _big_sum(t.PromptTokens).label("prompt"),
+        _big_sum(t.CompletionTokens).label("completion"),
+        _big_sum(t.CachedTokens).label("cached"),
+        _big_sum(t.TotalTokens).label("total"),
+        func.sum(t.Cost).label("cost"),
+        func.count(t.Cost).label("priced"),
+    ]
+
+
 def _cube(start: datetime, end: datetime) -> Subquery:
     """The month grouped on the covering index's leading columns (see the module docstring)."""
     t = token_table.c
@@ -212,13 +226,7 @@ def _cube(start: datetime, end: datetime) -> Subquery:
     return (
         select(
             *keys,
-            func.count().label("calls"),
-            _big_sum(t.PromptTokens).label("prompt"),
-            _big_sum(t.CompletionTokens).label("completion"),
-            _big_sum(t.CachedTokens).label("cached"),
-            _big_sum(t.TotalTokens).label("total"),
-            func.sum(t.Cost).label("cost"),
-            func.count(t.Cost).label("priced"),
+            *_sums(),
         )
         .where(t.ExecDateUTC >= start, t.ExecDateUTC < end)
         .group_by(*keys)
@@ -443,13 +451,7 @@ def top_users(
             *keys,
             t.UsageSource,
             t.Currency,
-            func.count().label("calls"),
-            _big_sum(t.PromptTokens).label("prompt"),
-            _big_sum(t.CompletionTokens).label("completion"),
-            _big_sum(t.CachedTokens).label("cached"),
-            _big_sum(t.TotalTokens).label("total"),
-            func.sum(t.Cost).label("cost"),
-            func.count(t.Cost).label("priced"),
+            *_sums(),
         )
         .where(t.ExecDateUTC >= start, t.ExecDateUTC < end)
         .group_by(*keys, t.UsageSource, t.Currency)
