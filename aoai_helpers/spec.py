@@ -266,6 +266,12 @@ class Spec(_Model):
             return self
         return self.model_copy(update={"cloud": get_cloud(cloud).name})
 
+    def with_simulator(self, **changes: Any) -> Spec:
+        """The same spec with ``local.simulator`` fields replaced (e.g. ``ttft_ms=250``)."""
+        simulator = self.local.simulator.model_copy(update=changes)
+        local = self.local.model_copy(update={"simulator": simulator})
+        return self.model_copy(update={"local": local})
+
     def deployment_models(self) -> dict[str, str]:
         """Deployment name → model, across all backends."""
         return {d: m for b in self.backends for d, m in b.deployments.items()}

@@ -94,3 +94,12 @@ def test_spec_path_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert spec_path(None, env={}) == Path("gateway.yaml")
     assert spec_path(None, env={"AOAI_SPEC": "/x/y.yaml"}) == Path("/x/y.yaml")
     assert spec_path("mine.yaml", env={"AOAI_SPEC": "/x/y.yaml"}) == Path("mine.yaml")
+
+
+def test_with_simulator_replaces_only_the_simulator_fields() -> None:
+    spec = load_spec(EXAMPLE)
+    slow = spec.with_simulator(ttft_ms=250.0, tokens_per_second=50.0)
+    assert (slow.local.simulator.ttft_ms, slow.local.simulator.tokens_per_second) == (250.0, 50.0)
+    assert slow.local.simulator.max_reply_tokens == spec.local.simulator.max_reply_tokens
+    assert slow.model_dump(exclude={"local"}) == spec.model_dump(exclude={"local"})
+    assert spec.local.simulator.ttft_ms == 0  # the original is untouched

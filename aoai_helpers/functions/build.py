@@ -164,7 +164,8 @@ def package_files(source_root: Path | None = None) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- requirements
 
 
-def _installed(name: str) -> str | None:
+def installed_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None when it is not installed."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -203,7 +204,7 @@ def _pinned(requirement: str, *, exact: bool) -> tuple[str, str]:
     if m is None:
         raise ConfigError(f"cannot read the requirement {requirement!r}")
     name, extras, spec = m["name"], m["extras"] or "", m["spec"].replace(" ", "")
-    version = _installed(name)
+    version = installed_version(name)
     if version is not None:
         return _canonical(name), f"{name}{extras}=={version}"
     if exact:

@@ -10,7 +10,6 @@ exactly what Azure would receive.
 
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 import sys
 from typing import Any
@@ -20,6 +19,7 @@ import pandas as pd
 
 from ..clouds import CLOUDS
 from ..config import secret_from_env
+from ..functions.build import installed_version
 from ..masking import mask
 from ..store import engine_from_url, masked_url
 from ..tokens import verify_tokenizer_files
@@ -49,13 +49,6 @@ _LOCAL = ("uvicorn", "httpx")
 _LISTEN = "AOAI_EVENTHUB_LISTEN_CONNECTION"
 
 
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def check_environment(target: Target) -> Shown:
     """Python, the packages the mode needs, the offline tokenizer files, the database."""
     rows: list[dict[str, str]] = []
@@ -76,7 +69,7 @@ def check_environment(target: Target) -> Shown:
     check("Python ≥ 3.11", v >= (3, 11), f"{v.major}.{v.minor}.{v.micro}")
     wanted = _COMMON + (_AZURE if target.mode == "azure" else _LOCAL)
     for name in wanted:
-        found = _version(name)
+        found = installed_version(name)
         check(
             name, found is not None, found or "pip install 'apim-aoai-proxy[local,azure,notebooks]'"
         )
@@ -205,13 +198,7 @@ def _sign_in(target: Target) -> Shown:
 def _clients(target: Target) -> Any:
     from ..apim.provision import make_clients
 
-    return make_clients(
-        target.spec,
-        target.cloud,
-        target.azure_subscription(),
-        target.azure_credential(),
-        target.arm_transport,
-    )
+    return make_clients(target.spec, *target.arm())
 
 
 def plan_apim(target: Target) -> Shown:
@@ -326,13 +313,7 @@ def plan_function(target: Target) -> Shown:
         )
     from ..functions.deploy import make_web_clients, plan_deploy
 
-    clients = make_web_clients(
-        spec,
-        target.cloud,
-        target.azure_subscription(),
-        target.azure_credential(),
-        target.arm_transport,
-    )
+    clients = make_web_clients(spec, *target.arm())
     zip_path = target.out_dir / "function"
     the_plan = plan_deploy(
         spec, clients=clients, db_url=target.db_url, eventhub_connection=secret_from_env(_LISTEN)
@@ -370,10 +351,8 @@ def _deploy_azure(target: Target) -> Shown:
     from ..functions.deploy import deploy, make_web_clients, plan_deploy
 
     spec = target.spec
-    cred = target.azure_credential()
-    clients = make_web_clients(
-        spec, target.cloud, target.azure_subscription(), cred, target.arm_transport
-    )
+    cloud, subscription, cred, transport = target.arm()
+    clients = make_web_clients(spec, cloud, subscription, cred, transport)
     built = build_zip(target.out_dir / "function")
     the_plan = plan_deploy(
         spec,

@@ -245,23 +245,20 @@ def _local_measure(
 
     from ..local.stack import LocalStack
 
-    sim = target.spec.local.simulator
+    spec = target.spec
+    sim = spec.local.simulator
     if sim.ttft_ms == 0 and sim.tokens_per_second == 0:  # instant replies show no difference
-        sim = sim.model_copy(update={"ttft_ms": 250.0, "tokens_per_second": 50.0})
-    local = target.spec.local.model_copy(update={"simulator": sim})
-    spec = target.spec.model_copy(update={"local": local})
+        spec = spec.with_simulator(ttft_ms=250.0, tokens_per_second=50.0)
     chat, _ = chat_and_embedding_deployments(spec)
-    with tempfile.TemporaryDirectory(prefix="aoai-ttft-") as state:
-        stack = LocalStack(
+    sid = spec.subscriptions[0].id
+    with (
+        tempfile.TemporaryDirectory(prefix="aoai-ttft-") as state,
+        LocalStack(
             spec, db_url=target.db_url, capture=mode, state_dir=state, write_state=False
-        )
-        info = stack.start()
-        try:
-            sid = spec.subscriptions[0].id
-            measured = _measure(info.gateway_url, info.keys[sid], chat[0], calls)
-            stack.wait_ingested(timeout=60)
-        finally:
-            stack.stop()
+        ) as stack,
+    ):
+        measured = _measure(stack.info.gateway_url, stack.info.keys[sid], chat[0], calls)
+        stack.wait_ingested(timeout=60)
     return measured
 
 

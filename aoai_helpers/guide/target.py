@@ -101,13 +101,14 @@ class Target:
 
         return credential(self.cloud, self.credential)
 
-    def azure_subscription(self) -> str:
-        """The spec's Azure subscription (``ConfigError`` without one)."""
+    def arm(self) -> tuple[Cloud, str, Any, Any]:
+        """What every Azure management client here is made from: the cloud, the spec's Azure
+        subscription (``ConfigError`` without one), the credential and the ARM transport."""
         if not self.spec.subscription_id:
             raise ConfigError(
                 "the spec has no subscription_id (the Azure subscription of its resources)"
             )
-        return self.spec.subscription_id
+        return self.cloud, self.spec.subscription_id, self.azure_credential(), self.arm_transport
 
     @property
     def keys_file(self) -> Path:

@@ -22,13 +22,7 @@ __all__ = ["apply_clean_up", "plan_clean_up"]
 def _azure_clients(target: Target) -> tuple[Any, Any]:
     from ..apim.cleanup import make_cleanup_clients
 
-    return make_cleanup_clients(
-        target.spec,
-        target.cloud,
-        target.azure_subscription(),
-        target.azure_credential(),
-        target.arm_transport,
-    )
+    return make_cleanup_clients(target.spec, *target.arm())
 
 
 def plan_clean_up(target: Target) -> Shown:

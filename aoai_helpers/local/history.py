@@ -140,11 +140,7 @@ def plan_history(
 
 def _fast(spec: Spec) -> Spec:
     """The spec with an instant, fault-free simulator (history needs volume, not latency)."""
-    simulator = spec.local.simulator.model_copy(
-        update={"ttft_ms": 0.0, "tokens_per_second": 0.0, "max_reply_tokens": 480, "faults": ()}
-    )
-    local = spec.local.model_copy(update={"simulator": simulator})
-    return spec.model_copy(update={"local": local})
+    return spec.with_simulator(ttft_ms=0.0, tokens_per_second=0.0, max_reply_tokens=480, faults=())
 
 
 def drive_history(
