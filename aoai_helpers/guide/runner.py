@@ -157,7 +157,11 @@ def run_demo(
     from ..service import run_demo as ingest_sample
 
     say("sample: the history of an existing deployment (original-policy v1 and v2 events)")
-    sample = ingest_sample(engine_from_url(db_url))
+    engine = engine_from_url(db_url)
+    try:
+        sample = ingest_sample(engine)
+    finally:
+        engine.dispose()
     run.sample_summary = sample.ingest.summary()
     say(f"  {run.sample_summary}")
     planned = plan_history(spec, month, today=now.date())

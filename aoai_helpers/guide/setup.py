@@ -79,8 +79,12 @@ def check_environment(target: Target) -> Shown:
     except Exception as exc:  # a broken install: shown, and the step fails
         check("tokenizer files (offline)", False, str(exc))
     try:
-        with engine_from_url(target.db_url).connect():
-            pass
+        engine = engine_from_url(target.db_url)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
         check("database reachable", True, masked_url(target.db_url))
     except Exception as exc:
         check("database reachable", False, f"{masked_url(target.db_url)}: {type(exc).__name__}")

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from ..exceptions import ConfigError
 from ..local.traffic import (
@@ -105,7 +106,7 @@ def smoke_test(target: Target, subscription: str | None = None, seed: int = 3) -
     )
 
 
-def _rows_since(target: Target, run: SmokeRun) -> list[Any]:
+def _rows_since(engine: Engine, run: SmokeRun) -> list[Any]:
     t = token_table.c
     since = run.started.replace(tzinfo=None) - timedelta(seconds=5)
     stmt = (
@@ -124,7 +125,7 @@ def _rows_since(target: Target, run: SmokeRun) -> list[Any]:
         .where(t.SubscriptionId == run.subscription, t.ExecTimeUTC >= since)
         .order_by(t.ExecTimeUTC, t.Id)
     )
-    with transaction(engine_from_url(target.db_url)) as conn:
+    with transaction(engine) as conn:
         return list(conn.execute(stmt))
 
 
@@ -139,10 +140,14 @@ def rows_beside_usage(target: Target, smoke: Shown, timeout: float = 120.0) -> S
     if not isinstance(run, SmokeRun):
         raise ConfigError("pass the result of smoke_test(…) (the previous cell)")
     deadline = time.monotonic() + timeout
-    rows = _rows_since(target, run)
-    while len(rows) < len(run.calls) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        rows = _rows_since(target, run)
+    engine = engine_from_url(target.db_url)  # one engine (and pool) for every poll
+    try:
+        rows = _rows_since(engine, run)
+        while len(rows) < len(run.calls) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            rows = _rows_since(engine, run)
+    finally:
+        engine.dispose()
     pending = list(rows)
     out = []
     matched = 0
