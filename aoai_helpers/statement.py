@@ -24,7 +24,7 @@ so reading a database that never issued one needs no schema change.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Final, Literal
@@ -281,6 +281,12 @@ class MonthReport:
         """The statement's BUs, in its order."""
         return [line.business_unit for line in self.statement.lines]
 
+    def with_allocation(self, amount: Decimal | float | str) -> MonthReport:
+        """The same report with ``amount`` split across its BUs by token share."""
+        allocation = allocate(amount, self.statement.lines)
+        total = sum((a.amount for a in allocation), Decimal(0))
+        return replace(self, allocation_amount=total, allocation=allocation)
+
 
 def month_report(
     engine: Engine,
@@ -294,19 +300,15 @@ def month_report(
     model mix, daily trend and the ``top`` users of each BU, for ``month``."""
     now = as_of or utcnow()
     stmt = statement(engine, month)
-    allocation = None
-    amount = None
-    if allocate_amount is not None:
-        allocation = allocate(allocate_amount, stmt.lines)
-        amount = sum((a.amount for a in allocation), Decimal(0))
-    return MonthReport(
+    report = MonthReport(
         month=month,
         statement=stmt,
         budgets=budget_burn(engine, month, as_of=now, lines=stmt.lines),
         by_model=usage_by_model(engine, month),
         daily=daily_trend(engine, month),
         top_users=top_users(engine, month, limit=top, per_bu=True),
-        allocation_amount=amount,
-        allocation=allocation,
+        allocation_amount=None,
+        allocation=None,
         as_of=now,
     )
+    return report if allocate_amount is None else report.with_allocation(allocate_amount)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from .. import charts
 from ..display import Chart, chart
 from ..exceptions import ConfigError
-from ..report import MIXED, BuCharge, allocate, latest_month, month_bounds, unpriced_models
+from ..report import MIXED, BuCharge, latest_month, month_bounds, unpriced_models
 from ..statement import MonthReport, month_report, statement_drift
 from ..store import masked_url, require_schema
 from .shown import Shown
@@ -34,6 +34,11 @@ def _money(value: float | Decimal | None, currency: str | None = None) -> str:
         return "unpriced"
     text = f"{value:,.4f}" if abs(float(value)) < 100 else f"{value:,.2f}"
     return f"{text} {currency}" if currency else text
+
+
+def _amount(value: float | str | Decimal | None) -> float | str | Decimal | None:
+    """``value`` if it is a non-zero amount to allocate, else None (0 or empty: none)."""
+    return value if value and Decimal(str(value)) != 0 else None
 
 
 def _pct(part: float, whole: float) -> str:
@@ -64,7 +69,7 @@ class CostReport:
     @cached_property
     def data(self) -> MonthReport:
         """Statement, budgets, model mix, daily trend and top users (queried once)."""
-        return month_report(self.engine, self.month, top=50)
+        return month_report(self.engine, self.month, top=10)
 
     @property
     def lines(self) -> list[BuCharge]:
@@ -178,7 +183,7 @@ class CostReport:
 
     def top_consumers(self, top: int = 10) -> Shown:
         """The subscriptions and users with the most cost (then tokens)."""
-        from ..report import top_subscriptions
+        from ..report import top_subscriptions, top_users
 
         if top < 1:
             raise ConfigError("top must be at least 1")
@@ -194,7 +199,7 @@ class CostReport:
                 for s in top_subscriptions(self.engine, self.month, limit=top)
             ]
         )
-        users = sorted(self.data.top_users, key=lambda u: (-(u.cost or 0.0), -u.total_tokens))[:top]
+        users = top_users(self.engine, self.month, limit=top)
         people = pd.DataFrame(
             [
                 {
@@ -250,13 +255,14 @@ class CostReport:
 
     def allocation(self, amount: float | str | Decimal = 0, label: str = "fixed amount") -> Shown:
         """``amount`` split across the BUs by their share of tokens (largest remainder: exact)."""
-        if not amount or Decimal(str(amount)) == 0:
+        if not _amount(amount):
             return Shown(
                 "no fixed amount to allocate",
                 "info",
                 ["set allocate_amount in the parameters (e.g. a month of provisioned throughput)"],
             )
-        parts = allocate(amount, self.lines)
+        allocated = self.data.with_allocation(amount)
+        parts = allocated.allocation or []
         frame = pd.DataFrame(
             [
                 {
@@ -268,9 +274,8 @@ class CostReport:
                 for a in parts
             ]
         )
-        total = sum((a.amount for a in parts), Decimal(0))
         return Shown(
-            f"{label}: {total:,.2f} allocated by token share",
+            f"{label}: {allocated.allocation_amount:,.2f} allocated by token share",
             "ok",
             ["the parts add up to the amount exactly (rounded to cents by largest remainder)"],
             tables=[("", frame)],
@@ -283,8 +288,8 @@ class CostReport:
         """Write the statement: XLSX (summary + one sheet per BU) and CSV, into the out dir."""
         from ..export import write_csv, write_xlsx
 
-        amount = allocate_amount if allocate_amount and Decimal(str(allocate_amount)) else None
-        report = month_report(self.engine, self.month, allocate_amount=amount, top=10)
+        amount = _amount(allocate_amount)
+        report = self.data.with_allocation(amount) if amount else self.data
         out = self.target.out_dir
         out.mkdir(parents=True, exist_ok=True)
         xlsx = write_xlsx(out / f"chargeback-{self.month}.xlsx", report)
