@@ -7,7 +7,7 @@ DB     ?=
 MONTH  ?=
 OUT    ?= out
 
-.PHONY: venv demo report test bench lint typecheck clean
+.PHONY: venv demo report test test-stress bench lint typecheck clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,20 @@ report: venv
 ## test: the whole test suite
 test: venv
 	$(PY) -m pytest
+
+## test-stress: the whole suite three times in a row beside two CPU-bound processes
+##              (stress-ng --cpu 2), with the clock at the first minutes of a month
+STRESS_NOW  ?= 2027-03-01T00:05:00Z
+STRESS_RUNS ?= 3
+test-stress: venv
+	@command -v stress-ng >/dev/null 2>&1 || { echo "make test-stress needs stress-ng: apt-get install stress-ng" >&2; exit 1; }
+	@stress-ng --cpu 2 --quiet & hogs=$$!; trap 'kill $$hogs 2>/dev/null; wait $$hogs 2>/dev/null' EXIT; \
+	for run in $$(seq $(STRESS_RUNS)); do \
+	  echo "== make test-stress: run $$run of $(STRESS_RUNS), 2 CPU hogs, AOAI_NOW=$(STRESS_NOW)"; \
+	  started=$$(date +%s); \
+	  AOAI_NOW=$(STRESS_NOW) $(PY) -m pytest || exit 1; \
+	  echo "== run $$run passed in $$(( $$(date +%s) - started )) s"; \
+	done
 
 ## bench: benchmarks/ (numbers quoted in the README)
 bench: venv

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Literal
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
+from .clock import utcnow
 from .exceptions import ConfigError
-from .store import bu_map, transaction, utcnow
+from .store import bu_map, transaction
 
 if TYPE_CHECKING:  # report re-exports this module: it is imported here only when used
     from .report import BuCharge

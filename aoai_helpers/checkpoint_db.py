@@ -61,10 +61,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from .azure_auth import credential as default_credential
+from .clock import system_utcnow
 from .clouds import Cloud, get_cloud
 from .exceptions import ConfigError, DatabaseError
 from .spec import Spec
-from .store import engine_from_url, masked_url, transaction, utcnow
+from .store import engine_from_url, masked_url, transaction
 
 try:
     from azure.eventhub import CheckpointStore
@@ -255,7 +256,11 @@ class DatabaseCheckpointStore(CheckpointStore):
             checkpoint["consumer_group"],
             checkpoint["partition_id"],
         )
-        values = {"EventOffset": str(offset), "SequenceNumber": sequence, "UpdatedAtUTC": utcnow()}
+        values = {
+            "EventOffset": str(offset),
+            "SequenceNumber": sequence,
+            "UpdatedAtUTC": system_utcnow(),
+        }
         if self._update_checkpoint_row(key, values):
             return
         try:

@@ -98,13 +98,13 @@ def cmd_local_status(args: argparse.Namespace) -> int:
 
 def cmd_local_generate(args: argparse.Namespace) -> int:
     import sys
-    import time
 
+    from .clock import previous_month
     from .local.generate import GenerateProgress, generate
     from .report import month_bounds
     from .store import engine_from_url
 
-    month = args.month or f"{time.gmtime().tm_year:04d}-{time.gmtime().tm_mon:02d}"
+    month = args.month or previous_month()
     month_bounds(month)  # a bad month before anything is opened
     spec, _ = _spec(args)
     url = _db(args, spec)
@@ -184,7 +184,10 @@ def add_local_parser(
         help="deployment spec: BUs, subscriptions, deployments (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
     )
     p.add_argument("--rows", type=whole(0), required=True, help="calls to write")
-    p.add_argument("--month", help="YYYY-MM (default: the current month, UTC)")
+    p.add_argument(
+        "--month",
+        help="YYYY-MM (default: the last complete month; months not over yet are refused)",
+    )
     p.add_argument(
         "--seed",
         type=whole(0),

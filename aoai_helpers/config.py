@@ -4,6 +4,8 @@
 ``AOAI_DB_STORE_CONNECTION``  the original project's ODBC connection string (Azure SQL)
 ``AOAI_SPEC``                 path of the deployment spec (``gateway.yaml``)
 ``AOAI_DEPLOYMENT_MODELS``    JSON deployment → model map (the ingestion function's app setting)
+``AOAI_NOW``                  the business clock, e.g. ``2027-03-01T00:05:00Z`` (read by
+                              :mod:`aoai_helpers.clock`, which every module asks for the time)
 
 Secrets that provisioning reads (passed on as an ``env`` mapping, default ``os.environ``; never
 printed): ``AOAI_BACKEND_KEY`` / ``AOAI_BACKEND_KEY_<BACKEND>`` (an AOAI key for ``auth: key``

@@ -56,6 +56,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol, Self, runtime_checkable
 
+from . import clock
 from .exceptions import ConfigError, InputError
 
 __all__ = [
@@ -260,7 +261,7 @@ def _read_checkpoint(path: Path) -> tuple[int, int] | None:
 
 def _write_checkpoint(path: Path, seq: int, next_offset: int, *, fsync: bool) -> None:
     """Replace the checkpoint file atomically (temp file, fsync, ``os.replace``)."""
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
     data = json.dumps({"sequence_number": seq, "next_offset": next_offset, "updated_utc": stamp})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
@@ -317,7 +318,7 @@ class LocalProducer(_Closing):
             fd = self._fd
             with _locked(fd):
                 end, last = self._valid_end(fd)
-                ms = time.time_ns() // 1_000_000
+                ms = int(clock.now().timestamp() * 1000)
                 buf = bytearray()
                 for seq, body in enumerate(payload, start=last + 1):
                     fields = _FIELDS.pack(seq, ms, len(body))

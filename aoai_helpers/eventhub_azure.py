@@ -38,6 +38,7 @@ from typing import Any, Final, Protocol, Self, TypeVar, cast
 
 from sqlalchemy.engine import Engine
 
+from . import clock
 from .azure_auth import credential as default_credential
 from .checkpoint_db import checkpoint_store_for
 from .clouds import get_cloud
@@ -122,7 +123,7 @@ def _convert(event: AzureEventData, partition_id: str) -> EventData:
     return EventData(
         body=_body(event),
         sequence_number=event.sequence_number if event.sequence_number is not None else -1,
-        enqueued_time=enqueued.astimezone(UTC) if enqueued is not None else datetime.now(UTC),
+        enqueued_time=enqueued.astimezone(UTC) if enqueued is not None else clock.system_now(),
         partition_id=partition_id,
         offset=event.offset or "",
     )

@@ -40,12 +40,13 @@ from typing import Any, Final
 from sqlalchemy import Insert, Table, TextClause, bindparam, select, text
 from sqlalchemy.engine import Connection, Dialect, Engine
 
+from .clock import system_utcnow
 from .events import EventError, UsageEvent, parse_event
 from .exceptions import TokenizerError
 from .models import normalize_model
 from .pricing import RateBook, cost_of
 from .rates_db import read_rates
-from .store import STRING_LIMITS, dead_letter, token_table, transaction, utcnow
+from .store import STRING_LIMITS, dead_letter, token_table, transaction
 from .usage import ResolvedUsage, resolve_usage
 
 __all__ = [
@@ -337,7 +338,7 @@ class Ingestor:
     def _prepare(self, batch: Sequence[RawEvent]) -> _Prepared:
         """CPU work of a batch, no writes: parse, de-duplicate, resolve usage, price, build rows."""
         result = BatchResult(received=len(batch))
-        now = utcnow()
+        now = system_utcnow()  # the writer's stamp (see _stored_by_others), not the business clock
         if self._stamp_10ms:
             now = now.replace(microsecond=now.microsecond // 10_000 * 10_000)
         events: dict[str, tuple[UsageEvent, RawEvent]] = {}

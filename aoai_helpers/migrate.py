@@ -71,6 +71,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.schema import CreateColumn, CreateTable
 
+from .clock import utcnow
 from .events import V1_OPERATION_IDS
 from .exceptions import ConfigError
 from .models import normalize_model
@@ -84,7 +85,6 @@ from .store import (
     rate_table,
     token_table,
     transaction,
-    utcnow,
 )
 
 __all__ = [

@@ -25,7 +25,6 @@ figures: :mod:`aoai_helpers.charts`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -34,6 +33,7 @@ from typing import Any, Final
 from sqlalchemy import BigInteger, ColumnElement, Subquery, case, cast, func, literal_column, select
 from sqlalchemy.engine import Connection, Engine
 
+from . import clock
 from .budget import (
     Allocation,
     AllocationBasis,
@@ -43,6 +43,7 @@ from .budget import (
     budget_burn,
     parse_amount,
 )
+from .clock import month_bounds
 from .exceptions import ConfigError
 from .store import bu_map, token_table, transaction
 
@@ -168,21 +169,18 @@ class UserUsage:
 # ----------------------------------------------------------------------------- month
 
 
-def month_bounds(month: str) -> tuple[datetime, datetime]:
-    """``"2026-11"`` → (2026-11-01, 2026-12-01). Raises :class:`ConfigError` on a bad month."""
-    m = re.fullmatch(r"(\d{4})-(\d{2})", month.strip())
-    if not m or not 1 <= int(m.group(2)) <= 12:
-        raise ConfigError(f"month must look like 2026-11, not {month!r}")
-    year, mon = int(m.group(1)), int(m.group(2))
-    start = datetime(year, mon, 1)
-    end = datetime(year + (mon == 12), mon % 12 + 1, 1)
-    return start, end
-
-
 def latest_month(engine: Engine) -> str | None:
-    """The month of the most recent call, as ``YYYY-MM`` (None for an empty table)."""
+    """The default report month: that of the most recent call up to now (:mod:`aoai_helpers.clock`),
+    as ``YYYY-MM``; None when there is no such call.
+
+    Calls stamped after the clock (the clock set back with ``AOAI_NOW``) are not taken.
+    """
     with transaction(engine) as conn:
-        latest = conn.execute(select(func.max(token_table.c.ExecTimeUTC))).scalar()
+        latest = conn.execute(
+            select(func.max(token_table.c.ExecTimeUTC)).where(
+                token_table.c.ExecTimeUTC <= clock.utcnow()
+            )
+        ).scalar()
     if latest is None:
         return None
     if isinstance(latest, str):  # SQLite returns aggregates of DATETIME columns as text

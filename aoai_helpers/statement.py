@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from .budget import Allocation, BudgetBurn, allocate, budget_burn
+from .clock import utcnow
 from .exceptions import ConfigError
 from .report import (
     BuCharge,
@@ -57,7 +58,7 @@ from .report import (
     top_users,
     usage_by_model,
 )
-from .store import transaction, utcnow
+from .store import transaction
 
 __all__ = [
     "LineDrift",

@@ -22,7 +22,6 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote_plus
@@ -51,6 +50,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateColumn
 
+from .clock import utcnow
 from .exceptions import ConfigError, DatabaseError
 
 __all__ = [
@@ -238,11 +238,6 @@ def ddl(dialect_name: str = "mssql") -> str:
     )
     body = "\n".join(line.rstrip() for line in (sep.join(parts) + sep.rstrip()).splitlines())
     return header + body + "\n"
-
-
-def utcnow() -> datetime:
-    """Naive UTC now (all stored times are naive UTC)."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def url_from_odbc(connection_string: str) -> str:

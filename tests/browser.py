@@ -60,6 +60,8 @@ CHROMIUM_FLAGS: tuple[str, ...] = (
     "--disable-component-update",
     "--disable-sync",
 )
+#: The bound on loading a page from disk: far above what a loaded 2-core machine takes.
+LOAD_TIMEOUT_S = 120.0
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 
@@ -211,15 +213,26 @@ def check_report(
     *,
     context: BrowserContext | None = None,
     timeout_s: float = 20.0,
+    load_timeout_s: float = LOAD_TIMEOUT_S,
 ) -> ReportCheck:
     """Load ``html_path`` in Chromium (``context``, or one launched for this call) and report.
+
+    The page is waited for until it has loaded (``load_timeout_s`` only bounds a hung
+    browser); ``timeout_s`` is how long a loaded page's charts may take to draw — the one wait
+    that has to end for a broken page, whose charts never draw.
 
     Never raises for a broken page (the :class:`ReportCheck` says what is wrong); skips or
     fails like :func:`chromium_or_skip` when there is no Chromium.
     """
     if context is None:
         with launch() as own:
-            return check_report(html_path, screenshot_path, context=own, timeout_s=timeout_s)
+            return check_report(
+                html_path,
+                screenshot_path,
+                context=own,
+                timeout_s=timeout_s,
+                load_timeout_s=load_timeout_s,
+            )
 
     started = time.perf_counter()
     result = ReportCheck(url=html_path.resolve().as_uri(), screenshot=screenshot_path)
@@ -251,7 +264,7 @@ def check_report(
     page.on("requestfailed", on_failed)
     timeout_ms = timeout_s * 1000
     try:
-        page.goto(result.url, wait_until="load", timeout=timeout_ms)
+        page.goto(result.url, wait_until="load", timeout=load_timeout_s * 1000)
         charts_present = bool(page.evaluate(_CHARTS_JS))
         if charts_present and _wait(page, "() => window.Plotly !== undefined", timeout_ms):
             _wait(page, _ALL_DRAWN_JS, timeout_ms)

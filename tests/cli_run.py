@@ -1,7 +1,8 @@
 """``python -m aoai_helpers …`` in a subprocess, as a user runs it (shared by the CLI tests).
 
 The child gets the test process's environment without any ``AOAI_*`` / ``AZURE_*`` variable
-(nothing from the developer's shell leaks in) plus ``extra``, and imports this checkout. What
+(nothing from the developer's shell leaks in) but those of :data:`KEPT_VARIABLES`, plus
+``extra``, and imports this checkout. What
 it printed is handed to the suite-wide secrets scan.
 """
 
@@ -15,14 +16,21 @@ from pathlib import Path
 
 from secrets_registry import record_output
 
-__all__ = ["ROOT", "clean_env", "run_cli"]
+__all__ = ["KEPT_VARIABLES", "ROOT", "clean_env", "run_cli"]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The one AOAI_* variable a test run passes on: the business clock (``make test-stress``
+#: runs the suite at the first minutes of a month with it).
+KEPT_VARIABLES = frozenset({"AOAI_NOW"})
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a CLI child process (see the module docstring)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AOAI_", "AZURE_"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k in KEPT_VARIABLES or not k.startswith(("AOAI_", "AZURE_"))
+    }
     return {**base, "PYTHONPATH": str(ROOT), **(extra or {})}
 
 

@@ -10,7 +10,9 @@ Databases
 
 Environment
     ``_clean_env`` (autouse) removes every ``AZURE_*`` and ``AOAI_*`` variable, so nothing
-    from the developer's shell (a real database URL, a real Event Hub) leaks into a test.
+    from the developer's shell (a real database URL, a real Event Hub) leaks into a test —
+    except ``AOAI_NOW``, the business clock (:mod:`aoai_helpers.clock`): ``make test-stress``
+    sets it to the first minutes of a month and every test must pass on that day too.
 
 Events (fixtures that return a factory function)
     ``make_v2(**overrides) -> dict``  a valid v2 event (contract §3): every field of
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import KEPT_VARIABLES
 from pg import PgServer, find_pg_bin
 from secrets_registry import OUTPUTS, SECRETS, leaks, record_output
 from sqlalchemy import select
@@ -74,9 +77,9 @@ MakeEvent = Callable[..., dict[str, Any]]
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No AZURE_* / AOAI_* variable from the outer environment reaches a test."""
+    """No AZURE_* / AOAI_* variable from the outer environment reaches a test (but AOAI_NOW)."""
     for name in list(os.environ):
-        if name.startswith(("AZURE_", "AOAI_")):
+        if name.startswith(("AZURE_", "AOAI_")) and name not in KEPT_VARIABLES:
             monkeypatch.delenv(name, raising=False)
 
 

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from cli_run import clean_env, run_cli
 from conftest import new_v2
 from secrets_registry import register_secret
 from sqlalchemy import func, select
+from waiting import stored_rows, wait_until
 
 from aoai_helpers.eventhub import LocalEventLog
 from aoai_helpers.store import engine_from_url, token_table
@@ -104,7 +104,7 @@ def test_consume_local_until_idle(tmp_path: Path) -> None:
 def test_consume_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     state = tmp_path / "state"
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -123,21 +123,19 @@ def test_consume_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        producer = LocalEventLog(state / "events").producer()
-        producer.send(_events(40))
-        producer.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if (tmp_path / "c.db").exists() and _count(db) == 40:
-                break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    ) as proc:
+        try:
+            producer = LocalEventLog(state / "events").producer()
+            producer.send(_events(40))
+            producer.close()
+            # the table exists *and* holds every event (the file exists before its tables)
+            wait_until(lambda: stored_rows(db) == 40, 120, "the consumer to store 40 rows")
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 0, stderr
     assert "stopped:" in stdout and _count(db) == 40
     log: Any = LocalEventLog(state / "events")

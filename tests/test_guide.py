@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +12,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from aoai_helpers.exceptions import AoaiHelpersError, ConfigError, InputError
 from aoai_helpers.guide import Shown, Target, plan_apim, plan_clean_up
-from aoai_helpers.guide.runner import run_notebook
+from aoai_helpers.guide.runner import kernel_stderr, run_notebook
 from aoai_helpers.guide.smoke import _agreement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +124,33 @@ def test_runner_names_the_failing_cell_and_keeps_the_executed_copy(tmp_path: Pat
     assert injected(nbformat.read(source / "broken.ipynb", as_version=4)) == 0
 
 
+@pytest.mark.notebooks
+def test_runner_passes_on_what_the_kernel_prints_but_its_shutdown_notice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The kernel's own stderr reaches the caller (a real error must be seen), less the notice
+    jupyter_client's interrupt-before-shutdown makes it log, which is not an error."""
+    source = _notebook(
+        tmp_path,
+        "noisy",
+        'mode = "local"',
+        "import os\n"
+        "os.write(2, b'[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.\\n')\n"
+        "os.write(2, b'kernel: something really went wrong\\n')",
+    )
+    executed = run_notebook("noisy", tmp_path / "out", {"mode": "local"}, source_dir=source)
+    assert executed.exists()
+    err = capsys.readouterr().err
+    assert err == "kernel: something really went wrong\n"
+
+
+def test_kernel_shutdown_noise_is_only_that_line() -> None:
+    noise = "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel."
+    kept = "[IPKernelApp] ERROR | Exception in message handler:"
+    assert kernel_stderr(f"{noise}\n{kept}\n{noise[:-1]}\n") == f"{kept}\n"
+    assert kernel_stderr("") == ""
+
+
 def test_runner_refuses_a_missing_notebook(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no notebook"):
         run_notebook("nope", tmp_path, {}, source_dir=tmp_path)
@@ -140,7 +167,7 @@ def test_notebooks_report_renders_04_on_an_existing_database(tmp_path: Path) -> 
 
     spec = load_spec(SPEC)
     db = f"sqlite:///{tmp_path / 'usage.db'}"
-    plan = plan_history(spec, "2026-10", today=date(2026, 11, 1), calls_per_day=0.5)
+    plan = plan_history(spec, "2026-10", now=datetime(2026, 11, 1, tzinfo=UTC), calls_per_day=0.5)
     drive_history(spec, db, plan)
     done = run_cli(
         "notebooks",

@@ -126,7 +126,7 @@ def test_checker_reports_script_errors_and_undrawn_charts(
     )
 
     result = browser.check_report(
-        page, ARTIFACTS / "negative_broken.png", context=chromium, timeout_s=1.5
+        page, ARTIFACTS / "negative_broken.png", context=chromium, timeout_s=3
     )
 
     problems = result.problems(expect_charts=3)
@@ -146,7 +146,7 @@ def test_checker_reports_a_page_without_plotlyjs(tmp_path: Path, chromium: Brows
     page.write_text(f"<!DOCTYPE html><html><body>{orphan}</body></html>")
 
     result = browser.check_report(
-        page, ARTIFACTS / "negative_no_plotly.png", context=chromium, timeout_s=1
+        page, ARTIFACTS / "negative_no_plotly.png", context=chromium, timeout_s=3
     )
 
     assert not result.plotly_loaded

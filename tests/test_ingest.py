@@ -11,7 +11,7 @@ import gzip
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from vectors import EXAMPLE_MESSAGES  # the cookbook conversation: 124 prompt tokens on gpt-4o
 
 import aoai_helpers.ingest as ingest_module
+from aoai_helpers import clock
 from aoai_helpers.event_files import iter_file_events
 from aoai_helpers.events import v1_request_id
 from aoai_helpers.exceptions import DatabaseError, InputError
@@ -259,9 +260,9 @@ def test_v2_reported_row_has_every_column(
             "reasoning_tokens": 40,
         },
     )
-    before = datetime.now(UTC).replace(tzinfo=None)
+    before = clock.system_utcnow()
     result = Ingestor(engine).ingest_batch(raw(event))
-    after = datetime.now(UTC).replace(tzinfo=None)
+    after = clock.system_utcnow()
     assert (result.stored, result.estimated, result.prompt_only, result.unpriced) == (1, 0, 0, 0)
     assert result.unknown_models == set()
 
@@ -826,8 +827,11 @@ def test_in_memory_sqlite_never_uses_worker_processes(make_v2: MakeEvent) -> Non
     from aoai_helpers.service import ensure_db
 
     engine = create_engine("sqlite://")
-    ensure_db(engine)
-    result = Ingestor(engine).ingest(_stream([make_v2(), make_v2()]), workers=2)
+    try:
+        ensure_db(engine)
+        result = Ingestor(engine).ingest(_stream([make_v2(), make_v2()]), workers=2)
+    finally:
+        engine.dispose()
     assert result.stored == 2
 
 

@@ -14,14 +14,20 @@ not. :func:`render_report` is ``make report``: notebook 04 on an existing databa
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from .. import clock
+from ..clock import month_bounds
 from ..exceptions import AoaiHelpersError, ConfigError
+from ..service import SAMPLE_MONTH
 from ..store import engine_from_url, require_schema, sqlite_path
 
 __all__ = [
@@ -57,6 +63,20 @@ def notebooks_dir() -> Path:
     return here
 
 
+#: Lines a kernel prints on stderr while it is shut down that are not errors: jupyter_client
+#: interrupts a kernel before asking it to shut down, and an ipykernel busy with that request
+#: logs the interrupt at ERROR level.
+KERNEL_SHUTDOWN_NOISE: Final = re.compile(
+    r"^\[IPKernelApp\] ERROR \| KeyboardInterrupt caught in kernel\.?$"
+)
+
+
+def kernel_stderr(text: str) -> str:
+    """What a notebook run printed on stderr, less :data:`KERNEL_SHUTDOWN_NOISE`."""
+    kept = [line for line in text.splitlines() if not KERNEL_SHUTDOWN_NOISE.match(line.strip())]
+    return "".join(f"{line}\n" for line in kept)
+
+
 def run_notebook(
     name: str,
     out_dir: str | os.PathLike[str],
@@ -65,10 +85,14 @@ def run_notebook(
     source_dir: Path | None = None,
     timeout: float = 600.0,
 ) -> Path:
-    """Execute ``<name>.ipynb`` with ``parameters``; return the executed copy in ``out_dir``."""
+    """Execute ``<name>.ipynb`` with ``parameters``; return the executed copy in ``out_dir``.
+
+    papermill runs in a child process (``_execute.py``) that returns only once its kernel is
+    shut down; what the kernel printed on stderr is passed on to this process's stderr, less
+    the shutdown notice that is not an error. ``timeout`` bounds each cell.
+    """
     try:
-        import papermill
-        from papermill.exceptions import PapermillExecutionError
+        import papermill  # noqa: F401  (the child imports it; a missing extra is one line here)
     except ModuleNotFoundError:
         raise ConfigError(
             "papermill is not installed: pip install 'apim-aoai-proxy[notebooks]'"
@@ -79,24 +103,37 @@ def run_notebook(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     executed = out / source.name
+    request = {
+        "source": str(source),
+        "executed": str(executed),
+        "parameters": dict(parameters),
+        "cwd": str(source.parent),
+        "timeout": timeout,
+    }
+    done = subprocess.run(
+        [sys.executable, "-I", str(Path(__file__).with_name("_execute.py"))],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    noise_free = kernel_stderr(done.stderr)
+    if noise_free:
+        sys.stderr.write(noise_free)
+        sys.stderr.flush()
+    lines = done.stdout.strip().splitlines()
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(executed),
-            parameters=dict(parameters),
-            kernel_name="python3",
-            cwd=str(source.parent),
-            progress_bar=False,
-            request_save_on_cell_execute=False,
-            execution_timeout=timeout,
-            # The kernel's start-up notice about TCP transport on loopback is noise here.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
-    except PapermillExecutionError as exc:
+        report = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        last = (noise_free.strip().splitlines() or ["no output"])[-1]
+        raise AoaiHelpersError(f"notebook {name} could not run (exit {done.returncode}): {last}")
+    if not report.get("ok"):
         raise AoaiHelpersError(
-            f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
-            f"(executed copy: {executed})"
-        ) from None
+            f"notebook {name} failed in cell {report.get('cell')}: {report.get('ename')}: "
+            f"{report.get('evalue')} (executed copy: {executed})"
+        )
     return executed
 
 
@@ -128,10 +165,14 @@ def run_demo(
     *,
     spec_path: str | os.PathLike[str],
     db_url: str | None = None,
-    today: datetime | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> DemoRun:
     """``make demo``: history traffic, notebooks 00→04 in local mode, the HTML report.
+
+    The demo reports one fixed, complete month whatever the date: :data:`SAMPLE_MONTH`, the
+    month of the bundled sample history, with the month's traffic planned by a fixed seed, so
+    its table is the same every day (the README shows it). A clock before that month's end
+    (``AOAI_NOW``) is refused: the demo never makes calls dated in the future.
 
     ``db_url`` defaults to ``<out_dir>/demo.db``, recreated on every run; a database given
     explicitly is used as it is (the demo adds to it).
@@ -146,11 +187,17 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     spec_file = Path(spec_path).resolve()
     spec = load_spec(spec_file)
+    month, now = SAMPLE_MONTH, clock.now()
+    if not clock.is_complete(month):
+        _, end = month_bounds(month)
+        raise ConfigError(
+            f"the demo reports {month}, the month of its bundled history, and the clock "
+            f"({now:%Y-%m-%dT%H:%M:%SZ}) is before its end: set {clock.ENV_VAR} to "
+            f"{end:%Y-%m-%d} or later, or unset it"
+        )
     if db_url is None:
         db_url = f"sqlite:///{out / 'demo.db'}"
         _fresh_sqlite(db_url)
-    now = today or datetime.now(UTC)
-    month = f"{now:%Y-%m}"
     state = out / ".aoai-local"
     run = DemoRun(month, db_url)
     down(spec, str(state))  # a stack left running by an interrupted demo
@@ -164,7 +211,7 @@ def run_demo(
         engine.dispose()
     run.sample_summary = sample.ingest.summary()
     say(f"  {run.sample_summary}")
-    planned = plan_history(spec, month, today=now.date())
+    planned = plan_history(spec, month, now=now)
     say(
         f"history: {len(planned)} calls from {len(spec.subscriptions)} BUs over {month} through a throwaway local gateway"
     )

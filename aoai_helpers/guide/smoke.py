@@ -16,13 +16,14 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from .. import clock
 from ..exceptions import ConfigError
 from ..local.traffic import (
     CALL_KINDS,
@@ -72,7 +73,9 @@ def smoke_test(target: Target, subscription: str | None = None, seed: int = 3) -
     gateway = target.gateway_url()
     chat, embed = chat_and_embedding_deployments(target.spec)
     rng = random.Random(seed)
-    started = datetime.now(UTC)
+    # The rows carry the gateway's times: the local gateway's are the business clock's
+    # (AOAI_NOW, if set), APIM's are the real ones.
+    started = clock.now() if target.mode == "local" else clock.system_now()
     az, v1 = azure_client(gateway, key), v1_client(gateway, key)
     try:
         calls = tuple(

@@ -66,6 +66,7 @@ import httpx
 import orjson
 
 from ..apim.policy import policy_settings
+from ..clock import now
 from ..events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, operation_from_path
 from ..spec import Backend, CaptureMode, Spec, Subscription
 from ..usage import summarize_stream, usage_from_body
@@ -152,10 +153,6 @@ class BackendCut(Exception):
 
 EventSink = Callable[[bytes], None]
 """Receives each serialized event; must not block (the stack's sink queues to a writer thread)."""
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _iso_ms(when: datetime) -> str:
@@ -302,7 +299,7 @@ class Gateway:
             raise ValueError("max_body_bytes must be at least 1")
         self.spec = spec
         self.max_body_bytes = max_body_bytes
-        self._clock = clock or _utcnow
+        self._clock = clock or now
         settings = policy_settings(spec)  # what the APIM policy reads from its named values
         self.capture: CaptureMode = capture or settings.capture
         by_id = {s.id: s for s in spec.subscriptions}

@@ -53,6 +53,7 @@ from typing import Any, Final
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
+from .. import clock
 from ..events import Usage
 from ..exceptions import ConfigError
 from ..ingest import ROW_COLUMNS, row_insert
@@ -61,7 +62,7 @@ from ..pricing import RateBook, cost_of
 from ..rates_db import BusinessUnit, read_bu_map, read_rates, set_bu
 from ..report import month_bounds
 from ..spec import Spec, Subscription
-from ..store import bu_map, token_table, transaction, utcnow
+from ..store import bu_map, token_table, transaction
 from .gateway import OPERATION_IDS
 
 __all__ = [
@@ -389,7 +390,7 @@ def synthetic_rows(
 ) -> Iterator[tuple[Any, ...]]:
     """The ``count`` rows of ``profile``'s month in time order, as tuples in
     ``aoai_helpers.ingest.ROW_COLUMNS`` order (no I/O)."""
-    now = stamp or utcnow()
+    now = stamp or clock.system_utcnow()
     stamp_value = _sqlite_time(now) if datetimes_as_text else now
     counts = hour_counts(profile, count)
     for h, n in enumerate(counts):
@@ -537,11 +538,18 @@ def generate(
 
     Creates or upgrades the schema first (``db init``: default rates into a new database) and
     maps the spec's subscriptions to their business units. Each batch is one transaction;
-    ``progress`` is called after each. Raises :class:`ConfigError` for a bad month or count.
+    ``progress`` is called after each. Raises :class:`ConfigError` for a bad month or count,
+    and for a month that is not over by the clock (:mod:`aoai_helpers.clock`): its calls would
+    be dated in the future.
     """
     from ..service import ensure_db
 
-    month_bounds(month)
+    _, end = month_bounds(month)
+    if not clock.is_complete(month):
+        raise ConfigError(
+            f"{month} is not over (it ends {end:%Y-%m-%d}; now is {clock.now():%Y-%m-%dT%H:%MZ}): "
+            f"generate a complete month, e.g. --month {clock.previous_month()}"
+        )
     if rows < 0:
         raise ConfigError(f"rows must not be negative, not {rows}")
     if not 0 <= seed < 2**63:  # keeps the RequestId within its 64 characters
@@ -558,7 +566,7 @@ def generate(
     sql, names, positional = row_insert(dialect)
     index = [ROW_COLUMNS.index(n) for n in names]
     exact = dialect.name != "mssql" and dialect.supports_sane_multi_rowcount
-    stamp = utcnow()
+    stamp = clock.system_utcnow()  # the writer's stamp (see _insert): physical time
     if dialect.name == "mssql":  # DATETIME keeps 1/300 s: a 10 ms stamp is stored exactly
         stamp = stamp.replace(microsecond=stamp.microsecond // 10_000 * 10_000)
     as_text = dialect.name == "sqlite"

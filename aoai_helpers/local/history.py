@@ -89,22 +89,30 @@ class SimulatedClock:
         return self.now
 
 
-def history_days(month: str, today: date) -> list[date]:
-    """The days of ``month`` up to ``today`` (all of them for a past month; [] for a future one)."""
+def history_days(month: str, now: datetime) -> list[date]:
+    """The days of ``month`` that have begun by ``now`` (all of them for a past month; [] for a
+    future one)."""
     start, end = month_bounds(month)
-    last = min(end.date() - timedelta(days=1), today)
+    last = min(end.date() - timedelta(days=1), _naive_utc(now).date())
     return [start.date() + timedelta(days=i) for i in range((last - start.date()).days + 1)]
+
+
+def _naive_utc(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
 
 
 def plan_history(
     spec: Spec,
     month: str,
     *,
-    today: date,
+    now: datetime,
     calls_per_day: float = 5.0,
     seed: int = 11,
 ) -> list[PlannedCall]:
-    """The calls every BU makes on every day of ``month`` up to ``today``, in time order.
+    """The calls every BU makes in ``month`` before ``now``, in time order.
+
+    Nothing is planned at or after ``now``: on the 1st at 00:05 the current month has five
+    minutes of calls at most (a past month has all of its days).
 
     ``calls_per_day`` is the weekday average of the least busy BU at the start of the month;
     other BUs make :data:`BU_VOLUME` times as many, weekends :data:`WEEKEND_FACTOR` as many,
@@ -113,7 +121,8 @@ def plan_history(
     if calls_per_day <= 0:
         raise ConfigError(f"calls per day must be positive, not {calls_per_day}")
     rng = random.Random(seed)
-    days = history_days(month, today)
+    days = history_days(month, now)
+    cutoff = _naive_utc(now).replace(tzinfo=UTC)
     chat, embed = chat_and_embedding_deployments(spec)
     kinds, weights = list(KIND_WEIGHTS), list(KIND_WEIGHTS.values())
     plan: list[PlannedCall] = []
@@ -133,7 +142,8 @@ def plan_history(
                 )
                 kind = rng.choices(kinds, weights)[0]
                 deployment = embed if kind == "embeddings" else rng.choices(chat, prefs)[0]
-                plan.append(PlannedCall(when, sub.id, kind, deployment))
+                if when < cutoff:  # drawn all the same, so the earlier calls do not change
+                    plan.append(PlannedCall(when, sub.id, kind, deployment))
     plan.sort(key=lambda c: c.when)
     return plan
 
@@ -157,7 +167,7 @@ def drive_history(
     clock is set to each call's planned time. ``progress(done, total)`` is called per call.
     """
     if not calls:
-        raise ConfigError("no calls planned: the month has no days up to today")
+        raise ConfigError("no calls planned: the month has no calls before now")
     unknown = {c.subscription for c in calls} - {s.id for s in spec.subscriptions}
     if unknown:
         raise ConfigError(f"planned calls for unknown subscriptions: {', '.join(sorted(unknown))}")

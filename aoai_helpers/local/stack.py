@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +40,7 @@ import orjson
 import uvicorn
 
 from .._files import write_private
+from ..clock import system_now
 from ..consume import ConsumeStats, consume
 from ..eventhub import EventProducer, LocalEventLog
 from ..exceptions import ConfigError
@@ -285,7 +286,7 @@ class LocalStack:
             event_log=str(self.event_log.directory),
             capture=self.capture,
             pid=os.getpid(),
-            started=datetime.now(UTC).isoformat(timespec="seconds"),
+            started=system_now().isoformat(timespec="seconds"),
             keys=keys,
             backend_key=backend_key,
         )

@@ -34,10 +34,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fault_helpers import wait_until
 from openai.types.chat import ChatCompletionMessageParam
 from secrets_registry import record_event_log, register_secret
 from sqlalchemy import select
+from waiting import wait_until
 
 from aoai_helpers.local.simulator import SimCall
 from aoai_helpers.local.stack import LocalStack

@@ -31,11 +31,11 @@ from fault_helpers import (
     fill_log,
     random_usage,
     v2_call,
-    wait_until,
 )
 from pg import PgServer
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from waiting import wait_until
 
 from aoai_helpers.consume import ConsumeStats, consume
 from aoai_helpers.eventhub import LocalEventLog
