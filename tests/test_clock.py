@@ -264,3 +264,18 @@ def test_only_the_clock_reads_the_system_time() -> None:
     assert set(readers) == set(SYSTEM_CLOCK_READERS), readers
     # and the scan finds what it looks for
     assert [r.split()[0] for r in _system_clock_reads(PACKAGE / "clock.py")] == ["datetime.now"]
+
+
+def test_every_sample_event_is_in_the_demo_month() -> None:
+    """``make demo`` reports :data:`SAMPLE_MONTH` whatever the date: the bundled history's month."""
+    from aoai_helpers.events import UsageEvent, parse_event
+    from aoai_helpers.service import SAMPLE_MONTH, sample_path
+
+    start, end = clock.month_bounds(SAMPLE_MONTH)
+    times = []
+    for line in sample_path("sample_events.jsonl").read_bytes().splitlines():
+        parsed = parse_event(line)
+        if isinstance(parsed, UsageEvent):
+            times.append(parsed.exec_time)
+    assert len(times) > 300
+    assert all(start <= t < end for t in times)
