@@ -7,7 +7,7 @@ DB     ?=
 MONTH  ?=
 OUT    ?= out
 
-.PHONY: venv demo report test test-stress bench lint typecheck clean
+.PHONY: venv demo report test test-stress bench bench-peers lint typecheck clean
 
 venv: $(STAMP)
 
@@ -51,6 +51,11 @@ bench: venv
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/function.py
 	$(PY) benchmarks/report.py
+
+## bench-peers: the gateway benchmark with LiteLLM's proxy measured beside it, in the same run
+##              (installed, pinned, into bench-results/.peers/, never into .venv)
+bench-peers: venv
+	$(PY) benchmarks/gateway.py --peers
 
 lint: venv
 	$(PY) -m ruff check aoai_helpers tests benchmarks

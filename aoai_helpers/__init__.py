@@ -16,6 +16,7 @@ from .exceptions import (
     ConfigError,
     DatabaseError,
     InputError,
+    ReconcileError,
     ReportError,
     TokenizerError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Rate",
     "RateBook",
     "RawEvent",
+    "ReconcileError",
     "ReportError",
     "ResolvedUsage",
     "Spec",

@@ -22,6 +22,7 @@ from .cli_azure import add_provision_parser
 from .cli_function import add_function_parsers
 from .cli_local import add_local_parser
 from .cli_notebooks import add_notebook_parsers
+from .cli_reconcile import add_reconcile_parser
 from .config import db_url
 from .exceptions import AoaiHelpersError, ConfigError, DatabaseError
 from .pricing import Rate, make_rate, parse_rates_csv, rates_to_csv
@@ -314,7 +315,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         print("no calls stored yet")
         return 0
     if args.issue or args.reissue:
-        stmt = issue_statement(engine, month, reissue=args.reissue)
+        stmt = issue_statement(
+            engine,
+            month,
+            reissue=args.reissue,
+            grace=_grace(args),
+            allow_provisional=args.allow_provisional,
+        )
     else:
         stmt = statement(engine, month)
     print(render_table(stmt.lines, month, None if stmt.issued else unpriced_models(engine, month)))
@@ -357,6 +364,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.csv:
             print(f"wrote {write_csv(args.csv, report)}")
     return 0
+
+
+def _grace(args: argparse.Namespace) -> Any:
+    """The spec's ``reconcile.grace_hours`` (``--spec``, ``$AOAI_SPEC``, ``./gateway.yaml`` or
+    the bundled sample) as a timedelta."""
+    from datetime import timedelta
+
+    from .config import spec_path
+    from .spec import load_spec
+
+    return timedelta(hours=load_spec(spec_path(args.spec)).reconcile.grace_hours)
 
 
 def cmd_tokens_verify(args: argparse.Namespace) -> int:
@@ -549,12 +567,21 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument(
         "--reissue", action="store_true", help="replace the issued statement with the live figures"
     )
+    p.add_argument(
+        "--allow-provisional",
+        action="store_true",
+        help="issue even with provisional calls inside the reconcile grace window",
+    )
+    p.add_argument(
+        "--spec", metavar="FILE", help="spec whose reconcile.grace_hours applies (default: found)"
+    )
     p.set_defaults(func=cmd_report)
 
     add_local_parser(sub, with_db)
     add_provision_parser(sub)
     add_function_parsers(sub, with_db)
     add_notebook_parsers(sub)
+    add_reconcile_parser(sub)
 
     tokens = sub.add_parser("tokens", help="offline tokenizer").add_subparsers(
         dest="tokens_command", required=True, metavar="ACTION"

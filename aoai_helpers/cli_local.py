@@ -168,7 +168,7 @@ def add_local_parser(
         p = with_db(common(local.add_parser(name, help=text)))
         p.add_argument(
             "--capture",
-            choices=["passthrough", "buffered"],
+            choices=["passthrough", "passthrough_usage", "buffered"],
             help="streaming capture mode (overrides the spec)",
         )
         p.set_defaults(func=func)

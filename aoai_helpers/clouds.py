@@ -5,6 +5,15 @@ azure-mgmt-core ``get_arm_endpoints``; azure-docs ``azure-government/compare-azu
 global-azure.md``. The AOAI suffix and Cognitive Services audience for Azure China come from the
 SDKs' audience constants (``openai.azure.cn`` is not confirmed by a Microsoft doc): a wrong
 value there fails loudly at sign-in or DNS, never silently.
+
+Log Analytics query endpoints (the language-model log, :mod:`aoai_helpers.llmlog_azure`):
+``https://api.loganalytics.io`` with token audience ``https://api.loganalytics.io`` (*Access
+the Azure Monitor Log Analytics API*: "Use ``resource=https://api.loganalytics.io``"; the
+``api.loganalytics.azure.com`` name the page also gives is not used, as no page says a token
+for it is accepted); Azure China ``https://api.loganalytics.azure.cn`` (the docs.azure.cn copy
+of the same page); US Government ``https://api.loganalytics.us`` (from the Azure SDKs' cloud
+configuration — azure-monitor-query's sovereign sample, azure-sdk-for-go ``azlogs`` and
+.NET ``LogsQueryAudience``; no Learn page gives it).
 """
 
 from __future__ import annotations
@@ -32,6 +41,12 @@ class Cloud:
     cognitive_resource: str  # managed-identity audience for AOAI (authentication-managed-identity)
     scm_suffix: str  # Kudu / SCM: <app>.scm.<suffix>
     storage_suffix: str  # blob checkpoints: <account>.blob.<suffix>
+    log_analytics_endpoint: str  # Log Analytics query API (LogsQueryClient ``endpoint=``)
+
+    @property
+    def log_analytics_scope(self) -> str:
+        """Credential scope of the Log Analytics query API (its audience + ``/.default``)."""
+        return f"{self.log_analytics_endpoint}/.default"
 
     def eventhub_host(self, namespace: str) -> str:
         """``<namespace>.servicebus.…`` (a full host name is returned as it is)."""
@@ -51,6 +66,7 @@ CLOUDS: Final[dict[str, Cloud]] = {
         cognitive_resource="https://cognitiveservices.azure.com",
         scm_suffix="azurewebsites.net",
         storage_suffix="core.windows.net",
+        log_analytics_endpoint="https://api.loganalytics.io",
     ),
     "AzureChinaCloud": Cloud(
         name="AzureChinaCloud",
@@ -64,6 +80,7 @@ CLOUDS: Final[dict[str, Cloud]] = {
         cognitive_resource="https://cognitiveservices.azure.cn",
         scm_suffix="chinacloudsites.cn",
         storage_suffix="core.chinacloudapi.cn",
+        log_analytics_endpoint="https://api.loganalytics.azure.cn",
     ),
     "AzureUSGovernment": Cloud(
         name="AzureUSGovernment",
@@ -77,6 +94,7 @@ CLOUDS: Final[dict[str, Cloud]] = {
         cognitive_resource="https://cognitiveservices.azure.us",
         scm_suffix="azurewebsites.us",
         storage_suffix="core.usgovcloudapi.net",
+        log_analytics_endpoint="https://api.loganalytics.us",
     ),
 }
 

@@ -11,7 +11,8 @@ notebooks display the message. Bad *events* are not exceptions: they are values
     ├── InputError                   an input file cannot be read (missing, unreadable, not JSON/JSONL)
     ├── TokenizerError               offline tokenizer data missing or not matching its pinned hash
     ├── DatabaseError                the database cannot be reached or refused a statement
-    └── ReportError                  a notebook cannot become the HTML report (failed cell, network reference)
+    ├── ReportError                  a notebook cannot become the HTML report (failed cell, network reference)
+    └── ReconcileError               the language-model log cannot be read (refused, throttled, partial): nothing was changed
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "InputError",
+    "ReconcileError",
     "ReportError",
     "TokenizerError",
 ]
@@ -48,3 +50,8 @@ class DatabaseError(AoaiHelpersError):
 
 class ReportError(AoaiHelpersError):
     """The notebook cannot become a report, or the page would load something from the network."""
+
+
+class ReconcileError(AoaiHelpersError):
+    """The language-model log could not be read (access refused, throttled or failing past the
+    retries, or only partial results): reconciliation changed nothing."""

@@ -72,10 +72,10 @@ SUMMARY_COLUMNS: Final[tuple[_Col, ...]] = (
     _Col("Total tokens", _INT),
     _Col("Cost", _MONEY),
     _Col("Currency", None),
-    _Col("Estimated cost", _MONEY),
-    _Col("Estimated share", _SHARE),
+    _Col("Provisional cost", _MONEY),
+    _Col("Provisional share", _SHARE),
     _Col("Unpriced calls", _INT),
-    _Col("Estimated calls", _INT),
+    _Col("Provisional calls", _INT),
     _Col("Budget", _MONEY),
     _Col("Budget used", _SHARE),
     _Col("Projected cost", _MONEY),
@@ -285,9 +285,9 @@ def _totals(report: MonthReport, columns: list[str], rows: list[list[Any]]) -> l
     """The Total row: counts summed, money summed only within one currency."""
     currencies = {r[columns.index("Currency")] for r in rows} - {None}
     one_currency = len(currencies) <= 1 and MIXED not in currencies
-    money = {"Cost", "Estimated cost", "Budget", "Projected cost", "Allocation"}
+    money = {"Cost", "Provisional cost", "Budget", "Projected cost", "Allocation"}
     counts = {"Calls", "Prompt tokens", "Completion tokens", "Total tokens"}
-    counts |= {"Unpriced calls", "Estimated calls"}
+    counts |= {"Unpriced calls", "Provisional calls"}
     total: list[Any] = []
     for i, name in enumerate(columns):
         values = [r[i] for r in rows if r[i] is not None]
@@ -301,8 +301,8 @@ def _totals(report: MonthReport, columns: list[str], rows: list[list[Any]]) -> l
             total.append(sum(values))
         elif name == "Currency":
             total.append(next(iter(currencies)) if one_currency and currencies else MIXED)
-        elif name == "Estimated share":
-            cost, est = columns.index("Cost"), columns.index("Estimated cost")
+        elif name == "Provisional share":
+            cost, est = columns.index("Cost"), columns.index("Provisional cost")
             priced = sum(r[cost] for r in rows)
             total.append(sum(r[est] for r in rows) / priced if one_currency and priced else None)
         else:
@@ -320,7 +320,7 @@ _MODEL_COLUMNS: Final = (
     _Col("Total tokens", _INT),
     _Col("Cost", _MONEY),
     _Col("Currency", None),
-    _Col("Estimated share", _SHARE),
+    _Col("Provisional share", _SHARE),
     _Col("Unpriced calls", _INT),
 )
 _DAILY_COLUMNS: Final = (

@@ -46,7 +46,7 @@ from .exceptions import TokenizerError
 from .models import normalize_model
 from .pricing import RateBook, cost_of
 from .rates_db import read_rates
-from .store import STRING_LIMITS, dead_letter, token_table, transaction
+from .store import RECONCILE_COLUMNS, STRING_LIMITS, dead_letter, token_table, transaction
 from .usage import ResolvedUsage, resolve_usage
 
 __all__ = [
@@ -62,12 +62,16 @@ __all__ = [
 DEFAULT_BATCH_SIZE: Final = 5000
 
 #: Column order of the tuples built by ``Ingestor._row`` (every column but the identity ``Id``).
-ROW_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in token_table.columns if c.name != "Id")
+#: The reconciliation columns are not part of it: NULL until aoai_helpers.reconcile sets them.
+ROW_COLUMNS: Final[tuple[str, ...]] = tuple(
+    c.name for c in token_table.columns if c.name != "Id" and c.name not in RECONCILE_COLUMNS
+)
 # Columns whose values come from the caller or the API (the others are validated or ours).
 _LIMITS: Final = [
     (ROW_COLUMNS.index(k), n)
     for k, n in STRING_LIMITS.items()
-    if k not in {"RequestId", "Operation", "UsageSource", "EstimateEncoding", "Currency"}
+    if k in ROW_COLUMNS
+    and k not in {"RequestId", "Operation", "UsageSource", "EstimateEncoding", "Currency"}
 ]
 _CHECKED_STRINGS: Final = operator.itemgetter(*(i for i, _n in _LIMITS))
 _SHORTEST_LIMIT: Final = min(n for _i, n in _LIMITS)

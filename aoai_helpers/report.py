@@ -497,8 +497,9 @@ def render_table(
         "Prompt tok",
         "Completion tok",
         "Cost",
+        "Exact",
+        "Provisional",
         "Cur",
-        "Estimated",
         "Unpriced",
     )
     body = [
@@ -509,14 +510,15 @@ def render_table(
             f"{r.prompt_tokens:,}",
             f"{r.completion_tokens:,}",
             f"{r.cost:,.4f}",
+            f"{r.cost - r.estimated_cost:,.4f}",
+            f"{r.estimated_cost:,.4f}" if r.estimated_calls else "-",
             r.currency or "-",
-            f"{(r.estimated_cost / r.cost * 100) if r.cost else 0:.1f}%",
             f"{r.unpriced_calls:,}" if r.unpriced_calls else "-",
         )
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=False)]
-    numeric = {2, 3, 4, 5, 7, 8}
+    numeric = {2, 3, 4, 5, 6, 7, 9}
 
     def fmt(cells: tuple[str, ...]) -> str:
         return "  ".join(
@@ -525,7 +527,8 @@ def render_table(
         )
 
     lines = [
-        f"Chargeback {month} (cost in the rate's currency; 'Estimated' = share of cost from estimated tokens)"
+        f"Chargeback {month} (cost in the rate's currency; 'Provisional' = cost of calls whose tokens we "
+        "counted, not yet given by the API or APIM's language-model log)"
     ]
     lines += [fmt(header), "  ".join("-" * w for w in widths)]
     lines += [fmt(row) for row in body]
@@ -535,10 +538,12 @@ def render_table(
     for r in rows:
         totals[r.currency or "unpriced"] = totals.get(r.currency or "unpriced", 0.0) + r.cost
     unpriced_calls = sum(r.unpriced_calls for r in rows)
+    provisional = sum(r.estimated_cost for r in rows)
     if body:
         lines.append(
             "Total: "
             + ", ".join(f"{v:,.4f} {k}" for k, v in totals.items() if k != "unpriced")
+            + (f" ({provisional:,.4f} of it provisional)" if provisional else "")
             + (
                 f"; {unpriced_calls:,} unpriced call(s) — add their rates: python -m aoai_helpers rates set MODEL --input … --output …"
                 if unpriced_calls

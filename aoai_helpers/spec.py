@@ -35,8 +35,10 @@ __all__ = [
     "EventHub",
     "Fault",
     "FunctionApp",
+    "LlmLog",
     "Local",
     "Product",
+    "Reconcile",
     "Simulator",
     "Spec",
     "Subscription",
@@ -47,7 +49,7 @@ __all__ = [
 
 CloudName = Literal["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"]
 CLOUDS: Final[tuple[str, ...]] = ("AzureCloud", "AzureChinaCloud", "AzureUSGovernment")
-CaptureMode = Literal["buffered", "passthrough"]
+CaptureMode = Literal["buffered", "passthrough", "passthrough_usage"]
 
 #: APIM resource names (ids of products, subscriptions, named values, loggers, APIs).
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -120,12 +122,24 @@ class Product(_Model):
 class Capture(_Model):
     """What the gateway captures of each call.
 
-    ``streaming``: ``passthrough`` leaves streams untouched (prompt-only usage) and
-    ``buffered`` buffers them to read the exact usage (the client gets the stream at the end).
+    ``streaming`` (policies/README.md, "Capture modes"):
+
+    - ``passthrough`` (default): streams go to the client chunk by chunk, untouched; the event
+      cannot carry their usage (the gateway never reads a streamed body), so ingest stores the
+      prompt (``prompt_only``) and reconciliation takes the exact numbers from APIM's
+      language-model log (``llm_log``) → ``reconciled``.
+    - ``passthrough_usage``: the same, and ``stream_options.include_usage`` is added to
+      streamed chat and completions requests, so the stream ends with AOAI's own usage chunk
+      for the language-model log to record. Clients that did not ask for it see one extra
+      final chunk with ``choices: []`` (nothing can take it out without buffering).
+    - ``buffered``: the gateway reads the whole stream (the client gets it at the end) and the
+      event carries the usage (``reported``); a usage chunk it asked for is removed from what
+      the client receives.
+
     ``include_usage_api_versions``: classic api-versions that accept
-    ``stream_options.include_usage`` (buffered mode injects it only for these, and always on
-    the v1 API). ``payload``: also log request/response text (off: no prompt text is logged
-    unless needed to estimate usage).
+    ``stream_options.include_usage`` (it is injected only for these, and always on the v1
+    API). ``payload``: also log request/response text (off: no prompt text is logged unless
+    needed to estimate usage).
     """
 
     streaming: CaptureMode = "passthrough"
@@ -140,6 +154,51 @@ class Capture(_Model):
         "2025-04-01-preview",
     )
     payload: bool = False
+
+
+class LlmLog(_Model):
+    """APIM's language-model log: the exact usage of calls the gateway could not read.
+
+    A diagnostic setting sends category ``GatewayLlmLogs`` of the APIM service to the Log
+    Analytics workspace ``workspace_resource_id`` (resource-specific table
+    ``ApiManagementGatewayLlmLog``: one record per call with ``CorrelationId``,
+    ``PromptTokens``, ``CompletionTokens``, ``TotalTokens``, ``ModelName``…), and the API's
+    diagnostic turns language-model logging on — token counts only, unless ``log_messages``
+    (prompts and completions, each cut at ``max_message_bytes``). ``workspace_id`` is the
+    workspace's GUID ("Workspace ID"), which the query API addresses. ``correlation_column``
+    is the column holding the call's ``context.RequestId`` (the event's ``RequestId``).
+    Without a workspace nothing is provisioned and reconciliation has no source on Azure.
+    """
+
+    workspace_resource_id: str | None = Field(
+        default=None,
+        pattern=r"(?i)^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+        r"Microsoft\.OperationalInsights/workspaces/[^/]+$",
+    )
+    workspace_id: str | None = Field(
+        default=None, pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
+    )
+    diagnostic_setting: Ident = "aoai-llm-logs"
+    log_messages: bool = False
+    max_message_bytes: int = Field(default=32768, ge=1, le=262144)
+    correlation_column: str = Field(default="CorrelationId", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Reconcile(_Model):
+    """How rows are matched with the language-model log (``reconcile``; the function's timer).
+
+    ``grace_hours``: how long a call may stay provisional before it is listed as unmatched
+    (and before its month may be issued without ``--allow-provisional``); the log's documented
+    ingestion delay is minutes, up to ~20. ``lookback_minutes``: each run reads the log again
+    from this long before the last run's end (records arrive late; re-reading is harmless).
+    ``schedule``: the timer trigger's NCRONTAB expression. ``interval_seconds``: how often
+    ``local up`` reconciles.
+    """
+
+    grace_hours: float = Field(default=6.0, gt=0, le=24 * 31)
+    lookback_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
+    schedule: str = Field(default="0 */10 * * * *", min_length=11)
+    interval_seconds: float = Field(default=1.0, gt=0, le=3600)
 
 
 class Apim(_Model):
@@ -246,6 +305,8 @@ class Spec(_Model):
     product: Product = Product()
     subscriptions: tuple[Subscription, ...] = Field(min_length=1)
     capture: Capture = Capture()
+    llm_log: LlmLog = LlmLog()
+    reconcile: Reconcile = Reconcile()
     event_hub: EventHub
     database: Database = Database()
     function: FunctionApp | None = None

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final, Literal
 
@@ -47,6 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 from .budget import Allocation, BudgetBurn, allocate, budget_burn
 from .clock import utcnow
 from .exceptions import ConfigError
+from .reconcile import provisional_rows
 from .report import (
     BuCharge,
     DailyUsage,
@@ -96,6 +97,9 @@ statement_table = Table(
 
 #: Relative difference below which issued and live costs count as equal (float sums).
 _TOLERANCE: Final = 1e-9
+#: How long a provisional call may wait for the language-model log before its month may be
+#: issued (the spec's ``reconcile.grace_hours`` default).
+DEFAULT_GRACE: Final = timedelta(hours=6)
 
 StatementStatus = Literal["issued", "live"]
 
@@ -115,10 +119,16 @@ class Statement:
         return self.status == "issued"
 
     def describe(self) -> str:
-        """One line: ``issued 2026-12-01 09:00 UTC`` or ``live (not issued)``."""
+        """One line: ``issued 2026-12-01 09:00 UTC`` or ``live (not issued)``, with the share
+        of the cost that was provisional when there is one."""
+        cost = sum(line.cost for line in self.lines)
+        provisional = sum(line.estimated_cost for line in self.lines)
+        share = (
+            f"; {provisional / cost:.1%} of the cost provisional" if cost and provisional else ""
+        )
         if self.issued_at is None:
-            return "live (not issued)"
-        return f"issued {self.issued_at:%Y-%m-%d %H:%M} UTC"
+            return "live (not issued)" + share
+        return f"issued {self.issued_at:%Y-%m-%d %H:%M} UTC" + share
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,16 +200,28 @@ def statement(engine: Engine, month: str) -> Statement:
 
 
 def issue_statement(
-    engine: Engine, month: str, *, reissue: bool = False, now: datetime | None = None
+    engine: Engine,
+    month: str,
+    *,
+    reissue: bool = False,
+    now: datetime | None = None,
+    grace: timedelta = DEFAULT_GRACE,
+    allow_provisional: bool = False,
 ) -> Statement:
     """Snapshot the live per-BU figures of ``month`` as its issued statement; return it.
 
     Refuses (:class:`ConfigError`) a month already issued unless ``reissue`` (which replaces
-    the snapshot), and a month without calls. One transaction: the snapshot is all there or
-    not at all.
+    the snapshot), a month without calls, and — unless ``allow_provisional`` — a month with
+    provisional calls still inside the ``grace`` window (``prompt_only`` / ``estimated``
+    event-v2 rows younger than ``grace``: APIM's language-model log may still give their exact
+    usage, :mod:`aoai_helpers.reconcile`). Provisional rows past the window (unmatched) do not
+    stop it. Each line keeps its provisional cost and calls (``EstimatedCost``,
+    ``EstimatedCalls``), so the statement says which share was provisional. One transaction:
+    the snapshot is all there or not at all.
     """
-    month_bounds(month)
-    issued_at = (now or utcnow()).replace(microsecond=0)
+    start, end = month_bounds(month)
+    clock_now = now or utcnow()
+    issued_at = clock_now.replace(microsecond=0)
     with transaction(engine) as conn:
         statement_metadata.create_all(conn, checkfirst=True)
         previous = _issued(conn, month)
@@ -207,6 +229,16 @@ def issue_statement(
             raise ConfigError(
                 f"the statement of {month} was issued {previous[0]:%Y-%m-%d %H:%M} UTC; "
                 "reissue it to replace it (report --month " + month + " --reissue)"
+            )
+        pending = provisional_rows(conn, start=max(start, clock_now - grace), end=end)
+        if pending.calls and not allow_provisional:
+            hours = grace.total_seconds() / 3600
+            raise ConfigError(
+                f"{month} has {pending.calls:,} provisional call(s) (cost so far "
+                f"{pending.cost:,.4f}) younger than the {hours:g} h grace window: APIM's "
+                "language-model log may still give their exact usage; run `reconcile` or wait, "
+                "or issue anyway with --allow-provisional (the statement records the "
+                "provisional share)"
             )
         lines = _chargeback_rows(conn, month)
         if not lines:

@@ -55,6 +55,7 @@ from .exceptions import ConfigError, DatabaseError
 
 __all__ = [
     "DEFAULT_DB_URL",
+    "RECONCILE_COLUMNS",
     "SCHEMA_VERSION",
     "bu_map",
     "database_errors",
@@ -66,6 +67,7 @@ __all__ = [
     "masked_url",
     "metadata",
     "rate_table",
+    "reconcile_state",
     "require_schema",
     "sqlite_path",
     "token_table",
@@ -74,7 +76,7 @@ __all__ = [
 ]
 
 DEFAULT_DB_URL: Final = "sqlite:///data/aoai_usage.db"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Identity primary keys: BIGINT IDENTITY on SQL Server / PostgreSQL, rowid alias on SQLite.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -122,7 +124,7 @@ token_table = Table(
         "UsageSource",
         Unicode(16),
         nullable=False,
-        comment="reported | estimated | prompt_only | unbilled",
+        comment="reported | estimated | prompt_only | unbilled | reconciled",
     ),
     Column("EstimateEncoding", Unicode(20), comment="tokenizer used for an estimate"),
     Column("ModelKnown", _TinyInt, nullable=False, server_default=text("1")),
@@ -130,6 +132,15 @@ token_table = Table(
     Column("Currency", Unicode(3)),
     Column("RateId", Integer()),
     Column("IngestedAtUTC", DateTime(), nullable=False),
+    # --- reconciliation (aoai_helpers.reconcile): what a row had before APIM's language-model
+    # log gave its exact usage (UsageSource 'reconciled'); NULL on rows never reconciled ---
+    Column("PriorUsageSource", Unicode(16)),
+    Column("PriorPromptTokens", Integer()),
+    Column("PriorCompletionTokens", Integer()),
+    Column("PriorTotalTokens", Integer()),
+    Column("PriorModelName", Unicode(100)),
+    Column("PriorCost", Float()),
+    Column("ReconciledAtUTC", DateTime()),
     Index("indx_ExecDate", "ExecDateUTC"),
     Index("indx_ExecTime", "ExecTimeUTC"),
     Index("ux_ApimAoaiToken_RequestId", "RequestId", unique=True),
@@ -193,12 +204,33 @@ dead_letter = Table(
     Index("ux_IngestDeadLetter_RawSha256", "RawSha256", unique=True),
 )
 
+reconcile_state = Table(
+    "ReconcileState",
+    metadata,
+    Column("Source", Unicode(200), primary_key=True, comment="the language-model log read"),
+    Column("WatermarkUTC", DateTime(), nullable=False, comment="end of the last window read"),
+    Column("UpdatedAtUTC", DateTime(), nullable=False),
+    Column("LastRecords", Integer(), nullable=False, server_default=text("0")),
+    Column("LastUpgraded", Integer(), nullable=False, server_default=text("0")),
+)
+
 schema_version = Table(
     "AoaiSchemaVersion",
     metadata,
     Column("Version", Integer(), primary_key=True, autoincrement=False),
     Column("AppliedAtUTC", DateTime(), nullable=False),
     Column("Description", Unicode(200), comment="how it was applied (db init, db upgrade, …)"),
+)
+
+#: Columns only reconciliation writes (NULL when a row is inserted).
+RECONCILE_COLUMNS: Final[tuple[str, ...]] = (
+    "PriorUsageSource",
+    "PriorPromptTokens",
+    "PriorCompletionTokens",
+    "PriorTotalTokens",
+    "PriorModelName",
+    "PriorCost",
+    "ReconciledAtUTC",
 )
 
 #: Column lengths of the string columns, used to truncate values before insert.

@@ -1,4 +1,4 @@
--- apim-aoai-proxy schema v1 (mssql), generated from aoai_helpers.store.
+-- apim-aoai-proxy schema v2 (mssql), generated from aoai_helpers.store.
 -- Regenerate with: python -m aoai_helpers db ddl --dialect mssql
 
 CREATE TABLE [AoaiSchemaVersion] (
@@ -60,6 +60,13 @@ CREATE TABLE [ApimAoaiToken] (
 	[Currency] NVARCHAR(3) NULL,
 	[RateId] INTEGER NULL,
 	[IngestedAtUTC] DATETIME NOT NULL,
+	[PriorUsageSource] NVARCHAR(16) NULL,
+	[PriorPromptTokens] INTEGER NULL,
+	[PriorCompletionTokens] INTEGER NULL,
+	[PriorTotalTokens] INTEGER NULL,
+	[PriorModelName] NVARCHAR(100) NULL,
+	[PriorCost] FLOAT NULL,
+	[ReconciledAtUTC] DATETIME NULL,
 	PRIMARY KEY ([Id])
 )
 GO
@@ -103,4 +110,14 @@ CREATE TABLE [IngestDeadLetter] (
 GO
 
 CREATE UNIQUE INDEX [ux_IngestDeadLetter_RawSha256] ON [IngestDeadLetter] ([RawSha256])
+GO
+
+CREATE TABLE [ReconcileState] (
+	[Source] NVARCHAR(200) NOT NULL,
+	[WatermarkUTC] DATETIME NOT NULL,
+	[UpdatedAtUTC] DATETIME NOT NULL,
+	[LastRecords] INTEGER NOT NULL DEFAULT 0,
+	[LastUpgraded] INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY ([Source])
+)
 GO

@@ -1,4 +1,4 @@
--- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its aoaieventdb.sql) to schema v1, in place.
+-- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its aoaieventdb.sql) to schema v2, in place.
 -- Generated from aoai_helpers.store; regenerate with: python -m aoai_helpers db ddl --from-original
 -- The T-SQL twin of `python -m aoai_helpers db upgrade` (see aoai_helpers/migrate.py).
 --
@@ -93,6 +93,13 @@ CREATE TABLE [ApimAoaiToken] (
 	[Currency] NVARCHAR(3) NULL,
 	[RateId] INTEGER NULL,
 	[IngestedAtUTC] DATETIME NOT NULL,
+	[PriorUsageSource] NVARCHAR(16) NULL,
+	[PriorPromptTokens] INTEGER NULL,
+	[PriorCompletionTokens] INTEGER NULL,
+	[PriorTotalTokens] INTEGER NULL,
+	[PriorModelName] NVARCHAR(100) NULL,
+	[PriorCost] FLOAT NULL,
+	[ReconciledAtUTC] DATETIME NULL,
 	PRIMARY KEY ([Id])
 );
 END
@@ -123,6 +130,19 @@ CREATE TABLE [IngestDeadLetter] (
 	[RawBody] VARBINARY(max) NOT NULL,
 	[RawSize] INTEGER NOT NULL,
 	PRIMARY KEY ([Id])
+);
+END
+GO
+
+IF OBJECT_ID(N'ReconcileState', N'U') IS NULL
+BEGIN
+CREATE TABLE [ReconcileState] (
+	[Source] NVARCHAR(200) NOT NULL,
+	[WatermarkUTC] DATETIME NOT NULL,
+	[UpdatedAtUTC] DATETIME NOT NULL,
+	[LastRecords] INTEGER NOT NULL DEFAULT 0,
+	[LastUpgraded] INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY ([Source])
 );
 END
 GO
@@ -181,6 +201,20 @@ IF COL_LENGTH(N'ApimAoaiToken', N'RateId') IS NULL
     ALTER TABLE [ApimAoaiToken] ADD [RateId] INTEGER NULL;
 IF COL_LENGTH(N'ApimAoaiToken', N'IngestedAtUTC') IS NULL
     ALTER TABLE [ApimAoaiToken] ADD [IngestedAtUTC] DATETIME NULL;
+IF COL_LENGTH(N'ApimAoaiToken', N'PriorUsageSource') IS NULL
+    ALTER TABLE [ApimAoaiToken] ADD [PriorUsageSource] NVARCHAR(16) NULL;
+IF COL_LENGTH(N'ApimAoaiToken', N'PriorPromptTokens') IS NULL
+    ALTER TABLE [ApimAoaiToken] ADD [PriorPromptTokens] INTEGER NULL;
+IF COL_LENGTH(N'ApimAoaiToken', N'PriorCompletionTokens') IS NULL
+    ALTER TABLE [ApimAoaiToken] ADD [PriorCompletionTokens] INTEGER NULL;
+IF COL_LENGTH(N'ApimAoaiToken', N'PriorTotalTokens') IS NULL
+    ALTER TABLE [ApimAoaiToken] ADD [PriorTotalTokens] INTEGER NULL;
+IF COL_LENGTH(N'ApimAoaiToken', N'PriorModelName') IS NULL
+    ALTER TABLE [ApimAoaiToken] ADD [PriorModelName] NVARCHAR(100) NULL;
+IF COL_LENGTH(N'ApimAoaiToken', N'PriorCost') IS NULL
+    ALTER TABLE [ApimAoaiToken] ADD [PriorCost] FLOAT NULL;
+IF COL_LENGTH(N'ApimAoaiToken', N'ReconciledAtUTC') IS NULL
+    ALTER TABLE [ApimAoaiToken] ADD [ReconciledAtUTC] DATETIME NULL;
 GO
 
 IF COL_LENGTH(N'BusinessUnitMap', N'SubscriptionName') IS NULL
@@ -195,6 +229,12 @@ IF COL_LENGTH(N'IngestDeadLetter', N'Source') IS NULL
     ALTER TABLE [IngestDeadLetter] ADD [Source] NVARCHAR(200) NULL;
 IF COL_LENGTH(N'IngestDeadLetter', N'RequestId') IS NULL
     ALTER TABLE [IngestDeadLetter] ADD [RequestId] NVARCHAR(64) NULL;
+GO
+
+IF COL_LENGTH(N'ReconcileState', N'LastRecords') IS NULL
+    ALTER TABLE [ReconcileState] ADD [LastRecords] INTEGER NOT NULL DEFAULT 0;
+IF COL_LENGTH(N'ReconcileState', N'LastUpgraded') IS NULL
+    ALTER TABLE [ReconcileState] ADD [LastUpgraded] INTEGER NOT NULL DEFAULT 0;
 GO
 
 IF NOT EXISTS (SELECT 1 FROM sys.key_constraints WHERE [type] = 'PK' AND parent_object_id = OBJECT_ID(N'ApimAoaiToken'))
@@ -276,9 +316,9 @@ WHERE t.[Cost] IS NULL AND t.[RequestId] LIKE N'legacy:%' AND t.[UsageSource] <>
 GO
 
 -- 7. Record the migration.
-IF NOT EXISTS (SELECT 1 FROM [AoaiSchemaVersion] WHERE [Version] = 1)
+IF NOT EXISTS (SELECT 1 FROM [AoaiSchemaVersion] WHERE [Version] = 2)
     INSERT INTO [AoaiSchemaVersion] ([Version], [AppliedAtUTC], [Description])
-    VALUES (1, GETUTCDATE(), N'upgraded in place from the original APIM-AOAI-Proxy schema (sql/migrate_from_original.sql)');
+    VALUES (2, GETUTCDATE(), N'upgraded in place from the original APIM-AOAI-Proxy schema (sql/migrate_from_original.sql)');
 GO
 
 SET NOEXEC OFF;

@@ -1,8 +1,9 @@
 """Clean-up (``provision destroy``), offline: provisioning is applied into the in-memory ARM of
 ``aoai_helpers.azure_dryrun`` through the real SDK calls, then the clean-up plan and apply run
 against it. The recorded DELETEs are checked against the REST paths and headers the specs
-document (Microsoft.ApiManagement 2024-05-01, Microsoft.EventHub, Microsoft.Web), written out
-below from the specs — not derived from the code under test. Nothing reaches the network.
+document (Microsoft.ApiManagement 2024-05-01 and 2024-10-01-preview, Microsoft.EventHub,
+Microsoft.Web, Microsoft.Insights 2021-05-01-preview), written out below from the specs — not
+derived from the code under test. Nothing reaches the network.
 """
 
 from __future__ import annotations
@@ -54,8 +55,15 @@ HOSTS = {
 
 # The documented DELETE operations (path template, whether If-Match is a required header),
 # copied from azure-rest-api-specs: apimsubscriptions/apimproducts/apimapis/apimnamedvalues/
-# apimloggers.json (2024-05-01; ProductApi_Delete is the one without If-Match) and
-# Microsoft.EventHub eventhubs.json / AuthorizationRules / consumergroups.
+# apimloggers.json (2024-05-01; ProductApi_Delete is the one without If-Match),
+# Microsoft.EventHub eventhubs.json / AuthorizationRules / consumergroups, and the
+# language-model log's two (api-versions and statuses in LLM_DELETES below):
+# - ApiDiagnostic_Delete: specification/apimanagement/resource-manager/Microsoft.ApiManagement/
+#   preview/2024-10-01-preview/apimapis.json, DELETE …/apis/{apiId}/diagnostics/{diagnosticId},
+#   IfMatchRequiredParameter;
+# - DiagnosticSettings_Delete: specification/monitor/resource-manager/Microsoft.Insights/preview/
+#   2021-05-01-preview/diagnosticsSettings_API.json, DELETE
+#   {resourceUri}/providers/Microsoft.Insights/diagnosticSettings/{name}, no If-Match parameter.
 _APIM = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ApiManagement/service/{serviceName}"
 _EH = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.EventHub/namespaces/{namespaceName}/eventhubs/{eventHubName}"
 DOCUMENTED_DELETES = {
@@ -66,6 +74,11 @@ DOCUMENTED_DELETES = {
     "ApiPolicy_Delete": (f"{_APIM}/apis/{{apiId}}/policies/{{policyId}}", True),
     "ApiOperation_Delete": (f"{_APIM}/apis/{{apiId}}/operations/{{operationId}}", True),
     "Api_Delete": (f"{_APIM}/apis/{{apiId}}", True),
+    "ApiDiagnostic_Delete": (f"{_APIM}/apis/{{apiId}}/diagnostics/{{diagnosticId}}", True),
+    "DiagnosticSettings_Delete": (
+        "/{resourceUri}/providers/Microsoft.Insights/diagnosticSettings/{name}",
+        False,
+    ),
     "Logger_Delete": (f"{_APIM}/loggers/{{loggerId}}", True),
     "NamedValue_Delete": (f"{_APIM}/namedValues/{{namedValueId}}", True),
     "EventHubs_DeleteAuthorizationRule": (
@@ -77,14 +90,44 @@ DOCUMENTED_DELETES = {
 }
 
 
-def _operation(request: RecordedRequest) -> str:
-    """The one documented DELETE whose path template matches the request (else fail)."""
+# The language-model log's DELETEs (api-version, statuses; paths and If-Match in
+# DOCUMENTED_DELETES): apimapis.json 2024-10-01-preview (ApiDiagnostic_Delete: 200, 204 "removed
+# by previous request or does not exist"; largeLanguageModel is not in 2024-05-01) and
+# diagnosticsSettings_API.json 2021-05-01-preview (DiagnosticSettings_Delete: 200, 204).
+# The azuremonitor logger goes by Logger_Delete (apimloggers.json, 2024-05-01).
+LLM_DELETES = {
+    "ApiDiagnostic_Delete": ("2024-10-01-preview", {200, 204}),
+    "DiagnosticSettings_Delete": ("2021-05-01-preview", {200, 204}),
+}
+#: The example spec's workspace (``llm_log.workspace_resource_id`` in examples/gateway.yaml).
+EXAMPLE_WORKSPACE = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-aoai-gateway"
+    "/providers/Microsoft.OperationalInsights/workspaces/log-aoai-gateway"
+)
+#: A workspace in another subscription and resource group than APIM.
+WORKSPACE = (
+    "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-logs"
+    "/providers/Microsoft.OperationalInsights/workspaces/law-aoai"
+)
+
+
+def _template_re(template: str) -> str:
+    pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+    # {resourceUri} is a whole ARM id (x-ms-skip-url-encoding): slashes included
+    return pattern.replace(
+        "/[^/]+/providers/Microsoft\\.Insights", "/.+/providers/Microsoft\\.Insights"
+    )
+
+
+def _operation(request: RecordedRequest | str) -> str:
+    """The one documented DELETE whose path template matches the request's path (else fail)."""
+    path = request if isinstance(request, str) else request.path
     matches = [
         name
         for name, (template, _) in DOCUMENTED_DELETES.items()
-        if re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)), request.path)
+        if re.fullmatch(_template_re(template), path)
     ]
-    assert len(matches) == 1, (request.path, matches)
+    assert len(matches) == 1, (path, matches)
     return matches[0]
 
 
@@ -168,9 +211,14 @@ def test_the_offline_plan_deletes_everything_in_reverse_dependency_order() -> No
         "product-policy",
         "product-api",
         "product",
+        # the example's language-model log: the setting and the API's diagnostic before the
+        # API, the azuremonitor logger after the diagnostic naming it
+        "diagnostic-setting",
+        "api-diagnostic",
         "api-policy",
         *["api-operation"] * 6,
         "api",
+        "llm-logger",
         "logger",
         *["named-value"] * 3,
         "function-app-settings",
@@ -186,7 +234,8 @@ def test_the_offline_plan_deletes_everything_in_reverse_dependency_order() -> No
         i.endswith(("/service/apim-aoai-gateway", "/namespaces/evhns-aoai-usage")) for i in ids
     )
     text = the_plan.render()
-    assert "23 to delete, 0 already gone, 0 kept" in text
+    assert "26 to delete, 0 already gone, 0 kept" in text
+    assert f"the Log Analytics workspace {EXAMPLE_WORKSPACE}" in text  # kept, never deleted
     assert "BU subscription keys stop working" in text and "data in the database is kept" in text
     assert "not ingested are lost" in text  # the hub goes with its unread events
 
@@ -282,7 +331,7 @@ def test_provision_then_cleanup_leaves_only_what_the_spec_did_not_create(cloud: 
     transport.requests.clear()
     again = plan_cleanup(spec, clients=clients, web=web)
     assert {s.action for s in again.steps} == {"absent"}
-    assert "0 to delete, 23 already gone, 0 kept" in again.render()
+    assert "0 to delete, 26 already gone, 0 kept" in again.render()
     assert apply_cleanup(again, clients, web=web).deleted == []
     reads = {(r.method, r.path.endswith("/config/appsettings/list")) for r in transport.requests}
     assert reads == {("GET", False), ("POST", True)}  # settings are listed by POST (REST)
@@ -301,9 +350,17 @@ def test_the_requests_are_the_documented_deletes() -> None:
         seen.add(name)
         if_match_required = DOCUMENTED_DELETES[name][1]
         assert r.if_match == ("*" if if_match_required else None), (name, r.if_match)
-        want = EVENTHUB_API_VERSION if "Microsoft.EventHub" in r.path else APIM_API_VERSION
-        assert r.api_version == want and r.body is None
-    assert seen == set(DOCUMENTED_DELETES)
+        if name in LLM_DELETES:
+            want = LLM_DELETES[name][0]
+        elif "Microsoft.EventHub" in r.path:
+            want = EVENTHUB_API_VERSION
+        else:
+            want = APIM_API_VERSION
+        assert r.api_version == want and r.body is None, (name, r.api_version)
+    assert seen == set(DOCUMENTED_DELETES)  # the example's language-model log included
+    loggers = {r.path.rsplit("/", 1)[1] for r in deletes if _operation(r) == "Logger_Delete"}
+    assert loggers == {"aoai-usage-logger", "azuremonitor"}
+    assert not [r for r in transport.requests if "Microsoft.OperationalInsights" in r.path]
     # the API delete is asynchronous (202 + location), polled until its asyncCode 204
     i = next(
         i
@@ -401,8 +458,8 @@ def test_online_planning_needs_a_subscription_id() -> None:
 
 def test_cleanup_dry_run_for_a_notebook() -> None:
     dry = cleanup_dry_run(SPEC)
-    assert dry.plan.counts() == {"delete": 19, "absent": 0, "keep": 0}
-    assert dry.result.summary() == "19 deleted, 0 already gone"
+    assert dry.plan.counts() == {"delete": 22, "absent": 0, "keep": 0}
+    assert dry.result.summary() == "22 deleted, 0 already gone"
     rows = dry.rows()
     assert rows[0] == {
         "method": "DELETE",
@@ -432,10 +489,20 @@ def test_cli_destroy_offline(cloud: str, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert f"all to {HOSTS[cloud]}" in out.stdout and "If-Match: *" in out.stdout
-    assert out.stdout.count(" delete ") == 19
+    assert out.stdout.count(" delete ") == 22
     assert "nothing deleted: run again with --apply" in out.stdout
     data = json.loads((tmp_path / "destroy.json").read_text())
-    assert len(data["steps"]) == 19 and data["dry_run_requests"][0]["if_match"] == "*"
+    assert len(data["steps"]) == 22 and data["dry_run_requests"][0]["if_match"] == "*"
+    # the example's language-model log, as documented (DOCUMENTED_DELETES, LLM_DELETES)
+    by_operation = {
+        _operation(row["path"]): row
+        for row in data["dry_run_requests"]
+        if row["method"] == "DELETE"
+    }
+    for name, (version, _statuses) in LLM_DELETES.items():
+        row = by_operation[name]
+        assert row["api_version"] == version, name
+        assert row["if_match"] == ("*" if DOCUMENTED_DELETES[name][1] else None), name
 
 
 def test_cli_destroy_errors_are_one_line(tmp_path: Path) -> None:
@@ -465,3 +532,109 @@ def test_nothing_provisioned_means_nothing_to_delete() -> None:
     transport.requests.clear()
     assert apply_cleanup(the_plan, clients, web=web).deleted == []
     assert transport.requests == []
+
+
+# --------------------------------------------------------------------- the language-model log
+
+
+def _llm_spec(**changes: Any) -> Spec:
+    return _variant(
+        llm_log__workspace_resource_id=WORKSPACE,
+        llm_log__workspace_id="2bb5a7a0-4c6f-4a0e-8d0a-0f4e3c1b9e11",
+        **changes,
+    )
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS))
+def test_the_llm_log_resources_go_with_the_documented_deletes(cloud: str) -> None:
+    spec = _llm_spec().for_cloud(cloud)
+    transport, clients, web = _provisioned(spec, cloud)
+    the_plan = plan_cleanup(spec, clients=clients, web=web)
+    kinds = [s.resource.kind for s in the_plan.steps]
+    # the setting and the API diagnostic before the API, the logger after them
+    assert kinds.index("diagnostic-setting") < kinds.index("api-diagnostic") < kinds.index("api")
+    assert kinds.index("api-diagnostic") < kinds.index("llm-logger")
+    assert {s.action for s in the_plan.steps} == {"delete"}
+    transport.requests.clear()
+    apply_cleanup(the_plan, clients, web=web, polling_interval=0)
+    assert {r.host for r in transport.requests} == {HOSTS[cloud]}
+    deletes = {_operation(r): r for r in transport.requests if r.method == "DELETE"}
+    for name, (version, _statuses) in LLM_DELETES.items():
+        r = deletes[name]
+        assert r.if_match == ("*" if DOCUMENTED_DELETES[name][1] else None), name
+        assert r.api_version == version and r.body is None, name
+    logger_deletes = [
+        r
+        for r in transport.requests
+        if r.method == "DELETE" and r.path.endswith("/loggers/azuremonitor")
+    ]
+    assert len(logger_deletes) == 1 and logger_deletes[0].if_match == "*"
+    assert not [i for i in _spec_ids(spec) if i.lower() in transport.store]
+    # the workspace is never touched
+    assert not [r for r in transport.requests if "Microsoft.OperationalInsights" in r.path]
+    assert f"the Log Analytics workspace {WORKSPACE}" in the_plan.render()
+
+    transport.requests.clear()
+    again = plan_cleanup(spec, clients=clients, web=web)
+    assert {s.action for s in again.steps} == {"absent"}
+    assert apply_cleanup(again, clients, web=web).deleted == []
+
+
+def test_deleting_an_llm_log_resource_already_gone_answers_as_documented() -> None:
+    from azure.core.rest import HttpRequest
+
+    _transport, clients, _web = _provisioned(_llm_spec())
+    statuses = {}
+    for name, client, path in (
+        ("ApiDiagnostic_Delete", clients.apim, f"{SVC}/apis/azure-openai/diagnostics/azuremonitor"),
+        (
+            "DiagnosticSettings_Delete",
+            clients.monitor,
+            f"{SVC}/providers/Microsoft.Insights/diagnosticSettings/aoai-llm-logs",
+        ),
+    ):
+        version = LLM_DELETES[name][0]
+        got = [
+            client._send_request(
+                HttpRequest(
+                    "DELETE", path, params={"api-version": version}, headers={"If-Match": "*"}
+                )
+            ).status_code
+            for _ in range(2)
+        ]
+        statuses[name] = got
+        assert set(got) <= LLM_DELETES[name][1], name
+    assert statuses == {"ApiDiagnostic_Delete": [200, 204], "DiagnosticSettings_Delete": [200, 204]}
+
+
+def test_an_azuremonitor_logger_provisioning_did_not_create_is_kept() -> None:
+    from azure.mgmt.apimanagement import models as m
+
+    spec = _llm_spec()
+    transport = DryRunTransport()
+    clients, web = make_cleanup_clients(
+        spec, get_cloud("AzureCloud"), SUB, DryRunCredential(), transport
+    )
+    # APIM's (or another team's) logger was there first: provisioning uses it as it is
+    clients.apim.logger.create_or_update(
+        clients.rg, clients.service, "azuremonitor", m.LoggerContract(logger_type="azureMonitor")
+    )
+    apply(plan(spec, clients=clients, env={}), clients)
+    the_plan = plan_cleanup(spec, clients=clients, web=web)
+    step = next(s for s in the_plan.steps if s.resource.kind == "llm-logger")
+    assert step.action == "keep" and "provisioning did not create it" in step.note
+    assert "llm-logger azuremonitor: provisioning did not create it" in the_plan.render()
+    apply_cleanup(the_plan, clients, web=web, polling_interval=0)
+    assert f"{SVC}/loggers/azuremonitor".lower() in transport.store
+    assert f"{SVC}/apis/azure-openai/diagnostics/azuremonitor".lower() not in transport.store
+
+
+def test_the_cleanup_dry_run_covers_the_llm_log() -> None:
+    dry = cleanup_dry_run(_llm_spec())
+    assert dry.plan.counts() == {"delete": 22, "absent": 0, "keep": 0}
+    paths = [row["path"] for row in dry.rows() if row["method"] == "DELETE"]
+    assert f"{SVC}/providers/Microsoft.Insights/diagnosticSettings/aoai-llm-logs" in paths
+    assert f"{SVC}/loggers/azuremonitor" in paths
+    offline = plan_cleanup(_llm_spec())
+    step = next(s for s in offline.steps if s.resource.kind == "llm-logger")
+    assert step.action == "delete" and "only if provisioning created it" in step.note

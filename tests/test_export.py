@@ -128,8 +128,8 @@ def test_xlsx_summary_and_sheets(tmp_path):
         assert cell.value == value and cell.data_type == "n"
     assert finance[col["Calls"]].number_format == "#,##0"
     assert finance[col["Cost"]].number_format == "#,##0.00##"
-    assert finance[col["Estimated share"]].value == pytest.approx(0.25)
-    assert finance[col["Estimated share"]].number_format == "0.0%"
+    assert finance[col["Provisional share"]].value == pytest.approx(0.25)
+    assert finance[col["Provisional share"]].number_format == "0.0%"
     assert (finance[col["Budget"]].value, finance[col["Budget used"]].value) == (10.0, 1.25)
     assert finance[col["Budget status"]].value == "over"
     assert finance[col["Allocation"]].value == 250
@@ -142,7 +142,7 @@ def test_xlsx_summary_and_sheets(tmp_path):
     assert total[col["Cost"]].value == pytest.approx(19.75)
     assert total[col["Currency"]].value == "USD"
     assert total[col["Allocation"]].value == 1000
-    assert total[col["Estimated share"]].value == pytest.approx(0.25)
+    assert total[col["Provisional share"]].value == pytest.approx(0.25)
 
     bu = wb["Finance"]
     assert bu["A1"].value == "Finance — 2026-11"
@@ -196,8 +196,8 @@ def test_csv_statement(tmp_path):
     assert len(rows) == 2  # one row per BU, no total
     finance, legal = rows
     assert finance["Business unit"] == "Finance"
-    assert (finance["Cost"], finance["Estimated cost"], legal["Cost"]) == ("12.5", "3.125", "0.5")
-    assert finance["Estimated share"] == "0.25" and finance["Projected cost"] == "12.5"
+    assert (finance["Cost"], finance["Provisional cost"], legal["Cost"]) == ("12.5", "3.125", "0.5")
+    assert finance["Provisional share"] == "0.25" and finance["Projected cost"] == "12.5"
     assert float(finance["Cost"]) == 12.5 and int(finance["Calls"]) == 10
     assert finance["Allocation"] == "0.50" and finance["Statement"] == "live"
     assert finance["Issued at (UTC)"] == "" and finance["Budget"] == ""
@@ -212,7 +212,7 @@ def test_csv_numbers_are_fixed_point(tmp_path):
         tmp_path / "t.csv", report([line("Tiny", 0.00002), line("Big", 2129.38673235)])
     )
     tiny, big = list(csv.DictReader(path.read_text("utf-8").splitlines()))
-    assert (tiny["Cost"], tiny["Estimated cost"]) == ("0.00002", "0.000005")  # never 2e-05
+    assert (tiny["Cost"], tiny["Provisional cost"]) == ("0.00002", "0.000005")  # never 2e-05
     assert big["Cost"] == "2129.38673235"
 
 

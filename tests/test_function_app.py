@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from aoai_helpers.exceptions import ConfigError, DatabaseError
 from aoai_helpers.functions import build_zip, handle, reset, unpack
 from aoai_helpers.functions.handler import event_source
-from aoai_helpers.functions.settings import FUNCTION_NAME
+from aoai_helpers.functions.settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME
 from aoai_helpers.store import dead_letter, engine_from_url, token_table, transaction
 from aoai_helpers.tokens import count_chat_prompt
 
@@ -162,6 +162,127 @@ def test_event_source_leaves_out_what_the_host_did_not_give() -> None:
     assert len(event_source(one, hub="h" * 300)) == 200
 
 
+# ============================================================================= the reconcile timer
+
+WORKSPACE_GUID = "2bb5a7a0-4c6f-4a0e-8d0a-0f4e3c1b9e11"
+
+
+def _timer_env(db: Path, **extra: str) -> dict[str, str]:
+    """The reconcile app settings (the database is the worker's: AOAI_DB_URL, fresh_handler)."""
+    return {
+        "AOAI_CLOUD": "AzureChinaCloud",
+        "AOAI_LLM_LOG_WORKSPACE_ID": WORKSPACE_GUID,
+        "AOAI_LLM_LOG_CORRELATION_COLUMN": "CorrelationId",
+        "AOAI_RECONCILE_SCHEDULE": "0 */10 * * * *",
+        "AOAI_RECONCILE_GRACE_HOURS": "6.0",
+        "AOAI_RECONCILE_LOOKBACK_MINUTES": "60",
+        **extra,
+    }
+
+
+def _prompt_only_call(db: Path) -> dict[str, Any]:
+    """One pass-through stream ingested by the function (prompt-only), ten minutes ago."""
+    from aoai_helpers import clock
+
+    started = clock.utcnow() - timedelta(minutes=10)
+    event = new_v2(
+        ExecTimeUTC=started.strftime("%Y-%m-%dT%H:%M:%S.") + f"{started.microsecond // 1000:03d}Z",
+        IsStreaming=True,
+        Usage=None,
+        Request={"messages": CHAT_MESSAGES, "stream": True},
+    )
+    assert handle(_hub_events([encode(event)])).stored == 1
+    return event
+
+
+def _row(db: Path, request_id: str) -> dict[str, Any]:
+    engine = engine_from_url(f"sqlite:///{db}")
+    try:
+        with transaction(engine) as conn:
+            return dict(
+                conn.execute(select(token_table).where(token_table.c.RequestId == request_id))
+                .mappings()
+                .one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_the_reconcile_timer_upgrades_a_prompt_only_row(
+    fresh_handler: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from loganalytics_fake import FakeCredential, LogAnalyticsFake, llm_row
+
+    from aoai_helpers.functions.handler import reconcile_timer
+
+    event = _prompt_only_call(fresh_handler)
+    assert _row(fresh_handler, event["RequestId"])["UsageSource"] == "prompt_only"
+    # AOAI_CLOUD=AzureChinaCloud: the fake only answers on that cloud's endpoint
+    fake = LogAnalyticsFake("https://api.loganalytics.azure.cn", WORKSPACE_GUID)
+    started = datetime.fromisoformat(event["ExecTimeUTC"].replace("Z", "+00:00"))
+    fake.add([llm_row(event["RequestId"], started, prompt=9, completion=321, total=330)])
+    credential = FakeCredential()
+    caplog.set_level(logging.INFO, logger="aoai_helpers.functions.handler")
+    result = reconcile_timer(env=_timer_env(fresh_handler), credential=credential, transport=fake)
+    assert result is not None and result.upgraded == 1
+    row = _row(fresh_handler, event["RequestId"])
+    assert (row["UsageSource"], row["CompletionTokens"], row["TotalTokens"]) == (
+        "reconciled",
+        321,
+        330,
+    )
+    assert set(credential.scopes) == {("https://api.loganalytics.azure.cn/.default",)}
+    assert fake.problems == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "aoai_helpers.functions.handler"]
+    summary = [m for m in lines if m.startswith(f"{RECONCILE_FUNCTION_NAME}: ")]
+    assert len(summary) == 1 and result.summary() in summary[0]
+    assert credential.token not in caplog.text
+
+
+def test_the_reconcile_timer_without_a_workspace_does_nothing(
+    fresh_handler: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aoai_helpers.functions.handler import reconcile_timer
+
+    env = _timer_env(fresh_handler)
+    del env["AOAI_LLM_LOG_WORKSPACE_ID"]
+    caplog.set_level(logging.INFO, logger="aoai_helpers.functions.handler")
+    assert reconcile_timer(env=env, credential=object(), transport=object()) is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "AOAI_LLM_LOG_WORKSPACE_ID is not set" in warnings[0].getMessage()
+
+
+def test_a_failing_reconcile_run_raises_one_line_and_changes_nothing(
+    fresh_handler: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from loganalytics_fake import FakeCredential, LogAnalyticsFake
+
+    from aoai_helpers.exceptions import ReconcileError
+    from aoai_helpers.functions.handler import reconcile_timer
+
+    event = _prompt_only_call(fresh_handler)
+    fake = LogAnalyticsFake("https://api.loganalytics.azure.cn", WORKSPACE_GUID)
+    fake.fail_next(1, "forbidden")
+    with pytest.raises(ReconcileError, match="Log Analytics Reader") as err:
+        reconcile_timer(env=_timer_env(fresh_handler), credential=FakeCredential(), transport=fake)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert _row(fresh_handler, event["RequestId"])["UsageSource"] == "prompt_only"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"{RECONCILE_FUNCTION_NAME}: nothing reconciled"
+    )
+
+
+def test_bad_reconcile_settings_are_one_line(fresh_handler: Path) -> None:
+    from aoai_helpers.functions.handler import reconcile_timer
+
+    env = _timer_env(fresh_handler, AOAI_RECONCILE_GRACE_HOURS="soon")
+    with pytest.raises(ConfigError, match="AOAI_RECONCILE_GRACE_HOURS"):
+        reconcile_timer(env=env, credential=object(), transport=object())
+    with pytest.raises(ConfigError, match="unknown cloud"):
+        reconcile_timer(env=_timer_env(fresh_handler, AOAI_CLOUD="Mars"), credential=object())
+
+
 # ============================================================================= the built zip
 
 CHILD_SCRIPT = r"""
@@ -204,6 +325,7 @@ logging.getLogger().setLevel(logging.INFO)
 
 import azure.functions as func
 from azure.functions.eventhub import EventHubConverter
+from azure.functions.timer import TimerRequest, TimerRequestConverter
 
 import function_app  # the file at the root of the unpacked build
 import aoai_helpers
@@ -218,12 +340,18 @@ report = {
 # ------------------------------------------------------------------ what the worker indexes
 functions = function_app.app.get_functions()
 report["functions"] = [f.get_function_name() for f in functions]
-fn = functions[0]
+by_name = {f.get_function_name(): f for f in functions}
+fn = by_name["ingest_usage"]
 report["function_json"] = json.loads(fn.get_function_json())
 report["retry"] = fn.get_settings_dict("retry_policy")
 user = fn.get_user_function()
 annotation = inspect.signature(user).parameters["events"].annotation
 report["annotation_is_batch"] = EventHubConverter.check_input_type_annotation(annotation)
+timer_fn = by_name["reconcile_usage"]
+report["timer_json"] = json.loads(timer_fn.get_function_json())
+report["timer_retry"] = timer_fn.get_settings_dict("retry_policy")
+timer_annotation = inspect.signature(timer_fn.get_user_function()).parameters["timer"].annotation
+report["timer_annotation_ok"] = TimerRequestConverter.check_input_type_annotation(timer_annotation)
 
 # ------------------------------------------------------------------ events
 CALLER = {
@@ -430,6 +558,11 @@ cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
 report["perf"] = {"events": len(timed), "stored": len(rows()) - count_before,
                   "cpu_s": cpu, "wall_s": wall}
 
+# ------------------------------------------------------------------ 5. the timer, no workspace set
+before_timer = len(LOG_LINES)
+report["timer_returned"] = repr(timer_fn.get_user_function()(TimerRequest(past_due=False)))
+report["timer_log_lines"] = LOG_LINES[before_timer:]
+
 report["log_lines"] = LOG_LINES
 report["network_attempts"] = NETWORK_ATTEMPTS
 print(json.dumps(report))
@@ -499,7 +632,7 @@ def test_the_build_is_what_runs_offline(run: dict[str, Any]) -> None:
 def test_the_worker_indexes_one_event_hubs_function_with_a_retry_policy(
     run: dict[str, Any],
 ) -> None:
-    assert run["functions"] == [FUNCTION_NAME]
+    assert run["functions"] == [FUNCTION_NAME, RECONCILE_FUNCTION_NAME]
     (binding,) = run["function_json"]["bindings"]
     assert binding["type"] == "eventHubTrigger"
     assert binding["direction"].lower() == "in"
@@ -588,5 +721,34 @@ def test_a_batch_of_1000_events_is_stored_in_one_call(run: dict[str, Any]) -> No
 
 def test_the_template_only_declares(run: dict[str, Any]) -> None:
     source = (ROOT / "aoai_helpers/functions/template/function_app.py").read_text("utf-8")
-    body = source.split("def ingest_usage", 1)[1]
-    assert [line.strip() for line in body.strip().splitlines()[1:]] == ["handle(events)"]
+    ingest = source.split("def ingest_usage", 1)[1].split("\n\n\n", 1)[0]
+    assert [line.strip() for line in ingest.strip().splitlines()[1:]] == ["handle(events)"]
+    timer = source.split("def reconcile_usage", 1)[1]
+    assert [line.strip() for line in timer.strip().splitlines()[1:]] == ["reconcile_timer()"]
+
+
+def test_the_timer_binding_is_what_the_timer_trigger_docs_describe(run: dict[str, Any]) -> None:
+    # Timer trigger for Azure Functions (functions-bindings-timer): type timerTrigger, direction
+    # in, schedule (an NCRONTAB, or "%AppSetting%" naming an app setting holding one),
+    # runOnStartup ("should rarely if ever be set to true"), useMonitor.
+    (binding,) = run["timer_json"]["bindings"]
+    assert binding["type"] == "timerTrigger"
+    assert binding["direction"].lower() == "in"
+    assert binding["name"] == "timer"
+    assert binding["schedule"] == "%AOAI_RECONCILE_SCHEDULE%"
+    assert binding["runOnStartup"] is False
+    assert binding["useMonitor"] is True
+    assert run["timer_retry"] is None  # a failed run changed nothing; the next tick retries
+    assert run["timer_annotation_ok"] is True
+
+
+def test_the_timer_without_a_workspace_warns_once_and_returns(run: dict[str, Any]) -> None:
+    assert run["timer_returned"] == "None"
+    assert run["timer_log_lines"] == [
+        [
+            "WARNING",
+            f"{RECONCILE_FUNCTION_NAME}: AOAI_LLM_LOG_WORKSPACE_ID is not set: no language-model "
+            "log to reconcile (set llm_log.workspace_id in the spec and run function deploy)",
+        ]
+    ]
+    assert run["network_attempts"] == []

@@ -17,7 +17,7 @@ import pytest
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.functions import BuildResult, build_zip, indexed_functions, unpack
 from aoai_helpers.functions.build import package_files, requirements_txt
-from aoai_helpers.functions.settings import FUNCTION_NAME
+from aoai_helpers.functions.settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
@@ -160,8 +160,14 @@ def test_requirements_pin_the_core_dependencies_exactly(built: BuildResult) -> N
     assert by_name["psycopg"].startswith("psycopg[binary]")
     for name in ("pyodbc", "psycopg"):
         assert re.fullmatch(r"[a-z]+(\[binary\])?(==|>=)[0-9][0-9.]*", by_name[name])
+    # the reconcile timer reads Log Analytics with its managed identity: pinned like the rest
+    for name in ("azure-identity", "azure-monitor-query"):
+        assert by_name[name] == f"{name}=={importlib.metadata.version(name)}", by_name[name]
+        assert any(_name(r) == name for r in PYPROJECT["project"]["optional-dependencies"]["azure"])
     assert set(by_name) == {_name(r) for r in PYPROJECT["project"]["dependencies"]} | {
         "azure-functions",
+        "azure-identity",
+        "azure-monitor-query",
         "pyodbc",
         "psycopg",
     }
@@ -247,9 +253,9 @@ def test_unpack_refuses_entries_outside_the_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "evil.py").exists()
 
 
-def test_the_unpacked_build_indexes_one_function(tmp_path: Path, built: BuildResult) -> None:
+def test_the_unpacked_build_indexes_both_functions(tmp_path: Path, built: BuildResult) -> None:
     app_dir = unpack(built.path, tmp_path / "wwwroot")
-    assert indexed_functions(app_dir) == [FUNCTION_NAME]
+    assert indexed_functions(app_dir) == [FUNCTION_NAME, RECONCILE_FUNCTION_NAME]
     assert not list(app_dir.rglob("__pycache__")), "the check must not write bytecode"
 
 

@@ -26,7 +26,13 @@ from aoai_helpers.functions.deploy import (
     plan_deploy,
     scm_url,
 )
-from aoai_helpers.functions.settings import FUNCTION_NAME
+from aoai_helpers.functions.settings import (
+    FUNCTION_NAME,
+    RECONCILE_FUNCTION_NAME,
+    app_settings,
+    reconcile_config,
+    secret_settings,
+)
 from aoai_helpers.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,15 +132,17 @@ def package(tmp_path: Path) -> Path:
 
 
 def _clients(
-    cloud: str = "AzureCloud", indexed: bool = True, existing: dict[str, str] | None = None
+    cloud: str = "AzureCloud",
+    indexed: tuple[str, ...] = (FUNCTION_NAME, RECONCILE_FUNCTION_NAME),
+    existing: dict[str, str] | None = None,
 ) -> tuple[Any, DryRunTransport]:
     transport = DryRunTransport()
     if existing is not None:
         transport.store[f"{SITE}/config/appsettings".lower()] = {"properties": dict(existing)}
-    if indexed:
-        transport.store[f"{SITE}/functions/{FUNCTION_NAME}".lower()] = {
-            "id": f"{SITE}/functions/{FUNCTION_NAME}",
-            "name": f"func-aoai-ingest/{FUNCTION_NAME}",
+    for name in indexed:
+        transport.store[f"{SITE}/functions/{name}".lower()] = {
+            "id": f"{SITE}/functions/{name}",
+            "name": f"func-aoai-ingest/{name}",
             "properties": {"config": {}},
         }
     return make_web_clients(SPEC, get_cloud(cloud), SUB, DryRunCredential(), transport), transport
@@ -220,9 +228,9 @@ def test_an_unauthorized_upload_says_what_is_missing(kudu: Kudu, package: Path) 
 
 
 def test_a_function_that_is_not_indexed_fails_the_deploy(kudu: Kudu, package: Path) -> None:
-    clients, _ = _clients(indexed=False)
+    clients, _ = _clients(indexed=())
     the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
-    with pytest.raises(DeployError, match="ingest_usage is not indexed"):
+    with pytest.raises(DeployError, match="ingest_usage, reconcile_usage are not indexed"):
         deploy(
             the_plan,
             clients,
@@ -231,6 +239,94 @@ def test_a_function_that_is_not_indexed_fails_the_deploy(kudu: Kudu, package: Pa
             poll_interval=0,
             index_attempts=2,
         )
+    clients, _ = _clients(indexed=(FUNCTION_NAME,))
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    with pytest.raises(DeployError, match=r"reconcile_usage is not indexed \(functions: "):
+        deploy(
+            the_plan,
+            clients,
+            credential=DryRunCredential(),
+            scm=kudu.url,
+            poll_interval=0,
+            index_attempts=1,
+        )
+
+
+def test_the_reconcile_timer_settings_follow_the_llm_log() -> None:
+    reconcile_settings = {
+        "AOAI_CLOUD",
+        "AOAI_LLM_LOG_WORKSPACE_ID",
+        "AOAI_LLM_LOG_CORRELATION_COLUMN",
+        "AOAI_RECONCILE_GRACE_HOURS",
+        "AOAI_RECONCILE_LOOKBACK_MINUTES",
+    }
+    example = SPEC.model_dump()
+    # without a language-model log, or with a workspace but not its GUID: nothing to query
+    no_llm_log = parse_spec({**example, "llm_log": {}})
+    no_guid = parse_spec({**example, "llm_log": {**example["llm_log"], "workspace_id": None}})
+    assert no_llm_log.llm_log.workspace_id is None and no_guid.llm_log.workspace_id is None
+    assert no_guid.llm_log.workspace_resource_id is not None
+    for spec in (no_llm_log, no_guid):
+        without = app_settings(spec, db_url=DB)
+        # the timer's trigger resolves %AOAI_RECONCILE_SCHEDULE% whatever the spec: always written
+        assert without["AOAI_RECONCILE_SCHEDULE"] == "0 */10 * * * *"
+        assert not reconcile_settings & set(without)
+        assert reconcile_config(without).workspace_id is None  # the timer only warns
+    # the example as it is: its workspace GUID and reconcile section (grace_hours: 6)
+    settings = app_settings(SPEC, db_url=DB)
+    assert {k: settings[k] for k in reconcile_settings | {"AOAI_RECONCILE_SCHEDULE"}} == {
+        "AOAI_RECONCILE_SCHEDULE": "0 */10 * * * *",
+        "AOAI_CLOUD": "AzureCloud",
+        "AOAI_LLM_LOG_WORKSPACE_ID": "11111111-2222-3333-4444-555555555555",
+        "AOAI_LLM_LOG_CORRELATION_COLUMN": "CorrelationId",
+        "AOAI_RECONCILE_GRACE_HOURS": "6.0",
+        "AOAI_RECONCILE_LOOKBACK_MINUTES": "60",
+    }
+    assert "AOAI_IDENTITY_CLIENT_ID" not in settings  # the example's function: system-assigned
+    cfg = reconcile_config(settings)
+    assert (cfg.workspace_id, cfg.settings.grace_hours) == (
+        "11111111-2222-3333-4444-555555555555",
+        6.0,
+    )
+    data = SPEC.model_dump()
+    data["cloud"] = "AzureUSGovernment"
+    data["llm_log"].update(
+        workspace_id="2bb5a7a0-4c6f-4a0e-8d0a-0f4e3c1b9e11", correlation_column="RequestId"
+    )
+    data["reconcile"].update(grace_hours=2.5, lookback_minutes=90, schedule="0 */5 * * * *")
+    data["function"]["identity_client_id"] = "5b0e1c2d-0000-4000-8000-0000000000ab"
+    spec = parse_spec(data)
+    settings = app_settings(spec, db_url=DB)
+    assert {
+        k: v
+        for k, v in settings.items()
+        if "RECONCILE" in k
+        or "LLM_LOG" in k
+        or k
+        in (
+            "AOAI_CLOUD",
+            "AOAI_IDENTITY_CLIENT_ID",
+        )
+    } == {
+        "AOAI_RECONCILE_SCHEDULE": "0 */5 * * * *",
+        "AOAI_CLOUD": "AzureUSGovernment",
+        "AOAI_LLM_LOG_WORKSPACE_ID": "2bb5a7a0-4c6f-4a0e-8d0a-0f4e3c1b9e11",
+        "AOAI_LLM_LOG_CORRELATION_COLUMN": "RequestId",
+        "AOAI_RECONCILE_GRACE_HOURS": "2.5",
+        "AOAI_RECONCILE_LOOKBACK_MINUTES": "90",
+        "AOAI_IDENTITY_CLIENT_ID": "5b0e1c2d-0000-4000-8000-0000000000ab",
+    }
+    # and the timer reads them back as the spec's values
+    cfg = reconcile_config(settings)
+    assert (cfg.cloud, cfg.workspace_id, cfg.correlation_column, cfg.identity_client_id) == (
+        "AzureUSGovernment",
+        "2bb5a7a0-4c6f-4a0e-8d0a-0f4e3c1b9e11",
+        "RequestId",
+        "5b0e1c2d-0000-4000-8000-0000000000ab",
+    )
+    assert cfg.settings == spec.reconcile
+    # none of them is a secret (shown unmasked in the deploy plan)
+    assert not secret_settings(spec) & {k for k in settings if "RECONCILE" in k or "LLM" in k}
 
 
 def test_an_unreachable_scm_endpoint(package: Path) -> None:

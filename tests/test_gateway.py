@@ -21,7 +21,8 @@ from sqlalchemy.engine import Engine
 
 from aoai_helpers.events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, load_v2_schema
 from aoai_helpers.ingest import Ingestor, RawEvent
-from aoai_helpers.local.gateway import EVENT_BUDGET, Gateway, shrink_request
+from aoai_helpers.local.gateway import EVENT_BUDGET, Gateway, shrink_request, strip_usage_chunk
+from aoai_helpers.local.llm_records import Exchange, llm_log_records
 from aoai_helpers.local.simulator import Simulator
 from aoai_helpers.spec import Spec, load_spec, parse_spec
 
@@ -228,6 +229,88 @@ def test_buffered_capture_injects_include_usage_and_logs_the_numbers() -> None:
     assert event["Model"] == "gpt-4o-2024-11-20"
     assert event["Request"] is None and event["ResponseString"] is None
     assert r.text.rstrip().endswith("data: [DONE]")
+
+
+def _chunks(text: str) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(line[5:])
+        for line in text.splitlines()
+        if line.startswith("data:") and line.strip() != "data: [DONE]"
+    ]
+
+
+def test_buffered_capture_hides_the_usage_chunk_it_asked_for() -> None:
+    """Clients that index ``choices[0]`` of every chunk keep working in buffered mode."""
+    rig = make_rig("buffered")
+    r = rig.call(
+        "POST", CLASSIC, json={**CHAT, "stream": True}, headers={"api-key": KEYS["bu-finance"]}
+    )
+    chunks = _chunks(r.text)
+    assert chunks and not any(isinstance(c.get("usage"), dict) for c in chunks)
+    assert all(c["choices"] for c in chunks if "prompt_filter_results" not in c)
+    assert rig.event()["Usage"] == rig.sim.records[0].usage  # read before it was removed
+    # a client that asked for it itself gets it
+    own = make_rig("buffered")
+    request = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    r = own.call("POST", CLASSIC, json=request, headers={"api-key": KEYS["bu-finance"]})
+    (usage_chunk,) = [c for c in _chunks(r.text) if c.get("usage")]
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["total_tokens"] > 0
+
+
+def test_strip_usage_chunk_keeps_every_other_byte() -> None:
+    body = (
+        b'data: {"choices":[],"prompt_filter_results":[]}\r\n\r\n'
+        b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+        b": a comment\n\n"
+        b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    assert strip_usage_chunk(body) == (
+        b'data: {"choices":[],"prompt_filter_results":[]}\r\n\r\n'
+        b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+        b": a comment\n\n"
+        b"data: [DONE]\n\n"
+    )
+    kept = b'data: {"choices":[{"index":0}],"usage":{"total_tokens":2}}\n\ndata: [DONE]\n\n'
+    assert (
+        strip_usage_chunk(kept) == kept
+    )  # usage on a chunk with choices: not the include_usage one
+    assert strip_usage_chunk(b"data: not json usage\n\n") == b"data: not json usage\n\n"
+
+
+def test_passthrough_usage_streams_with_the_usage_chunk_the_client_sees() -> None:
+    rig = make_rig("passthrough_usage")
+    r = rig.call(
+        "POST", CLASSIC, json={**CHAT, "stream": True}, headers={"api-key": KEYS["bu-finance"]}
+    )
+    assert rig.backend.seen[0]["body"]["stream_options"] == {"include_usage": True}
+    (usage_chunk,) = [c for c in _chunks(r.text) if c.get("usage")]
+    assert usage_chunk["choices"] == []  # the documented trade-off: one extra final chunk
+    event = rig.event()
+    assert event["Usage"] is None and event["Request"] is not None  # the policy never reads it
+
+
+def test_the_language_model_sink_sees_each_served_call_as_it_went_by() -> None:
+    seen: list[Exchange] = []
+    rig = make_rig("passthrough", llm_sink=seen.append)
+    key = {"api-key": KEYS["bu-finance"]}
+    streamed = rig.call("POST", CLASSIC, json={**CHAT, "stream": True}, headers=key)
+    rig.call("POST", CLASSIC, json=CHAT, headers=key)
+    first, second = seen
+    assert first.streaming and first.usage is None and first.response_text == streamed.text
+    assert (
+        first.request == {**CHAT, "stream": True}
+        and first.request_id == orjson.loads(rig.events[0])["RequestId"]
+    )
+    assert second.usage == rig.sim.records[1].usage and not second.streaming
+    (record,) = llm_log_records(first, rig.spec.deployment_models())
+    served = rig.sim.records[0].usage
+    assert served is not None
+    assert (record.prompt_tokens, record.completion_tokens) == (
+        served["prompt_tokens"],
+        served["completion_tokens"],
+    )
+    assert record.correlation_id == first.request_id and record.model_name == "gpt-4o-2024-11-20"
 
 
 def test_buffered_capture_keeps_the_clients_own_stream_options() -> None:

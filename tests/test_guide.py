@@ -66,8 +66,12 @@ def test_agreement_between_a_row_and_the_api_usage() -> None:
     api = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
     assert _agreement(_row("reported", 10, 5), api) == "yes"
     assert _agreement(_row("reported", 10, 4), api) == "NO"
-    assert _agreement(_row("prompt_only", 10, 0), api) == "reply not seen"
-    assert _agreement(_row("estimated", 10, 0), None) == "estimate"
+    assert _agreement(_row("prompt_only", 10, 0), api) == "not yet reconciled"
+    assert _agreement(_row("reconciled", 10, 5), api) == "yes"  # what the client was told
+    assert _agreement(_row("reconciled", 10, 6), api) == "NO"
+    assert _agreement(_row("reconciled", 10, 6), None) == "from APIM's log"
+    assert _agreement(_row("estimated", 10, 0), None) == "not yet reconciled"
+    assert _agreement(_row("reported", 10, 0), None) == "client got none"
     embedding = {"prompt_tokens": 7, "completion_tokens": 0, "total_tokens": 7}
     assert _agreement(_row("prompt_only", 7, 0), embedding) == "yes"
     assert _agreement(_row("prompt_only", 6, 0), embedding) == "NO"

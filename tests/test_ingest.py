@@ -303,6 +303,14 @@ def test_v2_reported_row_has_every_column(
         "ModelKnown": 1,
         "Currency": "USD",
         "RateId": gpt4o_rate_id(engine),
+        # only reconciliation writes these (aoai_helpers.reconcile)
+        "PriorUsageSource": None,
+        "PriorPromptTokens": None,
+        "PriorCompletionTokens": None,
+        "PriorTotalTokens": None,
+        "PriorModelName": None,
+        "PriorCost": None,
+        "ReconciledAtUTC": None,
     }
 
 

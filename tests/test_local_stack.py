@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import stat
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,8 @@ import pytest
 from cli_run import run_cli
 from secrets_registry import record_event_log, record_output, register_secret
 from sqlalchemy import func, select
+from streams import hang_up_at_first_token
+from waiting import wait_until
 
 from aoai_helpers.events import V2_FIELDS, load_v2_schema
 from aoai_helpers.local.control import read_state
@@ -67,13 +68,13 @@ def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'usage.db'}"
 
 
-@pytest.mark.parametrize("capture", ["passthrough", "buffered"])
+@pytest.mark.parametrize("capture", ["passthrough", "passthrough_usage", "buffered"])
 def test_every_call_is_stored_exactly_once_with_the_right_source(
     capture: str, tmp_path: Path, db_url: str
 ) -> None:
     with LocalStack(SPEC, db_url=db_url, capture=capture, state_dir=tmp_path / "state") as stack:  # type: ignore[arg-type]
         calls = drive_traffic(stack.info, SPEC, rounds=1)
-        assert stack.wait_ingested(timeout=30)
+        assert stack.wait_reconciled(timeout=60) is not None
         records = list(stack.simulator.records)  # type: ignore[union-attr]
         audit = stack.event_log.consumer("audit")  # a second consumer group sees every event
         logged = audit.receive(1000, 1.0)
@@ -89,23 +90,26 @@ def test_every_call_is_stored_exactly_once_with_the_right_source(
     assert len({r["RequestId"] for r in rows}) == len(rows)
     expected = Counter()
     for call in calls:
-        if call.stream and capture == "passthrough":
-            expected["prompt_only"] += 1
+        if call.stream and capture != "buffered":  # the event cannot carry a streamed usage
+            expected["reconciled"] += 1
         else:
             expected["reported"] += 1
     assert Counter(r["UsageSource"] for r in rows) == expected
     # row by row (calls are sequential, so rows and simulator records are in the same order):
-    # the tokens billed equal what the simulator consumed; prompt-only rows bill the prompt
+    # the tokens billed equal what the simulator served, in every capture mode
     for row, record in zip(rows, records, strict=True):
         usage = record.usage
         assert usage is not None and row["DeploymentName"] == record.deployment
         assert row["PromptTokens"] == usage["prompt_tokens"], (row, record)
-        if row["UsageSource"] == "reported":
-            assert row["CompletionTokens"] == usage["completion_tokens"]
+        assert row["CompletionTokens"] == usage["completion_tokens"], (row, record)
+        if row["UsageSource"] == "reconciled":  # what it had before is kept beside
+            assert (row["PriorUsageSource"], row["PriorCompletionTokens"]) == ("prompt_only", 0)
+            assert row["PriorPromptTokens"] == usage["prompt_tokens"]
+            assert row["ReconciledAtUTC"] is not None
         else:
-            assert row["CompletionTokens"] == 0
-    # non-streamed calls: the usage the client saw is the usage billed
-    client_seen = sorted(c.usage["total_tokens"] for c in calls if not c.stream and c.usage)
+            assert row["PriorUsageSource"] is None and row["ReconciledAtUTC"] is None
+    # the usage the client saw is the usage billed (streams: when the client got a usage chunk)
+    client_seen = sorted(c.usage["total_tokens"] for c in calls if c.usage)
     assert set(client_seen) <= {r["TotalTokens"] for r in rows}
     by_sub = Counter(r["SubscriptionId"] for r in rows)
     assert by_sub == {s.id: 7 for s in SPEC.subscriptions}
@@ -202,11 +206,13 @@ def test_a_stream_cut_by_the_backend_is_cut_for_the_client_and_logged(
             for _ in stream:
                 pass
         client.close()
-        assert stack.wait_ingested()
+        assert stack.wait_reconciled() is not None
+        (record,) = stack.simulator.records  # type: ignore[union-attr]
     (row,) = _rows(db_url)
-    assert (
-        row["StatusCode"] == 200 and row["UsageSource"] == "prompt_only" and row["PromptTokens"] > 0
-    )
+    # what was served before the cut is billed: the prompt and the two chunks' tokens
+    assert row["StatusCode"] == 200 and row["UsageSource"] == "reconciled" and record.cut
+    assert row["PromptTokens"] == record.usage["prompt_tokens"] > 0  # type: ignore[index]
+    assert row["CompletionTokens"] == record.usage["completion_tokens"] > 0  # type: ignore[index]
 
 
 def test_a_client_that_disconnects_mid_stream_is_still_logged(tmp_path: Path, db_url: str) -> None:
@@ -214,31 +220,21 @@ def test_a_client_that_disconnects_mid_stream_is_still_logged(tmp_path: Path, db
     data["local"]["simulator"].update(tokens_per_second=50, max_reply_tokens=40)
     spec = parse_spec(data)
     with LocalStack(spec, db_url=db_url, state_dir=tmp_path / "state") as stack:
-        url = (
-            stack.info.gateway_url
-            + "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
-        )
-        body = {"messages": [{"role": "user", "content": "tell me a story"}], "stream": True}
-        with (
-            httpx.Client() as client,
-            client.stream(
-                "POST", url, json=body, headers={"api-key": stack.info.keys["bu-marketing"]}
-            ) as response,
-        ):
-            for line in response.iter_lines():
-                if '"content":"' in line and '"content":""' not in line:
-                    break  # the first token: hang up
-        assert stack.wait_ingested()
-        deadline = time.monotonic() + 5  # the simulator notices the hang-up at its next token
-        while not stack.simulator.records and time.monotonic() < deadline:  # type: ignore[union-attr]
-            time.sleep(0.01)
-        (record,) = stack.simulator.records  # type: ignore[union-attr]
+        hang_up_at_first_token(stack.info.gateway_url, stack.info.keys["bu-marketing"])
+        assert stack.wait_reconciled() is not None
+        # the simulator notices the hang-up at its next token
+        sim = stack.simulator
+        assert sim is not None
+        wait_until(lambda: bool(sim.records), 60, "the simulator to record the hung-up stream")
+        (record,) = sim.records
     (row,) = _rows(db_url)
     assert row["SubscriptionId"] == "bu-marketing" and row["IsStreaming"] == 1
     assert (
-        row["UsageSource"] == "prompt_only" and row["PromptTokens"] == record.usage["prompt_tokens"]
+        row["UsageSource"] == "reconciled" and row["PromptTokens"] == record.usage["prompt_tokens"]
     )  # type: ignore[index]
-    assert record.usage["completion_tokens"] < 40  # type: ignore[index]  # generation stopped early
+    # billed: at least the token the client got, at most what the simulator sent (the gateway
+    # stops reading when the client leaves; a chunk still in flight is not counted)
+    assert 1 <= row["CompletionTokens"] <= record.usage["completion_tokens"] < 40  # type: ignore[index]
 
 
 def test_the_v1_client_with_api_key_header(tmp_path: Path, db_url: str) -> None:

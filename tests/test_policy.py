@@ -1,17 +1,27 @@
 """APIM policies (aoai_helpers.apim.policy): rendering, the templates' invariants, local parity.
 
 The policies are rendered for the sample spec and variants of it (key auth, two backends,
-buffered capture, payload capture, no token limits, each cloud) and checked as data: the XML
-parses and has the four sections, no placeholder is left, the named values referenced are
-exactly those :func:`named_values` lists, every policy expression has balanced brackets outside
-C# string literals, and the event the policy logs has the contract's fields in order — the
-same keys the local gateway's ``build_event`` writes.
+buffered and passthrough_usage capture, payload capture, no token limits, each cloud) and
+checked as data: the XML parses and has the four sections, no placeholder is left, the named
+values referenced are exactly those :func:`named_values` lists, every policy expression has
+balanced brackets outside C# string literals, and the event the policy logs has the contract's
+fields in order — the same keys the local gateway's ``build_event`` writes.
+
+The capture-mode expressions (the include_usage condition, the usage-chunk removal) are also
+compiled as C# 7 with Mono's ``mcs -langversion:7`` against minimal stand-ins of the APIM
+context and the Newtonsoft types they use, and run: each mode's decision, and the removal
+byte-for-byte against :func:`aoai_helpers.local.gateway.strip_usage_chunk` (skipped, with the
+reason, where ``mcs``/``mono`` are not installed: ``apt-get install mono-mcs``).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -71,6 +81,10 @@ def _buffered(d: dict[str, Any]) -> None:
     d["capture"]["streaming"] = "buffered"
 
 
+def _passthrough_usage(d: dict[str, Any]) -> None:
+    d["capture"]["streaming"] = "passthrough_usage"
+
+
 def _payload(d: dict[str, Any]) -> None:
     d["capture"]["payload"] = True
 
@@ -92,6 +106,7 @@ VARIANTS: dict[str, Callable[[dict[str, Any]], None] | None] = {
     "key-auth": _key_auth,
     "two-backends": _two_backends,
     "buffered": _buffered,
+    "passthrough-usage": _passthrough_usage,
     "payload": _payload,
     "no-token-limits": _no_limits,
     **{f"cloud-{name}": _cloud(name) for name in CLOUDS},
@@ -293,7 +308,47 @@ def test_include_usage_is_injected_only_under_the_capture_named_values() -> None
     condition = whens[0].get("condition", "")
     assert "{{aoai-capture-streaming}}" in condition
     assert "{{aoai-include-usage-api-versions}}" in condition
+    # injected in buffered and passthrough_usage capture, never in passthrough
+    assert '"buffered"' in condition and '"passthrough_usage"' in condition
+    assert '"passthrough"' not in condition
     assert '"include_usage"' in (whens[0].findtext("set-body") or "")
+    # and remembered, for the outbound section to hide what it injected
+    marks = [(el.get("name"), el.get("value")) for el in whens[0].iter("set-variable")]
+    assert marks == [("aoai-usage-injected", "@(true)")]
+    assert [child.tag for child in whens[0]] == ["set-variable", "set-body"]
+
+
+def test_buffered_capture_removes_the_usage_chunk_it_injected_after_logging() -> None:
+    outbound = _section(render_api_policy(spec_with()), "outbound")
+    children = [el.get("name") or el.tag for el in outbound]
+    # the usage is read (aoai-result) and logged before the body is rewritten
+    assert children.index("aoai-result") < children.index("log-to-eventhub")
+    assert children.index("aoai-logged") < len(children) - 1
+    strip = [w for w in outbound.iter("when") if w.find("set-body") is not None]
+    assert len(strip) == 1 and children[-1] == "choose"
+    condition = strip[0].get("condition", "")
+    assert '"{{aoai-capture-streaming}}" == "buffered"' in condition
+    assert 'GetValueOrDefault<bool>("aoai-usage-injected", false)' in condition
+    assert '"text/event-stream"' in condition
+    code = strip[0].findtext("set-body") or ""
+    assert "As<string>(preserveContent: true)" in code
+    assert '"[DONE]"' in code and 'chunk["usage"] is JObject' in code
+
+
+def test_passthrough_usage_streams_like_passthrough() -> None:
+    xml = render_api_policy(spec_with(_passthrough_usage))
+    backend = _section(xml, "backend")
+    when = backend.find("choose/when")
+    assert when is not None
+    # buffer-response="false" for every mode but buffered, so passthrough_usage too
+    assert '"{{aoai-capture-streaming}}" != "buffered"' in when.get("condition", "")
+    result = next(
+        el.get("value", "")
+        for el in _section(xml, "outbound").iter("set-variable")
+        if el.get("name") == "aoai-result"
+    )
+    # the streamed body is never read but in buffered capture
+    assert 'if (sse && "{{aoai-capture-streaming}}" != "buffered") { return ""; }' in result
 
 
 def test_backend_forwards_once_unbuffered_only_for_passthrough_streams() -> None:
@@ -408,6 +463,16 @@ def test_named_values_of_the_sample() -> None:
     assert values[1].value == ",".join(SAMPLE_VERSIONS)
 
 
+def test_named_values_carry_each_capture_mode() -> None:
+    for change, mode in (
+        (None, "passthrough"),
+        (_buffered, "buffered"),
+        (_passthrough_usage, "passthrough_usage"),
+    ):
+        values = {nv.id: nv.value for nv in named_values(spec_with(change), {})}
+        assert values["aoai-capture-streaming"] == mode
+
+
 def test_named_values_follow_the_capture_settings() -> None:
     def change(d: dict[str, Any]) -> None:
         d["capture"] = {"streaming": "buffered", "payload": True, "include_usage_api_versions": []}
@@ -506,3 +571,308 @@ def test_committed_policies_are_the_package_templates(name: str) -> None:
         f"policies/{name} differs from the package template: cp {packaged.relative_to(ROOT)} policies/"
     )
     assert policy.template(name) == packaged.read_text("utf-8")  # type: ignore[arg-type]
+
+
+# --- the capture-mode expressions, compiled and run as C# 7 --------------------------------------
+
+_CS_STANDINS = r"""
+using System;
+using System.Collections.Generic;
+using System.Text;
+
+namespace Newtonsoft.Json { public enum Formatting { None, Indented } }
+
+namespace Newtonsoft.Json.Linq
+{
+    // Only what the expressions under test use; Parse reads plain JSON (no dates, no comments).
+    public enum JTokenType { None, Object, Array, Integer, Float, String, Boolean, Null }
+
+    public class JToken
+    {
+        public JTokenType Type;
+        public object Value;
+        public List<JToken> Items = new List<JToken>();
+        public List<KeyValuePair<string, JToken>> Props = new List<KeyValuePair<string, JToken>>();
+
+        public JToken this[string key]
+        {
+            get { foreach (var p in Props) { if (p.Key == key) { return p.Value; } } return null; }
+            set { Props.RemoveAll(p => p.Key == key); Props.Add(new KeyValuePair<string, JToken>(key, value)); }
+        }
+
+        public bool HasValues { get { return Type == JTokenType.Array ? Items.Count > 0 : Props.Count > 0; } }
+
+        public JToken SelectToken(string path)
+        {
+            JToken node = this;
+            foreach (string part in path.Split('.')) { node = node == null ? null : node[part]; }
+            return node;
+        }
+
+        public static explicit operator bool(JToken t) { return (bool)t.Value; }
+        public static explicit operator string(JToken t) { return (string)t.Value; }
+        public static implicit operator JToken(bool b) { return new JToken { Type = JTokenType.Boolean, Value = b }; }
+        public string ToString(Newtonsoft.Json.Formatting f) { return "{}"; }
+    }
+
+    public class JObject : JToken
+    {
+        public JObject() { Type = JTokenType.Object; }
+
+        public static JObject Parse(string s)
+        {
+            int i = 0;
+            JToken t = Value(s, ref i);
+            Skip(s, ref i);
+            if (i != s.Length || !(t is JObject)) { throw new FormatException("not a JSON object"); }
+            return (JObject)t;
+        }
+
+        static void Skip(string s, ref int i) { while (i < s.Length && char.IsWhiteSpace(s[i])) { i++; } }
+
+        static JToken Value(string s, ref int i)
+        {
+            Skip(s, ref i);
+            char c = s[i];
+            if (c == '{' || c == '[')
+            {
+                bool obj = c == '{';
+                JToken node = obj ? new JObject() : new JToken { Type = JTokenType.Array };
+                i++; Skip(s, ref i);
+                if (s[i] == (obj ? '}' : ']')) { i++; return node; }
+                while (true)
+                {
+                    if (obj)
+                    {
+                        JToken key = Value(s, ref i);
+                        Skip(s, ref i); if (s[i] != ':') { throw new FormatException(":"); } i++;
+                        node.Props.Add(new KeyValuePair<string, JToken>((string)key.Value, Value(s, ref i)));
+                    }
+                    else { node.Items.Add(Value(s, ref i)); }
+                    Skip(s, ref i);
+                    if (s[i] == ',') { i++; continue; }
+                    if (s[i] == (obj ? '}' : ']')) { i++; return node; }
+                    throw new FormatException("container");
+                }
+            }
+            if (c == '"')
+            {
+                var sb = new StringBuilder(); i++;
+                while (s[i] != '"') { if (s[i] == '\\') { i++; } sb.Append(s[i]); i++; }
+                i++;
+                return new JToken { Type = JTokenType.String, Value = sb.ToString() };
+            }
+            foreach (var word in new[] { "true", "false", "null" })
+            {
+                if (string.CompareOrdinal(s, i, word, 0, word.Length) == 0)
+                {
+                    i += word.Length;
+                    return word == "null" ? new JToken { Type = JTokenType.Null } : new JToken { Type = JTokenType.Boolean, Value = word == "true" };
+                }
+            }
+            int j = i;
+            while (j < s.Length && "+-.eE0123456789".IndexOf(s[j]) >= 0) { j++; }
+            if (j == i) { throw new FormatException("value"); }
+            string n = s.Substring(i, j - i); i = j;
+            return new JToken { Type = JTokenType.Integer, Value = n };
+        }
+    }
+}
+
+namespace Apim
+{
+    public class Body { public string Text; public T As<T>(bool preserveContent = false) where T : class { return Text as T; } }
+    public class Headers
+    {
+        public Dictionary<string, string> Values = new Dictionary<string, string>();
+        public string GetValueOrDefault(string name, string fallback) { string v; return Values.TryGetValue(name, out v) ? v : fallback; }
+    }
+    public class Variables
+    {
+        public Dictionary<string, object> Values = new Dictionary<string, object>();
+        public T GetValueOrDefault<T>(string name, T fallback) { object v; return Values.TryGetValue(name, out v) ? (T)v : fallback; }
+    }
+    public class Message { public Body Body = new Body(); public Headers Headers = new Headers(); }
+    public class Context { public Message Response = new Message(); public Variables Variables = new Variables(); }
+}
+"""
+
+_CS_PROGRAM = r"""
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Text;
+using Newtonsoft.Json;
+using Newtonsoft.Json.Linq;
+using Apim;
+
+public static class Program
+{
+    public static string Mode = "buffered";
+    public static string Versions = "2024-10-21";
+    static bool Inject(Context context) { INJECT }
+    static bool StripWhen(Context context) { STRIP_WHEN }
+    static string Strip(Context context) { STRIP }
+
+    public static int Main(string[] args)
+    {
+        foreach (string mode in new[] { "passthrough", "buffered", "passthrough_usage" })
+        {
+            Mode = mode;
+            foreach (bool asked in new[] { false, true })
+            {
+                var c = new Context();
+                c.Variables.Values["aoai-streaming"] = true;
+                c.Variables.Values["aoai-operation"] = "chat";
+                c.Variables.Values["aoai-api-version"] = "2024-10-21";
+                c.Variables.Values["aoai-v1"] = false;
+                c.Variables.Values["aoai-request"] = asked
+                    ? "{\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
+                    : "{\"stream\":true}";
+                Console.WriteLine("inject " + mode + " " + (asked ? "asked" : "not-asked") + " " + Inject(c));
+            }
+            var s = new Context();
+            s.Variables.Values["aoai-usage-injected"] = true;
+            s.Response.Headers.Values["Content-Type"] = "text/event-stream; charset=utf-8";
+            Console.WriteLine("strip " + mode + " " + StripWhen(s));
+        }
+        Mode = "buffered";
+        foreach (string path in args)
+        {
+            var c = new Context();
+            c.Response.Body.Text = System.IO.File.ReadAllText(path, new UTF8Encoding(false));
+            System.IO.File.WriteAllText(path + ".out", Strip(c), new UTF8Encoding(false));
+        }
+        return 0;
+    }
+}
+"""
+
+
+def _cs_body(expression: str) -> str:
+    """A policy expression as a C# method body (named values as the program's fields)."""
+    code = expression.strip()
+    code = code.replace('"{{aoai-capture-streaming}}"', "Program.Mode")
+    code = code.replace('"{{aoai-include-usage-api-versions}}"', "Program.Versions")
+    assert "{{" not in code, code[:80]
+    return f"return {code[1:]};" if code.startswith("@(") else code[2:-1]
+
+
+def _sse(*events: str, newline: str = "\n") -> str:
+    return "".join(e.replace("\n", newline) + newline + newline for e in events)
+
+
+def _chunk(choices: list[Any], usage: Any = "absent", **extra: Any) -> str:
+    body: dict[str, Any] = {"id": "chatcmpl-1", "model": "gpt-4o-2024-11-20", "choices": choices}
+    body.update(extra)
+    if usage != "absent":
+        body["usage"] = usage
+    return "data: " + json.dumps(body, ensure_ascii=False)
+
+
+_PREAMBLE = _chunk([], prompt_filter_results=[{"prompt_index": 0, "content_filter_results": {}}])
+_DELTA = _chunk([{"index": 0, "delta": {"content": 'Hé… "quoted" {braces}'}}], usage=None)
+_USAGE = _chunk([], usage={"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19})
+STREAMS = {
+    "lf": _sse(_PREAMBLE, _DELTA, _USAGE, "data: [DONE]"),
+    "crlf": _sse(_PREAMBLE, _DELTA, _USAGE, "data: [DONE]", newline="\r\n"),
+    "cr": _sse(_DELTA, _USAGE, "data: [DONE]", newline="\r"),
+    "comments-and-event-lines": _sse(
+        ": keep-alive", _DELTA, "event: chunk\n" + _USAGE, "data: [DONE]"
+    ),
+    "no-final-newline": _sse(_DELTA) + _USAGE,
+    "no-usage-chunk": _sse(_PREAMBLE, _DELTA, "data: [DONE]"),
+    "usage-split-over-data-lines": _sse(
+        _DELTA, 'data: {"choices": [],\ndata: "usage": {"total_tokens": 1}}', "data: [DONE]"
+    ),
+    "whitespace-blank-lines": _DELTA + "\n  \n" + _USAGE + "\n\t\ndata: [DONE]\n",
+}
+
+
+@pytest.fixture(scope="module")
+def compiled_capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, bytes]]:
+    """The capture expressions compiled (mcs -langversion:7) and run: stdout, stripped streams."""
+    mcs, mono = shutil.which("mcs"), shutil.which("mono")
+    if mcs is None or mono is None:
+        reason = "no Mono C# compiler (mcs, mono): apt-get install mono-mcs"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {reason} (.ci/run installs it)")
+        pytest.skip(reason)
+    root = ET.fromstring(render_api_policy(spec_with()))
+    inbound, outbound = root.find("inbound"), root.find("outbound")
+    assert inbound is not None and outbound is not None
+    inject = next(w for w in inbound.iter("when") if w.find("set-body") is not None)
+    strip = next(w for w in outbound.iter("when") if w.find("set-body") is not None)
+    program = (
+        _CS_PROGRAM.replace("INJECT", _cs_body(inject.get("condition", "")))
+        .replace("STRIP_WHEN", _cs_body(strip.get("condition", "")))
+        .replace("STRIP", _cs_body(strip.findtext("set-body") or ""))
+    )
+    work = tmp_path_factory.mktemp("csharp")
+    (work / "program.cs").write_text(program, "utf-8")
+    (work / "standins.cs").write_text(_CS_STANDINS, "utf-8")
+    built = subprocess.run(
+        [
+            mcs,
+            "-langversion:7",
+            "-nologo",
+            "-warnaserror-",
+            "-out:capture.exe",
+            "program.cs",
+            "standins.cs",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    paths = []
+    for name, text in STREAMS.items():
+        path = work / f"{name}.sse"
+        path.write_bytes(text.encode("utf-8"))
+        paths.append(path)
+    ran = subprocess.run(
+        [mono, "capture.exe", *map(str, paths)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return ran.stdout, {p.stem: (work / f"{p.name}.out").read_bytes() for p in paths}
+
+
+def test_compiled_include_usage_decision_per_capture_mode(
+    compiled_capture: tuple[str, dict[str, bytes]],
+) -> None:
+    lines = set(compiled_capture[0].splitlines())
+    assert lines == {
+        "inject passthrough not-asked False",
+        "inject passthrough asked False",
+        "strip passthrough False",
+        "inject buffered not-asked True",
+        "inject buffered asked False",  # the caller asked itself: nothing injected, nothing hidden
+        "strip buffered True",
+        "inject passthrough_usage not-asked True",
+        "inject passthrough_usage asked False",
+        "strip passthrough_usage False",  # never read, never rewritten: the client sees the chunk
+    }
+
+
+def test_compiled_usage_chunk_removal_matches_the_local_gateway(
+    compiled_capture: tuple[str, dict[str, bytes]],
+) -> None:
+    pytest.importorskip("httpx")
+    from aoai_helpers.local.gateway import strip_usage_chunk
+
+    stripped = compiled_capture[1]
+    for name, text in STREAMS.items():
+        raw = text.encode("utf-8")
+        assert stripped[name] == strip_usage_chunk(raw), name
+        has_usage = name not in ("no-usage-chunk",)
+        assert (stripped[name] != raw) is has_usage, name
+    lf = stripped["lf"].decode("utf-8")
+    assert lf == _sse(_PREAMBLE, _DELTA, "data: [DONE]")  # every other byte as it came

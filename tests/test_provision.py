@@ -1,11 +1,18 @@
 """Provisioning, offline: the real SDK calls go through an azure-core transport that records each
 HTTP request (``aoai_helpers.azure_dryrun``); the tests check method, host, path, api-version and
-body against the documented REST shapes (Microsoft.ApiManagement 2024-05-01, Microsoft.EventHub),
-for every cloud, and that a second apply sends only GETs. Nothing reaches the network.
+body against the documented REST shapes (Microsoft.ApiManagement 2024-05-01 and
+2024-10-01-preview, Microsoft.EventHub, Microsoft.Insights 2021-05-01-preview), for every cloud,
+and that a second apply sends only GETs. Nothing reaches the network.
+
+The language-model log's REST facts are written out below (``SPEC_FACTS``) from the REST
+specifications in Azure/azure-rest-api-specs — paths, api-versions, body property names, enums
+and status codes only — and the recorded requests are checked against them, not against the
+code under test.
 """
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 import xml.etree.ElementTree as ET
@@ -17,7 +24,12 @@ from cli_run import run_cli
 from secrets_registry import register_secret
 
 from aoai_helpers.apim.provision import apply, dry_run, make_clients, plan, write_keys
-from aoai_helpers.apim.resources import APIM_API_VERSION, EVENTHUB_API_VERSION, inference_spec_url
+from aoai_helpers.apim.resources import (
+    APIM_API_VERSION,
+    EVENTHUB_API_VERSION,
+    LLM_LOGGER_DESCRIPTION,
+    inference_spec_url,
+)
 from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, RecordedRequest
 from aoai_helpers.clouds import CLOUDS, get_cloud
 from aoai_helpers.exceptions import ConfigError, InputError
@@ -25,8 +37,9 @@ from aoai_helpers.spec import Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = load_spec(ROOT / "examples" / "gateway.yaml")
+SUB = "00000000-0000-0000-0000-000000000000"
 SVC = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-aoai-gateway"
+    f"/subscriptions/{SUB}/resourceGroups/rg-aoai-gateway"
     "/providers/Microsoft.ApiManagement/service/apim-aoai-gateway"
 )
 HOSTS = {
@@ -47,8 +60,140 @@ def _variant(**changes: Any) -> Spec:
     return parse_spec(data)
 
 
+#: The example spec's language-model log (``llm_log`` in examples/gateway.yaml), as written there.
+EXAMPLE_WORKSPACE = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-aoai-gateway"
+    "/providers/Microsoft.OperationalInsights/workspaces/log-aoai-gateway"
+)
+EXAMPLE_WORKSPACE_GUID = "11111111-2222-3333-4444-555555555555"
+#: The example without a language-model log (nothing of it provisioned, reconcile has no source).
+NO_LLM_LOG = parse_spec({**SPEC.model_dump(), "llm_log": {}})
+#: A workspace in another subscription and resource group than APIM.
+WORKSPACE = (
+    "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg-logs"
+    "/providers/Microsoft.OperationalInsights/workspaces/law-aoai"
+)
+WORKSPACE_GUID = "2bb5a7a0-4c6f-4a0e-8d0a-0f4e3c1b9e11"
+LLM_SPEC = _variant(llm_log__workspace_resource_id=WORKSPACE, llm_log__workspace_id=WORKSPACE_GUID)
+
+_APIM = (
+    "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}"
+    "/providers/Microsoft.ApiManagement/service/{serviceName}"
+)
+#: REST facts of the language-model log's resources, from Azure/azure-rest-api-specs:
+#: - specification/apimanagement/resource-manager/Microsoft.ApiManagement/preview/
+#:   2024-10-01-preview/apimloggers.json (Logger_CreateOrUpdate: 201 created, 200 updated) and
+#:   definitions.json (LoggerContractProperties: loggerType enum azureEventHub |
+#:   applicationInsights | azureMonitor, required [loggerType]); the stable 2024-05-01 enum the
+#:   SDK is generated from has azureMonitor too (azure-mgmt-apimanagement 5.0.0 LoggerType);
+#: - …/2024-10-01-preview/apimapis.json (ApiDiagnostic_CreateOrUpdate: PUT, 201 created, 200
+#:   updated; ApiDiagnostic_Delete: If-Match required) and definitions.json
+#:   (DiagnosticContractProperties, required [loggerId]; LLMDiagnosticSettings logs | requests |
+#:   responses; LLMLogsTypes enabled | disabled; LLMMessageDiagnosticSettings messages |
+#:   maxSizeInBytes 1..262144; LLMMessageLogTypes all; SamplingSettings samplingType fixed,
+#:   percentage 0..100);
+#: - specification/monitor/resource-manager/Microsoft.Insights/preview/2021-05-01-preview/
+#:   diagnosticsSettings_API.json (DiagnosticSettings_CreateOrUpdate: PUT
+#:   /{resourceUri}/providers/Microsoft.Insights/diagnosticSettings/{name}, 200; DiagnosticSettings
+#:   properties; LogSettings category | categoryGroup | enabled (required) | retentionPolicy).
+SPEC_FACTS: dict[str, Any] = {
+    "Logger_CreateOrUpdate": {
+        "path": f"{_APIM}/loggers/{{loggerId}}",
+        "api_version": "2024-05-01",
+        "statuses": {"created": 201, "updated": 200},
+        "properties": {"loggerType", "description", "credentials", "isBuffered", "resourceId"},
+        "required": {"loggerType"},
+        "loggerType": {"azureEventHub", "applicationInsights", "azureMonitor"},
+    },
+    "ApiDiagnostic_CreateOrUpdate": {
+        "path": f"{_APIM}/apis/{{apiId}}/diagnostics/{{diagnosticId}}",
+        "api_version": "2024-10-01-preview",
+        "statuses": {"created": 201, "updated": 200},
+        "properties": {
+            "alwaysLog",
+            "loggerId",
+            "sampling",
+            "frontend",
+            "backend",
+            "largeLanguageModel",
+            "logClientIp",
+            "httpCorrelationProtocol",
+            "verbosity",
+            "operationNameFormat",
+            "metrics",
+        },
+        "required": {"loggerId"},
+        "largeLanguageModel": {"logs", "requests", "responses"},
+        "logs": {"enabled", "disabled"},
+        "message_settings": {"messages", "maxSizeInBytes"},
+        "messages": {"all"},
+        "maxSizeInBytes": (1, 262144),
+        "sampling": {"samplingType", "percentage"},
+        "samplingType": {"fixed"},
+    },
+    "DiagnosticSettings_CreateOrUpdate": {
+        "path": "/{resourceUri}/providers/Microsoft.Insights/diagnosticSettings/{name}",
+        "api_version": "2021-05-01-preview",
+        "statuses": {"created": 200, "updated": 200},
+        "properties": {
+            "storageAccountId",
+            "serviceBusRuleId",
+            "eventHubAuthorizationRuleId",
+            "eventHubName",
+            "metrics",
+            "logs",
+            "workspaceId",
+            "marketplacePartnerId",
+            "logAnalyticsDestinationType",
+        },
+        "log_settings": {"category", "categoryGroup", "enabled", "retentionPolicy"},
+        "log_required": {"enabled"},
+    },
+}
+#: The category and table of APIM's language-model log (Supported logs for
+#: Microsoft.ApiManagement/service: "GatewayLlmLogs | … | ApiManagementGatewayLlmLog").
+LLM_CATEGORY = "GatewayLlmLogs"
+
+
+def _matches(template: str, path: str) -> bool:
+    pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+    pattern = pattern.replace(
+        "[^/]+/providers/Microsoft\\.Insights", ".+/providers/Microsoft\\.Insights"
+    )
+    return re.fullmatch(pattern, path) is not None
+
+
+def _operation(request: RecordedRequest) -> str:
+    found = [name for name, fact in SPEC_FACTS.items() if _matches(fact["path"], request.path)]
+    assert len(found) == 1, (request.path, found)
+    return found[0]
+
+
+def _documented_api_version(request: RecordedRequest) -> str:
+    """The api-version the REST specs give the request's operation: the language-model log's
+    from ``SPEC_FACTS``, every other APIM call Microsoft.ApiManagement 2024-05-01."""
+    found = {f["api_version"] for f in SPEC_FACTS.values() if _matches(f["path"], request.path)}
+    assert len(found) <= 1, (request.path, found)
+    return found.pop() if found else "2024-05-01"
+
+
 def _puts(requests: list[RecordedRequest]) -> dict[str, RecordedRequest]:
     return {r.path.removeprefix(SVC): r for r in requests if r.method == "PUT"}
+
+
+class ScopeRecorder(DryRunCredential):
+    """A dry-run credential that records the scopes it is asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, ...]] = []
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        self.asked.append(scopes)
+        return super().get_token_info(*scopes, options=options)
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self.asked.append(scopes)
+        return super().get_token(*scopes, **kwargs)
 
 
 @pytest.mark.parametrize("cloud", list(CLOUDS))
@@ -59,7 +204,18 @@ def test_offline_plan_dry_run_hits_the_clouds_arm_endpoint_with_documented_shape
     assert the_plan.offline and {s.action for s in the_plan.steps} == {"create"}
     requests = dry_run(the_plan)
     assert {r.host for r in requests} == {HOSTS[cloud]}
-    assert {r.api_version for r in requests} == {APIM_API_VERSION}
+    # APIM at 2024-05-01 but for the example's language-model log (llm_log): its API diagnostic
+    # (largeLanguageModel: 2024-10-01-preview) and diagnostic setting (Microsoft.Insights)
+    for r in requests:
+        assert r.api_version == _documented_api_version(r), (r.method, r.path, r.api_version)
+    assert {r.api_version for r in requests} == {
+        "2024-05-01",
+        "2024-10-01-preview",
+        "2021-05-01-preview",
+    }
+    assert APIM_API_VERSION == "2024-05-01"
+    # its three PUTs (their bodies: test_llm_log_resources_are_the_documented_puts)
+    assert set(_llm_puts(requests)) == set(SPEC_FACTS)
     puts_in_order = [r for r in requests if r.method == "PUT"]
     # the plan's own URLs are exactly what the SDK sent, in order
     assert [r.url for r in puts_in_order] == [
@@ -158,19 +314,10 @@ def test_offline_plan_dry_run_hits_the_clouds_arm_endpoint_with_documented_shape
 
 @pytest.mark.parametrize("cloud", list(CLOUDS))
 def test_the_credential_is_asked_for_the_clouds_arm_scope(cloud: str) -> None:
-    asked: list[tuple[str, ...]] = []
-
-    class Recording(DryRunCredential):
-        def get_token_info(self, *scopes: str, options: Any = None) -> Any:
-            asked.append(scopes)
-            return super().get_token_info(*scopes, options=options)
-
-        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-            asked.append(scopes)
-            return super().get_token(*scopes, **kwargs)
-
+    recording = ScopeRecorder()
+    asked = recording.asked
     c = get_cloud(cloud)
-    clients = make_clients(SPEC, c, "sub", Recording(), DryRunTransport())
+    clients = make_clients(SPEC, c, "sub", recording, DryRunTransport())
     clients.apim.product.create_or_update("rg", "svc", "p", {"properties": {"displayName": "p"}})
     assert asked and set(asked) == {(c.arm_scope,)}
 
@@ -364,8 +511,255 @@ def test_api_import_from_a_local_file(tmp_path: Path) -> None:
 
 
 def test_a_sovereign_plan_warns_about_a_global_endpoint() -> None:
-    china = plan(SPEC, cloud="AzureChinaCloud", env={})
+    china = plan(LLM_SPEC, cloud="AzureChinaCloud", env={})
     assert china.warnings() == [
         "backend aoai-weu (https://aoai-weu.openai.azure.com) is not an AzureChinaCloud AOAI endpoint (*.openai.azure.cn)"
     ]
-    assert plan(SPEC, env={}).warnings() == []
+    assert plan(LLM_SPEC, env={}).warnings() == []
+
+
+# --- APIM's language-model log (llm_log) ------------------------------------------------------
+
+
+def _llm_puts(requests: list[RecordedRequest]) -> dict[str, RecordedRequest]:
+    """The PUTs of the language-model log's three resources, by documented operation."""
+    out = {}
+    for r in requests:
+        if r.method != "PUT":
+            continue
+        if (
+            "/diagnostics/" in r.path
+            or "/diagnosticSettings/" in r.path
+            or r.path.endswith("/loggers/azuremonitor")
+        ):
+            out[_operation(r)] = r
+    return out
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS))
+@pytest.mark.parametrize(
+    ("spec", "workspace"),
+    [(SPEC, EXAMPLE_WORKSPACE), (LLM_SPEC, WORKSPACE)],
+    ids=["example", "workspace-elsewhere"],
+)
+def test_llm_log_resources_are_the_documented_puts(cloud: str, spec: Spec, workspace: str) -> None:
+    the_plan = plan(spec, cloud=cloud, env={})
+    requests = dry_run(the_plan)
+    assert {r.host for r in requests} == {HOSTS[cloud]}
+    puts = _llm_puts(requests)
+    assert set(puts) == set(SPEC_FACTS)
+    for name, r in puts.items():
+        assert r.api_version == SPEC_FACTS[name]["api_version"], name
+        assert set(r.body) == {"properties"}, name
+        assert set(r.body["properties"]) <= SPEC_FACTS[name]["properties"], name
+        assert SPEC_FACTS[name].get("required", set()) <= set(r.body["properties"]), name
+
+    logger = puts["Logger_CreateOrUpdate"].body["properties"]
+    assert (
+        logger["loggerType"] == "azureMonitor" in SPEC_FACTS["Logger_CreateOrUpdate"]["loggerType"]
+    )
+    assert "credentials" not in logger  # an azureMonitor logger has no connection string
+
+    diagnostic = puts["ApiDiagnostic_CreateOrUpdate"]
+    facts = SPEC_FACTS["ApiDiagnostic_CreateOrUpdate"]
+    assert diagnostic.path == f"{SVC}/apis/azure-openai/diagnostics/azuremonitor"
+    props = diagnostic.body["properties"]
+    assert props["loggerId"] == f"{SVC}/loggers/azuremonitor"  # the logger PUT just before
+    assert props["largeLanguageModel"] == {"logs": "enabled"}  # token counts, no messages
+    assert props["largeLanguageModel"]["logs"] in facts["logs"]
+    assert set(props["sampling"]) <= facts["sampling"]
+    assert props["sampling"]["samplingType"] in facts["samplingType"]
+    assert props["sampling"]["percentage"] == 100  # every call is billed
+    assert "frontend" not in props and "backend" not in props  # no body logging (SSE buffering)
+
+    setting = puts["DiagnosticSettings_CreateOrUpdate"]
+    facts = SPEC_FACTS["DiagnosticSettings_CreateOrUpdate"]
+    assert setting.path == f"{SVC}/providers/Microsoft.Insights/diagnosticSettings/aoai-llm-logs"
+    assert setting.body["properties"] == {
+        "workspaceId": workspace,
+        "logAnalyticsDestinationType": "Dedicated",  # resource-specific table, not AzureDiagnostics
+        "logs": [{"category": LLM_CATEGORY, "enabled": True}],
+    }
+    for log in setting.body["properties"]["logs"]:
+        assert facts["log_required"] <= set(log) <= facts["log_settings"]
+
+    # order: the logger before the diagnostic naming it, the diagnostic after its API
+    order = [r.path for r in requests if r.method == "PUT"]
+    assert order.index(f"{SVC}/loggers/azuremonitor") < order.index(diagnostic.path)
+    assert order.index(f"{SVC}/apis/azure-openai") < order.index(diagnostic.path)
+
+
+def test_log_messages_adds_request_and_response_message_settings() -> None:
+    spec = _variant(
+        llm_log__workspace_resource_id=WORKSPACE,
+        llm_log__workspace_id=WORKSPACE_GUID,
+        llm_log__log_messages=True,
+        llm_log__max_message_bytes=65536,
+    )
+    puts = _llm_puts(dry_run(plan(spec, env={})))
+    facts = SPEC_FACTS["ApiDiagnostic_CreateOrUpdate"]
+    llm = puts["ApiDiagnostic_CreateOrUpdate"].body["properties"]["largeLanguageModel"]
+    assert set(llm) == facts["largeLanguageModel"]
+    low, high = facts["maxSizeInBytes"]
+    for part in ("requests", "responses"):
+        assert set(llm[part]) == facts["message_settings"]
+        assert llm[part]["messages"] in facts["messages"]
+        assert low <= llm[part]["maxSizeInBytes"] == 65536 <= high
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS))
+def test_a_second_apply_with_the_llm_log_sends_only_gets(cloud: str) -> None:
+    second = dry_run(plan(LLM_SPEC, cloud=cloud, env={}), repeat=True)
+    assert {r.method for r in second} == {"GET"}
+    assert {r.host for r in second} == {HOSTS[cloud]}
+    got = {(r.path, r.api_version) for r in second}
+    assert (
+        f"{SVC}/providers/Microsoft.Insights/diagnosticSettings/aoai-llm-logs",
+        "2021-05-01-preview",
+    ) in got
+    assert (f"{SVC}/apis/azure-openai/diagnostics/azuremonitor", "2024-10-01-preview") in got
+
+
+def test_the_in_memory_arm_answers_the_documented_put_statuses() -> None:
+    """APIM: 201 when created, 200 when updated; Microsoft.Insights: 200 — even though the
+    diagnostic setting's path runs through Microsoft.ApiManagement/service/{name}."""
+    from azure.core.rest import HttpRequest
+
+    transport = DryRunTransport()
+    clients = make_clients(LLM_SPEC, get_cloud("AzureCloud"), SUB, DryRunCredential(), transport)
+    cases = {
+        "Logger_CreateOrUpdate": (clients.apim, f"{SVC}/loggers/azuremonitor", "2024-05-01"),
+        "ApiDiagnostic_CreateOrUpdate": (
+            clients.apim,
+            f"{SVC}/apis/azure-openai/diagnostics/azuremonitor",
+            "2024-10-01-preview",
+        ),
+        "DiagnosticSettings_CreateOrUpdate": (
+            clients.monitor,
+            f"{SVC}/providers/Microsoft.Insights/diagnosticSettings/aoai-llm-logs",
+            "2021-05-01-preview",
+        ),
+    }
+    for name, (client, path, version) in cases.items():
+        statuses = []
+        for _ in range(2):
+            request = HttpRequest(
+                "PUT", path, params={"api-version": version}, json={"properties": {}}
+            )
+            statuses.append(client._send_request(request).status_code)
+        facts = SPEC_FACTS[name]["statuses"]
+        assert statuses == [facts["created"], facts["updated"]], name
+    stored = transport.store[cases["DiagnosticSettings_CreateOrUpdate"][1].lower()]
+    assert stored["type"] == "Microsoft.Insights/diagnosticSettings"
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS))
+def test_the_monitor_client_asks_for_the_clouds_arm_scope(cloud: str) -> None:
+    recording = ScopeRecorder()
+    asked = recording.asked
+    c = get_cloud(cloud)
+    transport = DryRunTransport()
+    dry = plan(LLM_SPEC, cloud=cloud, env={})
+    clients = make_clients(dry.spec, c, SUB, recording, transport)
+    apply(dry, clients)
+    assert asked and set(asked) == {(c.arm_scope,)}
+    monitor = [r for r in transport.requests if "Microsoft.Insights" in r.path]
+    assert monitor and {r.host for r in monitor} == {HOSTS[cloud]}
+
+
+def test_turning_message_logging_off_is_an_update_the_put_applies() -> None:
+    on = _variant(
+        llm_log__workspace_resource_id=WORKSPACE,
+        llm_log__workspace_id=WORKSPACE_GUID,
+        llm_log__log_messages=True,
+    )
+    transport, clients = _applied(on)
+    the_plan = plan(LLM_SPEC, clients=clients, env={})
+    updates = {s.resource.kind: s.changes for s in the_plan.steps if s.action == "update"}
+    assert updates == {
+        "api-diagnostic": (
+            "largeLanguageModel.requests.messages",
+            "largeLanguageModel.requests.maxSizeInBytes",
+            "largeLanguageModel.responses.messages",
+            "largeLanguageModel.responses.maxSizeInBytes",
+        )
+    }
+    transport.requests.clear()
+    apply(the_plan, clients)
+    (put,) = [r for r in transport.requests if r.method == "PUT"]
+    assert put.body["properties"]["largeLanguageModel"] == {"logs": "enabled"}  # PUT, not PATCH
+
+
+def test_what_arm_returns_in_its_own_form_is_no_change() -> None:
+    transport, clients = _applied(LLM_SPEC)
+    diag = f"{SVC}/apis/azure-openai/diagnostics/azuremonitor".lower()
+    setting = f"{SVC}/providers/Microsoft.Insights/diagnosticSettings/aoai-llm-logs".lower()
+    # service-relative logger id, other casing of the workspace, defaults ARM adds
+    transport.store[diag]["properties"]["loggerId"] = "/loggers/azuremonitor"
+    transport.store[diag]["properties"]["largeLanguageModel"]["requests"] = None
+    transport.store[setting]["properties"]["workspaceId"] = WORKSPACE.lower()
+    transport.store[setting]["properties"]["logs"] = [
+        {
+            "category": "GatewayLlmLogs",
+            "categoryGroup": None,
+            "enabled": True,
+            "retentionPolicy": {"enabled": False, "days": 0},
+        },
+        {"category": "GatewayLogs", "enabled": False},
+    ]
+    the_plan = plan(LLM_SPEC, clients=clients, env={})
+    assert {s.action for s in the_plan.steps} == {"noop"}
+    transport.store[setting]["properties"]["logs"][0]["enabled"] = False
+    changed = plan(LLM_SPEC, clients=clients, env={})
+    assert [(s.resource.kind, s.changes) for s in changed.steps if s.action == "update"] == [
+        ("diagnostic-setting", ("logs",))
+    ]
+
+
+def test_an_azuremonitor_logger_apim_already_has_is_used_as_it_is() -> None:
+    transport = DryRunTransport()
+    clients = make_clients(LLM_SPEC, get_cloud("AzureCloud"), SUB, DryRunCredential(), transport)
+    from azure.mgmt.apimanagement import models as m
+
+    clients.apim.logger.create_or_update(
+        clients.rg, clients.service, "azuremonitor", m.LoggerContract(logger_type="azureMonitor")
+    )
+    the_plan = plan(LLM_SPEC, clients=clients, env={})
+    step = next(s for s in the_plan.steps if s.resource.kind == "llm-logger")
+    assert step.action == "noop"  # neither its description nor its buffering is ours to change
+    transport.requests.clear()
+    apply(the_plan, clients)
+    assert not [r for r in transport.requests if r.path.endswith("/loggers/azuremonitor")]
+    fresh = next(s for s in plan(LLM_SPEC, env={}).steps if s.resource.kind == "llm-logger")
+    assert fresh.resource.body is not None
+    assert fresh.resource.body["properties"]["description"] == LLM_LOGGER_DESCRIPTION
+
+
+def test_the_plan_says_what_the_llm_log_needs() -> None:
+    assert NO_LLM_LOG.llm_log.workspace_resource_id is None
+    assert plan(NO_LLM_LOG, env={}).warnings() == [
+        "pass-through streams stay prompt_only: set llm_log.workspace_resource_id (a Log "
+        "Analytics workspace) and llm_log.workspace_id so APIM's language-model log is "
+        "provisioned and reconcile gives them their exact usage"
+    ]
+    no_guid = _variant(llm_log__workspace_id=None)
+    assert no_guid.llm_log.workspace_resource_id == EXAMPLE_WORKSPACE
+    assert plan(no_guid, env={}).warnings() == [
+        "llm_log.workspace_id (the workspace's GUID, its 'Workspace ID') is not set: the "
+        "language-model log is provisioned, but reconcile cannot query it"
+    ]
+    assert plan(SPEC, env={}).warnings() == []  # the example has both
+    reader = (
+        "'Log Analytics Reader' (role id 73c42c96-874c-492b-b04d-ab87d138a893) for the function "
+        "app func-aoai-ingest's managed identity (the reconcile timer) and for the identity that "
+        "runs `python -m aoai_helpers reconcile`, on workspace {}"
+    )
+    assert plan(SPEC, env={}).role_assignments()[-1] == reader.format(EXAMPLE_WORKSPACE)
+    assert plan(LLM_SPEC, env={}).role_assignments()[-1] == reader.format(WORKSPACE)
+    assert not any("Log Analytics" in r for r in plan(NO_LLM_LOG, env={}).role_assignments())
+    assert "Log Analytics Reader" in plan(LLM_SPEC, env={}).render()
+    # without a workspace nothing of the language-model log is planned; with one, all three
+    llm_kinds = {"llm-logger", "api-diagnostic", "diagnostic-setting"}
+    assert not {s.resource.kind for s in plan(NO_LLM_LOG, env={}).steps} & llm_kinds
+    assert llm_kinds <= {s.resource.kind for s in plan(SPEC, env={}).steps}
+    assert {r.api_version for r in dry_run(plan(NO_LLM_LOG, env={}))} == {"2024-05-01"}

@@ -224,7 +224,8 @@ def test_chargeback_mixed_currency(empty_engine, make_v2, ingest_events):
     assert charge.calls == 2
 
 
-def test_latest_month(engine, make_v2, ingest_events):
+def test_latest_month(engine, make_v2, ingest_events, monkeypatch):
+    monkeypatch.setenv("AOAI_NOW", "2027-01-15T00:00:00Z")  # the default: up to now
     assert latest_month(engine) is None
     ingest_events(engine, make_v2(ExecTimeUTC="2026-10-15T08:00:00.000Z"))
     assert latest_month(engine) == "2026-10"
@@ -239,11 +240,18 @@ def test_render_table(billed):
     assert lines[0].startswith("Chargeback 2026-11")
     assert lines[1].split()[:2] == ["Business", "unit"]
     finance = next(line for line in lines if line.startswith("Finance"))
-    assert finance.split() == ["Finance", "CC-1", "5", "3,518", "810", "0.0102", "USD", "0.2%", "1"]
+    # cost, the exact part, the provisional part (the prompt-only call: 8 * 2.5e-6), currency
+    assert finance.split() == [
+        *("Finance", "CC-1", "5", "3,518", "810"),
+        *("0.0102", "0.0102", "0.0000", "USD", "1"),
+    ]
     legal = next(line for line in lines if line.startswith("legal-review"))
-    assert legal.split() == ["legal-review", "-", "2", "100", "50", "0.0008", "USD", "0.0%", "-"]
+    assert legal.split() == [
+        *("legal-review", "-", "2", "100", "50"),
+        *("0.0008", "0.0008", "-", "USD", "-"),
+    ]
     assert lines[-1] == (
-        "Total: 0.0110 USD; 1 unpriced call(s) — add their rates: "
+        "Total: 0.0110 USD (0.0000 of it provisional); 1 unpriced call(s) — add their rates: "
         "python -m aoai_helpers rates set MODEL --input … --output …"
     )
     with_models = render_table(

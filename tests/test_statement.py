@@ -175,3 +175,35 @@ def test_month_report_uses_the_issued_figures_for_budgets(month):
     assert report.statement.issued
     finance = next(b for b in report.budgets if b.business_unit == "Finance")
     assert finance.cost == pytest.approx(0.0095, rel=REL)  # as issued, not the live figure
+
+
+def test_a_month_with_provisional_calls_in_the_grace_window_is_not_issued(
+    month, make_v2, ingest_events
+):
+    """A pass-through stream's row is provisional until APIM's language-model log reconciles
+    it: issuing its month within the grace window would bill its prompt only."""
+    ingest_events(
+        month,
+        make_v2(
+            SubscriptionId="sub-c",
+            ExecTimeUTC="2026-11-30T23:30:00Z",
+            IsStreaming=True,
+            Usage=None,
+            Request={"messages": [{"role": "user", "content": "Hello"}], "stream": True},
+        ),
+    )
+    early = datetime(2026, 12, 1, 0, 5)  # the first minutes of the next month
+    with pytest.raises(ConfigError, match=r"^2026-11 has 1 provisional call\(s\) .* 6 h grace"):
+        issue_statement(month, "2026-11", now=early)
+    with transaction(month) as conn:
+        assert (
+            not inspect(conn).has_table("ChargebackStatement")
+            or not conn.execute(select(func.count()).select_from(statement_table)).scalar()
+        )
+    forced = issue_statement(month, "2026-11", now=early, allow_provisional=True)
+    legal = next(line for line in forced.lines if line.business_unit == "Legal")
+    assert legal.estimated_calls == 1 and legal.estimated_cost > 0  # the provisional share kept
+    assert "of the cost provisional" in forced.describe()
+    # past the grace window the unmatched call no longer stops an issue (it stays provisional)
+    later = issue_statement(month, "2026-11", reissue=True, now=datetime(2026, 12, 1, 6, 0))
+    assert later.issued and "of the cost provisional" in later.describe()

@@ -39,6 +39,7 @@ TABLES = {
     "ApimAoaiToken",
     "AoaiTokenRate",
     "BusinessUnitMap",
+    "ReconcileState",
     "IngestDeadLetter",
     "AoaiSchemaVersion",
 }
@@ -99,7 +100,7 @@ def table_names(engine: Engine) -> set[str]:
 # ----------------------------------------------------------------------------- init_db
 
 
-def test_init_db_creates_the_five_tables(bare_engine: Engine) -> None:
+def test_init_db_creates_the_six_tables(bare_engine: Engine) -> None:
     changes = init_db(bare_engine)
     assert table_names(bare_engine) == TABLES
     assert sorted(c for c in changes if c.startswith("created table")) == sorted(

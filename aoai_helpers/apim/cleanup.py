@@ -2,8 +2,9 @@
 
 :func:`plan_cleanup` lists, for one spec, the resources provisioning creates
 (:func:`~aoai_helpers.apim.resources.desired_resources`) in reverse apply order — BU
-subscriptions, the product's policy, API link and the product, the API's policy, operations and
-the API, the logger, the named values — then the function's app settings, then the Event Hub's
+subscriptions, the product's policy, API link and the product, the service's diagnostic setting
+and the API's diagnostic (with a language-model log), the API's policy, operations and the API,
+the loggers, the named values — then the function's app settings, then the Event Hub's
 rules, consumer group and the hub, but only when the spec has provisioning create the hub
 (``event_hub.create``). Policies go before the named values and the logger they reference (APIM
 refuses to delete a named value a policy still uses). With clients, each step is ``delete``
@@ -22,6 +23,12 @@ Deleted vs kept (the rule: remove only what this project created, never more):
   ``AOAI_*`` settings it wrote (:mod:`aoai_helpers.functions.settings`) are removed — read again
   at apply time, the rest written back unchanged (``PUT …/config/appsettings`` replaces the whole
   set). Without them the function no longer starts its trigger.
+- The language-model log (``llm_log.workspace_resource_id``): the service's diagnostic setting
+  (Microsoft.Insights ``DiagnosticSettings_Delete``, no ``If-Match``) and the API's diagnostic
+  (``ApiDiagnostic_Delete``, ``If-Match: *``) are deleted; the ``azuremonitor`` logger only if
+  provisioning created it — its description is
+  :data:`~aoai_helpers.apim.resources.LLM_LOGGER_DESCRIPTION` — else it is ``keep`` (APIM's or
+  another team's logger). The Log Analytics workspace and the records already in it stay.
 - Never touched: the APIM service, resource groups, the Event Hubs namespace (the spec never
   creates one), an Event Hub the spec did not create, the AOAI resources, the database (usage
   rows, rates and statements stay), anything not named by the spec.
@@ -45,9 +52,9 @@ from ..functions.deploy import WebClients, make_web_clients
 from ..functions.settings import CONNECTION, app_settings
 from ..spec import Spec
 from ..store import masked_url
-from .provision import Clients, make_clients
+from .provision import Clients, arm_delete, make_clients
 from .provision import _get as _read
-from .resources import Resource, desired_resources
+from .resources import LLM_LOGGER_DESCRIPTION, Resource, desired_resources
 
 __all__ = [
     "WEB_API_VERSION",
@@ -70,7 +77,14 @@ FUNCTION_SETTINGS: Final = "function-app-settings"
 #: Kinds whose DELETE takes no ``If-Match`` (``ProductApi_Delete`` documents none; Event Hubs
 #: and Web have no ETags on these calls).
 _NO_IF_MATCH: Final = frozenset(
-    {"product-api", "eventhub", "eventhub-consumer-group", "eventhub-rule", FUNCTION_SETTINGS}
+    {
+        "product-api",
+        "eventhub",
+        "eventhub-consumer-group",
+        "eventhub-rule",
+        "diagnostic-setting",  # DiagnosticSettings_Delete documents no If-Match
+        FUNCTION_SETTINGS,
+    }
 )
 _OFFLINE_SUBSCRIPTION: Final = "00000000-0000-0000-0000-000000000000"
 
@@ -165,6 +179,11 @@ class CleanupPlan:
             "the AOAI resources: " + ", ".join(b.endpoint for b in spec.backends),
             f"the database {masked_url(spec.database.url)} (usage, rates, statements)",
         ]
+        if spec.llm_log.workspace_resource_id is not None:
+            out.append(
+                f"the Log Analytics workspace {spec.llm_log.workspace_resource_id} and the "
+                "language-model log records already in it"
+            )
         if spec.function is not None:
             platform = [n for n in _function_settings(spec) if not n.startswith("AOAI_")]
             out.append(
@@ -336,6 +355,9 @@ def plan_cleanup(
             note = f"subscriptions not in the spec still use it: {', '.join(foreign)}"
             steps.append(CleanupStep("keep", r, note))
             continue
+        if r.kind == "llm-logger":
+            steps.append(_llm_logger_step(clients, r))
+            continue
         found = clients is None or _read(clients, r) is not None
         steps.append(CleanupStep("delete" if found else "absent", r))
     if spec.function is not None:
@@ -344,6 +366,19 @@ def plan_cleanup(
         found = clients is None or _read(clients, r) is not None
         steps.append(CleanupStep("delete" if found else "absent", r))
     return CleanupPlan(spec, the_cloud, sub, steps, offline)
+
+
+def _llm_logger_step(clients: Clients | None, r: Resource) -> CleanupStep:
+    """The ``azuremonitor`` logger goes only if provisioning created it (its description)."""
+    if clients is None:
+        return CleanupStep("delete", r, "only if provisioning created it (checked online)")
+    found = _read(clients, r)
+    if found is None:
+        return CleanupStep("absent", r)
+    description = (found.get("properties") or {}).get("description")
+    if description != LLM_LOGGER_DESCRIPTION:
+        return CleanupStep("keep", r, "provisioning did not create it (its description says so)")
+    return CleanupStep("delete", r)
 
 
 def _function_step(
@@ -403,6 +438,10 @@ _DELETERS: Final[dict[str, _Deleter]] = {
     ),
     "api": _delete_api,
     "logger": lambda c, r, _: c.apim.logger.delete(c.rg, c.service, r.name, if_match="*"),
+    "llm-logger": lambda c, r, _: c.apim.logger.delete(c.rg, c.service, r.name, if_match="*"),
+    # not modelled by the SDKs at their api-versions: raw requests through the clients
+    "api-diagnostic": lambda c, r, _: arm_delete(c, r),
+    "diagnostic-setting": lambda c, r, _: arm_delete(c, r),
     "named-value": lambda c, r, _: c.apim.named_value.delete(c.rg, c.service, r.name, if_match="*"),
     "eventhub-rule": lambda c, r, _: c.eventhub.event_hubs.delete_authorization_rule(
         *_hub_args(r), r.name
@@ -445,6 +484,10 @@ def apply_cleanup(
         )
     if any(s.resource.kind.startswith("eventhub") for s in todo) and clients.eventhub is None:
         raise ConfigError("the plan deletes the Event Hub: the clients have no Event Hubs client")
+    if any(s.resource.kind == "diagnostic-setting" for s in todo) and clients.monitor is None:
+        raise ConfigError(
+            "the plan deletes the diagnostic setting: the clients have no Monitor client"
+        )
     poll = {} if polling_interval is None else {"polling_interval": polling_interval}
     result = CleanupResult()
     for i, step in enumerate(todo, 1):
@@ -545,12 +588,15 @@ def cleanup_dry_run(
 def _seed(transport: Any, spec: Spec, cloud: Cloud, sub: str) -> None:
     """Store what provisioning and function deploy create (bodies are not needed to delete)."""
     for r in desired_resources(spec, cloud, sub, {}):
+        props: dict[str, Any] = {}
+        if r.kind == "subscription":
+            props = {"scope": f"/products/{spec.product.id}"}
+        elif r.kind == "llm-logger":  # as provisioning creates it: marked as its own
+            props = {"loggerType": "azureMonitor", "description": LLM_LOGGER_DESCRIPTION}
         transport.store[r.resource_id.lower()] = {
             "id": r.resource_id,
             "name": r.name,
-            "properties": {"scope": f"/products/{spec.product.id}"}
-            if r.kind == "subscription"
-            else {},
+            "properties": props,
         }
     if spec.function is not None:
         r = _function_resource(spec, sub)

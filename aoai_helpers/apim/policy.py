@@ -44,7 +44,7 @@ from ..clouds import get_cloud
 from ..events import LOG_TO_EVENTHUB_LIMIT
 from ..exceptions import ConfigError
 from ..masking import mask
-from ..spec import Backend, Spec, TokenLimit
+from ..spec import Backend, CaptureMode, Spec, TokenLimit
 
 __all__ = [
     "POLICY_FORMAT",
@@ -117,7 +117,7 @@ def template(name: Literal["api-policy.xml", "product-policy.xml"]) -> str:
 class PolicySettings:
     """What the API policy reads through named values (the local gateway reads the same)."""
 
-    capture: Literal["buffered", "passthrough"]
+    capture: CaptureMode
     include_usage_api_versions: tuple[str, ...]
     payload: bool
 

@@ -1,4 +1,4 @@
-"""Provisioning as plan → apply, through azure-mgmt-apimanagement and azure-mgmt-eventhub.
+"""Provisioning as plan → apply, through azure-mgmt-apimanagement, -eventhub and -monitor.
 
 :func:`plan` compares what the spec wants (:func:`~aoai_helpers.apim.resources.desired_resources`)
 with what exists (one GET per resource) and returns ordered :class:`Step` objects: ``create``,
@@ -10,11 +10,24 @@ its apply sends only GETs.
 Secrets are compared by presence only (ARM never returns them) and masked in every display.
 BU subscription keys are read (``listSecrets``) only when a key file is asked for; they are
 written with mode 0600 and shown masked.
+
+The language-model log's two resources the SDKs do not model (see
+:mod:`~aoai_helpers.apim.resources`) go through the management clients' own pipelines
+(``_send_request(HttpRequest(…))``: the same credential, ARM endpoint, scope and transport):
+the API diagnostic through the APIM client, at ``2024-10-01-preview``, because
+azure-mgmt-apimanagement 5.x speaks ``2024-05-01``, whose ``DiagnosticContract`` has no
+``largeLanguageModel``; the diagnostic setting through azure-mgmt-monitor's client, because
+azure-mgmt-monitor 7.0.0 no longer has a ``diagnostic_settings`` operation group (6.x had it;
+8.0.0b1 adds it back). Both are ``GET`` then, when needed, ``PUT`` of the whole resource —
+never ``PATCH``. ``_send_request`` is how the generated clients document sending a request
+they have no method for (their docstring: ``>>> response = client._send_request(request)``,
+"see https://aka.ms/azsdk/dpcodegen/python/send_request").
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
@@ -22,11 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from .._files import write_private
 from ..clouds import Cloud, get_cloud
 from ..exceptions import ConfigError
+from ..llmlog_azure import LOG_ANALYTICS_READER
 from ..masking import mask
 from ..spec import Spec
 from .policy import POLICY_FORMAT
@@ -38,6 +52,9 @@ __all__ = [
     "Plan",
     "Step",
     "apply",
+    "arm_delete",
+    "arm_get",
+    "arm_put",
     "dry_run",
     "make_clients",
     "plan",
@@ -101,12 +118,26 @@ class Plan:
         return "\n".join(lines)
 
     def warnings(self) -> list[str]:
-        """Spec values that look wrong for the chosen cloud (not errors: endpoints can be custom)."""
-        return [
+        """Spec values that look wrong for the chosen cloud (not errors: endpoints can be
+        custom), and what the spec leaves inexact."""
+        out = [
             f"backend {b.name} ({b.endpoint}) is not an {self.cloud.name} AOAI endpoint (*.{self.cloud.aoai_suffix})"
             for b in self.spec.backends
             if not b.endpoint.lower().endswith("." + self.cloud.aoai_suffix)
         ]
+        llm = self.spec.llm_log
+        if llm.workspace_resource_id is None:
+            out.append(
+                "pass-through streams stay prompt_only: set llm_log.workspace_resource_id (a Log "
+                "Analytics workspace) and llm_log.workspace_id so APIM's language-model log is "
+                "provisioned and reconcile gives them their exact usage"
+            )
+        elif not llm.workspace_id:
+            out.append(
+                "llm_log.workspace_id (the workspace's GUID, its 'Workspace ID') is not set: the "
+                "language-model log is provisioned, but reconcile cannot query it"
+            )
+        return out
 
     def role_assignments(self) -> list[str]:
         """RBAC grants the managed-identity options need, which this plan does not make."""
@@ -124,6 +155,18 @@ class Plan:
                 else f"identity {eh.identity_client_id}"
             )
             out.append(f"'Azure Event Hubs Data Sender' for {who} on hub {eh.namespace}/{eh.name}")
+        workspace = self.spec.llm_log.workspace_resource_id
+        if workspace is not None:
+            fn = self.spec.function
+            readers = (
+                f"for the function app {fn.name}'s managed identity (the reconcile timer) and "
+                if fn is not None
+                else "for "
+            )
+            out.append(
+                f"'Log Analytics Reader' (role id {LOG_ANALYTICS_READER}) {readers}for the "
+                f"identity that runs `python -m aoai_helpers reconcile`, on workspace {workspace}"
+            )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,32 +220,61 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _differences(resource: Resource, existing: dict[str, Any]) -> tuple[str, ...]:
-    """Dotted paths whose desired value differs from what exists (secrets, create-only skipped)."""
+    """Dotted paths whose desired value differs from what exists (secrets, create-only skipped;
+    under an ``exact`` path, values that exist but are not wanted count too)."""
     if resource.body is None:
         return ()
     skip = set(resource.secret) | set(resource.create_only)
     have = _leaves(existing)
+    wanted = _leaves(resource.body)
     changed = []
-    for path, want in _leaves(resource.body).items():
+    for path, want in wanted.items():
         if path in skip or any(path.startswith(s + ".") for s in skip):
             continue
         got = have.get(path)
         if _equivalent(resource, path, want, got):
             continue
-        if want != got and not (want in (None, [], {}) and got in (None, [], {})):
+        if want != got and not (_empty(want) and _empty(got)):
             changed.append(path.removeprefix("properties."))
+    for prefix in resource.exact:
+        for path, got in have.items():
+            if path.startswith(prefix + ".") and path not in wanted and not _empty(got):
+                changed.append(path.removeprefix("properties."))
     return tuple(changed)
+
+
+def _empty(value: Any) -> bool:
+    return value in (None, [], {})
 
 
 def _equivalent(resource: Resource, path: str, want: Any, got: Any) -> bool:
     """Values that are equal though ARM returns them in another form."""
+    if path == "properties.logs" and resource.kind == "diagnostic-setting":
+        return _same_categories(want, got)
     if not (isinstance(want, str) and isinstance(got, str)):
         return False
     if path == "properties.scope":  # ARM returns the scope as a full id
         return got.lower().endswith(want.lower())
+    if path == "properties.loggerId":  # a full id, or the service-relative /loggers/{id}
+        tail = "/loggers/" + want.rsplit("/loggers/", 1)[-1]
+        return got.lower().endswith(tail.lower())
+    if path == "properties.workspaceId":  # ARM ids are case-insensitive
+        return got.lower() == want.lower()
     if path == "properties.value" and resource.kind.endswith("policy"):
         return _same_xml(want, got)  # APIM may re-serialize the XML
     return False
+
+
+def _same_categories(want: Any, got: Any) -> bool:
+    """Every wanted log category is there, enabled alike (ARM adds ``retentionPolicy`` …)."""
+    if not isinstance(want, list) or not isinstance(got, list):
+        return False
+    found = {
+        str(g.get("category", "")).lower(): g.get("enabled")
+        for g in got
+        if isinstance(g, dict) and g.get("category")
+    }
+    return all(found.get(str(w["category"]).lower()) == w["enabled"] for w in want)
 
 
 def _same_xml(a: str, b: str) -> bool:
@@ -221,12 +293,14 @@ class Clients:
     eventhub: Any = None
     rg: str = ""
     service: str = ""
+    monitor: Any = None
 
 
 def make_clients(
     spec: Spec, cloud: Cloud, subscription_id: str, credential: Any, transport: Any = None
 ) -> Clients:
-    """APIM (and Event Hubs, when the spec creates the hub) clients on ``cloud``'s ARM endpoint."""
+    """APIM (and Event Hubs, when the spec creates the hub; Monitor, when it has a language-model
+    log workspace) clients on ``cloud``'s ARM endpoint."""
     from azure.mgmt.apimanagement import ApiManagementClient
 
     kwargs: dict[str, Any] = {
@@ -241,7 +315,58 @@ def make_clients(
         from azure.mgmt.eventhub import EventHubManagementClient
 
         eventhub = EventHubManagementClient(credential, subscription_id, **kwargs)
-    return Clients(apim, eventhub, spec.apim.resource_group, spec.apim.service_name)
+    monitor = None
+    if spec.llm_log.workspace_resource_id is not None:
+        from azure.mgmt.monitor import MonitorManagementClient
+
+        monitor = MonitorManagementClient(credential, subscription_id, **kwargs)
+    return Clients(apim, eventhub, spec.apim.resource_group, spec.apim.service_name, monitor)
+
+
+# --- resources the SDKs do not model: raw requests through the clients' pipelines ---------
+
+
+def _arm_client(c: Clients, r: Resource) -> Any:
+    client = c.monitor if r.kind == "diagnostic-setting" else c.apim
+    if client is None:
+        raise ConfigError(f"no management client for {r.kind} {r.name} (make_clients)")
+    return client
+
+
+def _arm_request(c: Clients, r: Resource, method: str, body: Any = None) -> Any:
+    """One request to ``r``'s ARM id through the client's pipeline; ``ResourceNotFoundError`` on
+    404, ``HttpResponseError`` on any other error status."""
+    from azure.core.rest import HttpRequest
+
+    kwargs: dict[str, Any] = {"params": {"api-version": r.api_version}}
+    if body is not None:
+        kwargs["json"] = body
+    if method == "DELETE" and r.kind == "api-diagnostic":
+        kwargs["headers"] = {"If-Match": "*"}  # ApiDiagnostic_Delete: If-Match is required
+    response = _arm_client(c, r)._send_request(HttpRequest(method, r.resource_id, **kwargs))
+    if response.status_code == 404:
+        raise ResourceNotFoundError(response=response)
+    if response.status_code >= 400:
+        raise HttpResponseError(response=response)
+    return response
+
+
+def arm_get(c: Clients, r: Resource) -> dict[str, Any] | None:
+    """The resource as ARM returns it, ``None`` when it does not exist."""
+    try:
+        response = _arm_request(c, r, "GET")
+    except ResourceNotFoundError:
+        return None
+    found = response.json()
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def arm_put(c: Clients, r: Resource, body: Any) -> None:
+    _arm_request(c, r, "PUT", body)
+
+
+def arm_delete(c: Clients, r: Resource) -> None:
+    _arm_request(c, r, "DELETE")
 
 
 # --- one GET and one PUT per kind ----------------------------------------------------------
@@ -262,9 +387,12 @@ def _get(c: Clients, r: Resource) -> dict[str, Any] | None:
         if r.kind == "product-api":
             apis = c.apim.product_api.list_by_product(rg, svc, p["product"])
             return {} if any(a.name == r.name for a in apis) else None
+        if r.kind in ("api-diagnostic", "diagnostic-setting"):
+            return arm_get(c, r)
         getters: dict[str, Callable[[], Any]] = {
             "named-value": lambda: c.apim.named_value.get(rg, svc, r.name),
             "logger": lambda: c.apim.logger.get(rg, svc, r.name),
+            "llm-logger": lambda: c.apim.logger.get(rg, svc, r.name),
             "api": lambda: c.apim.api.get(rg, svc, r.name),
             "api-operation": lambda: c.apim.api_operation.get(rg, svc, p["api"], r.name),
             "api-policy": lambda: c.apim.api_policy.get(
@@ -300,8 +428,10 @@ def _put(c: Clients, r: Resource, body: Any) -> None:
         apim.named_value.begin_create_or_update(
             rg, svc, r.name, m.NamedValueCreateContract.deserialize(body)
         ).result()
-    elif r.kind == "logger":
+    elif r.kind in ("logger", "llm-logger"):
         apim.logger.create_or_update(rg, svc, r.name, m.LoggerContract.deserialize(body))
+    elif r.kind in ("api-diagnostic", "diagnostic-setting"):
+        arm_put(c, r, body)
     elif r.kind == "api":
         apim.api.begin_create_or_update(
             rg, svc, r.name, m.ApiCreateOrUpdateParameter.deserialize(body)
@@ -505,6 +635,4 @@ def _apply_quietly(the_plan: Plan, clients: Clients) -> None:
 def _fill_secret(r: Resource) -> Resource:
     body = copy.deepcopy(r.body) or {}
     body["properties"]["value"] = "<dry-run: secret>"
-    return Resource(
-        r.kind, r.name, r.resource_id, r.api_version, body, r.secret, r.create_only, r.parents
-    )
+    return dataclasses.replace(r, body=body)

@@ -10,6 +10,26 @@ Microsoft.EventHub (azure-mgmt-eventhub). Order: Event Hub (when the spec create
 values, the Event Hub logger, the API (OpenAPI import of the AOAI inference spec), its extra
 operations (v1 API and classic Responses, absent from the GA spec), the API policy, the
 product, the API in the product, the product policy, one subscription per BU.
+
+With ``llm_log.workspace_resource_id`` (APIM's language-model log, policies/README.md "Exact
+usage for pass-through streams"), three more, each at the api-version whose REST spec has
+what it needs (Azure/azure-rest-api-specs):
+
+- the logger ``azuremonitor`` (``loggerType: azureMonitor``; ``LoggerContractProperties``
+  requires only ``loggerType``, ``apimloggers.json`` / ``definitions.json``), after the Event
+  Hub logger — the API diagnostic's ``loggerId`` is required and must name it (the
+  Azure-Samples/AI-Gateway modules create it the same way). APIM may already have one: then it
+  is used as it is (its description and buffering are not compared), and clean-up keeps it
+  unless its description is :data:`LLM_LOGGER_DESCRIPTION`;
+- the API's diagnostic ``azuremonitor`` at :data:`LLM_DIAGNOSTIC_API_VERSION`
+  (``largeLanguageModel`` is in ``DiagnosticContractProperties`` of ``2024-10-01-preview``,
+  not of ``2024-05-01``): ``logs: enabled``, ``sampling`` fixed at 100 % (every call is
+  billed), and ``requests`` / ``responses`` (``messages: all``, ``maxSizeInBytes``) only with
+  ``llm_log.log_messages``; after the API policy;
+- the service's diagnostic setting ``llm_log.diagnostic_setting`` (Microsoft.Insights
+  ``2021-05-01-preview``, ``diagnosticsSettings_API.json``): category ``GatewayLlmLogs`` to the
+  workspace, ``logAnalyticsDestinationType: Dedicated`` (the resource-specific table
+  ``ApiManagementGatewayLlmLog``, not ``AzureDiagnostics``).
 """
 
 from __future__ import annotations
@@ -26,8 +46,14 @@ from .policy import POLICY_FORMAT, named_values, render_api_policy, render_produ
 
 __all__ = [
     "APIM_API_VERSION",
+    "DIAGNOSTIC_SETTINGS_API_VERSION",
     "EVENTHUB_API_VERSION",
     "EXTRA_OPERATIONS",
+    "LLM_DIAGNOSTIC",
+    "LLM_DIAGNOSTIC_API_VERSION",
+    "LLM_LOGGER",
+    "LLM_LOGGER_DESCRIPTION",
+    "LLM_LOG_CATEGORY",
     "MISSING_SEND_CONNECTION",
     "SECRET_FROM_SEND_RULE",
     "Resource",
@@ -38,6 +64,18 @@ __all__ = [
 
 APIM_API_VERSION: Final = "2024-05-01"
 EVENTHUB_API_VERSION: Final = "2026-01-01"
+#: The API diagnostic's api-version: the first whose ``DiagnosticContractProperties`` has
+#: ``largeLanguageModel`` among the ones checked (2024-05-01 has not).
+LLM_DIAGNOSTIC_API_VERSION: Final = "2024-10-01-preview"
+#: Microsoft.Insights diagnostic settings (``DiagnosticSettings_CreateOrUpdate``).
+DIAGNOSTIC_SETTINGS_API_VERSION: Final = "2021-05-01-preview"
+#: The APIM logger and API diagnostic of the language-model log (names as the portal uses them).
+LLM_LOGGER: Final = "azuremonitor"
+LLM_DIAGNOSTIC: Final = "azuremonitor"
+#: Marks the ``azuremonitor`` logger as created by provisioning (clean-up deletes only that one).
+LLM_LOGGER_DESCRIPTION: Final = "Azure Monitor logger created by apim-aoai-proxy provisioning"
+#: The resource-log category of APIM's language-model log (table ApiManagementGatewayLlmLog).
+LLM_LOG_CATEGORY: Final = "GatewayLlmLogs"
 #: Stand-in for the logger's connection string when the plan creates the Send rule itself:
 #: apply reads the rule's key (``listKeys``) just before creating the logger.
 SECRET_FROM_SEND_RULE: Final = "<connection string of the new Send rule>"
@@ -67,7 +105,9 @@ class Resource:
     ``body`` the REST body. ``secret`` and ``create_only`` are dotted paths into ``body``:
     secrets are masked in every display and, like create-only fields (ARM does not return
     them), are not compared with what exists. ``scope`` is the product scope of a subscription
-    (compared by suffix: ARM returns it as a full id).
+    (compared by suffix: ARM returns it as a full id). ``exact`` are dotted paths whose whole
+    object must match: a key that exists there but is not wanted is a change too (a PUT
+    replaces the resource, e.g. message logging turned off).
     """
 
     kind: str
@@ -78,6 +118,7 @@ class Resource:
     secret: tuple[str, ...] = ()
     create_only: tuple[str, ...] = ()
     parents: dict[str, str] = field(default_factory=dict)
+    exact: tuple[str, ...] = ()
 
     def url(self, cloud: Cloud) -> str:
         return f"{cloud.arm_endpoint}{self.resource_id}?api-version={self.api_version}"
@@ -182,6 +223,64 @@ def _logger_credentials(spec: Spec, cloud: Cloud, env: Mapping[str, str]) -> dic
     return {"name": eh.name, "connectionString": connection}
 
 
+def _llm_logger(svc: str) -> Resource:
+    return Resource(
+        "llm-logger",
+        LLM_LOGGER,
+        f"{svc}/loggers/{LLM_LOGGER}",
+        APIM_API_VERSION,
+        {
+            "properties": {
+                "loggerType": "azureMonitor",
+                "description": LLM_LOGGER_DESCRIPTION,
+                "isBuffered": False,
+            }
+        },
+        # an azuremonitor logger APIM already has is used as it is
+        create_only=("properties.description", "properties.isBuffered"),
+    )
+
+
+def _llm_diagnostics(spec: Spec, svc: str, api_id: str) -> list[Resource]:
+    llm = spec.llm_log
+    assert llm.workspace_resource_id is not None
+    settings: dict[str, Any] = {"logs": "enabled"}
+    if llm.log_messages:
+        messages = {"messages": "all", "maxSizeInBytes": llm.max_message_bytes}
+        settings["requests"] = dict(messages)
+        settings["responses"] = dict(messages)
+    diagnostic = Resource(
+        "api-diagnostic",
+        LLM_DIAGNOSTIC,
+        f"{api_id}/diagnostics/{LLM_DIAGNOSTIC}",
+        LLM_DIAGNOSTIC_API_VERSION,
+        {
+            "properties": {
+                "loggerId": f"{svc}/loggers/{LLM_LOGGER}",
+                "sampling": {"samplingType": "fixed", "percentage": 100},
+                "largeLanguageModel": settings,
+            }
+        },
+        parents={"api": spec.apim.api_id},
+        exact=("properties.largeLanguageModel",),
+    )
+    setting = Resource(
+        "diagnostic-setting",
+        llm.diagnostic_setting,
+        f"{svc}/providers/Microsoft.Insights/diagnosticSettings/{llm.diagnostic_setting}",
+        DIAGNOSTIC_SETTINGS_API_VERSION,
+        {
+            "properties": {
+                "workspaceId": llm.workspace_resource_id,
+                "logAnalyticsDestinationType": "Dedicated",
+                "logs": [{"category": LLM_LOG_CATEGORY, "enabled": True}],
+            }
+        },
+        parents={"resource_uri": svc},
+    )
+    return [diagnostic, setting]
+
+
 def desired_resources(
     spec: Spec, cloud: Cloud, subscription_id: str, env: Mapping[str, str]
 ) -> list[Resource]:
@@ -223,6 +322,9 @@ def desired_resources(
             secret=("properties.credentials.connectionString",),
         )
     )
+    llm_log = spec.llm_log.workspace_resource_id is not None
+    if llm_log:
+        out.append(_llm_logger(svc))
     fmt, value = _api_import(spec)
     out.append(
         Resource(
@@ -277,6 +379,8 @@ def desired_resources(
             parents={"api": apim.api_id},
         )
     )
+    if llm_log:
+        out.extend(_llm_diagnostics(spec, svc, api_id))
     product = spec.product
     out.append(
         Resource(

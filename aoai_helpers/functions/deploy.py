@@ -11,8 +11,9 @@ has (``POST …/config/appsettings/list``; secrets masked), and the zip to uploa
    ``Authorization: Bearer <ARM token>`` (facts: azure-facts.md, Azure Functions); ``202`` and a
    ``Location`` to poll until the deployment reports ``complete`` — status ``4`` is success,
    ``3`` failure (its ``status_text`` and log URL go into the error).
-3. Verify the function is indexed: ``GET …/functions`` (``list_functions``) until
-   ``<app>/ingest_usage`` appears, or fail with what to check.
+3. Verify the functions are indexed: ``GET …/functions`` (``list_functions``) until
+   ``<app>/ingest_usage`` and ``<app>/reconcile_usage`` (the reconcile timer; the package
+   always has both) appear, or fail with what to check.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from ..clouds import Cloud, get_cloud
 from ..exceptions import AoaiHelpersError, ConfigError
 from ..masking import mask
 from ..spec import Spec
-from .settings import FUNCTION_NAME, app_settings, secret_settings
+from .settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME, app_settings, secret_settings
 
 __all__ = [
+    "FUNCTIONS",
     "DeployError",
     "DeployPlan",
     "SettingChange",
@@ -45,6 +47,8 @@ __all__ = [
 
 KUDU_SUCCESS: Final = 4
 KUDU_FAILED: Final = 3
+#: The functions of the package, all of which must be indexed after a deployment.
+FUNCTIONS: Final = (FUNCTION_NAME, RECONCILE_FUNCTION_NAME)
 
 
 class DeployError(AoaiHelpersError):
@@ -139,7 +143,8 @@ class DeployPlan:
         lines.append(
             f"upload:  POST {scm_url(self.spec, self.cloud)}/api/zipdeploy?isAsync=true (Bearer token), then poll"
         )
-        lines.append(f"verify:  GET …/sites/{fn.name}/functions lists {fn.name}/{FUNCTION_NAME}")
+        listed = " and ".join(f"{fn.name}/{name}" for name in FUNCTIONS)
+        lines.append(f"verify:  GET …/sites/{fn.name}/functions lists {listed}")
         return "\n".join(lines)
 
 
@@ -217,16 +222,20 @@ def deploy(
     base = (scm or scm_url(the_plan.spec, the_plan.cloud)).rstrip("/")
     status = _zip_deploy(base, token, the_plan.zip_path, poll_interval, timeout, say)
     functions: list[str] = []
+    missing: list[str] = list(FUNCTIONS)
     for attempt in range(index_attempts):
         functions = [f.name for f in clients.web.web_apps.list_functions(clients.rg, clients.app)]
-        if any(name.rsplit("/", 1)[-1] == FUNCTION_NAME for name in functions):
-            say(f"function {FUNCTION_NAME} is indexed")
+        indexed = {name.rsplit("/", 1)[-1] for name in functions}
+        missing = [name for name in FUNCTIONS if name not in indexed]
+        if not missing:
+            say(f"functions {', '.join(FUNCTIONS)} are indexed")
             return DeployResult(the_plan.settings_changed, status, functions)
         if attempt + 1 < index_attempts:
             time.sleep(poll_interval)
     raise DeployError(
-        f"the package deployed but {FUNCTION_NAME} is not indexed (functions: {functions or 'none'}); "
-        "check the app's log stream for import errors and that AzureWebJobsFeatureFlags=EnableWorkerIndexing"
+        f"the package deployed but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+        f"indexed (functions: {functions or 'none'}); check the app's log stream for import errors "
+        "and that AzureWebJobsFeatureFlags=EnableWorkerIndexing"
     )
 
 

@@ -30,6 +30,18 @@ calls reuse them. :func:`reset` drops that cache (tests, or after the settings c
 ``azure.functions`` is imported for type checking only: the events are used through
 ``get_body()``, ``sequence_number``, ``offset`` and ``metadata``, so this module (and the
 package) imports without the Functions library.
+
+The reconcile timer (``reconcile_usage`` in the template) calls :func:`reconcile_timer`: the
+same cached engine, :class:`~aoai_helpers.llmlog_azure.LogAnalyticsLlmLog` on the cloud of
+``AOAI_CLOUD`` with the function's managed identity (``ManagedIdentityCredential``; the
+user-assigned one of ``AOAI_IDENTITY_CLIENT_ID`` when set), the reconcile settings of the app
+(:func:`~aoai_helpers.functions.settings.reconcile_config`), then
+:func:`~aoai_helpers.reconcile.reconcile` and one log line: its
+:meth:`~aoai_helpers.reconcile.ReconcileResult.summary`. Without
+``AOAI_LLM_LOG_WORKSPACE_ID`` it logs one warning and returns — no exception, so the host does
+not count a failure every few minutes on an app without a language-model log. A query that
+fails (:class:`~aoai_helpers.exceptions.ReconcileError`: nothing was changed) is logged in one
+line and re-raised, so the run shows as failed; the next tick reads the same window again.
 """
 
 from __future__ import annotations
@@ -37,23 +49,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy.engine import Engine
 
 from .. import config
+from ..clouds import get_cloud
 from ..exceptions import AoaiHelpersError
 from ..ingest import BatchResult, Ingestor, RawEvent
 from ..service import ensure_db
 from ..store import engine_from_url, masked_url
-from .settings import FUNCTION_NAME
+from .settings import FUNCTION_NAME, LLM_LOG_WORKSPACE_ID, RECONCILE_FUNCTION_NAME, reconcile_config
 
 if TYPE_CHECKING:
     import azure.functions as func
 
-__all__ = ["event_source", "handle", "reset"]
+    from ..reconcile import ReconcileResult
+
+__all__ = ["event_source", "handle", "reconcile_timer", "reset"]
 
 log = logging.getLogger(__name__)
 
@@ -180,4 +195,69 @@ def handle(events: Sequence[func.EventHubEvent]) -> BatchResult:
         raise type(exc)(str(exc)) from None
     elapsed = (time.perf_counter() - started) * 1000
     log.info("%s: %s; %s; %.0f ms", FUNCTION_NAME, result.summary(), where, elapsed)
+    return result
+
+
+def reconcile_timer(
+    *,
+    env: Mapping[str, str] | None = None,
+    credential: Any = None,
+    transport: Any = None,
+) -> ReconcileResult | None:
+    """One run of the reconcile timer (see the module docstring); ``None`` when the app has no
+    workspace to read.
+
+    ``env`` (default: the process environment) holds the reconcile app settings; the database
+    is the ingestion's (``AOAI_DB_URL``). ``credential`` (default: the managed identity) and
+    ``transport`` (an azure-core transport) are for tests. Raises what
+    :func:`~aoai_helpers.reconcile.reconcile` raises — a
+    :class:`~aoai_helpers.exceptions.ReconcileError` when the log cannot be read — without its
+    chained cause, after one error line.
+    """
+    started = time.perf_counter()
+    try:
+        cfg = reconcile_config(env)
+    except AoaiHelpersError as exc:
+        log.error("%s: not run: %s", RECONCILE_FUNCTION_NAME, exc)
+        raise type(exc)(str(exc)) from None
+    if not cfg.workspace_id:
+        log.warning(
+            "%s: %s is not set: no language-model log to reconcile (set llm_log.workspace_id "
+            "in the spec and run function deploy)",
+            RECONCILE_FUNCTION_NAME,
+            LLM_LOG_WORKSPACE_ID,
+        )
+        return None
+    from ..llmlog_azure import LogAnalyticsLlmLog
+    from ..reconcile import reconcile
+
+    if credential is None:
+        from azure.identity import ManagedIdentityCredential
+
+        credential = (
+            ManagedIdentityCredential(client_id=cfg.identity_client_id)
+            if cfg.identity_client_id
+            else ManagedIdentityCredential()
+        )
+    try:
+        source = LogAnalyticsLlmLog(
+            cfg.workspace_id,
+            get_cloud(cfg.cloud),
+            credential,
+            correlation_column=cfg.correlation_column,
+            transport=transport,
+        )
+        result = reconcile(_worker().engine, source, cfg.settings)
+    except AoaiHelpersError as exc:
+        elapsed = (time.perf_counter() - started) * 1000
+        log.error(
+            "%s: nothing reconciled: %s: %s; %.0f ms",
+            RECONCILE_FUNCTION_NAME,
+            type(exc).__name__,
+            exc,
+            elapsed,
+        )
+        raise type(exc)(str(exc)) from None
+    elapsed = (time.perf_counter() - started) * 1000
+    log.info("%s: %s; %.0f ms", RECONCILE_FUNCTION_NAME, result.summary(), elapsed)
     return result

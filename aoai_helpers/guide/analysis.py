@@ -78,7 +78,7 @@ class CostReport:
     # ----------------------------------------------------------------- overview
 
     def overview(self) -> Shown:
-        """The month at a glance: totals per currency, estimated share, unpriced calls."""
+        """The month at a glance: totals per currency, provisional share, unpriced calls."""
         lines = self.lines
         calls = sum(r.calls for r in lines)
         tokens = sum(r.total_tokens for r in lines)
@@ -98,7 +98,8 @@ class CostReport:
                 ", ".join(_money(v, k) for k, v in totals.items() if k != "unpriced")
                 or "none priced"
             ),
-            f"estimated share of cost: {_pct(estimated, cost)} (tokens counted offline, not reported by the API)",
+            f"provisional share of cost: {_pct(estimated, cost)} (tokens counted by us, not yet "
+            "given by the API or APIM's language-model log)",
         ]
         if unpriced:
             models = ", ".join(f"{m} ({n:,})" for m, n in unpriced_models(self.engine, self.month))
@@ -116,7 +117,7 @@ class CostReport:
     # ----------------------------------------------------------------- sections
 
     def chargeback(self) -> Shown:
-        """Per BU: calls, tokens, cost, currency, estimated share, unpriced calls."""
+        """Per BU: calls, tokens, cost, currency, provisional share, unpriced calls."""
         frame = pd.DataFrame(
             [
                 {
@@ -128,7 +129,7 @@ class CostReport:
                     "total tokens": f"{r.total_tokens:,}",
                     "cost": round(r.cost, 4),
                     "currency": r.currency or "-",
-                    "estimated": _pct(r.estimated_cost, r.cost),
+                    "provisional": _pct(r.estimated_cost, r.cost),
                     "unpriced calls": f"{r.unpriced_calls:,}",
                 }
                 for r in self.lines
@@ -154,7 +155,7 @@ class CostReport:
         return chart(charts.cost_by_bu_chart(self.lines, month=self.month))
 
     def by_model(self) -> Shown:
-        """Per BU, model and deployment: calls, tokens (cached too), cost, estimated share."""
+        """Per BU, model and deployment: calls, tokens (cached too), cost, provisional share."""
         frame = pd.DataFrame(
             [
                 {
@@ -167,7 +168,7 @@ class CostReport:
                     "completion tokens": f"{m.completion_tokens:,}",
                     "cost": None if m.cost is None else round(m.cost, 4),
                     "currency": m.currency or "-",
-                    "estimated": _pct(m.estimated_cost, m.cost or 0.0),
+                    "provisional": _pct(m.estimated_cost, m.cost or 0.0),
                     "unpriced calls": f"{m.unpriced_calls:,}",
                 }
                 for m in self.data.by_model

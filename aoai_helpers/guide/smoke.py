@@ -33,6 +33,7 @@ from ..local.traffic import (
     make_call,
     v1_client,
 )
+from ..reconcile import PROVISIONAL_SOURCES
 from ..spec import CaptureMode
 from ..store import engine_from_url, token_table, transaction
 from .shown import Shown, Status
@@ -124,6 +125,10 @@ def _rows_since(engine: Engine, run: SmokeRun) -> list[Any]:
             t.UsageSource,
             t.Cost,
             t.Currency,
+            t.PriorUsageSource,
+            t.PriorPromptTokens,
+            t.PriorCompletionTokens,
+            t.PriorTotalTokens,
         )
         .where(t.SubscriptionId == run.subscription, t.ExecTimeUTC >= since)
         .order_by(t.ExecTimeUTC, t.Id)
@@ -144,9 +149,18 @@ def rows_beside_usage(target: Target, smoke: Shown, timeout: float = 120.0) -> S
         raise ConfigError("pass the result of smoke_test(…) (the previous cell)")
     deadline = time.monotonic() + timeout
     engine = engine_from_url(target.db_url)  # one engine (and pool) for every poll
+    # local mode reconciles within a second (the stack's reconciler); on Azure the language-
+    # model log takes minutes and the function's timer runs every few: show what is there
+    local = target.mode == "local"
+
+    def done(found: list[Any]) -> bool:
+        if len(found) < len(run.calls):
+            return False
+        return not local or not any(r.UsageSource in PROVISIONAL_SOURCES for r in found)
+
     try:
         rows = _rows_since(engine, run)
-        while len(rows) < len(run.calls) and time.monotonic() < deadline:
+        while not done(rows) and time.monotonic() < deadline:
             time.sleep(0.5)
             rows = _rows_since(engine, run)
     finally:
@@ -171,7 +185,8 @@ def rows_beside_usage(target: Target, smoke: Shown, timeout: float = 120.0) -> S
             {
                 "call": kind,
                 "API returned": _usage_cells(api),
-                "stored": "(not yet)"
+                "at ingest": _at_ingest(row),
+                "billed now": "(not yet)"
                 if row is None
                 else f"{row.PromptTokens} + {row.CompletionTokens} = {row.TotalTokens}",
                 "usage source": row.UsageSource if row is not None else "-",
@@ -183,16 +198,17 @@ def rows_beside_usage(target: Target, smoke: Shown, timeout: float = 120.0) -> S
         )
     complete = matched == len(run.calls)
     disagreeing = [r["call"] for r in out if r["agrees"] == "NO"]
-    unseen = [r["call"] for r in out if r["agrees"] == "reply not seen"]
+    unseen = [r["call"] for r in out if r["agrees"] == "not yet reconciled"]
     lines = [
-        "reported: the API's own usage; estimated: counted offline from the captured stream; "
-        "prompt_only: the prompt counted, the reply not seen (pass-through streams without a usage chunk)",
+        "reported: the API's own usage, in the event; reconciled: a pass-through stream, billed "
+        "by its prompt at ingest ('at ingest'), then given its exact usage by APIM's "
+        "language-model log; prompt_only / estimated: counted by us, still provisional",
     ]
     if unseen:
         lines.append(
-            f"pass-through capture did not see the streamed reply of {', '.join(unseen)}: the "
-            "API sent usage to the client, but the gateway forwarded the stream untouched, so "
-            "only the prompt is billed — use buffered capture where exact streamed usage matters"
+            f"{', '.join(unseen)}: still provisional — APIM's language-model log reaches Log "
+            "Analytics minutes after a call, and the function's reconcile timer (or `python -m "
+            "aoai_helpers reconcile`) then gives these rows their exact usage"
         )
     status: Status = "fail" if not complete or disagreeing else ("warn" if unseen else "ok")
     title = (
@@ -205,15 +221,30 @@ def rows_beside_usage(target: Target, smoke: Shown, timeout: float = 120.0) -> S
     return Shown(title, status, lines, tables=[("", pd.DataFrame(out))], data=rows)
 
 
+def _at_ingest(row: Any) -> str:
+    """What a row billed when it was ingested (before reconciliation, if it was reconciled)."""
+    if row is None:
+        return "-"
+    if row.PriorUsageSource is None:
+        return "(as now)"
+    return (
+        f"{row.PriorPromptTokens} + {row.PriorCompletionTokens} = {row.PriorTotalTokens}"
+        f" ({row.PriorUsageSource})"
+    )
+
+
 def _agreement(row: Any, api: dict[str, int] | None) -> str:
     """How a stored row compares with the usage the API returned to the client."""
     if row is None:
         return "-"
-    if api is None:
-        return "estimate"  # nothing to compare with: the client got no usage either
-    if row.UsageSource == "prompt_only":
+    provisional = row.UsageSource in PROVISIONAL_SOURCES
+    if api is None:  # nothing to compare with: the client got no usage
+        if row.UsageSource == "reconciled":
+            return "from APIM's log"
+        return "not yet reconciled" if provisional else "client got none"
+    if provisional:
         if api["completion_tokens"]:
-            return "reply not seen"
+            return "not yet reconciled"  # the reply's tokens are not billed yet
         return "yes" if row.PromptTokens == api["prompt_tokens"] else "NO"
     stored = (row.PromptTokens, row.CompletionTokens, row.TotalTokens)
     return (

@@ -31,21 +31,31 @@ An ASGI app configured from the same :class:`~aoai_helpers.spec.Spec` as APIM. P
 5. **Forward and stream back** according to the capture mode:
 
    - ``passthrough`` — streamed responses go to the client chunk by chunk as they arrive
-     (APIM ``forward-request buffer-response="false"``); the body is never read, so the
-     event has no usage and carries the request, for prompt-only accounting.
-   - ``buffered`` — ``stream_options.include_usage`` is injected into streamed chat and
-     completions requests (for the api-versions configured as accepting it, and always on
-     the v1 API), the whole response is buffered (the client gets it only at the end, as
-     with APIM reading ``context.Response.Body``), and the usage numbers are read from the
-     final usage chunk (Responses API: ``response.completed``).
+     (APIM ``forward-request buffer-response="false"``); the policy never reads the body, so
+     the event has no usage and carries the request, for prompt-only accounting until
+     reconciliation.
+   - ``passthrough_usage`` — the same, with ``stream_options.include_usage`` injected into
+     streamed chat and completions requests (for the api-versions configured as accepting it,
+     and always on the v1 API): the stream ends with AOAI's usage chunk, which the client
+     sees too.
+   - ``buffered`` — ``include_usage`` is injected the same way, the whole response is buffered
+     (the client gets it only at the end, as with APIM reading ``context.Response.Body``), the
+     usage numbers are read from the final usage chunk (Responses API: ``response.completed``)
+     and, when the client had not asked for it, the usage chunk is removed from what the
+     client receives (as the policy's ``set-body`` does), so ``choices[0]`` stays safe.
 
-   Non-streamed bodies are read in both modes (usage from the body).
+   Non-streamed bodies are read in every mode (usage from the body).
 6. **Log one v2 event** (ARCHITECTURE.md §3, fields in :data:`~aoai_helpers.events.V2_FIELDS`
    order) after the response has completed — also for 4xx/5xx answers and for a client that
    disconnected mid-stream — through the ``sink`` (see :class:`EventSink`), off the event
    loop. No prompt or completion text is logged unless it is needed to estimate usage (the
    request, when the response reported none) or ``capture.payload`` is on; the event stays
    well below the 200 KB ``log-to-eventhub`` limit.
+7. **Feed the language-model log** (APIM's ``GatewayLlmLogs`` diagnostic): every forwarded
+   call goes to ``llm_sink`` as an :class:`~aoai_helpers.local.llm_records.Exchange` — the
+   request and the response as it went by. A pass-through stream is observed chunk by chunk
+   as it is relayed (each chunk is kept after it was sent; nothing is parsed on the way),
+   which is what lets the log know a pass-through stream's usage that the event cannot.
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ from ..clock import now
 from ..events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, operation_from_path
 from ..spec import Backend, CaptureMode, Spec, Subscription
 from ..usage import summarize_stream, usage_from_body
+from .llm_records import Exchange
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -78,6 +89,7 @@ __all__ = [
     "Gateway",
     "build_event",
     "shrink_request",
+    "strip_usage_chunk",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -153,6 +165,8 @@ class BackendCut(Exception):
 
 EventSink = Callable[[bytes], None]
 """Receives each serialized event; must not block (the stack's sink queues to a writer thread)."""
+LlmSink = Callable[[Exchange], None]
+"""Receives each forwarded call for the language-model log; must not block either."""
 
 
 def _iso_ms(when: datetime) -> str:
@@ -220,6 +234,7 @@ class _Call:
     api_version: str | None
     streaming: bool
     body: dict[str, Any] | None
+    asked_usage: bool = False  # the client's own stream_options.include_usage
 
 
 def build_event(
@@ -294,6 +309,7 @@ class Gateway:
         timeout: float = 300.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         clock: Callable[[], datetime] | None = None,
+        llm_sink: LlmSink | None = None,
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
@@ -311,6 +327,7 @@ class Gateway:
         }
         self._secret = backend_secret
         self._sink = sink
+        self._llm_sink = llm_sink
         self._urls = {b.name: (backend_urls or {}).get(b.name, b.endpoint) for b in spec.backends}
         self._include_usage = frozenset(settings.include_usage_api_versions)
         self._client = httpx.AsyncClient(
@@ -365,8 +382,9 @@ class Gateway:
             await _respond(send, 413, _too_large(self.max_body_bytes))
             return
         call = self._describe(found[1], path, query, raw)
-        raw = self._maybe_inject_usage(call, raw)
-        await self._forward(call, scope, headers, query, raw, receive, send)
+        forwarded = self._maybe_inject_usage(call, raw)
+        injected = forwarded is not raw
+        await self._forward(call, scope, headers, query, forwarded, receive, send, injected)
 
     def _describe(
         self, sub: Subscription, path: str, query: list[tuple[str, str]], raw: bytes
@@ -383,7 +401,9 @@ class Gateway:
         if deployment is None and body is not None and isinstance(body.get("model"), str):
             deployment = body["model"]
         api_version = next((v for k, v in query if k == "api-version"), None)
+        options = body.get("stream_options") if body is not None else None
         return _Call(
+            asked_usage=isinstance(options, dict) and options.get("include_usage") is True,
             request_id=str(uuid.uuid4()),
             started=self._clock(),
             subscription=sub,
@@ -397,16 +417,17 @@ class Gateway:
         )
 
     def _maybe_inject_usage(self, call: _Call, raw: bytes) -> bytes:
-        """Buffered capture: ask for the usage chunk where the api-version accepts it."""
-        if not (self.capture == "buffered" and call.streaming and call.body is not None):
+        """Buffered and passthrough_usage capture: ask for the usage chunk where the
+        api-version accepts it (``call.asked_usage`` says whether the client asked itself)."""
+        if self.capture == "passthrough" or not call.streaming or call.body is None:
             return raw
         if call.operation not in ("chat", "completions"):
             return raw
         if not (call.v1 or call.api_version in self._include_usage):
             return raw
-        options = call.body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage") is True:
+        if call.asked_usage:
             return raw
+        options = call.body.get("stream_options")
         injected = dict(call.body)
         injected["stream_options"] = {
             **(options if isinstance(options, dict) else {}),
@@ -427,6 +448,7 @@ class Gateway:
         raw: bytes,
         receive: Receive,
         send: Send,
+        injected: bool = False,
     ) -> None:
         backend = self._backend(call)
         out_headers = {
@@ -441,6 +463,7 @@ class Gateway:
         qs = urlencode([(k, v) for k, v in query if k != "subscription-key"])
         url = self._urls[backend.name] + call.path + (f"?{qs}" if qs else "")
         status, model, usage, text = 500, None, None, None
+        relayed: list[bytes] = []  # a pass-through stream, as it went by
         try:
             request = self._client.build_request("POST", url, headers=out_headers, content=raw)
             try:
@@ -456,8 +479,8 @@ class Gateway:
             ]
             is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
             try:
-                if is_sse and self.capture == "passthrough":
-                    await self._pass_through(response, resp_headers, receive, send)
+                if is_sse and self.capture != "buffered":
+                    await self._pass_through(response, resp_headers, receive, send, relayed)
                 else:
                     try:
                         body = await response.aread()
@@ -467,6 +490,8 @@ class Gateway:
                         return
                     text = body.decode("utf-8", errors="replace")
                     model, usage = _usage_of(text, is_sse)
+                    if is_sse and injected:
+                        body = strip_usage_chunk(body)  # the chunk the gateway asked for
                     start = {
                         "type": "http.response.start",
                         "status": status,
@@ -481,6 +506,23 @@ class Gateway:
                 self.spec, call, status=status, model=model, usage=usage, response_text=text
             )
             self._sink(orjson.dumps(event))
+            if self._llm_sink is not None:
+                seen = b"".join(relayed).decode("utf-8", errors="replace") if relayed else text
+                self._llm_sink(
+                    Exchange(
+                        call.request_id,
+                        call.started,
+                        call.operation,
+                        call.deployment,
+                        call.api_version,
+                        call.streaming,
+                        status,
+                        call.body,
+                        seen,
+                        usage,
+                        model,
+                    )
+                )
 
     async def _pass_through(
         self,
@@ -488,8 +530,12 @@ class Gateway:
         headers: list[tuple[bytes, bytes]],
         receive: Receive,
         send: Send,
+        relayed: list[bytes],
     ) -> None:
-        """Stream the backend body to the client as it arrives; stop if the client goes away."""
+        """Stream the backend body to the client as it arrives; stop if the client goes away.
+
+        Each chunk is appended to ``relayed`` after it was sent (for the language-model log).
+        """
         gone = asyncio.Event()
 
         async def watch() -> None:
@@ -507,8 +553,10 @@ class Gateway:
             try:
                 async for chunk in response.aiter_raw():
                     if gone.is_set():
+                        relayed.append(chunk)  # received from the backend: served
                         return
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    relayed.append(chunk)
             except httpx.HTTPError as exc:
                 # The backend dropped the connection mid-body: drop the client's too (as APIM
                 # does when not buffering), rather than end a cut stream as if complete.
@@ -518,6 +566,43 @@ class Gateway:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+def strip_usage_chunk(body: bytes) -> bytes:
+    """A buffered SSE body without its usage chunk(s): the ``data:`` events whose JSON has
+    ``"choices": []`` and a ``usage`` object (what ``include_usage`` adds at the end).
+
+    Every other byte is kept as it was: other events (Azure's preamble has ``choices: []`` but
+    no usage), comments, ``[DONE]``, the separators and line endings.
+    """
+    if b'"usage"' not in body:
+        return body
+    out: list[bytes] = []
+    block: list[bytes] = []
+    for line in body.splitlines(keepends=True):
+        block.append(line)
+        if line.strip() == b"":  # a blank line ends an event
+            if not _is_usage_chunk(block):
+                out.extend(block)
+            block = []
+    if block and not _is_usage_chunk(block):
+        out.extend(block)
+    return b"".join(out)
+
+
+def _is_usage_chunk(block: list[bytes]) -> bool:
+    data = b"".join(line.strip()[5:].strip() for line in block if line.strip().startswith(b"data:"))
+    if not data or data == b"[DONE]" or b'"usage"' not in data:
+        return False
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return (
+        isinstance(chunk, dict)
+        and chunk.get("choices") == []
+        and isinstance(chunk.get("usage"), dict)
+    )
 
 
 def _usage_of(text: str, is_sse: bool) -> tuple[str | None, dict[str, int] | None]:

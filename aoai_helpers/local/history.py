@@ -9,7 +9,8 @@ streamed chat with and without usage, completions, embeddings and Responses call
 local gateway (simulator behind it, event log and consumer after it, all in this process),
 with the gateway's clock set to the planned time, so each row lands on its day exactly as a
 live call made then would have. Nothing bypasses the pipeline: the rows are what ingest
-stored from the events the gateway logged.
+stored from the events the gateway logged, reconciled with the language-model log the gateway
+wrote (pass-through streams end ``reconciled``, as on Azure).
 
 For volume tests that do not need the gateway, see :mod:`aoai_helpers.local.generate`.
 """
@@ -24,6 +25,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
 from ..exceptions import AoaiHelpersError, ConfigError
+from ..reconcile import ReconcileResult
 from ..report import month_bounds
 from ..spec import Spec
 from .stack import LocalStack
@@ -72,6 +74,7 @@ class HistoryResult:
     calls: list[CallResult] = field(default_factory=list)
     stored: int = 0
     events: int = 0
+    reconciled: ReconcileResult | None = None
 
     @property
     def failed(self) -> int:
@@ -196,6 +199,11 @@ def drive_history(
             if not stack.wait_ingested(timeout=120):
                 raise AoaiHelpersError("the local consumer did not store every event within 120 s")
             result.events = stack.event_log.last_sequence_number() + 1
+            # the calls are dated in the past: reconcile exactly their window
+            margin = timedelta(minutes=1)
+            result.reconciled = stack.reconcile_now(
+                since=calls[0].when - margin, until=calls[-1].when + margin
+            )
         finally:
             for az, v1 in clients.values():
                 az.close()

@@ -13,7 +13,14 @@ Usable in-process (tests, notebooks, ``make demo``)::
         stack.wait_ingested()
 
 or as a background process (``python -m aoai_helpers local up|down|status``, see
-:mod:`aoai_helpers.local.control`). Either way the stack writes what clients need — URLs,
+:mod:`aoai_helpers.local.control`).
+
+Like APIM's ``GatewayLlmLogs`` diagnostic, the gateway also writes the language-model log
+(``<state_dir>/llm-log/``, :class:`~aoai_helpers.llmlog.LocalLlmLog`), from a writer thread
+off its event loop; with the consumer on, a reconciler thread runs
+:func:`aoai_helpers.reconcile.reconcile` against it every ``reconcile.interval_seconds``, so
+pass-through streams go from ``prompt_only`` to ``reconciled`` as they would on Azure.
+:meth:`LocalStack.wait_reconciled` waits for that to have happened for every call made. Either way the stack writes what clients need — URLs,
 database URL, each BU's subscription key — to ``<state_dir>/stack.json``, readable only by its
 owner (mode 0600). Subscription keys are kept in ``<state_dir>/keys.json`` (0600) and reused
 across restarts, so a client's key stays valid.
@@ -34,7 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import orjson
 import uvicorn
@@ -45,11 +52,14 @@ from ..consume import ConsumeStats, consume
 from ..eventhub import EventProducer, LocalEventLog
 from ..exceptions import ConfigError
 from ..ingest import Ingestor
+from ..llmlog import LocalLlmLog
 from ..rates_db import BusinessUnit, set_bu
+from ..reconcile import ReconcileResult, reconcile
 from ..service import ensure_db
 from ..spec import CaptureMode, Spec
 from ..store import engine_from_url, transaction
 from .gateway import BackendCut, Gateway
+from .llm_records import Exchange, llm_log_records
 from .simulator import Simulator, StreamCutError
 
 __all__ = ["STATE_FILE", "EventWriter", "LocalStack", "ServerThread", "StackInfo"]
@@ -57,6 +67,7 @@ __all__ = ["STATE_FILE", "EventWriter", "LocalStack", "ServerThread", "StackInfo
 STATE_FILE: Final = "stack.json"
 KEYS_FILE: Final = "keys.json"
 _log = logging.getLogger("aoai_helpers.local")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,13 @@ class ServerThread:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
-        asyncio.run(self.server.serve(sockets=[self.sock]))
+        serve = self.server.serve(sockets=[self.sock])
+        try:
+            import uvloop  # the ``local`` extra (not on Windows): a faster event loop
+        except ImportError:
+            asyncio.run(serve)
+        else:
+            uvloop.run(serve)
 
     def start(self) -> ServerThread:
         self._thread.start()
@@ -131,28 +148,28 @@ class ServerThread:
         self.sock.close()
 
 
-class EventWriter:
-    """The gateway's event sink: queues events, appends them to the log from a writer thread.
+class _QueueWriter(Generic[T]):
+    """Queues items from the gateway and writes them from a thread of its own, in batches of
+    whatever accumulated, off the gateway's event loop; :meth:`close` flushes everything queued
+    before returning. A failed batch is logged (the gateway stays up)."""
 
-    Appending (with its fsync) happens off the gateway's event loop, in batches of whatever
-    accumulated; :meth:`close` flushes everything queued before returning.
-    """
-
-    def __init__(self, producer: EventProducer) -> None:
-        self._producer = producer
-        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[T | None] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
         self._pending = 0
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def __call__(self, body: bytes) -> None:
+    def __call__(self, item: T) -> None:
         with self._lock:
             self._pending += 1
             self._idle.clear()
-        self._queue.put(body)
+        self._queue.put(item)
+
+    def _write(self, items: list[T]) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def _run(self) -> None:
         stop = False
@@ -164,25 +181,55 @@ class EventWriter:
                 except queue.Empty:
                     break
             stop = None in batch
-            bodies = [b for b in batch if b is not None]
-            if bodies:
+            items = [b for b in batch if b is not None]
+            if items:
                 try:
-                    self._producer.send(bodies)
+                    self._write(items)
                 except Exception:  # keep the gateway alive; the error is logged once per batch
-                    _log.exception("could not append %d event(s) to the event log", len(bodies))
+                    _log.exception("%s could not write %d item(s)", self._thread.name, len(items))
             with self._lock:
-                self._pending -= len(bodies)
+                self._pending -= len(items)
                 if self._pending == 0:
                     self._idle.set()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued event has been appended."""
+        """Wait until every queued item has been written."""
         return self._idle.wait(timeout)
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
+
+
+class EventWriter(_QueueWriter[bytes]):
+    """The gateway's event sink: appends events to the log (one append, one fsync, per batch)."""
+
+    def __init__(self, producer: EventProducer) -> None:
+        self._producer = producer
+        super().__init__("event-writer")
+
+    def _write(self, items: list[bytes]) -> None:
+        self._producer.send(items)
+
+    def close(self) -> None:
+        super().close()
         self._producer.close()
+
+
+class LlmLogWriter(_QueueWriter[Exchange]):
+    """The gateway's language-model sink: turns exchanges into log records and appends them.
+
+    Counting a stream's tokens (when it carried no usage) happens in this thread, never on the
+    gateway's event loop.
+    """
+
+    def __init__(self, log: LocalLlmLog, deployment_models: dict[str, str]) -> None:
+        self._log = log
+        self._models = deployment_models
+        super().__init__("llm-log-writer")
+
+    def _write(self, items: list[Exchange]) -> None:
+        self._log.append([r for e in items for r in llm_log_records(e, self._models)])
 
 
 def _load_keys(state_dir: Path, spec: Spec) -> tuple[dict[str, str], str]:
@@ -227,13 +274,19 @@ class LocalStack:
         self.capture: CaptureMode = capture or spec.capture.streaming
         self.state_dir = Path(state_dir or spec.local.state_dir)
         self.event_log = LocalEventLog(self.state_dir / "events")
+        self.llm_log = LocalLlmLog(self.state_dir / "llm-log")
         self._consumer_on = consumer
         self._write_state = write_state
         self._batch_size = batch_size
         self._stop = threading.Event()
         self._servers: list[ServerThread] = []
         self._writer: EventWriter | None = None
+        self._llm_writer: LlmLogWriter | None = None
         self._consumer_thread: threading.Thread | None = None
+        self._reconciler: threading.Thread | None = None
+        self._reconcile_lock = threading.Lock()
+        self._engine: Any = None
+        self.reconciled: ReconcileResult | None = None  # the last run's result
         self.consumed: ConsumeStats | None = None
         self.consumer_error: BaseException | None = None
         self.simulator: Simulator | None = None
@@ -262,6 +315,7 @@ class LocalStack:
         sim = ServerThread(self.simulator, host, self.spec.local.simulator_port, "aoai-simulator")
         self._servers.append(sim.start())
         self._writer = EventWriter(self.event_log.producer())
+        self._llm_writer = LlmLogWriter(self.llm_log, self.spec.deployment_models())
         self.gateway = Gateway(
             self.spec,
             keys=keys,
@@ -270,6 +324,7 @@ class LocalStack:
             backend_urls={b.name: sim.url for b in self.spec.backends},
             capture=self.capture,
             clock=self._clock,
+            llm_sink=self._llm_writer,
         )
         gw = ServerThread(self.gateway, host, self.spec.local.gateway_port, "apim-gateway")
         self._servers.append(gw.start())
@@ -279,6 +334,13 @@ class LocalStack:
                 target=self._consume, args=(ingestor,), name="consumer", daemon=True
             )
             self._consumer_thread.start()
+            self._engine = engine
+            self._reconciler = threading.Thread(
+                target=self._reconcile_loop, name="reconciler", daemon=True
+            )
+            self._reconciler.start()
+        else:
+            engine.dispose()
         self._info = StackInfo(
             gateway_url=gw.url,
             simulator_url=sim.url,
@@ -306,9 +368,31 @@ class LocalStack:
         finally:
             consumer.close()
 
+    def _reconcile_loop(self) -> None:
+        interval = self.spec.reconcile.interval_seconds
+        while not self._stop.wait(interval):
+            try:
+                self.reconcile_now()
+            except Exception:  # logged; the next run tries again (nothing was half-written)
+                _log.exception("local reconciliation failed")
+
+    def reconcile_now(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> ReconcileResult:
+        """Reconcile the database with the local language-model log now (one run)."""
+        if self._engine is None:
+            raise RuntimeError("the stack runs without a consumer: nothing to reconcile")
+        with self._reconcile_lock:
+            self.reconciled = reconcile(
+                self._engine, self.llm_log, self.spec.reconcile, since=since, until=until
+            )
+            return self.reconciled
+
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every event the gateway produced is in the event log."""
-        return self._writer.flush(timeout) if self._writer else True
+        """Wait until every event and language-model record the gateway produced is written."""
+        events = self._writer.flush(timeout) if self._writer else True
+        records = self._llm_writer.flush(timeout) if self._llm_writer else True
+        return events and records
 
     def wait_ingested(self, timeout: float = 30.0) -> bool:
         """Wait until every event in the log has been stored and checkpointed."""
@@ -324,6 +408,18 @@ class LocalStack:
             time.sleep(0.02)
         return False
 
+    def wait_reconciled(
+        self, timeout: float = 30.0, *, since: datetime | None = None
+    ) -> ReconcileResult | None:
+        """Wait until every call made so far is stored, then reconcile once and return the
+        result; None if the events were not all stored within ``timeout``.
+
+        ``since`` widens the window to the calls made since then (the demo history's calls
+        are dated in the past)."""
+        if not self.wait_ingested(timeout):
+            return None
+        return self.reconcile_now(since=since)
+
     def stop(self) -> None:
         """Stop accepting calls, log what is in flight, commit and checkpoint, then stop."""
         if self._info is not None and self._consumer_thread is not None:
@@ -335,10 +431,21 @@ class LocalStack:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._llm_writer is not None:
+            self._llm_writer.close()
+            self._llm_writer = None
         self._stop.set()
         if self._consumer_thread is not None:
             self._consumer_thread.join(timeout=60)
             self._consumer_thread = None
+        if self._reconciler is not None:
+            self._reconciler.join(timeout=60)
+            self._reconciler = None
+        if self._engine is not None:
+            with contextlib.suppress(Exception):  # a last run for what the consumer just stored
+                self.reconcile_now()
+            self._engine.dispose()
+            self._engine = None
         if self._write_state and self._info is not None:
             with contextlib.suppress(FileNotFoundError):
                 state = self.state_dir / STATE_FILE

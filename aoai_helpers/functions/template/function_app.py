@@ -1,12 +1,14 @@
-"""Azure Function (Python v2 programming model): Event Hubs usage events → the billing database.
+"""Azure Functions (Python v2 programming model): usage events → the billing database, and the
+reconciliation of pass-through streams with APIM's language-model log.
 
 Shipped at the root of the deployment zip built by ``aoai_helpers.functions.build``, beside
 ``host.json``, ``requirements.txt`` and the ``aoai_helpers`` package. Declarations only: the
-body is :func:`aoai_helpers.functions.handler.handle` (one batch, one transaction).
+bodies are :func:`aoai_helpers.functions.handler.handle` (one batch, one transaction) and
+:func:`aoai_helpers.functions.handler.reconcile_timer`.
 
-Trigger (``event_hub_message_trigger``, Microsoft's *Azure Event Hubs trigger for Azure
-Functions*): ``eventHubName`` and ``consumerGroup`` are app setting binding expressions
-(``%AOAI_EVENTHUB_NAME%``, ``%AOAI_EVENTHUB_CONSUMER_GROUP%``: both properties are
+``ingest_usage`` — trigger (``event_hub_message_trigger``, Microsoft's *Azure Event Hubs
+trigger for Azure Functions*): ``eventHubName`` and ``consumerGroup`` are app setting binding
+expressions (``%AOAI_EVENTHUB_NAME%``, ``%AOAI_EVENTHUB_CONSUMER_GROUP%``: both properties are
 ``[AutoResolve]`` in the extension's ``EventHubTriggerAttribute``, and the docs show
 ``%eventHubName%`` / ``%consumergroup%``); ``connection`` names the setting (or the
 ``AOAI_EVENTHUB__fullyQualifiedNamespace`` collection for a managed identity) without percent
@@ -20,6 +22,19 @@ instead of skipping its events; without a policy the checkpoint advances after a
 
 The annotation is ``typing.List``: azure-functions' ``EventHubConverter`` does not recognise
 ``list[...]`` as a batch type, and the worker would refuse to index the function.
+
+``reconcile_usage`` — a timer (``timer_trigger``, *Timer trigger for Azure Functions*,
+learn.microsoft.com/azure/azure-functions/functions-bindings-timer; MicrosoftDocs/azure-docs
+``articles/azure-functions/functions-bindings-timer.md``): ``schedule`` is an NCRONTAB
+expression, and "You can put the schedule expression in an app setting and set this property to
+the app setting name wrapped in **%** signs, as ``%ScheduleAppSetting%``" — here
+``%AOAI_RECONCILE_SCHEDULE%`` (``reconcile.schedule``, every 10 minutes by default).
+``run_on_startup=False``: the page says **runOnStartup** "should rarely if ever be set to
+``true``, especially in production" (the runtime starts on every scale-out and wake-up);
+``use_monitor=True`` (the default for schedules of a minute or more, stated explicitly):
+"Schedule monitoring persists schedule occurrences to aid in ensuring the schedule is
+maintained correctly even when function app instances restart". No retry policy: a run that
+fails changed nothing, and the next tick reads the same window again.
 """
 
 import typing
@@ -27,7 +42,7 @@ import typing
 import azure.functions as func
 
 from aoai_helpers.functions import settings
-from aoai_helpers.functions.handler import handle
+from aoai_helpers.functions.handler import handle, reconcile_timer
 
 app = func.FunctionApp()
 
@@ -49,3 +64,14 @@ app = func.FunctionApp()
 )
 def ingest_usage(events: typing.List[func.EventHubEvent]) -> None:  # noqa: UP006
     handle(events)
+
+
+@app.function_name(name=settings.RECONCILE_FUNCTION_NAME)
+@app.timer_trigger(
+    schedule=f"%{settings.RECONCILE_SCHEDULE}%",
+    arg_name="timer",
+    run_on_startup=False,
+    use_monitor=True,
+)
+def reconcile_usage(timer: func.TimerRequest) -> None:
+    reconcile_timer()
