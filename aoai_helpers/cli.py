@@ -27,6 +27,7 @@ from .config import db_url
 from .exceptions import AoaiHelpersError, ConfigError, DatabaseError
 from .pricing import Rate, make_rate, parse_rates_csv, rates_to_csv
 from .store import engine_from_url, masked_url, require_schema, transaction
+from .terminal import safe
 
 __all__ = ["build_parser", "main"]
 
@@ -259,7 +260,7 @@ def cmd_bu_set(args: argparse.Namespace) -> int:
     )
     with transaction(engine) as conn:
         set_bu(conn, [unit])
-    print(f"{args.subscription_id} → {args.business_unit}")
+    print(f"{safe(args.subscription_id)} → {safe(args.business_unit)}")
     return 0
 
 
@@ -285,9 +286,10 @@ def cmd_bu_list(args: argparse.Namespace) -> int:
 
     with transaction(_existing_engine(args)) as conn:
         units = read_bu_map(conn)
-    for u in units:
+    for u in units:  # names escaped before they are padded: the widths are those printed
         print(
-            f"{u.subscription_id:<40} {u.business_unit:<24} {u.cost_centre or '-':<12} {u.subscription_name or ''}"
+            f"{safe(u.subscription_id):<40} {safe(u.business_unit):<24} "
+            f"{safe(u.cost_centre or '-'):<12} {safe(u.subscription_name or '')}"
         )
     if not units:
         print("no mappings: business unit = subscription name")
@@ -336,8 +338,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(
                 "  live figures differ since (rates edited or calls added): "
                 + "; ".join(
-                    f"{d.business_unit} {d.cost_delta:+,.4f}"
-                    + (f" {d.live.currency}" if d.live and d.live.currency else "")
+                    f"{safe(d.business_unit)} {d.cost_delta:+,.4f}"
+                    + (f" {safe(d.live.currency)}" if d.live and d.live.currency else "")
                     for d in changed
                 )
                 + f" — replace it with: report --month {month} --reissue"
@@ -351,7 +353,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(
             f"Allocation of {amount:,.2f} by token share: "
             + (
-                ", ".join(f"{a.business_unit} {a.amount:,.2f} ({a.share:.1%})" for a in parts)
+                ", ".join(f"{safe(a.business_unit)} {a.amount:,.2f} ({a.share:.1%})" for a in parts)
                 or "-"
             )
         )
@@ -360,9 +362,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         report = month_report(engine, month, allocate_amount=amount, top=args.top)
         if args.xlsx:
-            print(f"wrote {write_xlsx(args.xlsx, report)}")
+            print(f"wrote {safe(write_xlsx(args.xlsx, report))}")
         if args.csv:
-            print(f"wrote {write_csv(args.csv, report)}")
+            print(f"wrote {safe(write_csv(args.csv, report))}")
     return 0
 
 

@@ -115,7 +115,7 @@ def cmd_provision_apply(args: argparse.Namespace) -> int:
         the_plan = plan(spec, clients=clients, cloud=args.cloud)
     print(the_plan.render())
     counts = the_plan.counts()
-    if counts["create"] + counts["update"] == 0:
+    if counts["create"] + counts["update"] == 0 and not the_plan.retired:
         print("nothing to do: Azure already matches the spec")
         if args.keys_out:
             _write_keys(clients, spec, args.keys_out)

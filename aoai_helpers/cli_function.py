@@ -5,6 +5,8 @@ and asks before changing anything (``--yes``); ``--plan`` stops after the plan (
 no credentials, assuming the app has no settings yet). ``consume`` reads Event Hubs (or the
 local event log with ``--local``) into the database with the same ingest code as the
 function, until Ctrl-C / SIGTERM: the batch in flight is committed and checkpointed first.
+A database that cannot be opened at the start is retried with the backoff of a failing batch
+(one line on stderr per failed attempt) until it opens or Ctrl-C / SIGTERM stops the wait.
 """
 
 from __future__ import annotations
@@ -99,7 +101,21 @@ def cmd_function_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from .consume import consume
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        return _consume(args, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _consume(args: argparse.Namespace, stop: threading.Event) -> int:
+    """``consume`` with Ctrl-C / SIGTERM setting ``stop``: the database is opened (retried
+    while it is down, one line per failed attempt), then the log is consumed until ``stop``."""
+    from .consume import consume, retry_until_open
     from .ingest import Ingestor
     from .service import ensure_db
     from .store import engine_from_url
@@ -107,14 +123,25 @@ def cmd_consume(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     url = resolve_db_url(args.db, default=spec.database.url)
     engine = engine_from_url(url)
-    ensure_db(engine)
+    shown = masked_url(url)
+
+    def failed(line: str) -> None:
+        print(
+            f"database {shown} cannot be opened: {line} (Ctrl-C stops)", file=sys.stderr, flush=True
+        )
+
+    if retry_until_open(lambda: ensure_db(engine), stop=stop, on_failure=failed) is None:
+        print("stopped before the database could be opened: nothing consumed", flush=True)
+        return 0
     consumer: Any
+    damaged: Path | None = None  # where the local log sets damaged regions aside
     if args.local:
         from .eventhub import LocalEventLog
 
         log = LocalEventLog(Path(args.state_dir or spec.local.state_dir) / "events")
         consumer = log.consumer(spec.event_hub.consumer_group)
         source = f"local event log {log.directory}"
+        damaged = log.damaged_path
     else:
         from .azure_auth import credential as make_credential
         from .clouds import get_cloud
@@ -126,10 +153,6 @@ def cmd_consume(args: argparse.Namespace) -> int:
             spec, credential=cred, connection_string=listen, engine=engine
         )
         source = f"Event Hub {spec.event_hub.namespace}/{spec.event_hub.name} ({spec.event_hub.consumer_group})"
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(
         f"consuming {source} into {masked_url(url)}; Ctrl-C stops after the batch in flight",
@@ -146,9 +169,13 @@ def cmd_consume(args: argparse.Namespace) -> int:
         )
     finally:
         consumer.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     print(f"stopped: {stats.batches} batches, {stats.result.summary()}")
+    skipped = getattr(consumer, "skipped", None)  # the local log's damaged regions
+    if skipped:
+        print(
+            f"{len(skipped)} damaged region(s) of the event log skipped "
+            f"({sum(r.lost for r in skipped)} event(s) lost); their bytes are in {damaged}"
+        )
     return 0
 
 

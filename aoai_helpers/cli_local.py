@@ -31,14 +31,15 @@ def _db(args: argparse.Namespace, spec: Spec) -> str:
 
 def _print_info(info: Any, spec: Spec) -> None:
     from .masking import mask
+    from .terminal import safe
 
     print(f"  gateway    {info.gateway_url}   (capture: {info.capture})")
     print(f"  simulator  {info.simulator_url}")
     print(f"  database   {masked_url(info.database_url)}")
     print(f"  event log  {info.event_log}")
-    for sub in spec.subscriptions:
+    for sub in spec.subscriptions:  # escaped before padding: the widths are those printed
         key = info.keys.get(sub.id, "")
-        print(f"  key  {sub.id:<24} {sub.business_unit:<20} {mask(key)}")
+        print(f"  key  {safe(sub.id):<24} {safe(sub.business_unit):<20} {safe(mask(key))}")
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:

@@ -7,6 +7,9 @@ log, or Event Hubs with a checkpoint store) and one :class:`~aoai_helpers.ingest
 Delivery is at least once, billing exactly once: a batch is checkpointed only after its
 transaction committed, and a redelivered batch is a no-op in the database (unique
 ``RequestId``; the redelivered calls are counted as ``duplicates``).
+
+:func:`retry_until_open` holds a consumer that starts while the database is down: it retries
+opening it with the same backoff as a failing batch, until it opens or ``stop`` is set.
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from .eventhub import EventConsumer, EventData
+from .exceptions import DatabaseError
 from .ingest import BatchResult, Ingestor, RawEvent
 
-__all__ = ["RETRY_INITIAL", "RETRY_MAX", "ConsumeStats", "consume", "drain"]
+__all__ = [
+    "RETRY_INITIAL",
+    "RETRY_MAX",
+    "ConsumeStats",
+    "consume",
+    "drain",
+    "retry_until_open",
+]
+
+T = TypeVar("T")
 
 RETRY_INITIAL: Final = 0.5  # seconds before the first retry of a failed batch
 RETRY_MAX: Final = 30.0  # the backoff doubles up to this
@@ -125,6 +138,37 @@ def _store(
             log.warning("stopped before events %s could be stored; they will be redelivered", span)
             return None
         delay = min(delay * 2, retry_max)
+
+
+def retry_until_open(
+    open_: Callable[[], T],
+    *,
+    stop: threading.Event,
+    on_failure: Callable[[str], None],
+    retry_initial: float = RETRY_INITIAL,
+    retry_max: float = RETRY_MAX,
+    retry_on: tuple[type[BaseException], ...] = (DatabaseError,),
+) -> T | None:
+    """``open_()`` until it succeeds; ``None`` if ``stop`` is set first.
+
+    After each failure of a kind in ``retry_on`` (by default
+    :class:`~aoai_helpers.exceptions.DatabaseError`: unreachable, busy, refusing), calls
+    ``on_failure`` with one line (the failure and the wait), then waits ``retry_initial``
+    seconds, doubling up to ``retry_max`` — the backoff of a failing batch in :func:`consume`.
+    ``stop`` ends the wait at once. Any other exception (bad configuration) propagates.
+    """
+    delay = retry_initial
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            return open_()
+        except retry_on as exc:
+            on_failure(f"attempt {attempt} failed, retry in {delay:.1f} s: {_describe(exc)}")
+        if stop.wait(delay):
+            break
+        delay = min(delay * 2, retry_max)
+    return None
 
 
 def _checkpoint(consumer: EventConsumer, events: Sequence[EventData]) -> None:

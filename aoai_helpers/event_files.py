@@ -1,7 +1,9 @@
 """Reading events from files: JSONL (streamed), a JSON array, or one JSON object; ``.gz`` too.
 
 Used by ``python -m aoai_helpers ingest`` (through :func:`aoai_helpers.service.ingest_files`).
-A line that is not valid JSON is still yielded: ingest dead-letters it with its reason.
+A line that is not valid JSON is still yielded: ingest dead-letters it with its reason. A UTF-8
+byte order mark at the start of a file (Windows tools write one) is skipped; the files are
+UTF-8 (a line in another encoding is dead-lettered as "not UTF-8").
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = ["iter_file_events"]
 _SINGLE_OBJECT_LIMIT: Final = (
     64 * 2**20
 )  # a pretty-printed single-event file larger than this is not one
+_BOM: Final = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 
 
 def _is_json(data: bytes) -> bool:
@@ -65,6 +68,11 @@ def iter_file_events(
         raise InputError(f"no such file: {p}")
     with _open(p) as fh:
         try:
+            if fh.read(len(_BOM)) == _BOM:
+                if on_bytes:
+                    on_bytes(len(_BOM))
+            else:
+                fh.seek(0)  # a regular file or a gzip stream: both seek back cheaply here
             skipped = 0
             head = fh.read(1)
             while head and head.isspace():

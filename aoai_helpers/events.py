@@ -19,14 +19,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import orjson
 
+from . import clock
+
 __all__ = [
     "CALLER_FIELDS",
+    "EARLIEST_EXEC_TIME",
+    "FUTURE_TOLERANCE",
     "LOG_TO_EVENTHUB_LIMIT",
     "OPERATIONS",
     "USAGE_FIELDS",
@@ -110,6 +114,13 @@ _V2_REQUIRED: Final = (
     "StatusCode",
 )
 _MAX_INT: Final = 2**31 - 1  # the token columns are SQL ``int``
+#: Calls stamped before this (naive UTC) are not calls of this service: dead letters.
+EARLIEST_EXEC_TIME: Final = datetime(2020, 1, 1)
+#: How far past now a call may be stamped (clock skew between APIM and us); later is
+#: implausible (a year 9999 stamp): a dead letter. "Now" is the later of the business clock
+#: (``AOAI_NOW``: the local gateway stamps by it) and the system clock (APIM's stamps), so a
+#: clock set to another time never turns real calls into dead letters.
+FUTURE_TOLERANCE: Final = timedelta(days=1)
 _STR_OR_NONE: Final = frozenset({str, type(None)})
 
 
@@ -295,13 +306,14 @@ def _int(value: Any, key: str) -> int:
 
 
 def _time(value: Any, key: str = "ExecTimeUTC") -> datetime:
+    """``value`` as naive UTC, in the plausible range (:func:`_plausible`)."""
     if type(value) is str and value.endswith("Z"):
         try:  # the v2 form (…Z): parse as naive UTC, no timezone conversion needed
             fast = datetime.fromisoformat(value[:-1])
         except ValueError:
             fast = None
         if fast is not None and fast.tzinfo is None:
-            return fast
+            return _plausible(fast, value, key)
         raise _Invalid(f"{key} is not an ISO 8601 time: {value[:40]!r}")
     if not isinstance(value, str):
         raise _Invalid(f"{key} must be a string, not {type(value).__name__}")
@@ -311,10 +323,30 @@ def _time(value: Any, key: str = "ExecTimeUTC") -> datetime:
             ts = ts.astimezone(UTC).replace(tzinfo=None)
     except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
         raise _Invalid(f"{key} is not an ISO 8601 time in range: {value[:40]!r}") from None
+    return _plausible(ts, value, key)
+
+
+def _plausible(ts: datetime, value: str, key: str) -> datetime:
+    """``ts`` unless it is before :data:`EARLIEST_EXEC_TIME` or more than
+    :data:`FUTURE_TOLERANCE` after now (then the event is a dead letter)."""
+    if ts < EARLIEST_EXEC_TIME:
+        raise _Invalid(
+            f"{key} is implausible: {value[:40]!r} is before {EARLIEST_EXEC_TIME:%Y-%m-%d}"
+        )
+    latest = max(clock.utcnow(), clock.system_utcnow()) + FUTURE_TOLERANCE
+    if ts > latest:
+        raise _Invalid(
+            f"{key} is implausible: {value[:40]!r} is more than a day after now"
+            f" ({latest - FUTURE_TOLERANCE:%Y-%m-%dT%H:%M:%SZ})"
+        )
     return ts
 
 
 def _usage(value: Any) -> Usage | None:
+    """The v2 ``Usage`` object: each count a non-negative SQL int, ``null`` (or ``-0``,
+    ``0.0``) meaning 0; the total at least prompt + completion (``max`` of the two: a total
+    reported below its parts would bill and allocate fewer tokens than were used); the other
+    counts as reported."""
     if value is None or value == {}:
         return None  # {}: nothing reported (not "zero tokens")
     if not isinstance(value, dict):
@@ -331,9 +363,12 @@ def _usage(value: Any) -> Usage | None:
         if n is None:
             counts[i] = 0
         elif type(n) is not int or n < 0 or n > _MAX_INT:
+            if type(n) is float and n == 0:  # -0.0 and 0.0 (JSON -0 is already the int 0)
+                counts[i] = 0
+                continue
             _int(n, f"Usage.{USAGE_FIELDS[i]}")  # raises with the reason
     prompt, completion, total, cached, reasoning = counts  # all ints now
-    total = total or prompt + completion
+    total = max(total, prompt + completion)
     if total > _MAX_INT:
         raise _Invalid(f"Usage.total_tokens out of range (prompt + completion): {total}")
     return Usage(prompt, completion, total, cached, reasoning)

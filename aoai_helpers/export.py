@@ -14,8 +14,14 @@ trailing apostrophe, not ``History``, unique ignoring case.
 
 :func:`write_csv` writes the per-BU statement: UTF-8, a header row, one row per BU, the same
 columns as ``Summary``; numbers in fixed point (up to 10 decimals), empty cells for none. Text
-cells that a spreadsheet would read as a formula (starting with ``= + - @``) are prefixed
-with ``'``.
+cells that a spreadsheet would read as a formula — starting with ``=``, ``+``, ``-``, ``@``, a
+tab or a carriage return, also after leading whitespace — are prefixed with ``'``; a cell
+holding a comma, a double quote, a CR or an LF is quoted (RFC 4180), so that no name can split
+a row or start a cell of its own (:func:`_csv_field`).
+
+In the workbook every text cell is written as text (:func:`_text_cell`, openpyxl data type
+``s``): a name such as ``=HYPERLINK(…)`` is never stored as a formula, whichever sheet or row
+it lands in; the file holds no ``<f>`` element at all.
 
 Both write to a temporary file beside the target and rename it into place, so a reader never
 sees half a file. No figures are computed here: they come from
@@ -24,7 +30,6 @@ sees half a file. No figures are computed here: they come from
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import re
@@ -87,7 +92,14 @@ SUMMARY_COLUMNS: Final[tuple[_Col, ...]] = (
 
 _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # not allowed in XML (openpyxl refuses)
+_SHEET_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # no control character in a sheet name
+# OWASP, "CSV Injection" (owasp.org/www-community/attacks/CSV_Injection): no cell may begin with
+# "=", "+", "-", "@", tab (0x09) or carriage return (0x0D) — prefix such a cell with a single
+# quote — and the field separator and quotes must be escaped too, or a value could start a new
+# cell of its own (the list as OWASP extended it with tab and CR; cf. Symfony's CVE-2021-41270).
+# Spreadsheets skip leading blanks before they look, so the test is also made after them.
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+_CSV_QUOTE: Final = re.compile(r'[,"\r\n]')  # RFC 4180 2.6: such a field is enclosed in quotes
 
 
 def sheet_names(names: Sequence[str], reserved: Sequence[str] = ("Summary",)) -> dict[str, str]:
@@ -97,7 +109,7 @@ def sheet_names(names: Sequence[str], reserved: Sequence[str] = ("Summary",)) ->
     taken = {r.casefold() for r in reserved} | {"history"}  # Excel reserves "History"
     out: dict[str, str] = {}
     for name in names:
-        base = _CONTROL.sub("", _BAD_SHEET_CHARS.sub("_", name)).strip().strip("'").strip()
+        base = _SHEET_CONTROL.sub("", _BAD_SHEET_CHARS.sub("_", name)).strip().strip("'").strip()
         base = (base or "BU")[:31]
         candidate, n = base, 1
         while candidate.casefold() in taken:
@@ -187,26 +199,41 @@ def _umask() -> int:
     return mask
 
 
-def _csv_cell(value: Any) -> Any:
+def _csv_cell(value: Any) -> str:
+    """The text of one CSV cell (before quoting): numbers in fixed point, formulas defused."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.isoformat(" ", timespec="seconds")
     if isinstance(value, float):  # fixed point, no float noise: 2129.38673235, 0.00002
         return f"{value:.10f}".rstrip("0").rstrip(".") or "0"
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    if isinstance(value, str):
+        if value.startswith(_FORMULA_START) or value.lstrip().startswith(_FORMULA_START):
+            return "'" + value  # read as text, never as a formula
+        return value
+    return str(value)
+
+
+def _csv_field(text: str) -> str:
+    """``text`` quoted when it holds a comma, a double quote, a CR or an LF (quotes doubled).
+
+    Python's ``csv`` writer with ``lineterminator="\\n"`` leaves a bare CR unquoted, and a
+    spreadsheet then ends the row there: hence this, for every cell.
+    """
+    if _CSV_QUOTE.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _csv_line(values: Sequence[Any]) -> str:
+    return ",".join(_csv_field(_csv_cell(v)) for v in values) + "\n"
 
 
 def write_csv(path: str | os.PathLike[str], report: MonthReport) -> Path:
     """The per-BU statement as CSV (UTF-8, header row, one row per BU); returns the path."""
     header, rows = summary_table(report)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([_csv_cell(v) for v in row] for row in rows)
-    return _atomic_write(path, out.getvalue().encode("utf-8"))
+    text = _csv_line(header) + "".join(_csv_line(row) for row in rows)
+    return _atomic_write(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- xlsx
@@ -222,7 +249,7 @@ class _Sheet:
         self.widths: dict[int, int] = {}
 
     def text(self, value: str, *, bold: bool = False) -> None:
-        cell = self.ws.cell(row=self.row, column=1, value=_clean(value))
+        cell = _text_cell(self.ws, self.row, 1, value)
         if bold:
             cell.font = self.bold
         self.row += 1
@@ -243,11 +270,13 @@ class _Sheet:
 
     def _put(self, column: int, value: Any, fmt: str | None, *, bold: bool) -> None:
         if isinstance(value, str):
-            value = _clean(value)
-        cell = self.ws.cell(row=self.row, column=column)
-        cell.value = value
+            cell = _text_cell(self.ws, self.row, column, value)  # text, never a formula
+            value = cell.value
+        else:
+            cell = self.ws.cell(row=self.row, column=column)
+            cell.value = value
         if isinstance(value, str):
-            cell.data_type = "s"  # text, even if it starts with "=" (never a formula)
+            pass
         elif fmt is not None and value is not None:
             cell.number_format = fmt
         elif isinstance(value, datetime):
@@ -279,6 +308,16 @@ def _number(value: Any) -> bool:
 
 def _clean(text: str) -> str:
     return _CONTROL.sub("", text)
+
+
+def _text_cell(ws: Any, row: int, column: int, text: str) -> Any:
+    """Write ``text`` into a cell as text: openpyxl takes a string starting with ``=`` for a
+    formula (data type ``f``, saved as ``<f>``) unless the data type is set to ``s`` after the
+    value. Every string of the workbook goes through here."""
+    cell = ws.cell(row=row, column=column)
+    cell.value = _clean(text)
+    cell.data_type = "s"
+    return cell
 
 
 def _totals(report: MonthReport, columns: list[str], rows: list[list[Any]]) -> list[Any]:

@@ -430,6 +430,8 @@ class Ingestor:
         rate_id: int | None = None
         if res.source == "unbilled":
             cost = 0.0
+        elif res.source == "unmetered":
+            cost = None  # counted as an unpriced call of its BU, never costed as 0
         else:
             rate = rates.lookup(info.name, ev.exec_time)
             if rate is None:

@@ -489,7 +489,12 @@ def unpriced_models(engine: Engine, month: str) -> list[tuple[str, int]]:
 def render_table(
     rows: list[BuCharge], month: str, unpriced: list[tuple[str, int]] | None = None
 ) -> str:
-    """A plain-text table of :func:`chargeback_by_bu` for terminals and logs."""
+    """A plain-text table of :func:`chargeback_by_bu` for terminals and logs.
+
+    Names (business unit, cost centre, currency, unpriced models) are printed through
+    :func:`_text`: control characters, bidi controls and newlines show as escapes, and the
+    column widths are those of the escaped text.
+    """
     header = (
         "Business unit",
         "Cost centre",
@@ -504,15 +509,15 @@ def render_table(
     )
     body = [
         (
-            r.business_unit,
-            r.cost_centre or "-",
+            _text(r.business_unit),
+            _text(r.cost_centre or "-"),
             f"{r.calls:,}",
             f"{r.prompt_tokens:,}",
             f"{r.completion_tokens:,}",
             f"{r.cost:,.4f}",
             f"{r.cost - r.estimated_cost:,.4f}",
             f"{r.estimated_cost:,.4f}" if r.estimated_calls else "-",
-            r.currency or "-",
+            _text(r.currency or "-"),
             f"{r.unpriced_calls:,}" if r.unpriced_calls else "-",
         )
         for r in rows
@@ -542,7 +547,7 @@ def render_table(
     if body:
         lines.append(
             "Total: "
-            + ", ".join(f"{v:,.4f} {k}" for k, v in totals.items() if k != "unpriced")
+            + ", ".join(f"{v:,.4f} {_text(k)}" for k, v in totals.items() if k != "unpriced")
             + (f" ({provisional:,.4f} of it provisional)" if provisional else "")
             + (
                 f"; {unpriced_calls:,} unpriced call(s) — add their rates: python -m aoai_helpers rates set MODEL --input … --output …"
@@ -551,5 +556,14 @@ def render_table(
             )
         )
     if unpriced:
-        lines.append("Unpriced models: " + ", ".join(f"{m} ({n:,} calls)" for m, n in unpriced))
+        lines.append(
+            "Unpriced models: " + ", ".join(f"{_text(m)} ({n:,} calls)" for m, n in unpriced)
+        )
     return "\n".join(lines)
+
+
+def _text(value: str) -> str:
+    """A user-controlled name as printed by :func:`render_table` (see :func:`aoai_helpers.terminal.safe`)."""
+    from .terminal import safe
+
+    return safe(value)

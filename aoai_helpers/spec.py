@@ -136,13 +136,38 @@ class Capture(_Model):
       event carries the usage (``reported``); a usage chunk it asked for is removed from what
       the client receives.
 
-    ``include_usage_api_versions``: classic api-versions that accept
-    ``stream_options.include_usage`` (it is injected only for these, and always on the v1
-    API). ``payload``: also log request/response text (off: no prompt text is logged unless
-    needed to estimate usage).
+    ``include_usage_from``: the first api-version that accepts ``stream_options.include_usage``
+    (``2024-09-01-preview``); it is injected for this one and every later one (compared by the
+    date they start with), for those listed in ``include_usage_api_versions``, and always on the
+    v1 API. A buffered stream of an older api-version keeps its reply (cut to fit the event) so
+    ingest can count it. ``payload``: also log request/response text (off: no prompt text is
+    logged unless needed to estimate usage).
+
+    ``allow_unmetered``: operations the gateway serves although their usage is not metered in
+    tokens (``images``, ``audio``, ``files``, ``batches``, ``fine_tuning``, ``assistants``,
+    ``vector_stores``, ``realtime``; :mod:`aoai_helpers.routes`). Refused by default (403); when
+    allowed, each call is billed as one *unpriced* call of its BU (``UsageSource``
+    ``unmetered``, ``Cost`` NULL), never as 0. ``max_json_depth``: request bodies nested deeper
+    are refused (400), never forwarded — the policy's JSON parser (Json.NET) stops at 64 by
+    default.
     """
 
     streaming: CaptureMode = "passthrough"
+    include_usage_from: str = Field(default="2024-09-01-preview", pattern=r"^\d{4}-\d{2}-\d{2}")
+    allow_unmetered: tuple[
+        Literal[
+            "images",
+            "audio",
+            "files",
+            "batches",
+            "fine_tuning",
+            "assistants",
+            "vector_stores",
+            "realtime",
+        ],
+        ...,
+    ] = ()
+    max_json_depth: int = Field(default=64, ge=2, le=256)
     include_usage_api_versions: tuple[str, ...] = (
         "2024-09-01-preview",
         "2024-10-01-preview",
@@ -288,7 +313,13 @@ class Simulator(_Model):
 
 
 class Local(_Model):
+    """Local mode's servers. ``header_timeout_seconds``: a connection that has not sent a
+    request's headers by then is closed (slow or idle sockets); ``body_timeout_seconds``: a body
+    that has not fully arrived by then is answered 408 and not forwarded."""
+
     host: str = "127.0.0.1"
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     gateway_port: int = Field(default=0, ge=0, le=65535)  # 0: any free port
     simulator_port: int = Field(default=0, ge=0, le=65535)
     state_dir: str = ".aoai-local"

@@ -47,6 +47,7 @@ import tiktoken
 
 from aoai_helpers.exceptions import ConfigError, TokenizerError
 from aoai_helpers.models import CL100K, O200K, ModelInfo, normalize_model
+from aoai_helpers.shrink import MARKER, proven_tokens
 
 __all__ = [
     "DATA_DIR",
@@ -466,6 +467,11 @@ def count_prompt(
     ``other`` (or a missing request) counts 0 tokens, not exact. Responses API counts are
     always estimates.
     """
+    if isinstance(request, Mapping) and isinstance(request.get(MARKER), Mapping):
+        # a request shrunk to fit the event: never below what its recorded size proves
+        counted = count_prompt(operation, {k: v for k, v in request.items() if k != MARKER}, model)
+        floor = proven_tokens(operation, request, counted.encoding)
+        return TokenCount(max(counted.tokens, floor), False, counted.encoding, counted.model_known)
     if operation == "chat":
         return count_chat_prompt(request, model)
     enc, info = encoding_for_model(model)

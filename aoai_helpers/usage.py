@@ -41,7 +41,7 @@ __all__ = [
     "usage_from_body",
 ]
 
-UsageSource = Literal["reported", "estimated", "prompt_only", "unbilled"]
+UsageSource = Literal["reported", "estimated", "prompt_only", "unbilled", "unmetered"]
 
 _MAX_INT: Final = 2**31 - 1  # the token columns are SQL ``int``
 #: Responses API events that end a stream; each carries the final ``response`` (with usage).
@@ -422,6 +422,10 @@ def resolve_usage(
     status = event.status_code
     if status is not None and not 200 <= status <= 299:
         return ResolvedUsage(Usage(), "unbilled", default, None, True)
+    if event.operation == "other" and event.event_version == 2:
+        # a served operation the gateway cannot meter in tokens (allowed by the spec): an
+        # unpriced call of its BU, never a free one
+        return ResolvedUsage(Usage(), "unmetered", default, None, True)
     if isinstance(event.response_string, str):
         resolved = _from_response(event, event.response_string, default)
         if resolved is not None:

@@ -31,6 +31,7 @@ from aoai_helpers.apim.resources import (
     EVENTHUB_API_VERSION,
     Resource,
     desired_resources,
+    retired_resources,
 )
 from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, RecordedRequest
 from aoai_helpers.clouds import CLOUDS, get_cloud
@@ -198,6 +199,10 @@ def _spec_ids(spec: Spec) -> list[str]:
     return [r.resource_id for r in desired_resources(spec, get_cloud(spec.cloud), SUB, {})]
 
 
+def _retired_ids(spec: Spec) -> list[str]:
+    return [r.resource_id for r in retired_resources(spec, SUB)]
+
+
 # ----------------------------------------------------------------------------------- plan
 
 
@@ -216,11 +221,11 @@ def test_the_offline_plan_deletes_everything_in_reverse_dependency_order() -> No
         "diagnostic-setting",
         "api-diagnostic",
         "api-policy",
-        *["api-operation"] * 6,
+        *["api-operation"] * 6,  # five, and v1_other an earlier provisioning created
         "api",
         "llm-logger",
         "logger",
-        *["named-value"] * 3,
+        *["named-value"] * 6,
         "function-app-settings",
         "eventhub-rule",
         "eventhub-rule",
@@ -229,12 +234,16 @@ def test_the_offline_plan_deletes_everything_in_reverse_dependency_order() -> No
     ]
     # exactly what provisioning creates, plus the function's settings; nothing else
     ids = [s.resource.resource_id for s in the_plan.steps]
-    assert sorted(i for i in ids if "/Microsoft.Web/" not in i) == sorted(_spec_ids(spec))
+    assert sorted(i for i in ids if "/Microsoft.Web/" not in i) == sorted(
+        _spec_ids(spec) + _retired_ids(spec)
+    )
+    retired = next(s for s in the_plan.steps if s.resource.name == "v1_other")
+    assert retired.note == "created by an earlier provisioning: if it exists"
     assert not any(
         i.endswith(("/service/apim-aoai-gateway", "/namespaces/evhns-aoai-usage")) for i in ids
     )
     text = the_plan.render()
-    assert "26 to delete, 0 already gone, 0 kept" in text
+    assert "29 to delete, 0 already gone, 0 kept" in text
     assert f"the Log Analytics workspace {EXAMPLE_WORKSPACE}" in text  # kept, never deleted
     assert "BU subscription keys stop working" in text and "data in the database is kept" in text
     assert "not ingested are lost" in text  # the hub goes with its unread events
@@ -331,7 +340,7 @@ def test_provision_then_cleanup_leaves_only_what_the_spec_did_not_create(cloud: 
     transport.requests.clear()
     again = plan_cleanup(spec, clients=clients, web=web)
     assert {s.action for s in again.steps} == {"absent"}
-    assert "0 to delete, 26 already gone, 0 kept" in again.render()
+    assert "0 to delete, 28 already gone, 0 kept" in again.render()  # v1_other: never there
     assert apply_cleanup(again, clients, web=web).deleted == []
     reads = {(r.method, r.path.endswith("/config/appsettings/list")) for r in transport.requests}
     assert reads == {("GET", False), ("POST", True)}  # settings are listed by POST (REST)
@@ -388,8 +397,39 @@ def test_the_requests_are_the_documented_deletes() -> None:
     }
 
 
+def _seed_retired(clients: Any) -> str:
+    """The catch-all operation an earlier provisioning created; its ARM id."""
+    from azure.mgmt.apimanagement import models as m
+
+    clients.apim.api_operation.create_or_update(
+        clients.rg,
+        clients.service,
+        "azure-openai",
+        "v1_other",
+        m.OperationContract(display_name="v1: other POST", method="POST", url_template="/v1/*"),
+    )
+    return f"{SVC}/apis/azure-openai/operations/v1_other"
+
+
+def test_an_operation_an_earlier_provisioning_created_is_deleted_too() -> None:
+    transport, clients, web = _provisioned(SPEC)
+    assert not [
+        s
+        for s in plan_cleanup(SPEC, clients=clients, web=web).steps
+        if s.resource.name == "v1_other"
+    ]
+    retired = _seed_retired(clients)
+    the_plan = plan_cleanup(SPEC, clients=clients, web=web)
+    kinds = [(s.resource.kind, s.resource.name, s.action) for s in the_plan.steps]
+    at = kinds.index(("api-operation", "v1_other", "delete"))
+    assert kinds[at + 1][0] == "api" and kinds[at - 1][0] == "api-operation"  # before the API
+    apply_cleanup(the_plan, clients, web=web, polling_interval=0)
+    assert retired.lower() not in transport.store
+
+
 def test_a_404_on_delete_counts_as_done() -> None:
     transport, clients, web = _provisioned(SPEC)
+    _seed_retired(clients)
     the_plan = plan_cleanup(SPEC, clients=clients, web=web)
     # someone deletes the API (and with it its operations and policy) between plan and apply
     clients.apim.api.begin_delete(
@@ -458,8 +498,8 @@ def test_online_planning_needs_a_subscription_id() -> None:
 
 def test_cleanup_dry_run_for_a_notebook() -> None:
     dry = cleanup_dry_run(SPEC)
-    assert dry.plan.counts() == {"delete": 22, "absent": 0, "keep": 0}
-    assert dry.result.summary() == "22 deleted, 0 already gone"
+    assert dry.plan.counts() == {"delete": 24, "absent": 0, "keep": 0}
+    assert dry.result.summary() == "24 deleted, 0 already gone"
     rows = dry.rows()
     assert rows[0] == {
         "method": "DELETE",
@@ -489,10 +529,10 @@ def test_cli_destroy_offline(cloud: str, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert f"all to {HOSTS[cloud]}" in out.stdout and "If-Match: *" in out.stdout
-    assert out.stdout.count(" delete ") == 22
+    assert out.stdout.count(" delete ") == 25  # with v1_other, "if it exists"
     assert "nothing deleted: run again with --apply" in out.stdout
     data = json.loads((tmp_path / "destroy.json").read_text())
-    assert len(data["steps"]) == 22 and data["dry_run_requests"][0]["if_match"] == "*"
+    assert len(data["steps"]) == 25 and data["dry_run_requests"][0]["if_match"] == "*"
     # the example's language-model log, as documented (DOCUMENTED_DELETES, LLM_DELETES)
     by_operation = {
         _operation(row["path"]): row
@@ -631,7 +671,7 @@ def test_an_azuremonitor_logger_provisioning_did_not_create_is_kept() -> None:
 
 def test_the_cleanup_dry_run_covers_the_llm_log() -> None:
     dry = cleanup_dry_run(_llm_spec())
-    assert dry.plan.counts() == {"delete": 22, "absent": 0, "keep": 0}
+    assert dry.plan.counts() == {"delete": 24, "absent": 0, "keep": 0}
     paths = [row["path"] for row in dry.rows() if row["method"] == "DELETE"]
     assert f"{SVC}/providers/Microsoft.Insights/diagnosticSettings/aoai-llm-logs" in paths
     assert f"{SVC}/loggers/azuremonitor" in paths

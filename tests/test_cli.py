@@ -8,6 +8,7 @@ to see what a user sees (no traceback, the default database path relative to the
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
 import json
 import re
@@ -24,7 +25,7 @@ from secrets_registry import register_secret
 from sqlalchemy import select
 
 from aoai_helpers.cli import build_parser, main
-from aoai_helpers.store import engine_from_url, token_table, transaction
+from aoai_helpers.store import dead_letter, engine_from_url, token_table, transaction
 from aoai_helpers.tokens import PINNED_SHA256
 
 MakeEvent = Callable[..., dict[str, Any]]
@@ -109,6 +110,83 @@ def test_ingest_prints_the_summary_and_exits_0_despite_dead_letters(
     status, out, err = run(capsys, "ingest", str(events_file), "--db", db, "--batch-size", "2")
     assert (status, err) == (0, "")
     assert out == "5 received: 0 stored, 4 duplicates, 1 dead-lettered\n"
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def _bom_file(path: Path, shape: str, events: list[dict[str, Any]]) -> Path:
+    if shape == "jsonl":
+        data = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    elif shape == "jsonl-crlf":
+        data = b"".join(json.dumps(e).encode() + b"\r\n" for e in events)
+    elif shape == "array":
+        data = json.dumps(events, indent=2).encode()
+    else:  # one pretty-printed object
+        data = json.dumps(events[0], indent=2).encode()
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(BOM + data))
+    else:
+        path.write_bytes(BOM + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("shape", "name"),
+    [
+        ("jsonl", "e.jsonl"),
+        ("jsonl-crlf", "e.jsonl"),
+        ("jsonl", "e.jsonl.gz"),
+        ("array", "e.json"),
+        ("array", "e.json.gz"),
+        ("object", "e.json"),
+    ],
+)
+def test_ingest_accepts_a_utf8_byte_order_mark(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    make_v2: MakeEvent,
+    db: str,
+    shape: str,
+    name: str,
+) -> None:
+    events = [make_v2(), make_v2(), make_v2()]
+    path = _bom_file(tmp_path / name, shape, events)
+    status, out, err = run(capsys, "ingest", str(path), "--db", db)
+    n = 1 if shape == "object" else 3
+    assert (status, err, out) == (
+        0,
+        "",
+        f"{n} received: {n} stored, 0 duplicates, 0 dead-lettered\n",
+    )
+    with transaction(engine_from_url(db)) as conn:
+        ids = set(conn.execute(select(token_table.c.RequestId)).scalars())
+    assert ids == {e["RequestId"] for e in events[:n]}
+
+
+def test_ingest_progress_counts_the_byte_order_mark(tmp_path: Path, make_v2: MakeEvent) -> None:
+    from aoai_helpers.event_files import iter_file_events
+
+    path = _bom_file(tmp_path / "e.jsonl", "jsonl", [make_v2(), make_v2()])
+    seen: list[int] = []
+    events = list(iter_file_events(path, on_bytes=seen.append))
+    assert [e.source for e in events] == ["e.jsonl:1", "e.jsonl:2"]  # the BOM is on line 1
+    assert not events[0].body.startswith(BOM)
+    assert sum(seen) == path.stat().st_size
+
+
+def test_ingest_of_a_file_that_is_not_utf8_is_dead_lettered_as_before(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, make_v2: MakeEvent, db: str
+) -> None:
+    path = tmp_path / "u16.jsonl"
+    path.write_bytes("\n".join(json.dumps(make_v2()) for _ in range(2)).encode("utf-16"))
+    status, out, err = run(capsys, "ingest", str(path), "--db", db)
+    assert (status, err) == (0, "")
+    assert out.endswith("0 stored, 0 duplicates, 2 dead-lettered\n"), out
+    with transaction(engine_from_url(db)) as conn:
+        reasons = conn.execute(select(dead_letter.c.Reason)).scalars().all()
+    # the first line starts with UTF-16's mark (FF FE): not UTF-8, as before this change
+    assert any(r.startswith("not UTF-8 (invalid byte at 0 of ") for r in reasons), reasons
 
 
 def test_ingest_reports_unpriced_and_unknown_models(
@@ -454,6 +532,45 @@ def test_bu_set_import_and_list(
     ]
 
 
+HOSTILE_BUS = {
+    "sub-1": "\x1b[31mRED\x1b[0m\x1b]0;title\x07",
+    "sub-2": "abc\u202edef\u2066",
+    "sub-3": "a\nsub-9                                    Forged",
+    "sub-4": "=HYPERLINK(1)\r",
+}
+
+
+def test_bu_list_escapes_names_and_pads_the_escaped_text(
+    capsys: pytest.CaptureFixture[str], db: str
+) -> None:
+    assert run(capsys, "db", "init", "--db", db)[0] == 0
+    for sub, bu in HOSTILE_BUS.items():
+        status, out, _ = run(
+            capsys,
+            "bu",
+            "set",
+            sub,
+            bu,
+            "--name",
+            f"name\x9b2J{sub}",
+            "--cost-centre",
+            "C\tC",
+            "--db",
+            db,
+        )
+        assert status == 0 and "\x1b" not in out and out.count("\n") == 1
+    status, out, _ = run(capsys, "bu", "list", "--db", db)
+    assert status == 0
+    lines = out.splitlines()
+    assert len(lines) == len(HOSTILE_BUS)  # no forged row
+    assert not any(ch in out for ch in "\x1b\x07\r\t\u202e\u2066\x9b")
+    assert lines[0].split()[:2] == ["sub-1", "\\x1b[31mRED\\x1b[0m\\x1b]0;title\\x07"]
+    assert lines[2].split()[:3] == ["sub-3", "a\\nsub-9", "Forged"]
+    for line in lines:  # the columns line up on the escaped text
+        assert line[40] == " " and line[41:].startswith(("\\", "abc", "a\\n", "=HYP"))
+        assert "C\\tC" in line and line.endswith(f"name\\x9b2J{line.split()[0]}")
+
+
 def test_bu_import_with_a_bad_line_names_it(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, db: str
 ) -> None:
@@ -498,6 +615,32 @@ def test_report_prints_a_table_by_business_unit(
     assert rows["Legal"][2:6] == ["1", "100", "50", "0.0008"]
     assert rows["unmapped-sub"][2] == "1"  # fallback: the subscription name
     assert "Total: 0.0030 USD" in lines
+
+
+def test_report_escapes_business_units_from_mappings_and_subscription_names(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, make_v2: MakeEvent, db: str
+) -> None:
+    path = write_jsonl(
+        tmp_path / "e.jsonl",
+        make_v2(SubscriptionId="sub-1"),
+        make_v2(SubscriptionId="sub-x", SubscriptionName="unmapped\x1b[2J\nTotal: 0.0000 USD"),
+    )
+    assert run(capsys, "ingest", str(path), "--db", db)[0] == 0
+    assert run(capsys, "bu", "set", "sub-1", "\u202eecnaniF", "--db", db)[0] == 0
+    status, out, err = run(capsys, "report", "--month", "2026-11", "--allocate", "10", "--db", db)
+    assert (status, err) == (0, "")
+    assert not any(ch in out for ch in "\x1b\u202e")
+    lines = out.splitlines()
+    assert {line.split()[0] for line in lines[3:5]} == {
+        "\\u202eecnaniF",
+        "unmapped\\x1b[2J\\nTotal:",
+    }
+    assert sum(line.startswith("Total: ") for line in lines) == 1  # not forged by a name
+    allocation = next(line for line in lines if line.startswith("Allocation of"))
+    assert (
+        "\\u202eecnaniF 5.00" in allocation
+        and "unmapped\\x1b[2J\\nTotal: 0.0000 USD 5.00" in allocation
+    )
 
 
 def test_report_without_a_month_uses_the_latest(

@@ -140,3 +140,75 @@ def test_consume_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     assert "stopped:" in stdout and _count(db) == 40
     log: Any = LocalEventLog(state / "events")
     assert log.checkpoint_of() == 39 and log.lag() == 0
+
+
+def _consume_process(state: Path, db: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "aoai_helpers",
+            "consume",
+            "--local",
+            "--spec",
+            SPEC,
+            "--state-dir",
+            str(state),
+            "--db",
+            db,
+            *extra,
+        ],
+        cwd=state.parent,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_consume_holds_and_retries_while_the_database_cannot_be_opened(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    producer = LocalEventLog(state / "events").producer()
+    producer.send(_events(25))
+    producer.close()
+    blocker = tmp_path / "c.db"
+    blocker.mkdir()  # SQLite cannot open a directory: "unable to open database file"
+    db = f"sqlite:///{blocker}"
+    with _consume_process(state, db, "--until-idle") as proc:
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()  # one line per failed attempt, the first one now
+            assert first.startswith(f"database {db} cannot be opened: attempt 1 failed"), first
+            assert "DatabaseError" in first and "(Ctrl-C stops)" in first
+            blocker.rmdir()  # the database comes back
+            stdout, rest = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    stderr = first + rest
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    failures = [line for line in stderr.splitlines() if "cannot be opened" in line]
+    assert len(failures) == len(stderr.splitlines())  # nothing else on stderr
+    assert "stopped: 1 batches, 25 received: 25 stored" in stdout
+    assert _count(db) == 25
+
+
+def test_sigterm_stops_the_wait_for_the_database(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    blocker = tmp_path / "c.db"
+    blocker.mkdir()
+    with _consume_process(state, f"sqlite:///{blocker}") as proc:
+        try:
+            assert proc.stderr is not None
+            assert "cannot be opened" in proc.stderr.readline()
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=30)  # not after the backoff: at once
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert stdout == "stopped before the database could be opened: nothing consumed\n"

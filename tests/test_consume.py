@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.consume import consume, drain
+from aoai_helpers.consume import consume, drain, retry_until_open
 from aoai_helpers.eventhub import EventData, LocalConsumer, LocalEventLog
-from aoai_helpers.exceptions import DatabaseError
+from aoai_helpers.exceptions import ConfigError, DatabaseError
 from aoai_helpers.ingest import BatchResult, Ingestor, RawEvent
 from aoai_helpers.store import dead_letter, transaction
 
@@ -262,3 +262,59 @@ def test_the_last_event_of_each_partition_is_checkpointed(
 def test_batch_size_must_be_positive(log: LocalEventLog, engine: Engine) -> None:
     with log.consumer() as consumer, pytest.raises(ValueError, match="batch_size"):
         consume(consumer, Ingestor(engine), batch_size=0)
+
+
+# ----------------------------------------------------------------------------- the start
+
+
+def test_a_database_down_at_the_start_is_retried_with_the_batch_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    stop = threading.Event()
+    monkeypatch.setattr(stop, "wait", lambda delay: waits.append(delay) or False)
+    attempts: list[int] = []
+    lines: list[str] = []
+
+    def open_db() -> str:
+        attempts.append(1)
+        if len(attempts) <= 7:
+            raise DatabaseError(f"database unreachable (try {len(attempts)})\nsecond line")
+        return "engine"
+
+    got = retry_until_open(open_db, stop=stop, on_failure=lines.append, retry_max=8.0)
+    assert got == "engine" and len(attempts) == 8
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]  # RETRY_INITIAL doubling to the max
+    assert len(lines) == 7 and all("\n" not in line for line in lines)
+    assert lines[0] == (
+        "attempt 1 failed, retry in 0.5 s: DatabaseError: database unreachable (try 1)"
+    )
+
+
+def test_stop_ends_the_wait_for_the_database_at_once() -> None:
+    stop = threading.Event()
+    timer = threading.Timer(0.2, stop.set)
+    lines: list[str] = []
+
+    def down() -> None:
+        raise DatabaseError("down")
+
+    started = time.monotonic()
+    timer.start()
+    try:
+        got = retry_until_open(down, stop=stop, on_failure=lines.append, retry_initial=30.0)
+    finally:
+        timer.join()
+    assert got is None and len(lines) == 1
+    assert time.monotonic() - started < 5  # not the 30 s of the backoff
+    stop.set()  # already stopped: not even one attempt
+    assert retry_until_open(down, stop=stop, on_failure=lines.append) is None
+    assert len(lines) == 1
+
+
+def test_a_configuration_error_at_the_start_is_not_retried() -> None:
+    def bad_url() -> None:
+        raise ConfigError("not a database URL")
+
+    with pytest.raises(ConfigError, match="not a database URL"):
+        retry_until_open(bad_url, stop=threading.Event(), on_failure=print)

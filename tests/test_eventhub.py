@@ -17,10 +17,12 @@ import pytest
 from aoai_helpers import clock
 from aoai_helpers.eventhub import (
     MAX_EVENT_BYTES,
+    DamagedRegion,
     EventConsumer,
     EventData,
     EventProducer,
     LocalEventLog,
+    read_damaged,
 )
 from aoai_helpers.exceptions import ConfigError, InputError
 
@@ -151,18 +153,28 @@ def test_a_torn_tail_is_skipped_then_truncated_by_the_next_producer(
     assert [e.body for e in _receive_all(log)] == [b"a", b"b", b"c", b"d"]
 
 
-def test_damage_followed_by_valid_records_is_reported_not_truncated(tmp_path: Path) -> None:
+def test_damage_followed_by_valid_records_is_skipped_set_aside_not_truncated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     log = LocalEventLog(tmp_path, fsync=False)
     _send(log, b"first", b"second", b"third")
     path = tmp_path / "events.log"
     data = bytearray(path.read_bytes())
-    data[8 + HEADER + 5 + HEADER] ^= 0xFF  # the body of "second"
+    second = 8 + HEADER + 5
+    data[second + HEADER] ^= 0xFF  # the body of "second"
     path.write_bytes(bytes(data))
-    with pytest.raises(InputError, match="damaged at byte"):
-        _receive_all(log)
-    with pytest.raises(InputError, match="damaged at byte"):
-        _send(log, b"fourth")
-    assert path.read_bytes() == bytes(data)
+    assert [(e.sequence_number, e.body) for e in _receive_all(log)] == [
+        (0, b"first"),
+        (2, b"third"),
+    ]
+    assert "skipped 34 damaged bytes at byte 41 (after sequence number 0" in caplog.text
+    [(region, kept)] = read_damaged(tmp_path)
+    assert region == DamagedRegion(second, HEADER + 6, 0, 2) and region.lost == 1
+    assert kept == bytes(data[second : second + HEADER + 6])
+    _send(log, b"fourth")  # the producer finds the end past the damage: nothing truncated
+    assert path.read_bytes()[: len(data)] == bytes(data)
+    assert [(e.sequence_number, e.body) for e in _receive_all(log)][-1] == (3, b"fourth")
+    assert log.last_sequence_number() == 3 and log.damaged() == [region]  # set aside once
 
 
 def _produce(directory: str, tag: str, count: int) -> None:

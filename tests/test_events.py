@@ -181,6 +181,116 @@ def test_v2_usage_total_filled_from_parts(make_v2):
     assert ev.usage == Usage(70, 5, 75, 0, 0)
 
 
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"prompt_tokens": None, "completion_tokens": None, "total_tokens": None}, (0, 0, 0)),
+        ({"prompt_tokens": -0.0, "completion_tokens": 0.0, "total_tokens": -0.0}, (0, 0, 0)),
+        ({"prompt_tokens": 7, "completion_tokens": -0.0, "cached_tokens": None}, (7, 0, 7)),
+        ({"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": None}, (100, 50, 150)),
+        ({"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 0}, (100, 50, 150)),
+        ({"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 10}, (100, 50, 150)),
+        ({"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 149}, (100, 50, 150)),
+        ({"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 200}, (100, 50, 200)),
+        ({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 12}, (0, 0, 12)),
+    ],
+)
+def test_v2_usage_nulls_and_minus_zero_are_zero_and_the_total_covers_its_parts(
+    make_v2, usage, expected
+):
+    ev = parsed_ok(raw(make_v2(Usage=usage)))
+    assert ev.usage is not None
+    assert (ev.usage.prompt_tokens, ev.usage.completion_tokens, ev.usage.total_tokens) == expected
+    assert ev.usage.total_tokens >= ev.usage.prompt_tokens + ev.usage.completion_tokens
+    assert all(type(n) is int for n in ev.usage.as_dict().values())
+
+
+def test_v2_usage_minus_zero_as_written_in_json(make_v2):
+    body = raw(make_v2(Usage={"prompt_tokens": 1})).replace(
+        b'"prompt_tokens": 1',
+        b'"prompt_tokens": -0, "completion_tokens": -0.0, "cached_tokens": -0',
+    )
+    assert b"-0.0" in body
+    ev = parsed_ok(body)
+    assert ev.usage == Usage(0, 0, 0, 0, 0)
+
+
+def test_v2_usage_other_counts_are_kept_as_reported(make_v2):
+    usage = {
+        "prompt_tokens": 80,
+        "completion_tokens": 20,
+        "total_tokens": 90,
+        "cached_tokens": 64,
+        "reasoning_tokens": 12,
+    }
+    assert parsed_ok(raw(make_v2(Usage=usage))).usage == Usage(80, 20, 100, 64, 12)
+
+
+@pytest.mark.parametrize("bad", [1.5, -1.0, 0.5, float(2**40)])
+def test_v2_usage_non_zero_floats_are_still_errors(make_v2, bad):
+    err = parsed_error(raw(make_v2(Usage={"prompt_tokens": bad})))
+    assert "Usage.prompt_tokens" in err.reason
+
+
+NOW = "2027-03-01T00:05:00Z"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2019-12-31T23:59:59.999Z",
+        "1970-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "2020-01-01T04:59:59+05:00",  # 2019-12-31T23:59:59 UTC
+        "9999-12-31T23:59:59Z",
+        "2027-03-02T00:05:01Z",  # a day and a second after the clock
+        "2027-03-02T02:05:01+02:00",
+        "2100-01-01T00:00:00Z",
+    ],
+)
+def test_v2_implausible_times_are_dead_letters_naming_the_value(make_v2, monkeypatch, value):
+    monkeypatch.setenv("AOAI_NOW", NOW)
+    result = parse_event(raw(make_v2(ExecTimeUTC=value)))
+    assert isinstance(result, EventError), result
+    assert result.reason.startswith("ExecTimeUTC is implausible: ")
+    assert repr(value) in result.reason
+    assert result.request_id is not None  # the dead letter keeps the call's id
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2020-01-01T00:00:00Z",
+        "2020-01-01T00:00:00.000+00:00",
+        "2019-12-31T20:00:00-05:00",  # 2020-01-01T01:00 UTC
+        "2027-03-02T00:05:00Z",  # exactly a day after the clock
+        NOW,
+    ],
+)
+def test_v2_times_at_the_plausible_bounds_are_accepted(make_v2, monkeypatch, value):
+    monkeypatch.setenv("AOAI_NOW", NOW)
+    assert isinstance(parse_event(raw(make_v2(ExecTimeUTC=value))), UsageEvent)
+
+
+def test_the_future_bound_follows_the_business_clock(make_v2, monkeypatch):
+    event = raw(make_v2(ExecTimeUTC="2027-06-01T00:00:00Z"))
+    monkeypatch.setenv("AOAI_NOW", "2027-05-31T00:00:01Z")
+    assert isinstance(parse_event(event), UsageEvent)
+    monkeypatch.setenv("AOAI_NOW", "2027-05-30T23:59:59Z")
+    err = parsed_error(event)
+    assert "more than a day after now (2027-05-30T23:59:59Z)" in err.reason
+
+
+def test_v1_implausible_times_are_dead_letters(make_v1, monkeypatch):
+    monkeypatch.setenv("AOAI_NOW", NOW)
+    for value in ("9999-12-31 23:59:59", "2001-09-09 01:46:40"):
+        err = parsed_error(raw(make_v1(ExecTimeUTC=value)))
+        assert err.reason.startswith("ExecTimeUTC is implausible: ") and repr(value) in err.reason
+    # out of datetime's range after the offset: the earlier, more specific reason
+    err = parsed_error(raw(make_v1(ExecTimeUTC="9999-12-31 23:59:59-05:00")))
+    assert "ExecTimeUTC is not an ISO 8601 time in range" in err.reason
+
+
 def test_v2_usage_max_int_accepted(make_v2):
     big = 2**31 - 1
     usage = {"prompt_tokens": big, "completion_tokens": 0, "total_tokens": big}

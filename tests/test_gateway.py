@@ -21,9 +21,10 @@ from sqlalchemy.engine import Engine
 
 from aoai_helpers.events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, load_v2_schema
 from aoai_helpers.ingest import Ingestor, RawEvent
-from aoai_helpers.local.gateway import EVENT_BUDGET, Gateway, shrink_request, strip_usage_chunk
+from aoai_helpers.local.gateway import EVENT_BUDGET, Gateway, strip_usage_chunk
 from aoai_helpers.local.llm_records import Exchange, llm_log_records
 from aoai_helpers.local.simulator import Simulator
+from aoai_helpers.shrink import shrink_request
 from aoai_helpers.spec import Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -409,7 +410,8 @@ def test_a_huge_prompt_stays_far_below_the_logger_limit() -> None:
     assert len(raw) < EVENT_BUDGET < LOG_TO_EVENTHUB_LIMIT
     event = orjson.loads(raw)
     _validate(event)
-    assert event["Request"]["_truncated"] is True
+    # the whole request's size, proven: 1 message, 2 non-empty strings, 1.5 M characters
+    assert event["Request"]["_truncated"] == {"items": 1, "strings": 2, "chars": 1_500_004}
     assert event["Request"]["messages"][0]["role"] == "user"
 
 
@@ -419,7 +421,8 @@ def test_shrink_request_keeps_small_requests_and_the_shape_of_big_ones() -> None
     big = {"input": ["a" * 5000, "b" * 3000, "c" * 10], "model": "m"}
     out = shrink_request(big, 2000)
     assert len(orjson.dumps(out)) <= 2000
-    assert out["model"] == "m" and out["input"][2] == "c" * 10 and out["_truncated"] is True
+    assert out["model"] == "m" and out["input"][2] == "c" * 10
+    assert out["_truncated"] == {"items": 3, "strings": 3, "chars": 8010}
     a, b = out["input"][0], out["input"][1]
     assert a.endswith("…") and b.endswith("…") and len(a) == len(b) > 900  # cut evenly
     assert big["input"][0] == "a" * 5000  # the original is not modified

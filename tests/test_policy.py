@@ -4,14 +4,19 @@ The policies are rendered for the sample spec and variants of it (key auth, two 
 buffered and passthrough_usage capture, payload capture, no token limits, each cloud) and
 checked as data: the XML parses and has the four sections, no placeholder is left, the named
 values referenced are exactly those :func:`named_values` lists, every policy expression has
-balanced brackets outside C# string literals, and the event the policy logs has the contract's
-fields in order — the same keys the local gateway's ``build_event`` writes.
+balanced brackets outside C# string literals and comments (and no ``//`` comment in an
+attribute, where XML turns newlines into spaces), and the event the policy logs has the
+contract's fields in order — the same keys the local gateway's ``build_event`` writes.
 
-The capture-mode expressions (the include_usage condition, the usage-chunk removal) are also
-compiled as C# 7 with Mono's ``mcs -langversion:7`` against minimal stand-ins of the APIM
-context and the Newtonsoft types they use, and run: each mode's decision, and the removal
-byte-for-byte against :func:`aoai_helpers.local.gateway.strip_usage_chunk` (skipped, with the
-reason, where ``mcs``/``mono`` are not installed: ``apt-get install mono-mcs``).
+Every expression of the API policy is also compiled as C# 7 with Mono's ``mcs -langversion:7``
+against minimal stand-ins of the APIM context (and of Json.NET, or the real Newtonsoft.Json where
+Debian's ``libnewtonsoft-json5.0-cil`` is installed) and run on jobs, against the Python they
+follow: the classifier on a table of hostile paths against :func:`aoai_helpers.routes.classify`,
+the body checks, the include_usage acceptance against ``PolicySettings.accepts_include_usage``,
+the request shrink against :func:`aoai_helpers.shrink.shrink_request` (equal results), the event
+that cannot fail, the buffered reply kept for old api-versions, each capture mode's decision and
+the usage-chunk removal byte-for-byte against :func:`aoai_helpers.local.gateway.strip_usage_chunk`
+(skipped, with the reason, where ``mcs``/``mono`` are not installed: ``apt-get install mono-mcs``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from aoai_helpers.apim.policy import (
 from aoai_helpers.clouds import CLOUDS
 from aoai_helpers.events import LOG_TO_EVENTHUB_LIMIT, USAGE_FIELDS, V2_FIELDS
 from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.routes import Refusal, classify
 from aoai_helpers.spec import Spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +160,9 @@ def balanced(expression: str) -> bool:
         if c in "\"'" or (c == "@" and code[i + 1 : i + 2] == '"'):
             i = _string_end(code, i)
             continue
+        if code.startswith("/*", i):  # a comment
+            i = code.index("*/", i) + 2
+            continue
         if c in "([{":
             stack.append(c)
         elif c in _CLOSES:
@@ -176,6 +185,7 @@ def expressions(root: ET.Element) -> Iterator[str]:
 def test_the_checker_skips_string_and_char_literals() -> None:
     assert balanced('@(f(")", \'(\', @"a""(", "\\"("))')
     assert balanced('@{ if (x) { return "}"; } return new[] { 1 }[0]; }')
+    assert balanced("@{ /* it's a comment ( */ return 1; }")
     assert not balanced('@(f(")")')
     assert not balanced("@(a)(b)")
     assert not balanced("@{ return f(; }")
@@ -223,6 +233,15 @@ def test_policy_expressions_are_balanced(spec: Spec) -> None:
     assert len(product) == 2 * sum(s.token_limit is not None for s in spec.subscriptions)
     bad = [e[:80] for e in api + product if not balanced(e)]
     assert not bad, bad
+
+
+def test_attribute_expressions_have_no_line_comments(spec: Spec) -> None:
+    # XML turns the newlines of an attribute into spaces: a // comment would end the expression
+    root = ET.fromstring(render_api_policy(spec))
+    for el in root.iter():
+        for value in el.attrib.values():
+            if value.strip().startswith(("@(", "@{")):
+                assert "\n" not in value and "//" not in value, value[:80]
 
 
 def test_named_values_referenced_are_exactly_those_listed(spec: Spec) -> None:
@@ -307,7 +326,15 @@ def test_include_usage_is_injected_only_under_the_capture_named_values() -> None
     assert len(whens) == 1
     condition = whens[0].get("condition", "")
     assert "{{aoai-capture-streaming}}" in condition
-    assert "{{aoai-include-usage-api-versions}}" in condition
+    # for api-versions that accept it: listed, or dated on or after include_usage_from
+    assert 'GetValueOrDefault<bool>("aoai-usage-accepted", false)' in condition
+    accepted = next(
+        el.get("value", "")
+        for el in inbound.iter("set-variable")
+        if el.get("name") == "aoai-usage-accepted"
+    )
+    assert "{{aoai-include-usage-api-versions}}" in accepted
+    assert "{{aoai-include-usage-from}}" in accepted
     # injected in buffered and passthrough_usage capture, never in passthrough
     assert '"buffered"' in condition and '"passthrough_usage"' in condition
     assert '"passthrough"' not in condition
@@ -458,9 +485,13 @@ def test_named_values_of_the_sample() -> None:
         ("aoai-capture-streaming", False),
         ("aoai-include-usage-api-versions", False),
         ("aoai-capture-payload", False),
+        ("aoai-include-usage-from", False),
+        ("aoai-allow-unmetered", False),
+        ("aoai-max-json-depth", False),
     ]
     assert values[0].value == "passthrough" and values[2].value == "false"
     assert values[1].value == ",".join(SAMPLE_VERSIONS)
+    assert [nv.value for nv in values[3:]] == ["2024-09-01-preview", "none", "64"]
 
 
 def test_named_values_carry_each_capture_mode() -> None:
@@ -475,14 +506,27 @@ def test_named_values_carry_each_capture_mode() -> None:
 
 def test_named_values_follow_the_capture_settings() -> None:
     def change(d: dict[str, Any]) -> None:
-        d["capture"] = {"streaming": "buffered", "payload": True, "include_usage_api_versions": []}
+        d["capture"] = {
+            "streaming": "buffered",
+            "payload": True,
+            "include_usage_api_versions": [],
+            "include_usage_from": "2025-01-01-preview",
+            "allow_unmetered": ["images", "audio"],
+            "max_json_depth": 32,
+        }
 
     values = {nv.id: nv.value for nv in named_values(spec_with(change), {})}
     assert values == {
         "aoai-capture-streaming": "buffered",
         "aoai-include-usage-api-versions": "none",  # APIM refuses an empty value
         "aoai-capture-payload": "true",
+        "aoai-include-usage-from": "2025-01-01-preview",
+        "aoai-allow-unmetered": "audio,images",
+        "aoai-max-json-depth": "32",
     }
+    # and the local gateway reads the same settings
+    settings = policy_settings(spec_with(change))
+    assert settings.allow_unmetered == {"images", "audio"} and settings.max_json_depth == 32
 
 
 def test_backend_key_comes_from_the_environment() -> None:
@@ -573,118 +617,354 @@ def test_committed_policies_are_the_package_templates(name: str) -> None:
     assert policy.template(name) == packaged.read_text("utf-8")  # type: ignore[arg-type]
 
 
-# --- the capture-mode expressions, compiled and run as C# 7 --------------------------------------
+# --- the policy's expressions, compiled and run as C# 7 --------------------------------------------
+#
+# Every expression of the rendered API policy becomes one method of a C# program (named values
+# read from the job at run time) compiled with Mono's ``mcs -langversion:7`` and run on jobs: the
+# inbound pipeline, the result, the event, the include_usage decision and the usage-chunk removal.
+# Twice where possible: against the minimal Json.NET stand-ins below, and against the real
+# Newtonsoft.Json where it is installed (Debian's libnewtonsoft-json5.0-cil: Json.NET 6.0.8;
+# APIM's own version is not documented, see policies/README.md).
 
-_CS_STANDINS = r"""
+_CS_JSON = r"""
 using System;
 using System.Collections.Generic;
+using System.Globalization;
+using System.Linq;
 using System.Text;
 
-namespace Newtonsoft.Json { public enum Formatting { None, Indented } }
+namespace Newtonsoft.Json
+{
+    public enum Formatting { None, Indented }
+    public class JsonReaderException : Exception { public JsonReaderException(string m) : base(m) { } }
+}
 
 namespace Newtonsoft.Json.Linq
 {
-    // Only what the expressions under test use; Parse reads plain JSON (no dates, no comments).
-    public enum JTokenType { None, Object, Array, Integer, Float, String, Boolean, Null }
+    using Newtonsoft.Json;
 
-    public class JToken
+    // What the policy uses of Json.NET 13, with its semantics where they matter: a token added
+    // to a second parent is cloned, replacing a property's value detaches the old one, parsing
+    // keeps the last of duplicate keys at the first's place, strings are written with Json.NET's
+    // escapes (control characters, quote, backslash, U+0085, U+2028, U+2029). Not modelled:
+    // date parsing (no test string looks like a date) and MaxDepth (the policy checks depth
+    // before parsing).
+    public enum JTokenType { None, Object, Array, Constructor, Property, Comment, Integer, Float, String, Boolean, Null, Undefined, Date, Raw, Bytes, Guid, Uri, TimeSpan }
+
+    public abstract class JToken
     {
-        public JTokenType Type;
-        public object Value;
-        public List<JToken> Items = new List<JToken>();
-        public List<KeyValuePair<string, JToken>> Props = new List<KeyValuePair<string, JToken>>();
-
-        public JToken this[string key]
+        public JContainer Parent { get; internal set; }
+        public abstract JTokenType Type { get; }
+        public abstract JToken DeepClone();
+        internal abstract void Write(StringBuilder sb);
+        public virtual bool HasValues { get { return false; } }
+        public virtual JToken this[object key]
         {
-            get { foreach (var p in Props) { if (p.Key == key) { return p.Value; } } return null; }
-            set { Props.RemoveAll(p => p.Key == key); Props.Add(new KeyValuePair<string, JToken>(key, value)); }
+            get { throw new InvalidOperationException("Cannot access child value on " + GetType().Name); }
+            set { throw new InvalidOperationException("Cannot set child value on " + GetType().Name); }
         }
-
-        public bool HasValues { get { return Type == JTokenType.Array ? Items.Count > 0 : Props.Count > 0; } }
+        public string ToString(Formatting formatting) { var sb = new StringBuilder(); Write(sb); return sb.ToString(); }
+        public override string ToString() { return ToString(Formatting.Indented); }
 
         public JToken SelectToken(string path)
         {
             JToken node = this;
-            foreach (string part in path.Split('.')) { node = node == null ? null : node[part]; }
+            foreach (string part in path.Split('.'))
+            {
+                JObject o = node as JObject;
+                node = o == null ? null : o[part];
+                if (node == null) { return null; }
+            }
             return node;
         }
 
-        public static explicit operator bool(JToken t) { return (bool)t.Value; }
-        public static explicit operator string(JToken t) { return (string)t.Value; }
-        public static implicit operator JToken(bool b) { return new JToken { Type = JTokenType.Boolean, Value = b }; }
-        public string ToString(Newtonsoft.Json.Formatting f) { return "{}"; }
+        static JValue V(JToken t) { JValue v = t as JValue; if (v == null) { throw new ArgumentException("Can not convert " + (t == null ? "null" : t.Type.ToString())); } return v; }
+        public static explicit operator bool(JToken t) { return Convert.ToBoolean(V(t).Value, CultureInfo.InvariantCulture); }
+        public static explicit operator long(JToken t) { return Convert.ToInt64(V(t).Value, CultureInfo.InvariantCulture); }
+        public static explicit operator int(JToken t) { return Convert.ToInt32(V(t).Value, CultureInfo.InvariantCulture); }
+        public static explicit operator double(JToken t) { return Convert.ToDouble(V(t).Value, CultureInfo.InvariantCulture); }
+        public static explicit operator string(JToken t)
+        {
+            if (t == null) { return null; }
+            object v = V(t).Value;
+            return v == null ? null : v as string ?? Convert.ToString(v, CultureInfo.InvariantCulture);
+        }
+        public static implicit operator JToken(bool b) { return new JValue(b); }
+        public static implicit operator JToken(string s) { return new JValue(s); }
+        public static implicit operator JToken(long n) { return new JValue(n); }
+
+        internal static void Quote(StringBuilder sb, string s)
+        {
+            sb.Append('"');
+            foreach (char c in s)
+            {
+                switch (c)
+                {
+                    case '"': sb.Append("\\\""); break;
+                    case '\\': sb.Append("\\\\"); break;
+                    case '\n': sb.Append("\\n"); break;
+                    case '\r': sb.Append("\\r"); break;
+                    case '\t': sb.Append("\\t"); break;
+                    case '\b': sb.Append("\\b"); break;
+                    case '\f': sb.Append("\\f"); break;
+                    default:
+                        if (c < ' ' || c == '\u0085' || c == '\u2028' || c == '\u2029') { sb.Append("\\u").Append(((int)c).ToString("x4")); }
+                        else { sb.Append(c); }
+                        break;
+                }
+            }
+            sb.Append('"');
+        }
     }
 
-    public class JObject : JToken
+    public abstract class JContainer : JToken, IEnumerable<JToken>
     {
-        public JObject() { Type = JTokenType.Object; }
-
-        public static JObject Parse(string s)
+        internal readonly List<JToken> Items = new List<JToken>();
+        public IEnumerator<JToken> GetEnumerator() { return Items.GetEnumerator(); }
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() { return Items.GetEnumerator(); }
+        public int Count { get { return Items.Count; } }
+        public override bool HasValues { get { return Items.Count > 0; } }
+        public IEnumerable<JToken> Descendants()
         {
-            int i = 0;
-            JToken t = Value(s, ref i);
-            Skip(s, ref i);
-            if (i != s.Length || !(t is JObject)) { throw new FormatException("not a JSON object"); }
-            return (JObject)t;
+            foreach (JToken child in Items)  // a live enumeration, as Json.NET's
+            {
+                yield return child;
+                JContainer c = child as JContainer;
+                if (c != null) { foreach (JToken d in c.Descendants()) { yield return d; } }
+            }
+        }
+        internal JToken Own(JToken item)
+        {
+            if (item == null) { item = new JValue((object)null); }
+            if (item.Parent != null) { item = item.DeepClone(); }
+            item.Parent = this;
+            return item;
+        }
+        internal static JToken FromContent(object content) { return content as JToken ?? new JValue(content); }
+    }
+
+    public class JValue : JToken
+    {
+        object value;
+        JTokenType type;
+        public JValue(object value) { Value = value; }
+        public JValue(string value) { Value = value; }
+        public JValue(long value) { Value = value; }
+        public JValue(bool value) { Value = value; }
+        internal JValue(object value, JTokenType type) { this.value = value; this.type = type; }
+        public override JTokenType Type { get { return type; } }
+        public object Value
+        {
+            get { return value; }
+            set
+            {
+                object v = value is int ? (long)(int)value : value;
+                this.value = v;
+                type = v == null ? JTokenType.Null : v is string ? JTokenType.String : v is bool ? JTokenType.Boolean
+                    : v is long ? JTokenType.Integer : v is double ? JTokenType.Float : v is DateTime ? JTokenType.Date : JTokenType.Raw;
+            }
+        }
+        public override JToken DeepClone() { return new JValue(value, type); }
+        internal override void Write(StringBuilder sb)
+        {
+            switch (type)
+            {
+                case JTokenType.Null: sb.Append("null"); break;
+                case JTokenType.Boolean: sb.Append((bool)value ? "true" : "false"); break;
+                case JTokenType.Integer: sb.Append(Convert.ToString(value, CultureInfo.InvariantCulture)); break;
+                case JTokenType.Float:
+                    string r = ((double)value).ToString("R", CultureInfo.InvariantCulture);
+                    sb.Append(r.IndexOfAny(new[] { '.', 'E', 'e', 'N', 'I' }) >= 0 ? r : r + ".0");
+                    break;
+                case JTokenType.String: Quote(sb, (string)value); break;
+                default: Quote(sb, Convert.ToString(value, CultureInfo.InvariantCulture)); break;
+            }
+        }
+    }
+
+    public class JProperty : JContainer
+    {
+        public string Name { get; private set; }
+        public JProperty(string name, object content) { Name = name; Value = FromContent(content); }
+        public JProperty(string name, params object[] content) { Name = name; Value = content == null ? null : FromContent(content.Length == 1 ? content[0] : new JArray(content)); }
+        public override JTokenType Type { get { return JTokenType.Property; } }
+        public JToken Value
+        {
+            get { return Items.Count > 0 ? Items[0] : null; }
+            set
+            {
+                JToken v = Own(value);
+                if (Items.Count > 0) { Items[0].Parent = null; Items[0] = v; } else { Items.Add(v); }
+            }
+        }
+        public override JToken DeepClone() { return new JProperty(Name, Value.DeepClone()); }
+        internal override void Write(StringBuilder sb) { Quote(sb, Name); sb.Append(':'); Value.Write(sb); }
+    }
+
+    public class JArray : JContainer
+    {
+        public JArray() { }
+        public JArray(params object[] content) { foreach (object c in content) { Add(c); } }
+        public override JTokenType Type { get { return JTokenType.Array; } }
+        public void Add(object item) { Items.Add(Own(FromContent(item))); }
+        public JToken this[int index] { get { return Items[index]; } }
+        public override JToken this[object key] { get { return Items[(int)key]; } set { throw new NotSupportedException(); } }
+        public override JToken DeepClone() { var a = new JArray(); foreach (JToken t in Items) { a.Add(t.DeepClone()); } return a; }
+        internal override void Write(StringBuilder sb)
+        {
+            sb.Append('[');
+            for (int i = 0; i < Items.Count; i++) { if (i > 0) { sb.Append(','); } Items[i].Write(sb); }
+            sb.Append(']');
+        }
+    }
+
+    public class JObject : JContainer
+    {
+        readonly Dictionary<string, JProperty> byName = new Dictionary<string, JProperty>();
+        public JObject() { }
+        public JObject(params object[] content) { foreach (object c in content) { Add((JProperty)c); } }
+        public override JTokenType Type { get { return JTokenType.Object; } }
+        public void Add(JProperty p)
+        {
+            if (Property(p.Name) != null) { throw new ArgumentException("Can not add property " + p.Name + " to Newtonsoft.Json.Linq.JObject. Property with the same name already exists on object."); }
+            JProperty owned = (JProperty)Own(p);
+            Items.Add(owned);
+            byName[owned.Name] = owned;
+        }
+        public JProperty Property(string name) { JProperty p; return byName.TryGetValue(name, out p) ? p : null; }
+        public IEnumerable<JProperty> Properties() { return Items.Cast<JProperty>(); }
+        public JToken this[string name]
+        {
+            get { JProperty p = Property(name); return p == null ? null : p.Value; }
+            set { JProperty p = Property(name); if (p != null) { p.Value = value; } else { Add(new JProperty(name, (object)value)); } }
+        }
+        public override JToken this[object key] { get { return this[(string)key]; } set { this[(string)key] = value; } }
+        public override JToken DeepClone() { var o = new JObject(); foreach (JProperty p in Properties()) { o.Add((JProperty)p.DeepClone()); } return o; }
+        internal override void Write(StringBuilder sb)
+        {
+            sb.Append('{');
+            for (int i = 0; i < Items.Count; i++) { if (i > 0) { sb.Append(','); } Items[i].Write(sb); }
+            sb.Append('}');
         }
 
-        static void Skip(string s, ref int i) { while (i < s.Length && char.IsWhiteSpace(s[i])) { i++; } }
+        public static JObject Parse(string json)
+        {
+            int i = 0;
+            JToken t = Value(json, ref i);
+            Skip(json, ref i);
+            if (i != json.Length) { throw new JsonReaderException("Additional text encountered after finished reading JSON content."); }
+            JObject o = t as JObject;
+            if (o == null) { throw new JsonReaderException("Error reading JObject from JsonReader."); }
+            return o;
+        }
+
+        static void Skip(string s, ref int i) { while (i < s.Length && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) { i++; } }
+        static char At(string s, int i) { if (i >= s.Length) { throw new JsonReaderException("Unexpected end of content."); } return s[i]; }
 
         static JToken Value(string s, ref int i)
         {
             Skip(s, ref i);
-            char c = s[i];
-            if (c == '{' || c == '[')
+            char c = At(s, i);
+            if (c == '{')
             {
-                bool obj = c == '{';
-                JToken node = obj ? new JObject() : new JToken { Type = JTokenType.Array };
+                var o = new JObject();
                 i++; Skip(s, ref i);
-                if (s[i] == (obj ? '}' : ']')) { i++; return node; }
+                if (At(s, i) == '}') { i++; return o; }
                 while (true)
                 {
-                    if (obj)
-                    {
-                        JToken key = Value(s, ref i);
-                        Skip(s, ref i); if (s[i] != ':') { throw new FormatException(":"); } i++;
-                        node.Props.Add(new KeyValuePair<string, JToken>((string)key.Value, Value(s, ref i)));
-                    }
-                    else { node.Items.Add(Value(s, ref i)); }
                     Skip(s, ref i);
-                    if (s[i] == ',') { i++; continue; }
-                    if (s[i] == (obj ? '}' : ']')) { i++; return node; }
-                    throw new FormatException("container");
+                    if (At(s, i) != '"') { throw new JsonReaderException("Invalid property identifier."); }
+                    string key = Str(s, ref i);
+                    Skip(s, ref i);
+                    if (At(s, i) != ':') { throw new JsonReaderException("Expected ':'."); }
+                    i++;
+                    JToken v = Value(s, ref i);
+                    JProperty existing = o.Property(key);
+                    if (existing != null) { existing.Value = v; } else { o.Add(new JProperty(key, (object)v)); }
+                    Skip(s, ref i);
+                    if (At(s, i) == ',') { i++; continue; }
+                    if (At(s, i) == '}') { i++; return o; }
+                    throw new JsonReaderException("Expected ',' or '}'.");
                 }
             }
-            if (c == '"')
+            if (c == '[')
             {
-                var sb = new StringBuilder(); i++;
-                while (s[i] != '"') { if (s[i] == '\\') { i++; } sb.Append(s[i]); i++; }
-                i++;
-                return new JToken { Type = JTokenType.String, Value = sb.ToString() };
+                var a = new JArray();
+                i++; Skip(s, ref i);
+                if (At(s, i) == ']') { i++; return a; }
+                while (true)
+                {
+                    a.Add(Value(s, ref i));
+                    Skip(s, ref i);
+                    if (At(s, i) == ',') { i++; continue; }
+                    if (At(s, i) == ']') { i++; return a; }
+                    throw new JsonReaderException("Expected ',' or ']'.");
+                }
             }
-            foreach (var word in new[] { "true", "false", "null" })
+            if (c == '"') { return new JValue(Str(s, ref i)); }
+            foreach (string word in new[] { "true", "false", "null" })
             {
                 if (string.CompareOrdinal(s, i, word, 0, word.Length) == 0)
                 {
                     i += word.Length;
-                    return word == "null" ? new JToken { Type = JTokenType.Null } : new JToken { Type = JTokenType.Boolean, Value = word == "true" };
+                    return word == "null" ? new JValue((object)null) : new JValue(word == "true");
                 }
             }
             int j = i;
             while (j < s.Length && "+-.eE0123456789".IndexOf(s[j]) >= 0) { j++; }
-            if (j == i) { throw new FormatException("value"); }
-            string n = s.Substring(i, j - i); i = j;
-            return new JToken { Type = JTokenType.Integer, Value = n };
+            if (j == i) { throw new JsonReaderException("Unexpected character: " + c); }
+            string n = s.Substring(i, j - i);
+            i = j;
+            long l;
+            if (n.IndexOfAny(new[] { '.', 'e', 'E' }) < 0)
+            {
+                return long.TryParse(n, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out l) ? new JValue(l) : new JValue(n, JTokenType.Integer);
+            }
+            return new JValue(double.Parse(n, NumberStyles.Float, CultureInfo.InvariantCulture));
+        }
+
+        static string Str(string s, ref int i)
+        {
+            var sb = new StringBuilder();
+            i++;
+            while (true)
+            {
+                char c = At(s, i++);
+                if (c == '"') { return sb.ToString(); }
+                if (c != '\\') { sb.Append(c); continue; }
+                char e = At(s, i++);
+                switch (e)
+                {
+                    case 'n': sb.Append('\n'); break;
+                    case 'r': sb.Append('\r'); break;
+                    case 't': sb.Append('\t'); break;
+                    case 'b': sb.Append('\b'); break;
+                    case 'f': sb.Append('\f'); break;
+                    case 'u': sb.Append((char)int.Parse(s.Substring(i, 4), NumberStyles.HexNumber)); i += 4; break;
+                    default: sb.Append(e); break;
+                }
+            }
         }
     }
 }
+"""
+
+_CS_APIM = r"""
+using System;
+using System.Collections.Generic;
 
 namespace Apim
 {
+    public class Query
+    {
+        public Dictionary<string, string> Values = new Dictionary<string, string>();
+        public string GetValueOrDefault(string name, string fallback) { string v; return Values.TryGetValue(name, out v) ? v : fallback; }
+    }
+    public class Url { public string Path = ""; public Query Query = new Query(); }
     public class Body { public string Text; public T As<T>(bool preserveContent = false) where T : class { return Text as T; } }
     public class Headers
     {
-        public Dictionary<string, string> Values = new Dictionary<string, string>();
+        public Dictionary<string, string> Values = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         public string GetValueOrDefault(string name, string fallback) { string v; return Values.TryGetValue(name, out v) ? v : fallback; }
     }
     public class Variables
@@ -692,70 +972,194 @@ namespace Apim
         public Dictionary<string, object> Values = new Dictionary<string, object>();
         public T GetValueOrDefault<T>(string name, T fallback) { object v; return Values.TryGetValue(name, out v) ? (T)v : fallback; }
     }
-    public class Message { public Body Body = new Body(); public Headers Headers = new Headers(); }
-    public class Context { public Message Response = new Message(); public Variables Variables = new Variables(); }
+    public class Request { public Url Url = new Url(); public Url OriginalUrl = new Url(); public string Method = "POST"; public Body Body; public Headers Headers = new Headers(); }
+    public class Response { public int StatusCode = 200; public Body Body = new Body(); public Headers Headers = new Headers(); }
+    public class Deployment { public string Region = "West Europe"; public string ServiceName = "apim-aoai-gateway"; }
+    public class Subscription { public string Id = "bu-finance"; public string Name = "Finance"; }
+    public class Product { public string Name = "Azure OpenAI (charged back)"; }
+    public class User { public string FirstName = "Ana"; public string LastName = "Silva"; public string Email = "ana.silva@contoso.com"; }
+    public class Api { public string Name = "Azure OpenAI"; }
+    public class Operation { public string Id = "ChatCompletions_Create"; }
+    public class LastError { public string Section = "backend"; }
+    public class Context
+    {
+        public Request Request = new Request();
+        public Response Response = new Response();
+        public Variables Variables = new Variables();
+        public Guid RequestId = new Guid("00000000-0000-4000-8000-000000000001");
+        public DateTime Timestamp = new DateTime(2025, 1, 2, 3, 4, 5, 678, DateTimeKind.Utc);
+        public Deployment Deployment = new Deployment();
+        public Subscription Subscription = new Subscription();
+        public Product Product = new Product();
+        public User User = new User();
+        public Api Api = new Api();
+        public Operation Operation = new Operation();
+        public LastError LastError = new LastError();
+    }
 }
 """
 
+# The program: METHODS are the policy's expressions (static object E<i>(Context context)); a job
+# (one JSON object per line) names the expressions to run in order ("run"), the variable each
+# result is stored in, and the context (URLs, method, body, response, variables, named values).
 _CS_PROGRAM = r"""
 using System;
 using System.Collections.Generic;
+using System.IO;
 using System.Linq;
 using System.Text;
+using System.Text.RegularExpressions;
 using Newtonsoft.Json;
 using Newtonsoft.Json.Linq;
 using Apim;
 
 public static class Program
 {
-    public static string Mode = "buffered";
-    public static string Versions = "2024-10-21";
-    static bool Inject(Context context) { INJECT }
-    static bool StripWhen(Context context) { STRIP_WHEN }
-    static string Strip(Context context) { STRIP }
+    static Dictionary<string, string> named = new Dictionary<string, string>();
+    public static string NV(string name) { return named[name]; }
+    public static string ApiPath = "/openai";
+
+METHODS
+
+    static object Run(int index, Context context)
+    {
+        switch (index)
+        {
+CASES
+            default: throw new ArgumentException("no expression " + index);
+        }
+    }
+
+    static object Plain(JToken t)
+    {
+        if (t == null || t.Type == JTokenType.Null) { return null; }
+        if (t.Type == JTokenType.Boolean) { return (bool)t; }
+        if (t.Type == JTokenType.Integer) { return (int)t; }
+        return (string)t;
+    }
+
+    static string Kind(Exception e)
+    {
+        string s = e.ToString();
+        int end = 0;
+        while (end < s.Length && (char.IsLetterOrDigit(s[end]) || s[end] == '.' || s[end] == '_')) { end++; }
+        s = s.Substring(0, end);
+        return s.Substring(s.LastIndexOf('.') + 1);
+    }
 
     public static int Main(string[] args)
     {
-        foreach (string mode in new[] { "passthrough", "buffered", "passthrough_usage" })
+        var output = new StringBuilder();
+        foreach (string line in File.ReadAllLines(args[0], new UTF8Encoding(false)))
         {
-            Mode = mode;
-            foreach (bool asked in new[] { false, true })
-            {
-                var c = new Context();
-                c.Variables.Values["aoai-streaming"] = true;
-                c.Variables.Values["aoai-operation"] = "chat";
-                c.Variables.Values["aoai-api-version"] = "2024-10-21";
-                c.Variables.Values["aoai-v1"] = false;
-                c.Variables.Values["aoai-request"] = asked
-                    ? "{\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
-                    : "{\"stream\":true}";
-                Console.WriteLine("inject " + mode + " " + (asked ? "asked" : "not-asked") + " " + Inject(c));
-            }
-            var s = new Context();
-            s.Variables.Values["aoai-usage-injected"] = true;
-            s.Response.Headers.Values["Content-Type"] = "text/event-stream; charset=utf-8";
-            Console.WriteLine("strip " + mode + " " + StripWhen(s));
-        }
-        Mode = "buffered";
-        foreach (string path in args)
-        {
+            if (line.Length == 0) { continue; }
+            JObject job = JObject.Parse(line);
+            named.Clear();
+            foreach (JProperty p in ((JObject)job["named"]).Properties()) { named[p.Name] = (string)p.Value; }
+            ApiPath = (string)job["api_path"] ?? "/openai";
             var c = new Context();
-            c.Response.Body.Text = System.IO.File.ReadAllText(path, new UTF8Encoding(false));
-            System.IO.File.WriteAllText(path + ".out", Strip(c), new UTF8Encoding(false));
+            c.Request.Method = (string)job["method"] ?? "POST";
+            c.Request.Url.Path = (string)job["url"] ?? "/";
+            c.Request.OriginalUrl.Path = (string)job["original"] ?? c.Request.Url.Path;
+            string version = (string)job["api_version"];
+            if (version != null) { c.Request.Url.Query.Values["api-version"] = version; c.Request.OriginalUrl.Query.Values["api-version"] = version; }
+            string body = (string)job["body"];
+            if (body != null) { c.Request.Body = new Body { Text = body }; }
+            JObject response = job["response"] as JObject;
+            if (response != null)
+            {
+                c.Response.StatusCode = (int)response["status"];
+                c.Response.Headers.Values["Content-Type"] = (string)response["content_type"];
+                c.Response.Body.Text = (string)response["body"];
+            }
+            JObject variables = job["variables"] as JObject;
+            if (variables != null) { foreach (JProperty p in variables.Properties()) { c.Variables.Values[p.Name] = Plain(p.Value); } }
+            var results = new JArray();
+            foreach (JToken step in (JArray)job["run"])
+            {
+                int index = (int)step[0];
+                string store = (string)step[1];
+                object value;
+                try { value = Run(index, c); }
+                catch (Exception e) { results.Add(new JObject(new JProperty("error", Kind(e)))); break; }
+                if (store != null) { c.Variables.Values[store] = value; }
+                results.Add(value is bool ? new JValue((bool)value) : value is int ? new JValue((long)(int)value) : new JValue((string)value));
+            }
+            var vars = new JObject();
+            foreach (var kv in c.Variables.Values)
+            {
+                object v = kv.Value;
+                vars.Add(new JProperty(kv.Key, v is bool ? new JValue((bool)v) : v is int ? new JValue((long)(int)v) : new JValue((string)v)));
+            }
+            output.Append(new JObject(new JProperty("results", results), new JProperty("variables", vars)).ToString(Formatting.None)).Append('\n');
         }
+        File.WriteAllText(args[1], output.ToString(), new UTF8Encoding(false));
         return 0;
     }
 }
 """
 
+_NEWTONSOFT = sorted(Path("/usr/lib/cli").glob("Newtonsoft.Json*/Newtonsoft.Json.dll"))
+_NAMED_IN_CODE = re.compile(r"\{\{([^{}]+)\}\}")
 
-def _cs_body(expression: str) -> str:
-    """A policy expression as a C# method body (named values as the program's fields)."""
+
+def _cs_method_body(expression: str) -> str:
+    """A policy expression as the body of ``static object E(Context context)``: named values
+    read from the job (inside C# string literals, where the policy has them), the API path too."""
     code = expression.strip()
-    code = code.replace('"{{aoai-capture-streaming}}"', "Program.Mode")
-    code = code.replace('"{{aoai-include-usage-api-versions}}"', "Program.Versions")
-    assert "{{" not in code, code[:80]
+    code = _NAMED_IN_CODE.sub(lambda m: '" + Program.NV("' + m.group(1) + '") + "', code)
+    code = code.replace('string apiPath = "/openai";', "string apiPath = Program.ApiPath;")
     return f"return {code[1:]};" if code.startswith("@(") else code[2:-1]
+
+
+def _roles(root: ET.Element) -> dict[str, ET.Element]:
+    """The elements whose expressions the tests run, by role."""
+    inbound, outbound, on_error = (root.find(s) for s in ("inbound", "outbound", "on-error"))
+    assert inbound is not None and outbound is not None and on_error is not None
+    inject = next(w for w in inbound.iter("when") if w.find("set-body") is not None)
+    strip = next(w for w in outbound.iter("when") if w.find("set-body") is not None)
+    refuse = next(w for w in inbound.iter("when") if w.find("return-response") is not None)
+    result = next(e for e in outbound.iter("set-variable") if e.get("name") == "aoai-result")
+    log = outbound.find("log-to-eventhub")
+    assert log is not None
+    return {"inject": inject, "strip": strip, "refuse": refuse, "result": result, "event": log}
+
+
+class CSharp:
+    """The policy's expressions, compiled, and a runner for jobs."""
+
+    def __init__(self, exe: Path, mono: str, index: dict[str, int], inbound: list[tuple[str, int]]):
+        self.exe, self.mono, self.index, self.inbound = exe, mono, index, inbound
+
+    def run(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        work = self.exe.parent
+        (work / "jobs.jsonl").write_text(
+            "".join(json.dumps(j, ensure_ascii=False) + "\n" for j in jobs), "utf-8"
+        )
+        ran = subprocess.run(
+            [self.mono, str(self.exe), "jobs.jsonl", "out.jsonl"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        lines = (work / "out.jsonl").read_text("utf-8").splitlines()
+        assert len(lines) == len(jobs)
+        return [json.loads(line) for line in lines]
+
+    def job(self, run: list[str], **context: Any) -> dict[str, Any]:
+        """A job running the expressions named in ``run`` (``inbound`` is the whole inbound
+        description, in the template's order, each stored in its variable)."""
+        steps: list[list[Any]] = []
+        for role in run:
+            if role == "inbound":
+                steps += [[i, name] for name, i in self.inbound]
+            else:  # the outbound result is kept where the event reads it
+                steps.append([self.index[role], "aoai-result" if role == "result" else None])
+        named = {**NAMED, **context.pop("named", {})}
+        return {"run": steps, "named": named, **context}
 
 
 def _sse(*events: str, newline: str = "\n") -> str:
@@ -789,90 +1193,708 @@ STREAMS = {
 }
 
 
-@pytest.fixture(scope="module")
-def compiled_capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, bytes]]:
-    """The capture expressions compiled (mcs -langversion:7) and run: stdout, stripped streams."""
+#: Named values as the sample spec sets them (jobs override some).
+NAMED: dict[str, str] = {nv.display_name: nv.value or "" for nv in named_values(spec_with(), {})}
+
+
+@pytest.fixture(scope="module", params=["stand-ins", "Json.NET"])
+def csharp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CSharp:
+    """Every expression of the rendered API policy compiled (mcs -langversion:7), runnable."""
     mcs, mono = shutil.which("mcs"), shutil.which("mono")
     if mcs is None or mono is None:
         reason = "no Mono C# compiler (mcs, mono): apt-get install mono-mcs"
         if os.environ.get("CI"):
             pytest.fail(f"CI: {reason} (.ci/run installs it)")
         pytest.skip(reason)
-    root = ET.fromstring(render_api_policy(spec_with()))
-    inbound, outbound = root.find("inbound"), root.find("outbound")
-    assert inbound is not None and outbound is not None
-    inject = next(w for w in inbound.iter("when") if w.find("set-body") is not None)
-    strip = next(w for w in outbound.iter("when") if w.find("set-body") is not None)
-    program = (
-        _CS_PROGRAM.replace("INJECT", _cs_body(inject.get("condition", "")))
-        .replace("STRIP_WHEN", _cs_body(strip.get("condition", "")))
-        .replace("STRIP", _cs_body(strip.findtext("set-body") or ""))
+    real = request.param == "Json.NET"
+    if real and not _NEWTONSOFT:
+        reason = "no Newtonsoft.Json for Mono: apt-get install libnewtonsoft-json5.0-cil"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {reason} (.ci/run installs it)")
+        pytest.skip(reason)
+    root = ET.fromstring(render_api_policy(spec_with(_two_backends)))
+    methods, cases, index = [], [], {}
+    elements: dict[int, ET.Element] = {}
+    for i, (element, code) in enumerate(
+        (el, value)
+        for el in root.iter()
+        for value in [*el.attrib.values(), el.text or ""]
+        if value.strip().startswith(("@(", "@{"))
+    ):
+        methods.append(
+            f"    static object E{i}(Context context) {{\n{_cs_method_body(code)}\n    }}"
+        )
+        cases.append(f"            case {i}: return E{i}(context);")
+        elements[i] = element
+    by_element = {id(el): i for i, el in elements.items()}
+    roles = _roles(root)
+    index["inject"] = by_element[id(roles["inject"])]
+    index["inject-body"] = next(
+        i for i, el in elements.items() if el is roles["inject"].find("set-body")
     )
-    work = tmp_path_factory.mktemp("csharp")
+    index["strip"] = by_element[id(roles["strip"])]
+    index["strip-body"] = next(
+        i for i, el in elements.items() if el is roles["strip"].find("set-body")
+    )
+    index["refuse"] = by_element[id(roles["refuse"])]
+    index["result"] = by_element[id(roles["result"])]
+    index["event"] = by_element[id(roles["event"])]
+    inbound = root.find("inbound")
+    assert inbound is not None
+    described = []
+    for el in inbound:
+        if el.tag == "base":
+            break
+        if el.tag == "set-variable":
+            described.append((el.get("name", ""), by_element[id(el)]))
+    program = _CS_PROGRAM.replace("METHODS", "\n".join(methods)).replace("CASES", "\n".join(cases))
+    work = tmp_path_factory.mktemp("csharp-" + request.param.replace(".", "").lower())
     (work / "program.cs").write_text(program, "utf-8")
-    (work / "standins.cs").write_text(_CS_STANDINS, "utf-8")
+    (work / "apim.cs").write_text(_CS_APIM, "utf-8")
+    sources = ["program.cs", "apim.cs"]
+    if real:
+        references = [f"-r:{_NEWTONSOFT[-1]}"]
+        shutil.copy(_NEWTONSOFT[-1], work / "Newtonsoft.Json.dll")
+    else:
+        (work / "json.cs").write_text(_CS_JSON, "utf-8")
+        sources.append("json.cs")
+        references = []
     built = subprocess.run(
         [
             mcs,
             "-langversion:7",
             "-nologo",
             "-warnaserror-",
-            "-out:capture.exe",
-            "program.cs",
-            "standins.cs",
+            "-out:policy.exe",
+            *references,
+            *sources,
         ],
         cwd=work,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    paths = []
-    for name, text in STREAMS.items():
-        path = work / f"{name}.sse"
-        path.write_bytes(text.encode("utf-8"))
-        paths.append(path)
-    ran = subprocess.run(
-        [mono, "capture.exe", *map(str, paths)],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return CSharp(work / "policy.exe", mono, index, described)
+
+
+CHAT = "/openai/deployments/gpt-4o/chat/completions"
+BODY = json.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]})
+#: Paths as they arrive: attacks on the billing (operation or deployment not what is served,
+#: other backend paths with the gateway's credential), unmetered operations, and the operations.
+PATHS: list[tuple[str, str]] = [
+    ("POST", f"{CHAT}/."),
+    ("POST", f"{CHAT}/x/.."),
+    ("POST", f"{CHAT}%23x"),
+    ("POST", "/openai/deployments/gpt-4o-mini/../gpt-4.1/chat/completions"),
+    ("POST", "/openai/../internal"),
+    ("POST", "/openai/deployments/%2e%2e/chat/completions"),
+    ("POST", "/openai/deployments/%2E/chat/completions"),
+    ("POST", "/openai/deployments/gpt-4o%2Fchat/completions"),
+    ("POST", "/openai/deployments/gpt-4o/chat%2fcompletions"),
+    ("POST", "/openai//deployments/gpt-4o/chat/completions"),
+    ("POST", f"{CHAT}/"),
+    ("POST", "/openai/deployments/.hidden/chat/completions"),
+    ("POST", "/openai/v1/chat/completions%23x"),
+    ("POST", "/openai/deployments/gpt-4o\\..\\gpt-4.1/chat/completions"),
+    ("POST", f"{CHAT}\n"),
+    ("POST", "/openai/deployments/gpt 4o/chat/completions"),
+    ("POST", "/openai/deployments/gpt-4o;x=1/chat/completions"),
+    ("POST", "/openai/deployments/a/b/chat/completions"),
+    ("POST", "/openai/deployments/" + "d" * 65 + "/chat/completions"),
+    ("POST", "/openai/files"),
+    ("POST", "/openai/v1/files/file-1/content"),
+    ("POST", "/openai/deployments/x/images/generations"),
+    ("POST", "/openai/v1/audio/speech"),
+    ("POST", "/openai/deployments/whisper/audio/transcriptions"),
+    ("POST", "/openai/realtime"),
+    ("POST", "/openai/v1/threads/t1/runs"),
+    ("POST", "/openai/batches"),
+    ("POST", "/openai/v1/models"),
+    ("POST", "/openai/v1/chat/completions/extra"),
+    ("POST", "/openai/responses/resp_1"),
+    ("POST", "/openai"),
+    ("POST", "/openaix/deployments/gpt-4o/chat/completions"),
+    ("GET", CHAT),
+    ("DELETE", "/openai/files/file-1"),
+    ("post", CHAT),
+    ("POST", CHAT),
+    ("POST", "/openai/deployments/gpt-4o-mini/completions"),
+    ("POST", "/openai/deployments/text-embedding-3-small/embeddings"),
+    ("POST", "/openai/deployments/my_dep~1.v2/chat/completions"),
+    ("POST", "/openai/responses"),
+    ("POST", "/openai/v1/responses"),
+    ("POST", "/openai/v1/chat/completions"),
+    ("POST", "/openai/v1/completions"),
+    ("POST", "/openai/v1/embeddings"),
+]
+ALLOWED = [frozenset(), frozenset({"images", "audio", "files", "realtime"})]
+
+
+def _allow(allowed: frozenset[str]) -> dict[str, str]:
+    return {"aoai-allow-unmetered": ",".join(sorted(allowed)) or "none"}
+
+
+def test_the_route_table_is_rendered_from_routes() -> None:
+    table = policy.route_table("openai")
+    from aoai_helpers import routes
+
+    for pattern, operation in routes.METERED:
+        assert f'@"{policy._dotnet_regex(pattern.pattern)}", "{operation}"' in table
+    for name, pattern in routes.UNMETERED.items():
+        assert f'"{name}", @"{policy._dotnet_regex(pattern.pattern)}"' in table
+    assert policy._dotnet_regex("^/a/(?P<d>x)$") == "\\A/a/(?<d>x)\\z"
+    with pytest.raises(ConfigError):
+        policy._dotnet_regex("/a$")
+    assert 'string apiPath = "/openai";' in table
+    assert 'string apiPath = "";' in policy.route_table("/")
+    assert 'string apiPath = "/gw/aoai";' in policy.route_table("/gw/aoai/")
+
+
+def test_compiled_classifier_matches_routes(csharp: CSharp) -> None:
+    cases = [(m, p, a) for a in ALLOWED for m, p in PATHS]
+    jobs = [
+        csharp.job(["inbound", "refuse"], method=m, url=p, body=BODY, named=_allow(a))
+        for m, p, a in cases
+    ]
+    for (method, path, allowed), out in zip(cases, csharp.run(jobs), strict=True):
+        where = f"{method} {path!r} allow={sorted(allowed)}"
+        assert not any(isinstance(r, dict) for r in out["results"]), (where, out["results"])
+        got = out["variables"]
+        route = json.loads(got["aoai-route"])
+        want = classify(method, path, allowed)
+        refused = out["results"][-1]
+        if isinstance(want, Refusal):
+            assert (route["status"], route["message"]) == (want.status, want.message), where
+            assert json.loads(got["aoai-refusal"]) == {
+                "statusCode": want.status,
+                "message": want.message,
+            }, where
+            assert refused is True and got["aoai-operation"] == "other", where
+            continue
+        assert route["status"] == 0 and refused is False and got["aoai-refusal"] == "", where
+        assert (route["operation"], route["v1"], route["deployment"], route["unmetered"]) == (
+            want.operation,
+            want.v1,
+            want.deployment,
+            want.unmetered,
+        ), where
+        unmetered = want.operation == "unmetered"
+        assert got["aoai-operation"] == ("other" if unmetered else want.operation), where
+        assert got["aoai-v1"] is want.v1, where
+        # the deployment: the path's, else the body's model (never read for unmetered calls)
+        model = "" if unmetered else "gpt-4.1"
+        assert got["aoai-deployment"] == (want.deployment or model), where
+        assert got["aoai-request"] == (
+            "" if unmetered else json.dumps(json.loads(BODY), separators=(",", ":"))
+        ), where
+
+
+def test_compiled_classifier_refuses_when_the_two_urls_disagree(csharp: CSharp) -> None:
+    normalised = "/openai/deployments/gpt-4.1/chat/completions"
+    cases = [
+        # the backend URL normalised, the received one not canonical
+        ("/openai", normalised, "/openai/deployments/gpt-4o-mini/../gpt-4.1/chat/completions", 400),
+        (
+            "/openai",
+            normalised,
+            "/openai/deployments/gpt-4o-mini/%2e%2e/gpt-4.1/chat/completions",
+            400,
+        ),
+        # both canonical, different operations or deployments
+        ("/openai", normalised, "/openai/deployments/gpt-4o-mini/chat/completions", 400),
+        ("/openai", CHAT, "/openai/deployments/gpt-4o/embeddings", 400),
+        # an API path of its own: /aoai/… in front, /openai/… to the backend
+        ("/aoai", CHAT, "/aoai/deployments/gpt-4o/chat/completions", 0),
+        ("/aoai", CHAT, "/AOAI/deployments/gpt-4o/chat/completions", 0),
+        ("/aoai", CHAT, "/aoai/deployments/gpt-4o/x/../chat/completions", 400),
+        ("/aoai", CHAT, "/aoai/deployments/gpt-4o-mini/chat/completions", 400),
+        ("", CHAT, "/deployments/gpt-4o/chat/completions", 0),
+    ]
+    jobs = [
+        csharp.job(["inbound"], api_path=api, url=url, original=original, body=BODY)
+        for api, url, original, _ in cases
+    ]
+    for (api, url, original, status), out in zip(cases, csharp.run(jobs), strict=True):
+        route = json.loads(out["variables"]["aoai-route"])
+        assert route["status"] == status, (api, url, original, route)
+        if status == 0:
+            assert (route["operation"], route["deployment"]) == ("chat", "gpt-4o")
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """An object ``depth`` containers deep (the body itself is the first)."""
+    node: Any = "leaf"
+    for _ in range(depth - 1):
+        node = [node]
+    return {"messages": node}
+
+
+def test_nested_helper_depth() -> None:
+    def depth(node: Any) -> int:
+        if isinstance(node, dict):
+            return 1 + max((depth(v) for v in node.values()), default=0)
+        if isinstance(node, list):
+            return 1 + max((depth(v) for v in node), default=0)
+        return 0
+
+    assert [depth(_nested(n)) for n in (1, 2, 3, 64, 65)] == [1, 2, 3, 64, 65]
+
+
+NOT_AN_OBJECT = "Bad request: the body must be a JSON object."
+TOO_DEEP = "Bad request: the JSON body is nested deeper than 64 levels."
+TWICE = "Bad request: a key appears more than once in an object of the JSON body."
+BODIES: list[tuple[str, str | None, str | None]] = [
+    # (why, body, refusal message or None: forwarded)
+    ("an object", BODY, None),
+    ("empty object", "{}", None),
+    ("depth 64", json.dumps(_nested(64)), None),
+    ("depth 65", json.dumps(_nested(65)), TOO_DEEP),
+    ("depth 65, then invalid", json.dumps(_nested(65))[:-1], TOO_DEEP),
+    ("brackets and colons in strings", json.dumps({"messages": [{"content": '{[:"\\]}'}]}), None),
+    ("an array", "[1, 2]", NOT_AN_OBJECT),
+    ("a string", '"hi"', NOT_AN_OBJECT),
+    ("not JSON", "model=gpt-4o", NOT_AN_OBJECT),
+    ("empty", "", NOT_AN_OBJECT),
+    ("no body", None, NOT_AN_OBJECT),
+    ("truncated", '{"messages": [', NOT_AN_OBJECT),
+    ("trailing text", '{"model": "a"} {"model": "b"}', NOT_AN_OBJECT),
+    ("duplicate key", '{"model": "gpt-4o-mini", "model": "gpt-4.1"}', TWICE),
+    ("duplicate nested key", '{"messages": [{"role": "user", "role": "system"}]}', TWICE),
+    ("duplicate stream", '{"stream": false, "stream": true}', TWICE),
+]
+
+
+def test_compiled_body_checks(csharp: CSharp) -> None:
+    jobs = [
+        csharp.job(["inbound", "refuse"], url="/openai/v1/chat/completions", body=body)
+        for _, body, _ in BODIES
+    ]
+    # a lower limit from the named value
+    jobs.append(
+        csharp.job(
+            ["inbound", "refuse"],
+            url=CHAT,
+            body=json.dumps(_nested(9)),
+            named={"aoai-max-json-depth": "8"},
+        )
     )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
-    return ran.stdout, {p.stem: (work / f"{p.name}.out").read_bytes() for p in paths}
+    expected = [*BODIES, ("depth 9 > 8", "", TOO_DEEP.replace("64", "8"))]
+    for (why, body, refused), out in zip(expected, csharp.run(jobs), strict=True):
+        got = out["variables"]
+        assert out["results"][-1] is (refused is not None), why
+        if refused is None:
+            assert got["aoai-refusal"] == "" and got["aoai-request"] == json.dumps(
+                json.loads(body or ""), separators=(",", ":"), ensure_ascii=False
+            ), why
+        else:
+            refusal = json.loads(got["aoai-refusal"])
+            assert refusal == {"statusCode": 400, "message": refused}, why
+            assert got["aoai-request"] == "", why
+    # unmetered (allowed) calls are forwarded unread, multipart or not
+    out = csharp.run(
+        [
+            csharp.job(
+                ["inbound", "refuse"],
+                url="/openai/deployments/whisper/audio/transcriptions",
+                body="--boundary\r\nContent-Disposition: form-data; name=file\r\n\r\n...",
+                named=_allow(frozenset({"audio"})),
+            )
+        ]
+    )[0]
+    assert out["results"][-1] is False and out["variables"]["aoai-request"] == ""
+    assert out["variables"]["aoai-operation"] == "other"
+    assert out["variables"]["aoai-deployment"] == "whisper"
 
 
-def test_compiled_include_usage_decision_per_capture_mode(
-    compiled_capture: tuple[str, dict[str, bytes]],
-) -> None:
-    lines = set(compiled_capture[0].splitlines())
-    assert lines == {
-        "inject passthrough not-asked False",
-        "inject passthrough asked False",
-        "strip passthrough False",
-        "inject buffered not-asked True",
-        "inject buffered asked False",  # the caller asked itself: nothing injected, nothing hidden
-        "strip buffered True",
-        "inject passthrough_usage not-asked True",
-        "inject passthrough_usage asked False",
-        "strip passthrough_usage False",  # never read, never rewritten: the client sees the chunk
-    }
+VERSIONS = [
+    None,
+    "",
+    "2023-05-15",
+    "2024-06-01",
+    "2024-08-01-preview",
+    "2024-09-01-preview",
+    "2024-10-21",
+    "2025-04-01-preview",
+    "2024-9-1",
+    "2024/10/21",
+    "preview",
+    "none",
+    "2024-10-21,2023-05-15",
+]
+SETTINGS = [
+    ("2024-10-21,2025-01-01-preview", "2024-09-01-preview"),
+    ("none", "2025-03-01-preview"),
+    ("2023-05-15", "2030-01-01"),
+]
 
 
-def test_compiled_usage_chunk_removal_matches_the_local_gateway(
-    compiled_capture: tuple[str, dict[str, bytes]],
-) -> None:
+def test_compiled_include_usage_acceptance_is_policy_settings(csharp: CSharp) -> None:
+    cases = [(v, v1, s) for s in SETTINGS for v1 in (False, True) for v in VERSIONS]
+    jobs = [
+        csharp.job(
+            ["inbound"],
+            url="/openai/v1/chat/completions" if v1 else CHAT,
+            api_version=version,
+            body=BODY,
+            named={"aoai-include-usage-api-versions": listed, "aoai-include-usage-from": start},
+        )
+        for version, v1, (listed, start) in cases
+    ]
+    for (version, v1, (listed, start)), out in zip(cases, csharp.run(jobs), strict=True):
+        settings = PolicySettings(
+            "buffered",
+            () if listed == "none" else tuple(listed.split(",")),
+            False,
+            include_usage_from=start,
+        )
+        want = settings.accepts_include_usage(version, v1)
+        assert out["variables"]["aoai-usage-accepted"] is want, (version, v1, listed, start)
+
+
+def test_compiled_include_usage_decision_per_capture_mode(csharp: CSharp) -> None:
+    cases = [
+        (mode, asked, accepted)
+        for mode in ("passthrough", "buffered", "passthrough_usage")
+        for asked in (False, True)
+        for accepted in (False, True)
+    ]
+    jobs = [
+        csharp.job(
+            ["inject"],
+            named={"aoai-capture-streaming": mode},
+            variables={
+                "aoai-streaming": True,
+                "aoai-operation": "chat",
+                "aoai-usage-accepted": accepted,
+                "aoai-request": json.dumps(
+                    {"stream": True, "stream_options": {"include_usage": True}}
+                    if asked
+                    else {"stream": True}
+                ),
+            },
+        )
+        for mode, asked, accepted in cases
+    ]
+    for (mode, asked, accepted), out in zip(cases, csharp.run(jobs), strict=True):
+        # injected in buffered and passthrough_usage capture, for accepting api-versions,
+        # unless the caller asked itself (then nothing is injected, nothing hidden)
+        want = mode != "passthrough" and accepted and not asked
+        assert out["results"] == [want], (mode, asked, accepted)
+    strip = csharp.run(
+        [
+            csharp.job(
+                ["strip"],
+                named={"aoai-capture-streaming": mode},
+                variables={"aoai-usage-injected": True},
+                response={
+                    "status": 200,
+                    "content_type": "text/event-stream; charset=utf-8",
+                    "body": "",
+                },
+            )
+            for mode in ("passthrough", "buffered", "passthrough_usage")
+        ]
+    )
+    # never read, never rewritten but in buffered capture: passthrough_usage clients see it
+    assert [o["results"] for o in strip] == [[False], [True], [False]]
+
+
+def test_compiled_usage_chunk_removal_matches_the_local_gateway(csharp: CSharp) -> None:
     pytest.importorskip("httpx")
     from aoai_helpers.local.gateway import strip_usage_chunk
 
-    stripped = compiled_capture[1]
-    for name, text in STREAMS.items():
-        raw = text.encode("utf-8")
-        assert stripped[name] == strip_usage_chunk(raw), name
-        has_usage = name not in ("no-usage-chunk",)
-        assert (stripped[name] != raw) is has_usage, name
-    lf = stripped["lf"].decode("utf-8")
+    names = list(STREAMS)
+    jobs = [
+        csharp.job(
+            ["strip-body"],
+            named={"aoai-capture-streaming": "buffered"},
+            response={"status": 200, "content_type": "text/event-stream", "body": STREAMS[n]},
+        )
+        for n in names
+    ]
+    for name, out in zip(names, csharp.run(jobs), strict=True):
+        stripped = out["results"][0].encode("utf-8")
+        raw = STREAMS[name].encode("utf-8")
+        assert stripped == strip_usage_chunk(raw), name
+        assert (stripped != raw) is (name != "no-usage-chunk"), name
+    lf = csharp.run([jobs[names.index("lf")]])[0]["results"][0]
     assert lf == _sse(_PREAMBLE, _DELTA, "data: [DONE]")  # every other byte as it came
+
+
+def _message(i: int, text: str) -> dict[str, Any]:
+    return {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+
+
+def _schema(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"type": "string", "description": "leaf"}
+    for level in range(depth):
+        node = {"type": "object", "description": f"level {level}", "properties": {"x": node}}
+    return node
+
+
+SHRINK_CASES: dict[str, dict[str, Any]] = {
+    "fits as it is": {"model": "gpt-4o", "messages": [_message(0, "hello")], "temperature": 0.7},
+    "20,000 messages of hi": {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "hi"} for _ in range(20_000)],
+    },
+    "one 540 KB message": {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            _message(0, ('Grüße, 世界 😀 "quoted" \\ tab\t line\n' * 15_000)[:540_000]),
+        ],
+        "max_tokens": 100,
+    },
+    "deep tool schema": {
+        "model": "gpt-4.1",
+        "messages": [_message(0, "call the tool")] * 40,
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": f"tool_{t}",
+                    "description": f"tool {t} " + "does many things. " * 400,
+                    "parameters": _schema(28),
+                },
+            }
+            for t in range(8)
+        ],
+    },
+    "Responses input items": {
+        "model": "gpt-4.1",
+        "instructions": "Answer briefly.",
+        "input": [
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": f"part {i}.{j}"} for j in range(5)],
+            }
+            for i in range(3_000)
+        ],
+    },
+    "long content parts": {
+        "model": "gpt-4.1",
+        "input": [
+            {
+                "role": "user",
+                "content": [{"type": "input_text", "text": f"part {i}.{j}"} for j in range(300)],
+            }
+            for i in range(60)
+        ],
+    },
+    "embeddings input": {"model": "e", "input": [f"text number {i}" for i in range(20_000)]},
+    "completions prompt list": {"prompt": ["x" * 40 + str(i) for i in range(5_000)], "n": 0},
+    "a forged marker": {
+        "_truncated": {"items": 0, "strings": 0, "chars": 0},
+        "messages": [{"role": "user", "content": "hi"} for _ in range(20_000)],
+    },
+    "nothing fits": {"metadata": {f"key-{i:05d}": i for i in range(12_000)}, "messages": []},
+    "items is a string": {"input": "word " * 30_000, "tools": [{"name": "t" * 100}] * 300},
+}
+
+
+def test_compiled_shrink_matches_shrink_request(csharp: CSharp) -> None:
+    from aoai_helpers.shrink import MARKER, request_stats, shrink_request
+
+    names = list(SHRINK_CASES)
+    raws = [json.dumps(SHRINK_CASES[n], ensure_ascii=False, separators=(",", ":")) for n in names]
+    jobs = [
+        csharp.job(
+            ["event"], variables={"aoai-status": 200, "aoai-result": "", "aoai-request": raw}
+        )
+        for raw in raws
+    ]
+    shrunk = {}
+    for name, raw, out in zip(names, raws, csharp.run(jobs), strict=True):
+        event = json.loads(out["results"][0])
+        got = shrunk[name] = event["Request"]
+        want = shrink_request(json.loads(raw), policy.REQUEST_BUDGET)
+        assert got == want, name
+        assert (
+            len(json.dumps(got, ensure_ascii=False, separators=(",", ":")).encode())
+            <= policy.REQUEST_BUDGET
+        ), name
+        if name != "fits as it is":
+            assert got[MARKER] == request_stats(json.loads(raw)), name
+    # what the billing relies on: the whole request's stats, and the shape shrink.py gives
+    hi = shrunk["20,000 messages of hi"]
+    assert hi[MARKER] == {"items": 20_000, "strings": 40_000, "chars": 120_000}
+    assert sum(1 for m in hi["messages"] if "_omitted" in m) == 1  # thinned (step 2)
+    long_text = shrunk["one 540 KB message"]["messages"][1]["content"]
+    assert long_text.endswith("…") and MARKER in shrunk["one 540 KB message"]  # capped (step 1)
+    assert sum(1 for item in shrunk["Responses input items"]["input"] if "_omitted" in item) == 1
+    parts = shrunk["long content parts"]["input"]
+    assert sum(1 for item in parts if "_omitted" in item) == 1  # the items thinned...
+    assert all(any("_omitted" in p for p in item["content"]) for item in parts if "content" in item)
+    assert shrunk["a forged marker"][MARKER]["items"] == 20_000  # the caller's stats replaced
+    assert shrunk["nothing fits"] == {MARKER: {"items": 0, "strings": 0, "chars": 0}}
+    assert shrunk["fits as it is"] == SHRINK_CASES["fits as it is"]
+
+
+def test_compiled_shrink_through_the_inbound_pipeline(csharp: CSharp) -> None:
+    """The 20,000-message body as the gateway receives it: read, kept, shrunk into the event."""
+    from aoai_helpers.shrink import MARKER, shrink_request
+
+    body = json.dumps(SHRINK_CASES["20,000 messages of hi"])
+    out = csharp.run(
+        [
+            csharp.job(
+                ["inbound", "event"],
+                url=CHAT,
+                api_version="2024-10-21",
+                body=body,
+                variables={"aoai-status": 200, "aoai-result": ""},
+            )
+        ]
+    )[0]
+    event = json.loads(out["results"][-1])
+    assert event["Request"] == shrink_request(json.loads(body), policy.REQUEST_BUDGET)
+    assert event["Request"][MARKER]["items"] == 20_000
+    assert (event["Operation"], event["DeploymentName"], event["ApiVersion"]) == (
+        "chat",
+        "gpt-4o",
+        "2024-10-21",
+    )
+
+
+def test_compiled_event_never_fails(csharp: CSharp) -> None:
+    good = {"aoai-status": 200, "aoai-result": "", "aoai-request": BODY, "aoai-operation": "chat"}
+    cases = {
+        # the request copy cannot be parsed: the event is logged, its reason in Request
+        "request copy": ({**good, "aoai-request": '{"messages": ['}, "JsonReaderException"),
+        # a variable of another type than the event reads (GetValueOrDefault<int> throws)
+        "status variable": ({**good, "aoai-status": "200"}, "InvalidCastException"),
+        "result variable": ({**good, "aoai-result": "{not json"}, "JsonReaderException"),
+    }
+    names = list(cases)
+    jobs = [csharp.job(["event"], variables=cases[n][0]) for n in names]
+    for name, out in zip(names, csharp.run(jobs), strict=True):
+        assert not isinstance(out["results"][0], dict), (name, out["results"])
+        event = json.loads(out["results"][0])
+        assert list(event) == list(V2_FIELDS), name
+        assert event["Request"] == {"_unloggable": cases[name][1]}, name
+        # the fields known before the failure are there
+        assert event["RequestId"] == "00000000-0000-4000-8000-000000000001", name
+        assert event["ExecTimeUTC"] == "2025-01-02T03:04:05.678Z", name
+        assert event["SubscriptionId"] == "bu-finance" and event["Operation"] == "chat", name
+        assert event["Usage"] is None, name
+    status = json.loads(csharp.run([jobs[1]])[0]["results"][0])
+    assert status["StatusCode"] == 500  # unknown: never billed as a success
+    fine = json.loads(csharp.run([csharp.job(["event"], variables=good)])[0]["results"][0])
+    assert fine["Request"] == json.loads(BODY) and fine["StatusCode"] == 200
+
+
+_UNCOUNTED = _sse(_PREAMBLE, _DELTA, "data: [DONE]")  # no usage chunk: an old api-version
+
+
+def test_compiled_buffered_old_api_version_keeps_the_reply(csharp: CSharp) -> None:
+    long_reply = _sse(*[_DELTA] * 2_000, "data: [DONE]")
+    counted = _sse(_PREAMBLE, _DELTA, _USAGE, "data: [DONE]")
+    cases = [
+        # (mode, payload, status, body, the response text kept, usage found)
+        ("buffered", False, 200, _UNCOUNTED, _UNCOUNTED, False),  # no usage chunk: kept
+        ("buffered", False, 200, counted, None, True),  # usage: nothing else to count
+        ("buffered", True, 200, counted, counted, True),  # payload capture, as before
+        ("buffered", False, 500, _UNCOUNTED, None, False),  # not served: never billed
+        ("buffered", False, 200, long_reply, "cut", False),
+        ("passthrough", False, 200, _UNCOUNTED, "", False),  # never read
+        ("passthrough_usage", False, 200, _UNCOUNTED, "", False),
+    ]
+    jobs = [
+        csharp.job(
+            ["result"],
+            named={"aoai-capture-streaming": mode, "aoai-capture-payload": str(payload).lower()},
+            response={"status": status, "content_type": "text/event-stream", "body": body},
+        )
+        for mode, payload, status, body, _, _ in cases
+    ]
+    for case, out in zip(cases, csharp.run(jobs), strict=True):
+        _, _, _, body, kept, found = case
+        raw = out["results"][0]
+        if kept == "":
+            assert raw == "", case
+            continue
+        result = json.loads(raw)
+        if kept == "cut":  # cut as payload capture cuts: to the response budget, in bytes
+            assert body.startswith(result["response"]) and len(result["response"]) < len(body)
+            assert len(result["response"].encode()) > policy.RESPONSE_BUDGET - 8
+            assert len(result["response"].encode()) <= policy.RESPONSE_BUDGET
+        else:
+            assert result["response"] == kept, case
+        assert result["model"] == "gpt-4o-2024-11-20"
+        assert (result["usage"] is not None) is found, case
+    # the whole way: an api-version before include_usage_from, buffered; nothing is injected,
+    # no usage comes back, the event carries the reply and the request for ingest to count
+    out = csharp.run(
+        [
+            csharp.job(
+                ["inbound", "inject", "result", "event"],
+                url=CHAT,
+                api_version="2024-06-01",
+                body=json.dumps({"stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+                named={"aoai-capture-streaming": "buffered"},
+                variables={"aoai-status": 200},
+                response={"status": 200, "content_type": "text/event-stream", "body": _UNCOUNTED},
+            )
+        ]
+    )[0]
+    assert out["variables"]["aoai-usage-accepted"] is False
+    assert out["results"][-3] is False  # include_usage not injected
+    event = json.loads(out["results"][-1])
+    assert event["ResponseString"] == _UNCOUNTED and event["Usage"] is None
+    assert event["Request"] == {"stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    assert (event["ApiVersion"], event["IsStreaming"]) == ("2024-06-01", True)
+
+
+def test_compiled_result_never_fails(csharp: CSharp) -> None:
+    # a buffered stream APIM hands over as no text at all: "" (no usage) instead of an error
+    out = csharp.run(
+        [
+            csharp.job(
+                ["result"],
+                named={"aoai-capture-streaming": "buffered"},
+                response={"status": 200, "content_type": "text/event-stream", "body": None},
+            )
+        ]
+    )[0]
+    assert out["results"] == [""]
+
+
+def test_compiled_shrink_where_json_net_escapes_more(csharp: CSharp) -> None:
+    """Json.NET writes U+0085, U+2028 and U+2029 as \\uXXXX (6 bytes; orjson: 2 or 3), so a
+    request full of them is measured bigger by the policy: the same stats and the same shape,
+    a smaller cap — the one case where the two differ."""
+    from aoai_helpers.shrink import MARKER, request_stats, shrink_request
+
+    request = {"messages": [_message(0, "line\u2028next\u2029para\u0085 " * 20_000)]}
+    raw = json.dumps(request, ensure_ascii=False, separators=(",", ":"))
+    out = csharp.run(
+        [
+            csharp.job(
+                ["event"], variables={"aoai-status": 200, "aoai-result": "", "aoai-request": raw}
+            )
+        ]
+    )[0]
+    got = json.loads(out["results"][0])["Request"]
+    want = shrink_request(json.loads(raw), policy.REQUEST_BUDGET)
+    assert got[MARKER] == want[MARKER] == request_stats(request)
+    assert list(got) == list(want) and got["messages"][0]["role"] == "user"
+    cut, ours = got["messages"][0]["content"], want["messages"][0]["content"]
+    assert cut.endswith("…") and ours.endswith("…") and ours.startswith(cut[:-1])
+    assert len(cut) < len(ours)
+    text = json.dumps(got, ensure_ascii=False, separators=(",", ":"))
+    json_net = (
+        len(text.encode())
+        + 3 * (text.count("\u2028") + text.count("\u2029"))
+        + 4 * text.count("\u0085")
+    )
+    assert (
+        json_net
+        <= policy.REQUEST_BUDGET
+        < len(json.dumps(want, ensure_ascii=False, separators=(",", ":")).encode())
+        + 3 * (ours.count("\u2028") + ours.count("\u2029"))
+        + 4 * ours.count("\u0085")
+    )

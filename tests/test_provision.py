@@ -261,6 +261,15 @@ def test_offline_plan_dry_run_hits_the_clouds_arm_endpoint_with_documented_shape
         "templateParameters": [],
     }
     assert ops["responses_create"]["urlTemplate"] == "/responses"
+    # only the metered operations: no catch-all, APIM answers 404 for any other path itself
+    assert sorted(ops) == [
+        "responses_create",
+        "v1_chat_completions",
+        "v1_completions",
+        "v1_embeddings",
+        "v1_responses",
+    ]
+    assert not [o for o in ops.values() if "*" in o["urlTemplate"] or "{" in o["urlTemplate"]]
 
     for policy_path in (
         "/apis/azure-openai/policies/policy",
@@ -763,3 +772,32 @@ def test_the_plan_says_what_the_llm_log_needs() -> None:
     assert not {s.resource.kind for s in plan(NO_LLM_LOG, env={}).steps} & llm_kinds
     assert llm_kinds <= {s.resource.kind for s in plan(SPEC, env={}).steps}
     assert {r.api_version for r in dry_run(plan(NO_LLM_LOG, env={}))} == {"2024-05-01"}
+
+
+def test_an_operation_an_earlier_provisioning_created_is_removed() -> None:
+    from azure.mgmt.apimanagement import models as m
+
+    transport, clients = _applied(SPEC)
+    assert plan(SPEC, clients=clients, env={}).retired == []  # never created now
+    clients.apim.api_operation.create_or_update(
+        clients.rg,
+        clients.service,
+        "azure-openai",
+        "v1_other",
+        m.OperationContract(display_name="v1: other POST", method="POST", url_template="/v1/*"),
+    )
+    the_plan = plan(SPEC, clients=clients, env={})
+    assert [r.name for r in the_plan.retired] == ["v1_other"]
+    assert {s.action for s in the_plan.steps} == {"noop"} and the_plan.counts()["noop"] > 0
+    text = the_plan.render()
+    assert "delete api-operation" in re.sub(r" +", " ", text) and ", 1 to delete" in text
+    assert the_plan.to_dict()["retired"][0]["method"] == "DELETE"
+    transport.requests.clear()
+    result = apply(the_plan, clients)
+    deletes = [r for r in transport.requests if r.method == "DELETE"]
+    assert [r.path for r in deletes] == [f"{SVC}/apis/azure-openai/operations/v1_other"]
+    assert deletes[0].if_match == "*" and [r.name for r in result.removed] == ["v1_other"]
+    again = plan(SPEC, clients=clients, env={})
+    assert again.retired == [] and ", 1 to delete" not in again.render()
+    # a second apply of the same plan: already gone counts as done
+    apply(the_plan, clients)

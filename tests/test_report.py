@@ -267,6 +267,41 @@ def test_render_table_empty():
     assert "Total" not in text
 
 
+HOSTILE_NAMES = [
+    '=HYPERLINK("http://x")',
+    "\r=cmd",
+    "\x1b[31mred\x1b[0m",
+    "abc\u202edef",
+    "a\nb",
+    "Fin\x1b]8;;http://evil\x07ance",
+]
+
+
+def test_render_table_escapes_names_and_aligns_on_the_escaped_text():
+    rows = [
+        BuCharge(name, "CC\n9", 1, 10, 5, 15, 0.5, "US\x1bD", 0.0, 0, 0) for name in HOSTILE_NAMES
+    ]
+    text = render_table(rows, "2026-11", [("gpt\u202e-x\n", 2)])
+    lines = text.split("\n")  # a name cannot add a line
+    assert len(lines) == 3 + len(rows) + 2  # title, header, rule, rows, total, unpriced models
+    assert not any(ch in text for ch in "\x1b\x07\r\u202e")
+    body = lines[3 : 3 + len(rows)]
+    assert body[0].startswith('=HYPERLINK("http://x")')
+    assert body[1].startswith("\\r=cmd ")
+    assert body[2].startswith("\\x1b[31mred\\x1b[0m ")
+    assert body[3].startswith("abc\\u202edef ")
+    assert body[4].startswith("a\\nb ")
+    assert all("CC\\n9" in line and "US\\x1bD" in line for line in body)
+    # every column lines up: widths are those of the escaped text
+    rule = lines[2]
+    starts = [i for i in range(len(rule)) if rule[i] == "-" and (i == 0 or rule[i - 1] == " ")]
+    for line in [lines[1], *body]:
+        assert len(line) == len(rule), line
+        assert all(line[i - 2 : i] == "  " for i in starts[1:]), line
+    assert lines[-2].startswith("Total: 3.0000 US\\x1bD")
+    assert lines[-1] == "Unpriced models: gpt\\u202e-x\\n (2 calls)"
+
+
 # ----------------------------------------------------------------------------- the demo
 
 

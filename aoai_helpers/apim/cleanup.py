@@ -9,6 +9,10 @@ rules, consumer group and the hub, but only when the spec has provisioning creat
 (``event_hub.create``). Policies go before the named values and the logger they reference (APIM
 refuses to delete a named value a policy still uses). With clients, each step is ``delete``
 (one GET found it) or ``absent`` (already gone); offline (no clients) every step is ``delete``.
+What an earlier provisioning created and the current one no longer does
+(:func:`~aoai_helpers.apim.resources.retired_resources`: the ``v1_other`` catch-all operation)
+is deleted with the API's operations when a GET finds it, and left out of the plan when it does
+not; offline it is listed as ``delete`` ("if it exists"), a ``404`` counting as done.
 :func:`apply_cleanup` sends the deletes in order; a ``404`` counts as done, so a second apply
 sends no delete at all, only the plan's reads.
 
@@ -54,7 +58,7 @@ from ..spec import Spec
 from ..store import masked_url
 from .provision import Clients, arm_delete, make_clients
 from .provision import _get as _read
-from .resources import LLM_LOGGER_DESCRIPTION, Resource, desired_resources
+from .resources import LLM_LOGGER_DESCRIPTION, Resource, desired_resources, retired_resources
 
 __all__ = [
     "WEB_API_VERSION",
@@ -347,6 +351,11 @@ def plan_cleanup(
         raise ConfigError(f"clean-up does not know how to delete: {', '.join(unknown)}")
     apim_part = [r for r in reversed(created) if not r.kind.startswith("eventhub")]
     hub_part = [r for r in reversed(created) if r.kind.startswith("eventhub")]
+    # retired operations go with the API's operations: after the policy, before the API
+    old = retired_resources(spec, sub)
+    at = next(i for i, r in enumerate(apim_part) if r.kind == "api")
+    apim_part[at:at] = old
+    retired = {r.resource_id for r in old}
 
     foreign = [] if clients is None else _foreign_subscriptions(clients, spec)
     steps = []
@@ -359,6 +368,11 @@ def plan_cleanup(
             steps.append(_llm_logger_step(clients, r))
             continue
         found = clients is None or _read(clients, r) is not None
+        if r.resource_id in retired:  # listed only where it exists (offline: if it exists)
+            if found:
+                note = "created by an earlier provisioning"
+                steps.append(CleanupStep("delete", r, note + (": if it exists" if offline else "")))
+            continue
         steps.append(CleanupStep("delete" if found else "absent", r))
     if spec.function is not None:
         steps.append(_function_step(spec, sub, clients, web))

@@ -21,12 +21,23 @@ one v2 event whose fields :func:`policy_fields` extracts, for tests against
   hence a ``<choose>`` with two ``forward-request`` elements; ``false`` relays SSE chunks at
   once (how-to-server-sent-events);
 - ``set-variable`` stores basic types only (set-variable-policy, "Allowed types"), so the
-  request body read once with ``As<JObject>(preserveContent: true)`` is kept as JSON text;
+  request body read once with ``As<string>(preserveContent: true)`` is kept as JSON text;
+- ``return-response`` "cancels pipeline execution" (return-response-policy): refused calls are
+  answered in inbound, before the token limit, and never forwarded; ``set-status`` takes
+  expressions for ``code`` and ``reason`` (set-status-policy);
+- ``context.Request.OriginalUrl`` is the URL received, ``Url`` the backend URL as it stands (the
+  docs team, MicrosoftDocs/azure-docs#16317): the classifier checks both;
 - ``llm-token-limit``: inbound section, product scope allowed, usable several times per
   policy definition (llm-token-limit-policy); ``choose`` lists no excluded policies.
 
 The output is well-formed XML with escaped expressions: apply it with :data:`POLICY_FORMAT`
 (``xml``), not ``rawxml`` (a non-XML-encoded document, PolicyContentFormat).
+
+Two parts are rendered from Python so that they follow their reference: the classifier's
+patterns and messages from :mod:`aoai_helpers.routes` (:func:`route_table`), and the event
+expression with :mod:`aoai_helpers.shrink`'s constants (:func:`event_expression`, one text for
+both ``log-to-eventhub`` policies). Expressions in attributes carry no ``//`` comment: XML turns
+an attribute's newlines into spaces.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from importlib import resources
 from typing import Final, Literal
 from xml.sax.saxutils import escape, quoteattr
 
+from .. import routes, shrink
 from ..clouds import get_cloud
 from ..events import LOG_TO_EVENTHUB_LIMIT
 from ..exceptions import ConfigError
@@ -50,6 +62,7 @@ __all__ = [
     "POLICY_FORMAT",
     "NamedValue",
     "PolicySettings",
+    "event_expression",
     "key_env_var",
     "named_values",
     "policy_fields",
@@ -57,6 +70,7 @@ __all__ = [
     "render",
     "render_api_policy",
     "render_product_policy",
+    "route_table",
     "template",
 ]
 
@@ -66,6 +80,9 @@ POLICY_FORMAT: Final = "xml"
 CAPTURE_STREAMING: Final = "aoai-capture-streaming"
 INCLUDE_USAGE_VERSIONS: Final = "aoai-include-usage-api-versions"
 CAPTURE_PAYLOAD: Final = "aoai-capture-payload"
+INCLUDE_USAGE_FROM: Final = "aoai-include-usage-from"
+ALLOW_UNMETERED: Final = "aoai-allow-unmetered"
+MAX_JSON_DEPTH: Final = "aoai-max-json-depth"
 #: Budgets in bytes, as in the local gateway: the event stays under half the 200 KB limit.
 EVENT_BUDGET: Final = LOG_TO_EVENTHUB_LIMIT // 2
 REQUEST_BUDGET: Final = EVENT_BUDGET // 2
@@ -120,6 +137,24 @@ class PolicySettings:
     capture: CaptureMode
     include_usage_api_versions: tuple[str, ...]
     payload: bool
+    include_usage_from: str = "2024-09-01-preview"
+    allow_unmetered: frozenset[str] = frozenset()
+    max_json_depth: int = 64
+
+    def accepts_include_usage(self, api_version: str | None, v1: bool) -> bool:
+        """Whether a request of ``api_version`` may carry ``stream_options.include_usage``: the
+        v1 API, a listed api-version, or one whose date is on or after ``include_usage_from``'s
+        (``YYYY-MM-DD`` prefixes compared as text, as the policy does)."""
+        if v1:
+            return True
+        if not api_version:
+            return False
+        if api_version in self.include_usage_api_versions:
+            return True
+        date = api_version[:10]
+        return (
+            len(date) == 10 and date[4] == date[7] == "-" and date >= self.include_usage_from[:10]
+        )
 
 
 def policy_settings(spec: Spec) -> PolicySettings:
@@ -128,6 +163,9 @@ def policy_settings(spec: Spec) -> PolicySettings:
         capture=spec.capture.streaming,
         include_usage_api_versions=tuple(spec.capture.include_usage_api_versions),
         payload=spec.capture.payload,
+        include_usage_from=spec.capture.include_usage_from,
+        allow_unmetered=frozenset(spec.capture.allow_unmetered),
+        max_json_depth=spec.capture.max_json_depth,
     )
 
 
@@ -163,7 +201,9 @@ def key_env_var(backend: Backend) -> str:
 def named_values(spec: Spec, env: Mapping[str, str] | None = None) -> list[NamedValue]:
     """Every named value the rendered policies reference, in a stable order.
 
-    The three capture settings, then one secret per ``key_named_value`` of the ``auth: key``
+    The capture settings (:class:`PolicySettings`: mode, include-usage api-versions, payload,
+    include-usage-from date, allowed unmetered operations, JSON depth), then one secret per
+    ``key_named_value`` of the ``auth: key``
     backends (in backend order): a Key Vault reference when ``key_vault_secret_id`` is set,
     else the key from ``env`` (``AOAI_BACKEND_KEY_<BACKEND>``, else ``AOAI_BACKEND_KEY``), else
     ``None``. Backends sharing a named value must agree on it (``ConfigError`` otherwise).
@@ -182,6 +222,15 @@ def named_values(spec: Spec, env: Mapping[str, str] | None = None) -> list[Named
         NamedValue(
             CAPTURE_PAYLOAD, CAPTURE_PAYLOAD, "true" if settings.payload else "false", False
         ),
+        NamedValue(INCLUDE_USAGE_FROM, INCLUDE_USAGE_FROM, settings.include_usage_from, False),
+        # comma-separated operation names; "none" (no operation has that name) when empty
+        NamedValue(
+            ALLOW_UNMETERED,
+            ALLOW_UNMETERED,
+            ",".join(sorted(settings.allow_unmetered)) or "none",
+            False,
+        ),
+        NamedValue(MAX_JSON_DEPTH, MAX_JSON_DEPTH, str(settings.max_json_depth), False),
     ]
     shared: dict[str, list[Backend]] = {}
     for backend in spec.backends:
@@ -216,10 +265,96 @@ def render_api_policy(spec: Spec) -> str:
         {
             "LOGGER_ID": _attr_text(spec.event_hub.logger_id),
             "BACKEND_ROUTING": _indent(_routing(spec), 8),
-            "REQUEST_BUDGET": str(REQUEST_BUDGET),
+            "ROUTE_TABLE": _attr_code(_indent(route_table(spec.apim.api_path), 12)),
+            "EVENT": _text_code(event_expression()),
             "RESPONSE_BUDGET": str(RESPONSE_BUDGET),
         },
     )
+
+
+def _dotnet_regex(pattern: str) -> str:
+    """A ``^…$`` Python pattern as .NET: ``\\A…\\z`` (``$`` would also match before a final
+    newline), ``(?P<name>`` as ``(?<name>``; anything else is the same syntax in both."""
+    if not (pattern.startswith("^") and pattern.endswith("$")):
+        raise ConfigError(f"route pattern is not anchored: {pattern}")
+    body = pattern[1:-1].replace("(?P<", "(?<")
+    if any(c in body for c in '"$^') or "(?P" in body:
+        raise ConfigError(f"route pattern uses syntax the policy does not translate: {pattern}")
+    return "\\A" + body + "\\z"
+
+
+def _verbatim(value: str) -> str:
+    """A C# verbatim string literal."""
+    return '@"' + value.replace('"', '""') + '"'
+
+
+def _refusal(method: str, path: str) -> str:
+    found = routes.classify(method, path)
+    if not isinstance(found, routes.Refusal):  # pragma: no cover - fixed inputs
+        raise ConfigError(f"{method} {path} is not refused by aoai_helpers.routes")
+    return found.message
+
+
+def route_table(api_path: str) -> str:
+    """C# declarations of :mod:`aoai_helpers.routes`' rules for the policy's classifier: the
+    canonical-path pattern, the metered and unmetered operations' patterns, the refusal
+    messages (as :func:`~aoai_helpers.routes.classify` words them) and the API's front-end
+    path (``/`` + ``api_path``, ``""`` for an API at the root)."""
+    sample, quote = "files", "'"
+    forbidden = _refusal("POST", f"/openai/{sample}")
+    before, after = forbidden.split(f"'{sample}'")
+    metered = ",\n".join(
+        f"    {_verbatim(_dotnet_regex(p.pattern))}, {_cs_string(op)}" for p, op in routes.METERED
+    )
+    unmetered = ",\n".join(
+        f"    {_cs_string(name)}, {_verbatim(_dotnet_regex(p.pattern))}"
+        for name, p in routes.UNMETERED.items()
+    )
+    front = api_path.strip("/")
+    prefix = _dotnet_regex(f"^/openai/deployments/({routes.DEPLOYMENT})/$").removesuffix("\\z")
+    lines = [
+        "/* aoai_helpers.routes, rendered by aoai_helpers.apim.policy.route_table */",
+        f"string canonical = {_verbatim(_dotnet_regex(routes._CANONICAL.pattern))};",
+        f"string[] metered = new[] {{\n{metered}\n}};",
+        f"string[] unmetered = new[] {{\n{unmetered}\n}};",
+        f"string deploymentPrefix = {_verbatim(prefix)};",
+        f"string notCanonical = {_cs_string(_refusal('POST', '/openai/'))};",
+        f"string notFound = {_cs_string(_refusal('POST', '/x'))};",
+        f"string[] notServed = new[] {{ {_cs_string(before + quote)}, {_cs_string(quote + after)} }};",
+        f"string apiPath = {_cs_string('/' + front if front else '')};",
+    ]
+    return "\n".join(lines)
+
+
+def event_expression() -> str:
+    """The event expression (C#, not XML-escaped) both ``log-to-eventhub`` policies use:
+    :data:`_EVENT` with the request budget and :mod:`aoai_helpers.shrink`'s constants."""
+
+    def array(names: tuple[str, ...]) -> str:
+        return "new[] { " + ", ".join(_cs_string(n) for n in names) + " }"
+
+    return render(
+        _EVENT,
+        {
+            "REQUEST_BUDGET": str(REQUEST_BUDGET),
+            "MIN_CAP": str(shrink.MIN_CAP),
+            "MARKER": _cs_string(shrink.MARKER),
+            "OMITTED": _cs_string(shrink.OMITTED),
+            "ITEM_FIELDS": array(shrink.ITEM_FIELDS),
+            "TEXT_FIELDS": array(shrink.TEXT_FIELDS),
+            "LIST_FIELDS": array(shrink.LIST_FIELDS),
+        },
+    )
+
+
+def _attr_code(code: str) -> str:
+    """C# for a single-quoted XML attribute (the template's expressions are delimited by ')."""
+    return code.replace("&", "&amp;").replace("<", "&lt;").replace("'", "&apos;")
+
+
+def _text_code(code: str) -> str:
+    """C# for XML element text (escaped like the template: ``&`` and ``<``)."""
+    return code.replace("&", "&amp;").replace("<", "&lt;")
 
 
 def render_product_policy(spec: Spec) -> str:
@@ -371,3 +506,229 @@ def _string_end(code: str, i: int) -> int:
         else:
             i += 1
     raise ConfigError("unterminated string in the event expression")
+
+
+#: The event both ``log-to-eventhub`` policies write (outbound and on-error), as C# — XML-escaped
+#: where it is rendered into the template (``{%EVENT%}``), so the two copies cannot drift. It
+#: cannot fail: each part is computed under a guard, and an exception keeps the fields known so
+#: far and puts the exception's type into ``Request`` as ``{"_unloggable": "<type>"}`` (the
+#: field list is the contract, ``V2_FIELDS``). ``Request`` is shrunk as
+#: :func:`aoai_helpers.shrink.shrink_request` does: same steps, same binary searches, same stats
+#: (string lengths in code points, sizes in UTF-8 bytes of compact JSON). No helper methods,
+#: delegates or recursion: APIM expressions are one method body, and the allowed types list no
+#: ``Func``; the strings and lists are changed in place and measured, never deep-copied.
+_EVENT: Final = r"""@{
+            string failure = null;
+            string requestId = null, execTime = null, region = null, serviceName = null;
+            string subscriptionId = null, subscriptionName = null, productName = null;
+            string userName = null, userEmail = null, apiName = null, operationId = null;
+            string operation = "other", deployment = null, version = null;
+            bool streaming = false;
+            int status = 500;
+            try {
+                requestId = context.RequestId.ToString();
+                execTime = context.Timestamp.ToString("o").Substring(0, 23) + "Z";
+                region = context.Deployment.Region;
+                serviceName = context.Deployment.ServiceName;
+                subscriptionId = context.Subscription?.Id;
+                subscriptionName = context.Subscription?.Name;
+                productName = context.Product?.Name;
+                string user = context.User == null ? "" : ((context.User.FirstName ?? "") + " " + (context.User.LastName ?? "")).Trim();
+                userName = user.Length > 0 ? user : null;
+                userEmail = context.User?.Email;
+                apiName = context.Api?.Name;
+                operationId = context.Operation?.Id;
+                operation = context.Variables.GetValueOrDefault<string>("aoai-operation", "other");
+                string named = context.Variables.GetValueOrDefault<string>("aoai-deployment", "");
+                deployment = named.Length > 0 ? named : null;
+                string asked = context.Variables.GetValueOrDefault<string>("aoai-api-version", "");
+                version = asked.Length > 0 ? asked : null;
+                streaming = context.Variables.GetValueOrDefault<bool>("aoai-streaming", false);
+                status = context.Variables.GetValueOrDefault<int>("aoai-status", 500);
+            } catch (Exception e) {
+                failure = "Exception";
+                try { failure = e.ToString(); } catch (Exception) { }
+            }
+            JToken usage = null;
+            string model = null;
+            string response = null;
+            JToken request = null;
+            try {
+                string result = context.Variables.GetValueOrDefault<string>("aoai-result", "");
+                JObject found = result.Length > 0 ? JObject.Parse(result) : null;
+                JToken fu = found?["usage"];
+                JToken fm = found?["model"];
+                JToken fr = found?["response"];
+                usage = fu != null && fu.Type == JTokenType.Object ? fu : null;
+                model = fm != null && fm.Type == JTokenType.String ? (string)fm : null;
+                response = fr != null && fr.Type == JTokenType.String ? (string)fr : null;
+                bool payload = "{{aoai-capture-payload}}".Trim().ToLowerInvariant() == "true";
+                string raw = context.Variables.GetValueOrDefault<string>("aoai-request", "");
+                if (raw.Length > 0 && (payload || (usage == null && status >= 200 && status <= 299))) {
+                    /* the request copy, shrunk to the budget as aoai_helpers.shrink.shrink_request */
+                    JObject whole = JObject.Parse(raw);
+                    int budget = {%REQUEST_BUDGET%};
+                    string marker = {%MARKER%};
+                    string[] itemFields = {%ITEM_FIELDS%};
+                    string[] textFields = {%TEXT_FIELDS%};
+                    string[] listFields = {%LIST_FIELDS%};
+                    string itemField = itemFields.FirstOrDefault(f => whole.Property(f) != null);
+                    /* every string value (keys are not counted), its text and its length in code
+                       points; dates Json.NET parsed are strings again, as the caller sent them */
+                    List<JValue> values = new List<JValue>();
+                    List<string> texts = new List<string>();
+                    List<int> lengths = new List<int>();
+                    long strings = 0;
+                    long chars = 0;
+                    int longest = 0;
+                    foreach (JProperty top in whole.Properties().ToList()) {
+                        bool isItems = top.Name == itemField;
+                        bool isText = textFields.Contains(top.Name);
+                        List<JValue> under = top.Value is JValue ? new List<JValue> { (JValue)top.Value } : ((JContainer)top.Value).Descendants().OfType<JValue>().ToList();
+                        foreach (JValue v in under) {
+                            if (v.Type == JTokenType.Date) { string iso = v.ToString(Formatting.None); v.Value = iso.Substring(1, iso.Length - 2); }
+                            if (v.Type != JTokenType.String) { continue; }
+                            string s = (string)v.Value;
+                            int n = s.Length;
+                            for (int i = 0; i + 1 < s.Length; i++) {
+                                if (char.IsHighSurrogate(s[i]) && char.IsLowSurrogate(s[i + 1])) { n--; i++; }
+                            }
+                            values.Add(v);
+                            texts.Add(s);
+                            lengths.Add(n);
+                            longest = Math.Max(longest, n);
+                            if (isItems && n > 0) { strings++; }
+                            if (isText) { chars += n; }
+                        }
+                    }
+                    if (Encoding.UTF8.GetByteCount(whole.ToString(Formatting.None)) <= budget) {
+                        request = whole;
+                    } else {
+                        JToken items = itemField == null ? null : whole[itemField];
+                        long count = 1;
+                        if (items == null || items.Type == JTokenType.Null) { count = 0; }
+                        else if (items.Type == JTokenType.Array) { count = ((JArray)items).Count; }
+                        else if (items.Type == JTokenType.Object) { count = ((JObject)items).Count > 0 ? 1 : 0; }
+                        else if (items.Type == JTokenType.String) { count = ((string)items).Length > 0 ? 1 : 0; }
+                        else if (items.Type == JTokenType.Boolean) { count = (bool)items ? 1 : 0; }
+                        else if (items.Type == JTokenType.Float) { count = (double)items != 0 ? 1 : 0; }
+                        else if (items.Type == JTokenType.Integer) { count = items.ToString(Formatting.None) != "0" ? 1 : 0; }
+                        JObject stats = new JObject(new JProperty("items", count), new JProperty("strings", strings), new JProperty("chars", chars));
+                        int room = budget - Encoding.UTF8.GetByteCount(new JObject(new JProperty(marker, stats.DeepClone())).ToString(Formatting.None)) - 1;
+                        /* step 1: the largest cap on every string that fits (binary search, as
+                           shrink._largest: 0 first, then upper midpoints); then applied once more */
+                        int cap = -1;
+                        int lo = 0;
+                        int hi = longest;
+                        int probe = 0;
+                        int chosen = -1;
+                        bool first = true;
+                        while (true) {
+                            int c = chosen >= 0 ? chosen : probe;
+                            for (int k = 0; k < values.Count; k++) {
+                                string s = texts[k];
+                                if (lengths[k] <= c) { values[k].Value = s; continue; }
+                                int units = 0;
+                                for (int n = 0; n < c; n++) {
+                                    units += char.IsHighSurrogate(s[units]) && units + 1 < s.Length && char.IsLowSurrogate(s[units + 1]) ? 2 : 1;
+                                }
+                                values[k].Value = s.Substring(0, units) + "\u2026";
+                            }
+                            if (chosen >= 0) { break; }
+                            bool fits = Encoding.UTF8.GetByteCount(whole.ToString(Formatting.None)) <= room;
+                            if (first) {
+                                first = false;
+                                if (!fits) { chosen = {%MIN_CAP%}; continue; }
+                            } else if (fits) { lo = probe; } else { hi = probe - 1; }
+                            if (lo >= hi) { cap = lo; chosen = Math.Max(cap, {%MIN_CAP%}); continue; }
+                            probe = (lo + hi + 1) / 2;
+                        }
+                        if (cap >= {%MIN_CAP%}) {
+                            whole[marker] = stats;
+                            request = whole;
+                        } else {
+                            /* step 2: strings at the minimum cap, and the lists of the prompt (and
+                               content parts) thinned to their first and last h items around
+                               {"_omitted": n}, h the largest that fits; innermost lists first */
+                            List<JProperty> lists = whole.Descendants().OfType<JProperty>().Where(p => p.Value.Type == JTokenType.Array && (listFields.Contains(p.Name) || p.Name == "content")).ToList();
+                            lists.Reverse();
+                            List<JArray> originals = lists.Select(p => (JArray)p.Value).ToList();
+                            bool[] replaced = new bool[lists.Count];
+                            int keep = -1;
+                            lo = 0;
+                            hi = originals.Count == 0 ? 0 : originals.Max(a => a.Count);
+                            probe = 0;
+                            chosen = -1;
+                            first = true;
+                            while (true) {
+                                int h = chosen >= 0 ? chosen : probe;
+                                for (int k = 0; k < lists.Count; k++) {
+                                    JArray a = originals[k];
+                                    if (a.Count > 2 * h + 1) {
+                                        JArray thin = new JArray();
+                                        for (int i = 0; i < h; i++) { thin.Add(a[i]); }
+                                        thin.Add(new JObject(new JProperty({%OMITTED%}, a.Count - 2 * h)));
+                                        for (int i = a.Count - h; i < a.Count; i++) { thin.Add(a[i]); }
+                                        lists[k].Value = thin;
+                                        replaced[k] = true;
+                                    } else if (replaced[k]) {
+                                        lists[k].Value = a;
+                                        replaced[k] = false;
+                                    }
+                                }
+                                if (chosen >= 0) { break; }
+                                bool fits = Encoding.UTF8.GetByteCount(whole.ToString(Formatting.None)) <= room;
+                                if (first) {
+                                    first = false;
+                                    if (!fits) { break; }
+                                } else if (fits) { lo = probe; } else { hi = probe - 1; }
+                                if (lo >= hi) { keep = lo; chosen = keep; continue; }
+                                probe = (lo + hi + 1) / 2;
+                            }
+                            if (keep >= 0) {
+                                whole[marker] = stats;
+                                request = whole;
+                            } else {
+                                request = new JObject(new JProperty(marker, stats));
+                            }
+                        }
+                    }
+                }
+            } catch (Exception e) {
+                if (failure == null) {
+                    failure = "Exception";
+                    try { failure = e.ToString(); } catch (Exception) { }
+                }
+            }
+            string unloggable = null;
+            if (failure != null) {
+                int end = 0;
+                while (end < failure.Length && (char.IsLetterOrDigit(failure[end]) || failure[end] == '.' || failure[end] == '_')) { end++; }
+                unloggable = failure.Substring(0, end);
+                unloggable = unloggable.Substring(unloggable.LastIndexOf('.') + 1);
+                if (unloggable.Length == 0) { unloggable = "Exception"; }
+            }
+            return new JObject(
+                new JProperty("EventVersion", 2),
+                new JProperty("RequestId", requestId),
+                new JProperty("ExecTimeUTC", execTime),
+                new JProperty("GatewayRegion", region),
+                new JProperty("GatewayServiceName", serviceName),
+                new JProperty("SubscriptionId", subscriptionId),
+                new JProperty("SubscriptionName", subscriptionName),
+                new JProperty("ProductName", productName),
+                new JProperty("UserName", userName),
+                new JProperty("UserEmail", userEmail),
+                new JProperty("ApiName", apiName),
+                new JProperty("OperationId", operationId),
+                new JProperty("Operation", operation),
+                new JProperty("DeploymentName", deployment),
+                new JProperty("ApiVersion", version),
+                new JProperty("IsStreaming", streaming),
+                new JProperty("StatusCode", status),
+                new JProperty("Model", model),
+                new JProperty("Usage", usage),
+                new JProperty("Request", unloggable != null ? new JObject(new JProperty("_unloggable", unloggable)) : request),
+                new JProperty("ResponseString", response)
+            ).ToString(Formatting.None);
+        }"""

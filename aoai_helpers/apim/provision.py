@@ -5,7 +5,10 @@ with what exists (one GET per resource) and returns ordered :class:`Step` object
 ``update`` (naming the fields that differ) or ``noop``. Offline (no clients) it assumes nothing
 exists, so it needs no credentials or network. :func:`apply` sends the creates and updates, in
 order, and nothing else: applying the same spec twice leaves the second plan all no-ops, and
-its apply sends only GETs.
+its apply sends only GETs. The one exception is what earlier provisioning created and this one
+no longer does (:func:`~aoai_helpers.apim.resources.retired_resources`: the ``v1_other``
+catch-all operation): online, the plan reads it too and lists it in :attr:`Plan.retired` when
+it still exists; apply then deletes it (``If-Match: *``), after the creates and updates.
 
 Secrets are compared by presence only (ARM never returns them) and masked in every display.
 BU subscription keys are read (``listSecrets``) only when a key file is asked for; they are
@@ -26,6 +29,7 @@ they have no method for (their docstring: ``>>> response = client._send_request(
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -44,7 +48,13 @@ from ..llmlog_azure import LOG_ANALYTICS_READER
 from ..masking import mask
 from ..spec import Spec
 from .policy import POLICY_FORMAT
-from .resources import MISSING_SEND_CONNECTION, SECRET_FROM_SEND_RULE, Resource, desired_resources
+from .resources import (
+    MISSING_SEND_CONNECTION,
+    SECRET_FROM_SEND_RULE,
+    Resource,
+    desired_resources,
+    retired_resources,
+)
 
 __all__ = [
     "ApplyResult",
@@ -73,13 +83,17 @@ class Step:
 
 @dataclass
 class Plan:
-    """An ordered list of steps for one spec on one cloud."""
+    """An ordered list of steps for one spec on one cloud.
+
+    ``retired``: resources an earlier provisioning created that this one does not, found to
+    exist (online plans only); apply deletes them after the steps."""
 
     spec: Spec
     cloud: Cloud
     subscription_id: str
     steps: list[Step]
     offline: bool
+    retired: list[Resource] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out = {"create": 0, "update": 0, "noop": 0}
@@ -104,8 +118,15 @@ class Plan:
             where = r.resource_id.split("/providers/", 1)[-1]
             detail = f"  (changes: {', '.join(step.changes)})" if step.changes else ""
             lines.append(f"{i:>3}  {step.action:<6} {r.kind:<23} {where}{detail}")
+        for i, r in enumerate(self.retired, len(self.steps) + 1):
+            where = r.resource_id.split("/providers/", 1)[-1]
+            note = "  (created by an earlier provisioning, no longer wanted)"
+            lines.append(f"{i:>3}  {'delete':<6} {r.kind:<23} {where}{note}")
         c = self.counts()
-        lines += ["", f"{c['create']} to create, {c['update']} to update, {c['noop']} unchanged"]
+        summary = f"{c['create']} to create, {c['update']} to update, {c['noop']} unchanged"
+        if self.retired:
+            summary += f", {len(self.retired)} to delete"
+        lines += ["", summary]
         for warning in self.warnings():
             lines += ["", f"warning: {warning}"]
         roles = self.role_assignments()
@@ -185,6 +206,10 @@ class Plan:
                     "body": masked_body(s.resource),
                 }
                 for s in self.steps
+            ],
+            "retired": [
+                {"kind": r.kind, "name": r.name, "method": "DELETE", "url": r.url(self.cloud)}
+                for r in self.retired
             ],
         }
 
@@ -495,13 +520,17 @@ def plan(
             continue
         changes = _differences(resource, existing)
         steps.append(Step("update" if changes else "noop", resource, changes))
-    return Plan(spec, the_cloud, sub, steps, offline)
+    retired = []
+    if clients is not None:
+        retired = [r for r in retired_resources(spec, sub) if _get(clients, r) is not None]
+    return Plan(spec, the_cloud, sub, steps, offline, retired)
 
 
 @dataclass
 class ApplyResult:
     done: list[Step] = field(default_factory=list)
     keys_file: Path | None = None
+    removed: list[Resource] = field(default_factory=list)
 
 
 def apply(
@@ -543,9 +572,20 @@ def apply(
             body = _with_send_rule_connection(clients, the_plan.spec, step.resource)
         _put(clients, step.resource, body)
         result.done.append(step)
+    for r in the_plan.retired:
+        _delete_retired(clients, r)
+        result.removed.append(r)
     if keys_out is not None:
         result.keys_file = write_keys(clients, the_plan.spec, Path(keys_out))
     return result
+
+
+def _delete_retired(c: Clients, r: Resource) -> None:
+    """Delete a retired resource (only operations are retired); already gone counts as done."""
+    if r.kind != "api-operation":  # pragma: no cover - retired_resources lists operations only
+        raise ValueError(f"cannot delete retired {r.kind} {r.name}")
+    with contextlib.suppress(ResourceNotFoundError):
+        c.apim.api_operation.delete(c.rg, c.service, r.parents["api"], r.name, if_match="*")
 
 
 def _is_missing_secret(r: Resource) -> bool:
@@ -627,7 +667,14 @@ def _apply_quietly(the_plan: Plan, clients: Clients) -> None:
         for s in the_plan.steps
     ]
     apply(
-        Plan(the_plan.spec, the_plan.cloud, the_plan.subscription_id, steps, the_plan.offline),
+        Plan(
+            the_plan.spec,
+            the_plan.cloud,
+            the_plan.subscription_id,
+            steps,
+            the_plan.offline,
+            the_plan.retired,
+        ),
         clients,
     )
 

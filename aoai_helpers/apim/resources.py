@@ -8,8 +8,14 @@ with what exists and sends them through the SDKs; nothing here touches the netwo
 REST shapes: Microsoft.ApiManagement ``2024-05-01`` (azure-mgmt-apimanagement 5.x) and
 Microsoft.EventHub (azure-mgmt-eventhub). Order: Event Hub (when the spec creates it), named
 values, the Event Hub logger, the API (OpenAPI import of the AOAI inference spec), its extra
-operations (v1 API and classic Responses, absent from the GA spec), the API policy, the
-product, the API in the product, the product policy, one subscription per BU.
+operations (the metered operations of the v1 API and classic Responses, absent from the GA
+spec), the API policy, the product, the API in the product, the product policy, one
+subscription per BU.
+
+No catch-all operation: a path that is no operation of the API is answered ``404`` by APIM
+itself, before any policy runs. Earlier versions provisioned ``v1_other`` (``POST /v1/*``);
+:func:`retired_resources` names it, so that provisioning removes it where it still exists and
+clean-up deletes it with the rest.
 
 With ``llm_log.workspace_resource_id`` (APIM's language-model log, policies/README.md "Exact
 usage for pass-through streams"), three more, each at the api-version whose REST spec has
@@ -55,10 +61,12 @@ __all__ = [
     "LLM_LOGGER_DESCRIPTION",
     "LLM_LOG_CATEGORY",
     "MISSING_SEND_CONNECTION",
+    "RETIRED_OPERATIONS",
     "SECRET_FROM_SEND_RULE",
     "Resource",
     "desired_resources",
     "inference_spec_url",
+    "retired_resources",
     "subscription_display_name",
 ]
 
@@ -79,15 +87,20 @@ LLM_LOG_CATEGORY: Final = "GatewayLlmLogs"
 #: Stand-in for the logger's connection string when the plan creates the Send rule itself:
 #: apply reads the rule's key (``listKeys``) just before creating the logger.
 SECRET_FROM_SEND_RULE: Final = "<connection string of the new Send rule>"
-#: Operations the GA inference spec lacks: the v1 API and classic Responses (ids as the
-#: local gateway reports them in ``OperationId``).
+#: Operations the GA inference spec lacks: the metered operations of the v1 API and classic
+#: Responses (ids as the local gateway reports them in ``OperationId``). Nothing else: APIM
+#: answers 404 for a path that matches no operation (aoai_helpers.routes is what is served).
 EXTRA_OPERATIONS: Final[tuple[tuple[str, str, str], ...]] = (
     ("v1_chat_completions", "v1: chat completions", "/v1/chat/completions"),
     ("v1_completions", "v1: completions", "/v1/completions"),
     ("v1_embeddings", "v1: embeddings", "/v1/embeddings"),
     ("v1_responses", "v1: responses", "/v1/responses"),
-    ("v1_other", "v1: other POST", "/v1/*"),
     ("responses_create", "Responses (classic)", "/responses"),
+)
+#: Operations earlier provisioning created and this one does not: ``v1_other`` forwarded any
+#: ``POST /v1/*`` (unmetered calls billed 0). Removed where found (provision, clean-up).
+RETIRED_OPERATIONS: Final[tuple[tuple[str, str, str], ...]] = (
+    ("v1_other", "v1: other POST", "/v1/*"),
 )
 #: The logger's connection string when the environment does not give one (apply refuses it).
 MISSING_SEND_CONNECTION: Final = "<not set: $AOAI_EVENTHUB_SEND_CONNECTION>"
@@ -281,6 +294,32 @@ def _llm_diagnostics(spec: Spec, svc: str, api_id: str) -> list[Resource]:
     return [diagnostic, setting]
 
 
+def _operation(spec: Spec, api_id: str, op_id: str, display: str, template: str) -> Resource:
+    return Resource(
+        "api-operation",
+        op_id,
+        f"{api_id}/operations/{op_id}",
+        APIM_API_VERSION,
+        {
+            "properties": {
+                "displayName": display,
+                "method": "POST",
+                "urlTemplate": template,
+                "templateParameters": [],
+            }
+        },
+        parents={"api": spec.apim.api_id},
+    )
+
+
+def retired_resources(spec: Spec, subscription_id: str) -> list[Resource]:
+    """What earlier versions of provisioning created for ``spec`` and this one does not (the
+    ``v1_other`` catch-all operation): provisioning deletes them where they exist, and so does
+    clean-up (:mod:`aoai_helpers.apim.cleanup`)."""
+    api_id = f"{_service_id(spec, subscription_id)}/apis/{spec.apim.api_id}"
+    return [_operation(spec, api_id, *op) for op in RETIRED_OPERATIONS]
+
+
 def desired_resources(
     spec: Spec, cloud: Cloud, subscription_id: str, env: Mapping[str, str]
 ) -> list[Resource]:
@@ -350,24 +389,7 @@ def desired_resources(
             create_only=("properties.format", "properties.value"),
         )
     )
-    for op_id, display, template in EXTRA_OPERATIONS:
-        out.append(
-            Resource(
-                "api-operation",
-                op_id,
-                f"{api_id}/operations/{op_id}",
-                APIM_API_VERSION,
-                {
-                    "properties": {
-                        "displayName": display,
-                        "method": "POST",
-                        "urlTemplate": template,
-                        "templateParameters": [],
-                    }
-                },
-                parents={"api": apim.api_id},
-            )
-        )
+    out.extend(_operation(spec, api_id, *op) for op in EXTRA_OPERATIONS)
     out.append(
         Resource(
             "api-policy",

@@ -61,13 +61,16 @@ An ASGI app configured from the same :class:`~aoai_helpers.spec.Spec` as APIM. P
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import hmac
+import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode
@@ -77,9 +80,12 @@ import orjson
 
 from ..apim.policy import policy_settings
 from ..clock import now
-from ..events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, operation_from_path
+from ..events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS
+from ..routes import Refusal, Route, classify
+from ..shrink import shrink_request
 from ..spec import Backend, CaptureMode, Spec, Subscription
 from ..usage import summarize_stream, usage_from_body
+from .limits import TokenLimiter
 from .llm_records import Exchange
 
 __all__ = [
@@ -117,7 +123,6 @@ OPERATION_IDS: Final[dict[tuple[str, bool], str]] = {
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 #: Budget for the whole event (the logger truncates at 200 KB; keep a wide margin).
 EVENT_BUDGET: Final = LOG_TO_EVENTHUB_LIMIT // 2
-_DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)/")
 _HOP_BY_HOP: Final = frozenset(
     {
         "host",
@@ -151,73 +156,41 @@ _INVALID_KEY: Final = (
     b'{"statusCode": 401, "message": "Access denied due to invalid subscription key. Make sure '
     b'to provide a valid key for an active subscription."}'
 )
-_NOT_FOUND: Final = b'{"statusCode": 404, "message": "Resource not found"}'
 _BAD_HEADER: Final = (
     b'{"statusCode": 400, "message": "Bad request: a header name or value contains CR, LF or NUL."}'
 )
 _BAD_LENGTH: Final = b'{"statusCode": 400, "message": "Bad request: invalid Content-Length."}'
 _BACKEND_DOWN: Final = b'{"statusCode": 500, "message": "Internal server error"}'
+_CANNOT_LOG: Final = (
+    b'{"statusCode": 503, "message": "Service unavailable: the gateway cannot log calls right '
+    b'now, so it does not serve them."}'
+)
+_DUPLICATE_KEYS: Final = "Bad request: a key appears more than once in an object of the JSON body."
+_BODY_TIMEOUT: Final = (
+    b'{"statusCode": 408, "message": "Request timeout: the body did not arrive in time."}'
+)
+#: Bodies larger than this are parsed off the event loop (a thread).
+_BIG_BODY: Final = 256 * 1024
+#: How long the whole request body may take to arrive.
+DEFAULT_BODY_TIMEOUT: Final = 60.0
+#: How long a response waits for its event to be written before it is not served.
+_DURABLE_TIMEOUT: Final = 10.0
 
 
 class BackendCut(Exception):
     """Raised into the ASGI server to abort a client connection whose backend stream was cut."""
 
 
-EventSink = Callable[[bytes], None]
-"""Receives each serialized event; must not block (the stack's sink queues to a writer thread)."""
-LlmSink = Callable[[Exchange], None]
+EventSink = Callable[[bytes], "concurrent.futures.Future[None] | None"]
+"""Receives each serialized event; must not block (the stack's sink queues to a writer thread).
+It may return a future that completes when the event is durably written: the gateway then waits
+for it before it completes the response (and does not serve the call if it fails)."""
+LlmSink = Callable[[Exchange], object]
 """Receives each forwarded call for the language-model log; must not block either."""
 
 
 def _iso_ms(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
-def shrink_request(request: dict[str, Any], budget: int) -> dict[str, Any]:
-    """The request, its JSON cut to at most ``budget`` bytes by capping its longest strings.
-
-    Every string longer than a cap ``L`` keeps its first ``L`` characters and ends with ``…``;
-    ``L`` is the largest cap that fits (binary search), so long strings are cut evenly and the
-    JSON shape is kept (ingest can still count what is left). Counting a shrunk request
-    underestimates its prompt: it only happens for prompts of tens of thousands of tokens, and
-    is visible in the event (``"_truncated": true``). The input is not modified.
-    """
-    if len(orjson.dumps(request)) <= budget:
-        return request
-    inner = budget - len(b',"_truncated":true')
-    longest = _longest_string(request)
-    lo, hi = -1, longest  # invariant: cap ``lo`` fits (-1: nothing fits), cap ``hi`` does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if len(orjson.dumps(_capped(request, mid))) <= inner:
-            lo = mid
-        else:
-            hi = mid
-    if lo < 0:
-        return {"_truncated": True}
-    shrunk: dict[str, Any] = _capped(request, lo)
-    shrunk["_truncated"] = True
-    return shrunk
-
-
-def _longest_string(node: Any) -> int:
-    if isinstance(node, str):
-        return len(node)
-    if isinstance(node, dict):
-        return max((_longest_string(v) for v in node.values()), default=0)
-    if isinstance(node, list):
-        return max((_longest_string(v) for v in node), default=0)
-    return 0
-
-
-def _capped(node: Any, cap: int) -> Any:
-    if isinstance(node, str):
-        return node if len(node) <= cap else node[:cap] + "…"
-    if isinstance(node, dict):
-        return {k: _capped(v, cap) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_capped(v, cap) for v in node]
-    return node
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +208,8 @@ class _Call:
     streaming: bool
     body: dict[str, Any] | None
     asked_usage: bool = False  # the client's own stream_options.include_usage
+    unmetered: str | None = None  # an allowed unmetered operation's name (routes.UNMETERED)
+    body_bytes: int = 0
 
 
 def build_event(
@@ -247,13 +222,17 @@ def build_event(
     response_text: str | None = None,
 ) -> dict[str, Any]:
     """The v2 event for one call, fields in :data:`V2_FIELDS` order (what the policy logs)."""
-    payload = policy_settings(spec).payload
+    settings = policy_settings(spec)
+    payload = settings.payload
     ok = 200 <= status <= 299
     request: dict[str, Any] | None = None
     if call.body is not None and (payload or (usage is None and ok)):
         request = shrink_request(call.body, EVENT_BUDGET // 2)
     response: str | None = None
-    if payload and response_text is not None:
+    # the reply is kept with payload capture, and when a buffered stream carries no usage
+    # (an api-version that does not accept include_usage): ingest counts it then
+    keep_reply = payload or (ok and usage is None and call.streaming and response_text is not None)
+    if keep_reply and response_text is not None:
         encoded = response_text.encode()
         response = encoded[: EVENT_BUDGET // 3].decode(errors="ignore")
     sub = call.subscription
@@ -269,7 +248,7 @@ def build_event(
         "UserName": sub.owner_name,
         "UserEmail": sub.owner_email,
         "ApiName": spec.apim.api_display_name,
-        "OperationId": OPERATION_IDS[(call.operation, call.v1)],
+        "OperationId": call.unmetered or OPERATION_IDS[(call.operation, call.v1)],
         "Operation": call.operation,
         "DeploymentName": call.deployment,
         "ApiVersion": call.api_version,
@@ -282,6 +261,30 @@ def build_event(
     }
     assert tuple(event) == V2_FIELDS  # the contract's field list and order (one source)
     return event
+
+
+def safe_event(
+    spec: Spec,
+    call: _Call,
+    *,
+    status: int,
+    model: str | None,
+    usage: Mapping[str, int] | None,
+    response_text: str | None = None,
+) -> bytes:
+    """The serialized event of a call; it cannot fail. If building or serializing it raises,
+    the event still goes out, with ``Request`` ``{"_unloggable": "<error type>"}`` (as the
+    policy does): a served call always has its event."""
+    try:
+        event = build_event(
+            spec, call, status=status, model=model, usage=usage, response_text=response_text
+        )
+        return orjson.dumps(event)
+    except Exception as exc:
+        bare = replace(call, body={"_unloggable": type(exc).__name__})
+        event = build_event(spec, bare, status=status, model=model, usage=usage)
+        event["Request"] = {"_unloggable": type(exc).__name__}
+        return orjson.dumps(event)
 
 
 class Gateway:
@@ -310,6 +313,9 @@ class Gateway:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         clock: Callable[[], datetime] | None = None,
         llm_sink: LlmSink | None = None,
+        healthy: Callable[[], bool] | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        limiter: TokenLimiter | None = None,
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be at least 1")
@@ -328,8 +334,12 @@ class Gateway:
         self._secret = backend_secret
         self._sink = sink
         self._llm_sink = llm_sink
+        self._healthy = healthy or (lambda: True)
+        self._body_timeout = body_timeout
+        self.limiter = limiter if limiter is not None else TokenLimiter(by_id)
+        self._settings = settings
+        self._deployments = {d.lower(): d for d in spec.deployment_models()}
         self._urls = {b.name: (backend_urls or {}).get(b.name, b.endpoint) for b in spec.backends}
-        self._include_usage = frozenset(settings.include_usage_api_versions)
         self._client = httpx.AsyncClient(
             transport=transport, timeout=httpx.Timeout(timeout, connect=10.0)
         )
@@ -349,22 +359,28 @@ class Gateway:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        path: str = scope["path"]
-        key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
-        if key is None:
-            key = next((v for k, v in query if k == "subscription-key"), None)
-        if not key:
-            await _respond(send, 401, _MISSING_KEY)
+        sub = await self._authenticate(raw_headers, headers, query, send)
+        if sub is None:
             return
-        found = self._by_digest.get(hashlib.sha256(key.encode()).digest())
-        repeated = any(
-            sum(k.lower() == name for k, _v in raw_headers) > 1 for name in _CREDENTIAL_HEADERS
-        )
-        if found is None or repeated or not hmac.compare_digest(found[0].encode(), key.encode()):
-            await _respond(send, 401, _INVALID_KEY)
+        # the path as it arrived (raw_path), never the server's decoded copy: it is classified,
+        # forwarded and billed as one
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.split(b"?", 1)[0].decode("latin-1")
+        route = classify(scope["method"], path, self._settings.allow_unmetered)
+        if isinstance(route, Refusal):
+            await _respond(send, route.status, _message(route.status, route.message))
             return
-        if not path.startswith("/openai/") or scope["method"] != "POST":
-            await _respond(send, 404, _NOT_FOUND)
+        if not self._healthy():  # a call it could not log is not served
+            await _respond(send, 503, _CANNOT_LOG)
+            return
+        limited, limit_headers = self.limiter.check(sub.id)
+        if limited is not None:
+            await _respond(
+                send,
+                limited.status,
+                _message(limited.status, limited.message),
+                [(b"retry-after", str(limited.retry_after).encode())],
+            )
             return
         declared = headers.get("content-length")
         if declared is not None:
@@ -375,31 +391,104 @@ class Gateway:
                 await _respond(send, 413, _too_large(self.max_body_bytes))
                 return
         try:
-            raw = await _read_body(receive, self.max_body_bytes)
+            raw = await asyncio.wait_for(
+                _read_body(receive, self.max_body_bytes), self._body_timeout
+            )
         except _ClientGone:
             return  # the client left before its body was complete: nothing forwarded, no event
+        except TimeoutError:
+            await _respond(send, 408, _BODY_TIMEOUT)
+            return
         if raw is None:  # too large: nothing forwarded, no event
             await _respond(send, 413, _too_large(self.max_body_bytes))
             return
-        call = self._describe(found[1], path, query, raw)
-        forwarded = self._maybe_inject_usage(call, raw)
+        if len(raw) > _BIG_BODY:  # parsing a big body must not hold the event loop
+            described = await asyncio.to_thread(self._describe, sub, path, route, query, raw)
+        else:
+            described = self._describe(sub, path, route, query, raw)
+        if isinstance(described, Refusal):
+            await _respond(send, described.status, _message(described.status, described.message))
+            return
+        forwarded = self._maybe_inject_usage(described, raw)
         injected = forwarded is not raw
-        await self._forward(call, scope, headers, query, forwarded, receive, send, injected)
+        await self._forward(
+            described, scope, headers, query, forwarded, receive, send, injected, limit_headers
+        )
+
+    async def _authenticate(
+        self,
+        raw_headers: list[tuple[bytes, bytes]],
+        headers: dict[str, str],
+        query: list[tuple[str, str]],
+        send: Send,
+    ) -> Subscription | None:
+        """The subscription the key belongs to, or None after answering 401.
+
+        The first credential *present* decides (``api-key``, then ``Ocp-Apim-Subscription-Key``,
+        then query ``subscription-key``): an empty one is refused, never passed over.
+        """
+        if "api-key" in headers:
+            key: str | None = headers["api-key"]
+        elif "ocp-apim-subscription-key" in headers:
+            key = headers["ocp-apim-subscription-key"]
+        else:
+            key = next((v for k, v in query if k == "subscription-key"), None)
+        if not key:  # none, or an empty one: refused, never passed over for another
+            await _respond(send, 401, _MISSING_KEY)
+            return None
+        found = self._by_digest.get(hashlib.sha256(key.encode()).digest())
+        repeated = any(
+            sum(k.lower() == name for k, _v in raw_headers) > 1 for name in _CREDENTIAL_HEADERS
+        )
+        if found is None or repeated or not hmac.compare_digest(found[0].encode(), key.encode()):
+            await _respond(send, 401, _INVALID_KEY)
+            return None
+        return found[1]
 
     def _describe(
-        self, sub: Subscription, path: str, query: list[tuple[str, str]], raw: bytes
-    ) -> _Call:
-        body: dict[str, Any] | None
-        try:
-            parsed = orjson.loads(raw) if raw else None
-            body = parsed if isinstance(parsed, dict) else None
-        except orjson.JSONDecodeError:
-            body = None
-        v1 = path.startswith("/openai/v1/")
-        m = _DEPLOYMENT.match(path)
-        deployment = m.group(1) if m else None
-        if deployment is None and body is not None and isinstance(body.get("model"), str):
-            deployment = body["model"]
+        self,
+        sub: Subscription,
+        path: str,
+        route: Route,
+        query: list[tuple[str, str]],
+        raw: bytes,
+    ) -> _Call | Refusal:
+        """The call as it will be forwarded and billed, or why it is refused (not forwarded):
+        a metered operation needs a JSON object body (at most ``max_json_depth`` deep) and a
+        deployment of the spec (from the path, or the body's ``model`` on the v1 API)."""
+        body: dict[str, Any] | None = None
+        if route.operation != "unmetered":
+            try:
+                parsed = orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                return Refusal(400, "Bad request: the body must be a JSON object.")
+            if _has_duplicate_keys(raw):
+                # a parser keeping the first value and one keeping the last would bill one
+                # request and serve another ("model" or "stream" twice): refused, as the policy does
+                return Refusal(400, _DUPLICATE_KEYS)
+            if _deeper_than(parsed, self._settings.max_json_depth):
+                return Refusal(
+                    400,
+                    f"Bad request: the JSON body is nested deeper than "
+                    f"{self._settings.max_json_depth} levels.",
+                )
+            body = parsed
+        deployment = route.deployment
+        if deployment is None and body is not None:
+            model = body.get("model")
+            if not isinstance(model, str):
+                return Refusal(400, "Bad request: 'model' must name a deployment.")
+            deployment = model
+        if deployment is not None:
+            known = self._deployments.get(deployment.lower())
+            if known is None:
+                return Refusal(
+                    404,
+                    f"The API deployment for this resource does not exist: {deployment[:64]}",
+                )
+            deployment = known
         api_version = next((v for k, v in query if k == "api-version"), None)
         options = body.get("stream_options") if body is not None else None
         return _Call(
@@ -408,12 +497,14 @@ class Gateway:
             started=self._clock(),
             subscription=sub,
             path=path,
-            operation=operation_from_path(path),
-            v1=v1,
+            operation="other" if route.operation == "unmetered" else route.operation,
+            v1=route.v1,
             deployment=deployment,
             api_version=api_version,
             streaming=body is not None and body.get("stream") is True,
             body=body,
+            unmetered=route.unmetered,
+            body_bytes=len(raw),
         )
 
     def _maybe_inject_usage(self, call: _Call, raw: bytes) -> bytes:
@@ -423,7 +514,7 @@ class Gateway:
             return raw
         if call.operation not in ("chat", "completions"):
             return raw
-        if not (call.v1 or call.api_version in self._include_usage):
+        if not self._settings.accepts_include_usage(call.api_version, call.v1):
             return raw
         if call.asked_usage:
             return raw
@@ -449,7 +540,11 @@ class Gateway:
         receive: Receive,
         send: Send,
         injected: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
+        """Forward ``call``; log its event — durably before the response completes (the last
+        bytes wait for the event log's write), or, when the call did not complete (backend down,
+        stream cut, client gone), as it ended."""
         backend = self._backend(call)
         out_headers = {
             k: v
@@ -464,6 +559,7 @@ class Gateway:
         url = self._urls[backend.name] + call.path + (f"?{qs}" if qs else "")
         status, model, usage, text = 500, None, None, None
         relayed: list[bytes] = []  # a pass-through stream, as it went by
+        logged = False
         try:
             request = self._client.build_request("POST", url, headers=out_headers, content=raw)
             try:
@@ -477,10 +573,15 @@ class Gateway:
                 for k, v in response.headers.multi_items()
                 if k.lower() not in _RESPONSE_DROP
             ]
+            resp_headers += [(k.encode(), v.encode()) for k, v in (extra_headers or {}).items()]
             is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
             try:
                 if is_sse and self.capture != "buffered":
-                    await self._pass_through(response, resp_headers, receive, send, relayed)
+                    if await self._pass_through(response, resp_headers, receive, send, relayed):
+                        logged = True
+                        if not await self._log_durably(call, status, None, None, None, relayed):
+                            raise BackendCut("the event could not be logged: the stream is cut")
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
                 else:
                     try:
                         body = await response.aread()
@@ -492,6 +593,10 @@ class Gateway:
                     model, usage = _usage_of(text, is_sse)
                     if is_sse and injected:
                         body = strip_usage_chunk(body)  # the chunk the gateway asked for
+                    logged = True
+                    if not await self._log_durably(call, status, model, usage, text, relayed):
+                        await _respond(send, 503, _CANNOT_LOG)  # not served: nothing sent yet
+                        return
                     start = {
                         "type": "http.response.start",
                         "status": status,
@@ -502,27 +607,67 @@ class Gateway:
             finally:
                 await response.aclose()
         finally:
-            event = build_event(
-                self.spec, call, status=status, model=model, usage=usage, response_text=text
-            )
-            self._sink(orjson.dumps(event))
-            if self._llm_sink is not None:
-                seen = b"".join(relayed).decode("utf-8", errors="replace") if relayed else text
-                self._llm_sink(
-                    Exchange(
-                        call.request_id,
-                        call.started,
-                        call.operation,
-                        call.deployment,
-                        call.api_version,
-                        call.streaming,
-                        status,
-                        call.body,
-                        seen,
-                        usage,
-                        model,
-                    )
+            if not logged:
+                await self._log(call, status, model, usage, text, relayed)
+
+    async def _log(
+        self,
+        call: _Call,
+        status: int,
+        model: str | None,
+        usage: Mapping[str, int] | None,
+        text: str | None,
+        relayed: list[bytes],
+    ) -> Any:
+        """Hand the call's event to the sink (and the call to the language-model sink); return
+        what the sink returned (a future of the durable write, for the event log's writer).
+
+        A big request is shrunk for the event off the event loop (a thread)."""
+        build = functools.partial(
+            safe_event, self.spec, call, status=status, model=model, usage=usage, response_text=text
+        )
+        event = await asyncio.to_thread(build) if call.body_bytes > _BIG_BODY else build()
+        pending = self._sink(event)
+        if usage is not None and 200 <= status <= 299:
+            self.limiter.consume(call.subscription.id, int(usage.get("total_tokens", 0)))
+        if self._llm_sink is not None:
+            seen = b"".join(relayed).decode("utf-8", errors="replace") if relayed else text
+            self._llm_sink(
+                Exchange(
+                    call.request_id,
+                    call.started,
+                    call.operation,
+                    call.deployment,
+                    call.api_version,
+                    call.streaming,
+                    status,
+                    call.body,
+                    seen,
+                    usage,
+                    model,
+                    subscription=call.subscription.id,
                 )
+            )
+        return pending
+
+    async def _log_durably(
+        self,
+        call: _Call,
+        status: int,
+        model: str | None,
+        usage: Mapping[str, int] | None,
+        text: str | None,
+        relayed: list[bytes],
+    ) -> bool:
+        """:meth:`_log`, then wait until the event is written (when the sink says when)."""
+        pending = await self._log(call, status, model, usage, text, relayed)
+        if not isinstance(pending, concurrent.futures.Future):
+            return True
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(pending), _DURABLE_TIMEOUT)
+        except Exception:
+            return False
+        return True
 
     async def _pass_through(
         self,
@@ -531,10 +676,12 @@ class Gateway:
         receive: Receive,
         send: Send,
         relayed: list[bytes],
-    ) -> None:
+    ) -> bool:
         """Stream the backend body to the client as it arrives; stop if the client goes away.
 
         Each chunk is appended to ``relayed`` after it was sent (for the language-model log).
+        Returns True when the backend's body ended with the client still there: the caller
+        logs the event and then sends the end of the response.
         """
         gone = asyncio.Event()
 
@@ -554,18 +701,58 @@ class Gateway:
                 async for chunk in response.aiter_raw():
                     if gone.is_set():
                         relayed.append(chunk)  # received from the backend: served
-                        return
+                        return False
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     relayed.append(chunk)
             except httpx.HTTPError as exc:
                 # The backend dropped the connection mid-body: drop the client's too (as APIM
                 # does when not buffering), rather than end a cut stream as if complete.
                 raise BackendCut("backend closed the stream before its end") from exc
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return not gone.is_set()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _Duplicate
+    return out
+
+
+def _has_duplicate_keys(raw: bytes) -> bool:
+    """Whether some object of the JSON body names a key twice (the body is valid JSON)."""
+    try:
+        json.loads(raw, object_pairs_hook=_no_duplicates)
+    except _Duplicate:
+        return True
+    except (ValueError, RecursionError):
+        return False  # judged by the other checks (orjson parsed it; depth is checked next)
+    return False
+
+
+def _deeper_than(node: Any, limit: int) -> bool:
+    """Whether ``node`` nests lists/objects more than ``limit`` levels (iteratively)."""
+    stack: list[tuple[Any, int]] = [(node, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _message(status: int, message: str) -> bytes:
+    """An APIM-shaped error body."""
+    return orjson.dumps({"statusCode": status, "message": message})
 
 
 def strip_usage_chunk(body: bytes) -> bytes:
@@ -657,8 +844,11 @@ def _too_large(limit: int) -> bytes:
     )
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def _respond(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += extra or []
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 

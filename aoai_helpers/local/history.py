@@ -182,7 +182,12 @@ def drive_history(
     _, embed = chat_and_embedding_deployments(spec)
     with tempfile.TemporaryDirectory(prefix="aoai-history-") as state:
         stack = LocalStack(
-            _fast(spec), db_url=db_url, state_dir=state, write_state=False, clock=clock
+            _fast(spec),
+            db_url=db_url,
+            state_dir=state,
+            write_state=False,
+            clock=clock,
+            token_limits=False,  # a month replayed in seconds: APIM admitted it at its pace
         )
         info = stack.start()
         clients = {

@@ -50,6 +50,7 @@ class Exchange:
     response_text: str | None  # the body as it went by (a pass-through stream: as relayed)
     usage: Mapping[str, int] | None  # the usage numbers the gateway read, when it read them
     model: str | None
+    subscription: str | None = None  # whose call it was (the local token limits count it)
 
 
 def _naive(when: datetime) -> datetime:

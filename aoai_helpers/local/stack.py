@@ -38,6 +38,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +60,7 @@ from ..service import ensure_db
 from ..spec import CaptureMode, Spec
 from ..store import engine_from_url, transaction
 from .gateway import BackendCut, Gateway
+from .limits import TokenLimiter
 from .llm_records import Exchange, llm_log_records
 from .simulator import Simulator, StreamCutError
 
@@ -68,6 +70,8 @@ STATE_FILE: Final = "stack.json"
 KEYS_FILE: Final = "keys.json"
 _log = logging.getLogger("aoai_helpers.local")
 T = TypeVar("T")
+#: Seconds after a failed write before the gateway tries to serve (and log) calls again.
+RETRY_AFTER: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,10 +104,46 @@ class _QuietCut(logging.Filter):
         return not isinstance(exc, (BackendCut, StreamCutError))
 
 
-class ServerThread:
-    """An ASGI app served by uvicorn on a pre-bound loopback socket, in a daemon thread."""
+def _timed_protocol(header_timeout: float) -> type[Any]:
+    """uvicorn's HTTP protocol (httptools when installed, else h11) closing a connection that has
+    not sent its first request's headers within ``header_timeout`` seconds (after a response,
+    uvicorn's own keep-alive timeout bounds the wait for the next request)."""
+    base: type[Any]
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:  # pragma: no cover - the local extra installs httptools
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, name: str = "server"):
+    class HeaderTimeout(base):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _headers_late(self) -> None:
+            if self.cycle is None:  # no request has started on this connection
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._header_timer.cancel()
+            super().connection_lost(exc)
+
+    return HeaderTimeout
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on a pre-bound loopback socket, in a daemon thread.
+
+    ``header_timeout``: a connection that sends no request headers within it is closed.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        name: str = "server",
+        header_timeout: float = 10.0,
+    ):
         # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on accepted sockets whose
         # proto is TCP, and without it every keep-alive response (headers and body are two
         # writes) waited ~40 ms for the client's delayed ACK.
@@ -118,7 +158,12 @@ class ServerThread:
         self.port: int = self.sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         config = uvicorn.Config(
-            app, lifespan="auto", log_level="warning", access_log=False, timeout_keep_alive=30
+            app,
+            lifespan="auto",
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=30,
+            http=_timed_protocol(header_timeout),
         )
         self.server = uvicorn.Server(config)
         logging.getLogger("uvicorn.error").addFilter(_QuietCut())
@@ -151,22 +196,33 @@ class ServerThread:
 class _QueueWriter(Generic[T]):
     """Queues items from the gateway and writes them from a thread of its own, in batches of
     whatever accumulated, off the gateway's event loop; :meth:`close` flushes everything queued
-    before returning. A failed batch is logged (the gateway stays up)."""
+    before returning. Each item's future completes once its batch is written (or fails with the
+    batch's error, which is also logged once): the gateway waits on it before it completes a
+    response. After a failed batch :meth:`healthy` is False until a write succeeds again or
+    :data:`RETRY_AFTER` seconds passed (then the gateway tries again)."""
 
     def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[T | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[T, Future[None]] | None] = queue.SimpleQueue()
         self._idle = threading.Event()
         self._idle.set()
         self._pending = 0
+        self._failed_at: float | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def __call__(self, item: T) -> None:
+    def __call__(self, item: T) -> Future[None]:
+        done: Future[None] = Future()
         with self._lock:
             self._pending += 1
             self._idle.clear()
-        self._queue.put(item)
+        self._queue.put((item, done))
+        return done
+
+    def healthy(self) -> bool:
+        """Whether the last write worked (or the last failure is old enough to try again)."""
+        failed = self._failed_at
+        return failed is None or time.monotonic() - failed > RETRY_AFTER
 
     def _write(self, items: list[T]) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -181,14 +237,23 @@ class _QueueWriter(Generic[T]):
                 except queue.Empty:
                     break
             stop = None in batch
-            items = [b for b in batch if b is not None]
-            if items:
+            entries = [b for b in batch if b is not None]
+            if entries:
+                error: BaseException | None = None
                 try:
-                    self._write(items)
-                except Exception:  # keep the gateway alive; the error is logged once per batch
-                    _log.exception("%s could not write %d item(s)", self._thread.name, len(items))
+                    self._write([item for item, _ in entries])
+                    self._failed_at = None
+                except Exception as exc:  # keep the gateway alive; the error is logged once
+                    error = exc
+                    self._failed_at = time.monotonic()
+                    _log.exception("%s could not write %d item(s)", self._thread.name, len(entries))
+                for _, done in entries:
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(error)
             with self._lock:
-                self._pending -= len(items)
+                self._pending -= len(entries)
                 if self._pending == 0:
                     self._idle.set()
 
@@ -220,16 +285,30 @@ class LlmLogWriter(_QueueWriter[Exchange]):
     """The gateway's language-model sink: turns exchanges into log records and appends them.
 
     Counting a stream's tokens (when it carried no usage) happens in this thread, never on the
-    gateway's event loop.
+    gateway's event loop; ``consumed(subscription, tokens)`` hears of what each call of a
+    stream without reported usage consumed (the local token limits count it).
     """
 
-    def __init__(self, log: LocalLlmLog, deployment_models: dict[str, str]) -> None:
+    def __init__(
+        self,
+        log: LocalLlmLog,
+        deployment_models: dict[str, str],
+        consumed: Callable[[str, int], None] | None = None,
+    ) -> None:
         self._log = log
         self._models = deployment_models
+        self._consumed = consumed
         super().__init__("llm-log-writer")
 
     def _write(self, items: list[Exchange]) -> None:
-        self._log.append([r for e in items for r in llm_log_records(e, self._models)])
+        records = []
+        for exchange in items:
+            found = llm_log_records(exchange, self._models)
+            records += found
+            if self._consumed and exchange.usage is None and exchange.subscription:
+                for record in found:
+                    self._consumed(exchange.subscription, record.total_tokens or 0)
+        self._log.append(records)
 
 
 def _load_keys(state_dir: Path, spec: Spec) -> tuple[dict[str, str], str]:
@@ -253,7 +332,9 @@ class LocalStack:
     ``db_url`` defaults to the spec's database; ``capture`` overrides the spec's streaming
     mode; ``state_dir`` defaults to the spec's ``local.state_dir``. ``consumer=False`` leaves
     the event log unread (tests of the log itself, or a separate ``consume`` process);
-    ``clock`` is the gateway's clock (see :class:`~aoai_helpers.local.gateway.Gateway`).
+    ``clock`` is the gateway's clock (see :class:`~aoai_helpers.local.gateway.Gateway`);
+    ``token_limits=False`` leaves the spec's per-BU token limits unapplied (a replay of past
+    traffic, which APIM already admitted, at many calls a second).
     """
 
     def __init__(
@@ -267,9 +348,11 @@ class LocalStack:
         write_state: bool = True,
         batch_size: int = 200,
         clock: Callable[[], datetime] | None = None,
+        token_limits: bool = True,
     ) -> None:
         self.spec = spec
         self._clock = clock
+        self._token_limits = token_limits
         self.db_url = db_url or spec.database.url
         self.capture: CaptureMode = capture or spec.capture.streaming
         self.state_dir = Path(state_dir or spec.local.state_dir)
@@ -315,7 +398,11 @@ class LocalStack:
         sim = ServerThread(self.simulator, host, self.spec.local.simulator_port, "aoai-simulator")
         self._servers.append(sim.start())
         self._writer = EventWriter(self.event_log.producer())
-        self._llm_writer = LlmLogWriter(self.llm_log, self.spec.deployment_models())
+        limited = self.spec.subscriptions if self._token_limits else ()
+        limiter = TokenLimiter({s.id: s for s in limited})
+        self._llm_writer = LlmLogWriter(
+            self.llm_log, self.spec.deployment_models(), consumed=limiter.consume
+        )
         self.gateway = Gateway(
             self.spec,
             keys=keys,
@@ -325,8 +412,17 @@ class LocalStack:
             capture=self.capture,
             clock=self._clock,
             llm_sink=self._llm_writer,
+            healthy=self._writer.healthy,
+            limiter=limiter,
+            body_timeout=self.spec.local.body_timeout_seconds,
         )
-        gw = ServerThread(self.gateway, host, self.spec.local.gateway_port, "apim-gateway")
+        gw = ServerThread(
+            self.gateway,
+            host,
+            self.spec.local.gateway_port,
+            "apim-gateway",
+            header_timeout=self.spec.local.header_timeout_seconds,
+        )
         self._servers.append(gw.start())
         if self._consumer_on:
             ingestor = Ingestor(engine, deployment_models=self.spec.deployment_models())
