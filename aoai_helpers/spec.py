@@ -25,7 +25,10 @@ from .exceptions import ConfigError, InputError
 
 __all__ = [
     "CLOUDS",
+    "MAX_RETENTION_DAYS",
+    "AoaiEndpoints",
     "Apim",
+    "ApimSku",
     "Backend",
     "Capture",
     "CaptureMode",
@@ -33,6 +36,7 @@ __all__ = [
     "Consumer",
     "Database",
     "EventHub",
+    "EventHubTier",
     "Fault",
     "FunctionApp",
     "LlmLog",
@@ -45,6 +49,8 @@ __all__ = [
     "TokenLimit",
     "load_spec",
     "parse_spec",
+    "retention_problem",
+    "token_limit_problem",
 ]
 
 CloudName = Literal["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"]
@@ -111,6 +117,19 @@ class Backend(_Model):
         if not re.match(r"^https?://[^/\s]+/?$", value):
             raise ValueError("endpoint must look like https://<resource>.openai.azure.com/")
         return value.rstrip("/")
+
+
+class AoaiEndpoints(_Model):
+    """Azure OpenAI's DNS suffix and managed-identity token audience on this spec's cloud.
+
+    ``None`` takes the cloud's value (:mod:`aoai_helpers.clouds`): documented for global Azure
+    (``openai.azure.com``, ``https://cognitiveservices.azure.com``) and US Government
+    (``openai.azure.us``, Azure OpenAI in Azure Government); for Azure China
+    (``openai.azure.cn``, ``https://cognitiveservices.azure.cn``) no Microsoft page was found
+    that confirms either, only the SDKs' constants — set them here if yours differ."""
+
+    endpoint_suffix: str | None = Field(default=None, pattern=r"^[a-z0-9.-]+\.[a-z]{2,}$")
+    audience: str | None = Field(default=None, pattern=r"^https://[^/\s]+/?$")
 
 
 class Product(_Model):
@@ -226,9 +245,25 @@ class Reconcile(_Model):
     interval_seconds: float = Field(default=1.0, gt=0, le=3600)
 
 
+#: APIM tiers (the service's ``sku.name``). Consumption has no users (no developer portal) and
+#: cannot save ``llm-token-limit`` (policy reference, Usage: "Gateways: classic, v2,
+#: self-hosted, workspace" — no consumption).
+ApimSku = Literal[
+    "Consumption", "Developer", "Basic", "Standard", "Premium", "BasicV2", "StandardV2", "PremiumV2"
+]
+#: Event Hubs namespace tiers and their longest ``messageRetentionInDays`` (Event Hubs quotas:
+#: "Maximum retention period: 1 day / 7 days / 90 days / 90 days").
+EventHubTier = Literal["Basic", "Standard", "Premium", "Dedicated"]
+MAX_RETENTION_DAYS: dict[str, int] = {"Basic": 1, "Standard": 7, "Premium": 90, "Dedicated": 90}
+
+
 class Apim(_Model):
+    """The existing APIM service. ``sku``: its tier when known offline (``provision plan`` reads
+    the live one and checks the spec against it); ``None``: known only from ARM."""
+
     resource_group: str = Field(min_length=1, max_length=90)
     service_name: str = Field(min_length=1, max_length=50)
+    sku: ApimSku | None = None
     region: str = "West Europe"
     api_id: Ident = "azure-openai"
     api_display_name: str = "Azure OpenAI"
@@ -257,6 +292,16 @@ class EventHub(_Model):
     create: bool = False
     partition_count: int = Field(default=4, ge=1, le=32)
     retention_days: int = Field(default=7, ge=1, le=90)
+    #: the namespace's tier when known offline (``provision plan`` reads the live one); the
+    #: retention must fit it (:data:`MAX_RETENTION_DAYS`)
+    tier: EventHubTier | None = None
+
+    @model_validator(mode="after")
+    def _retention_fits_tier(self) -> EventHub:
+        if self.tier is not None and self.retention_days > MAX_RETENTION_DAYS[self.tier]:
+            raise ValueError(retention_problem(self.tier, self.retention_days))
+        return self
+
     send_rule: Ident = "apim-send"
     listen_rule: Ident = "ingest-listen"
 
@@ -333,6 +378,7 @@ class Spec(_Model):
     subscription_id: str | None = None  # the Azure subscription (ARM), not an APIM one
     apim: Apim
     backends: tuple[Backend, ...] = Field(min_length=1)
+    aoai: AoaiEndpoints = AoaiEndpoints()
     product: Product = Product()
     subscriptions: tuple[Subscription, ...] = Field(min_length=1)
     capture: Capture = Capture()
@@ -349,7 +395,25 @@ class Spec(_Model):
         _no_duplicates("subscriptions", [s.id.lower() for s in self.subscriptions])
         _no_duplicates("backends", [b.name.lower() for b in self.backends])
         _no_duplicates("deployments", [d.lower() for b in self.backends for d in b.deployments])
+        if self.apim.sku is not None:
+            problem = token_limit_problem(self, self.apim.sku)
+            if problem:
+                raise ValueError(problem)
         return self
+
+    def aoai_suffix(self) -> str:
+        """The AOAI endpoint DNS suffix: ``aoai.endpoint_suffix``, else the cloud's."""
+        return self.aoai.endpoint_suffix or get_cloud(self.cloud).aoai_suffix
+
+    def aoai_audience(self) -> str:
+        """The managed-identity audience for AOAI: ``aoai.audience``, else the cloud's."""
+        return (self.aoai.audience or get_cloud(self.cloud).cognitive_resource).rstrip("/")
+
+    def owners_logged(self, sku: str | None = None) -> bool:
+        """Whether the gateway logs subscription owners (``UserName``/``UserEmail``): APIM
+        fills ``context.User`` from the subscription's owner, a user of the service; the
+        Consumption tier has none. ``sku`` defaults to ``apim.sku`` (unknown: logged)."""
+        return (sku or self.apim.sku) != "Consumption"
 
     def for_cloud(self, cloud: str | None) -> Spec:
         """The same spec on ``cloud`` (a ``--cloud`` override applies everywhere: endpoints,
@@ -375,6 +439,27 @@ class Spec(_Model):
             if any(d.lower() == wanted for d in backend.deployments):
                 return backend
         return None
+
+
+def token_limit_problem(spec: Spec, sku: str) -> str | None:
+    """Why ``spec``'s token limits cannot be saved on an APIM service of tier ``sku``, if so."""
+    limited = [s.id for s in spec.subscriptions if s.token_limit is not None]
+    if sku == "Consumption" and limited:
+        return (
+            f"subscriptions {', '.join(limited)} have token_limit, but llm-token-limit cannot be "
+            "saved on the Consumption tier of APIM: remove token_limit or use a classic or v2 tier"
+        )
+    return None
+
+
+def retention_problem(tier: str, days: int) -> str:
+    """The one-line error for ``days`` of retention on an Event Hubs namespace of ``tier``."""
+    most = MAX_RETENTION_DAYS.get(tier, 90)
+    return (
+        f"event_hub.retention_days {days} exceeds the {tier} tier's maximum of {most} "
+        f"day{'s' if most != 1 else ''} (Event Hubs quotas); use a Premium or Dedicated namespace "
+        "for longer retention"
+    )
 
 
 def _no_duplicates(what: str, names: list[str]) -> None:
