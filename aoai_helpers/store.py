@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_DB_URL",
     "RECONCILE_COLUMNS",
     "SCHEMA_VERSION",
+    "all_tables",
     "bu_map",
     "database_errors",
     "ddl",
@@ -241,6 +242,26 @@ STRING_LIMITS: Final[dict[str, int]] = {
 }
 
 
+def all_tables() -> list[tuple[str, list[Table]]]:
+    """Every table the project creates, grouped by who creates it: the store's own (``db
+    init``), the issued statements (``report --issue``) and the database checkpoints of
+    ``consume`` (``consumer.checkpoint_store: database``)."""
+    from .checkpoint_db import checkpoint_metadata
+    from .statement import statement_metadata
+
+    return [
+        ("", list(metadata.sorted_tables)),
+        (
+            "Issued chargeback statements (created by report --issue)",
+            list(statement_metadata.sorted_tables),
+        ),
+        (
+            "Event Hubs checkpoints of consume (created when consumer.checkpoint_store is database)",
+            list(checkpoint_metadata.sorted_tables),
+        ),
+    ]
+
+
 def ddl(dialect_name: str = "mssql") -> str:
     """The schema as SQL for a dialect (``mssql`` → ``sql/aoaieventdb.sql``, T-SQL with GO)."""
     from sqlalchemy.schema import CreateIndex, CreateTable
@@ -258,12 +279,14 @@ def ddl(dialect_name: str = "mssql") -> str:
     dialect = dialect_cls(**options)
     sep = "\nGO\n\n" if dialect_name == "mssql" else ";\n\n"
     parts = []
-    for table in metadata.sorted_tables:
-        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip())
-        parts.extend(
-            str(CreateIndex(ix).compile(dialect=dialect)).strip()
-            for ix in sorted(table.indexes, key=lambda i: i.name or "")
-        )
+    for heading, tables in all_tables():
+        for i, table in enumerate(tables):
+            lead = f"-- {heading}\n" if heading and i == 0 else ""
+            parts.append(lead + str(CreateTable(table).compile(dialect=dialect)).strip())
+            parts.extend(
+                str(CreateIndex(ix).compile(dialect=dialect)).strip()
+                for ix in sorted(table.indexes, key=lambda i: i.name or "")
+            )
     header = (
         f"-- apim-aoai-proxy schema v{SCHEMA_VERSION} ({dialect_name}), generated from aoai_helpers.store.\n"
         "-- Regenerate with: python -m aoai_helpers db ddl --dialect " + dialect_name + "\n\n"

@@ -121,3 +121,48 @@ CREATE TABLE [ReconcileState] (
 	PRIMARY KEY ([Source])
 )
 GO
+
+-- Issued chargeback statements (created by report --issue)
+CREATE TABLE [ChargebackStatement] (
+	[Month] NVARCHAR(7) NOT NULL,
+	[Line] INTEGER NOT NULL,
+	[BusinessUnit] NVARCHAR(100) NOT NULL,
+	[CostCentre] NVARCHAR(50) NULL,
+	[Calls] BIGINT NOT NULL,
+	[PromptTokens] BIGINT NOT NULL,
+	[CompletionTokens] BIGINT NOT NULL,
+	[TotalTokens] BIGINT NOT NULL,
+	[Cost] FLOAT NOT NULL,
+	[Currency] NVARCHAR(5) NULL,
+	[EstimatedCost] FLOAT NOT NULL,
+	[UnpricedCalls] BIGINT NOT NULL,
+	[EstimatedCalls] BIGINT NOT NULL,
+	[IssuedAtUTC] DATETIME NOT NULL,
+	PRIMARY KEY ([Month], [Line])
+)
+GO
+
+-- Event Hubs checkpoints of consume (created when consumer.checkpoint_store is database)
+CREATE TABLE [EventHubCheckpoint] (
+	[Namespace] VARCHAR(255) NOT NULL,
+	[EventHub] VARCHAR(256) NOT NULL,
+	[ConsumerGroup] VARCHAR(64) NOT NULL,
+	[PartitionId] VARCHAR(32) NOT NULL,
+	[EventOffset] VARCHAR(100) NOT NULL,
+	[SequenceNumber] BIGINT NOT NULL,
+	[UpdatedAtUTC] DATETIME NOT NULL,
+	CONSTRAINT [pk_EventHubCheckpoint] PRIMARY KEY ([Namespace], [EventHub], [ConsumerGroup], [PartitionId])
+)
+GO
+
+CREATE TABLE [EventHubOwnership] (
+	[Namespace] VARCHAR(255) NOT NULL,
+	[EventHub] VARCHAR(256) NOT NULL,
+	[ConsumerGroup] VARCHAR(64) NOT NULL,
+	[PartitionId] VARCHAR(32) NOT NULL,
+	[OwnerId] VARCHAR(128) NOT NULL,
+	[ETag] VARCHAR(64) NOT NULL,
+	[LastModifiedTime] FLOAT NOT NULL,
+	CONSTRAINT [pk_EventHubOwnership] PRIMARY KEY ([Namespace], [EventHub], [ConsumerGroup], [PartitionId])
+)
+GO

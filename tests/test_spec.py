@@ -63,6 +63,21 @@ def test_backend_lookup_is_case_insensitive() -> None:
         (lambda d: d["capture"].update(streaming="sometimes"), "capture.streaming"),
         (lambda d: d.pop("event_hub"), "event_hub: Field required"),
         (lambda d: d["backends"][0].update(deployments={}), "backends.0.deployments"),
+        (
+            lambda d: d["apim"].update(sku="Consumption"),
+            "llm-token-limit cannot be saved on the Consumption tier",
+        ),
+        (lambda d: d["apim"].update(sku="Gold"), "apim.sku"),
+        (
+            lambda d: d["event_hub"].update(tier="Standard", retention_days=8),
+            "event_hub.retention_days 8 exceeds the Standard tier's maximum of 7 days",
+        ),
+        (
+            lambda d: d["event_hub"].update(tier="Basic", retention_days=2),
+            "exceeds the Basic tier's maximum of 1 day ",
+        ),
+        (lambda d: d.update(aoai={"audience": "cognitiveservices.azure.cn"}), "aoai.audience"),
+        (lambda d: d.update(aoai={"endpoint_suffix": "https://x"}), "aoai.endpoint_suffix"),
     ],
 )
 def test_mistakes_are_named(change: Any, message: str) -> None:
@@ -103,3 +118,40 @@ def test_with_simulator_replaces_only_the_simulator_fields() -> None:
     assert slow.local.simulator.max_reply_tokens == spec.local.simulator.max_reply_tokens
     assert slow.model_dump(exclude={"local"}) == spec.model_dump(exclude={"local"})
     assert spec.local.simulator.ttft_ms == 0  # the original is untouched
+
+
+def test_tiers_that_fit_are_accepted() -> None:
+    data = copy.deepcopy(_sample())
+    data["apim"]["sku"] = "StandardV2"
+    data["event_hub"].update(tier="Premium", retention_days=90)
+    spec = parse_spec(data)
+    assert spec.owners_logged() and spec.event_hub.retention_days == 90
+    for sub in data["subscriptions"]:
+        sub.pop("token_limit", None)
+    data["apim"]["sku"] = "Consumption"
+    consumption = parse_spec(data)
+    assert not consumption.owners_logged()  # no users on Consumption: context.User is null
+    assert parse_spec(_sample()).owners_logged()  # tier unknown offline: logged
+    assert not parse_spec(_sample()).owners_logged("Consumption")  # the live tier decides
+
+
+def test_aoai_endpoints_default_to_the_cloud_and_can_be_set() -> None:
+    spec = parse_spec(_sample())
+    assert (spec.aoai_suffix(), spec.aoai_audience()) == (
+        "openai.azure.com",
+        "https://cognitiveservices.azure.com",
+    )
+    china = spec.for_cloud("AzureChinaCloud")
+    assert (china.aoai_suffix(), china.aoai_audience()) == (
+        "openai.azure.cn",
+        "https://cognitiveservices.azure.cn",
+    )
+    gov = spec.for_cloud("AzureUSGovernment")
+    assert gov.aoai_suffix() == "openai.azure.us"
+    data = copy.deepcopy(_sample())
+    data["aoai"] = {"endpoint_suffix": "openai.example.cn", "audience": "https://cog.example.cn/"}
+    mine = parse_spec(data).for_cloud("AzureChinaCloud")
+    assert (mine.aoai_suffix(), mine.aoai_audience()) == (
+        "openai.example.cn",
+        "https://cog.example.cn",
+    )

@@ -112,7 +112,7 @@ def choose_cloud(target: Target) -> Shown:
             "sign-in": c.authority_host,
             "ARM": c.arm_endpoint,
             "APIM gateway": f"{target.spec.apim.service_name}.{c.apim_gateway_suffix}",
-            "Azure OpenAI": f"*.{c.aoai_suffix}",
+            "Azure OpenAI": f"*.{target.spec.for_cloud(c.name).aoai_suffix()}",
             "Event Hubs": f"*.{c.eventhub_suffix}",
         }
         for c in CLOUDS.values()
