@@ -1,8 +1,11 @@
 """CLI commands of the ingestion function and the consumer: ``function build|deploy``, ``consume``.
 
-``function deploy`` plans first (settings diff with secrets masked, the package, the SCM URL)
-and asks before changing anything (``--yes``); ``--plan`` stops after the plan (``--offline``:
-no credentials, assuming the app has no settings yet). ``consume`` reads Event Hubs (or the
+``function deploy`` plans first (the hosting plan detected, settings diff with secrets masked,
+the package, the upload endpoint, the roles of the function's identity) and asks before
+changing anything (``--yes``); ``--plan`` stops after the plan (``--offline``: no credentials,
+assuming the app has no settings yet). A plan with a problem (no such app, no identity,
+Container Apps or Windows hosting) exits non-zero with one line, also under ``--plan``.
+``function build`` writes the spec's ``function.max_batch_size`` into ``host.json``. ``consume`` reads Event Hubs (or the
 local event log with ``--local``) into the database with the same ingest code as the
 function, until Ctrl-C / SIGTERM: the batch in flight is committed and checkpointed first.
 A database that cannot be opened at the start is retried with the backoff of a failing batch
@@ -30,12 +33,26 @@ from .store import masked_url
 __all__ = ["add_function_parsers"]
 
 
+def _batch_size(spec: Spec) -> int | None:
+    return spec.function.max_batch_size if spec.function is not None else None
+
+
 def cmd_function_build(args: argparse.Namespace) -> int:
     from .functions.build import build_zip
 
-    result = build_zip(Path(args.out))
+    spec = spec_from_args(args)
+    batch = _batch_size(spec)
+    result = build_zip(Path(args.out), max_batch_size=batch)
     print(
         f"built {result.path} ({result.size_bytes:,} bytes, {len(result.files)} files, sha256 {result.sha256})"
+    )
+    print(
+        f"host.json: maxEventBatchSize {batch if batch is not None else 'as the template (500)'}"
+        + (
+            " (the spec's function.max_batch_size)"
+            if batch is not None
+            else " (the spec has no function section)"
+        )
     )
     print(
         "the same sources always give the same bytes; tokenizer files are inside (no download at cold start)"
@@ -56,7 +73,7 @@ def _function_db_url(args: argparse.Namespace, spec: Spec) -> str:
 def cmd_function_deploy(args: argparse.Namespace) -> int:
     from .cli_azure import azure_errors, sign_in
     from .functions.build import build_zip
-    from .functions.deploy import deploy, make_web_clients, plan_deploy
+    from .functions.deploy import DeployError, deploy, make_web_clients, plan_deploy
 
     spec = spec_from_args(args)
     if spec.function is None:
@@ -68,7 +85,7 @@ def cmd_function_deploy(args: argparse.Namespace) -> int:
         if not zip_path.is_file():
             raise ConfigError(f"no such package: {zip_path}")
     else:
-        built = build_zip(Path(args.out))
+        built = build_zip(Path(args.out), max_batch_size=spec.function.max_batch_size)
         zip_path, sha = built.path, built.sha256
     clients = credential = None
     with azure_errors():
@@ -82,8 +99,11 @@ def cmd_function_deploy(args: argparse.Namespace) -> int:
             eventhub_connection=listen,
             zip_path=zip_path,
             zip_sha256=sha,
+            keep_settings=args.keep_setting or (),
         )
     print(the_plan.render())
+    if the_plan.problems:
+        raise DeployError(f"cannot deploy: {'; '.join(the_plan.problems)}")
     if args.plan:
         return 0
     if clients is None:
@@ -95,7 +115,15 @@ def cmd_function_deploy(args: argparse.Namespace) -> int:
             print("nothing changed")
             return 1
     with azure_errors():
-        deploy(the_plan, clients, credential=credential, on_progress=lambda m: print(m, flush=True))
+        result = deploy(
+            the_plan, clients, credential=credential, on_progress=lambda m: print(m, flush=True)
+        )
+    if result.warnings:
+        print(
+            f"deployed and indexed, with {len(result.warnings)} warning(s) above: the function "
+            "may still be refused by Event Hubs or Log Analytics until the roles are granted"
+        )
+        return 0
     print("deployed and indexed")
     return 0
 
@@ -186,6 +214,12 @@ def add_function_parsers(sub: Any, with_db: Any) -> None:
     ).add_subparsers(dest="function_command", required=True, metavar="ACTION")
     p = fn.add_parser("build", help="build the deployable zip (reproducible)")
     p.add_argument("--out", default="dist", help="output directory (default: dist/)")
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="spec whose function.max_batch_size goes into host.json (default: $AOAI_SPEC, "
+        "./gateway.yaml, else the bundled sample)",
+    )
     p.set_defaults(func=cmd_function_build)
     p = with_db(
         azure_target_args(
@@ -201,6 +235,12 @@ def add_function_parsers(sub: Any, with_db: Any) -> None:
     p.add_argument("--zip", metavar="FILE", help="deploy this package instead of building one")
     p.add_argument("--out", default="dist", help="where to build the package (default: dist/)")
     p.add_argument("--yes", action="store_true", help="deploy without asking")
+    p.add_argument(
+        "--keep-setting",
+        action="append",
+        metavar="NAME",
+        help="on Flex Consumption: keep this app setting although Flex rejects it (repeatable)",
+    )
     p.set_defaults(func=cmd_function_deploy)
     p = with_db(
         sub.add_parser(

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,33 @@ def test_function_deploy_plan_offline_masks_the_database_password(tmp_path: Path
     assert out.returncode == 0, out.stderr
     assert "Sup3rSecret" not in out.stdout and "AOAI_DB_URL" in out.stdout
     assert "func-aoai-ingest.scm.azurewebsites.net/api/zipdeploy?isAsync=true" in out.stdout
+    # offline, the hosting plan is unknown: the plan says what Flex Consumption would change
+    assert "hosting plan: unknown (offline" in out.stdout
+    assert "func-aoai-ingest.scm.azurewebsites.net/api/publish?RemoteBuild=true" in out.stdout
+    # the function identity's role, with the command that grants it
+    assert "'Azure Event Hubs Data Receiver'" in out.stdout
+    assert "az role assignment create --assignee-object-id <principal id>" in out.stdout
     assert (
         "AOAI_EVENTHUB__fullyQualifiedNamespace" in out.stdout
         and "evhns-aoai-usage.servicebus.windows.net" in out.stdout
     )
     assert list((tmp_path / "dist").glob("aoai-ingest-*.zip"))
+
+
+def test_function_build_writes_the_specs_max_batch_size(tmp_path: Path) -> None:
+    spec = tmp_path / "gateway.yaml"
+    text = Path(SPEC).read_text("utf-8")
+    assert "  max_batch_size: 500\n" in text
+    spec.write_text(text.replace("  max_batch_size: 500\n", "  max_batch_size: 64\n"), "utf-8")
+    out = _cli(
+        "function", "build", "--spec", str(spec), "--out", str(tmp_path / "dist"), cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert "maxEventBatchSize 64 (the spec's function.max_batch_size)" in out.stdout
+    (built,) = (tmp_path / "dist").glob("aoai-ingest-*.zip")
+    with zipfile.ZipFile(built) as zf:
+        host = json.loads(zf.read("host.json"))
+    assert host["extensions"]["eventHubs"]["maxEventBatchSize"] == 64
 
 
 def test_function_deploy_refuses_a_sqlite_database(tmp_path: Path) -> None:

@@ -16,11 +16,12 @@ import pytest
 
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.functions import BuildResult, build_zip, indexed_functions, unpack
-from aoai_helpers.functions.build import package_files, requirements_txt
+from aoai_helpers.functions.build import host_json, package_files, requirements_txt
 from aoai_helpers.functions.settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+TEMPLATE_HOST = (ROOT / "aoai_helpers/functions/template/host.json").read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +266,42 @@ def test_indexing_a_broken_build_reports_the_import_error(tmp_path: Path) -> Non
     (app_dir / "function_app.py").write_text("import no_such_module_here\n")
     with pytest.raises(ConfigError, match="no_such_module_here"):
         indexed_functions(app_dir)
+
+
+# ----------------------------------------------------------------------------- the spec's batch size
+
+
+def test_the_specs_max_batch_size_goes_into_host_json_reproducibly(
+    tmp_path: Path, built: BuildResult
+) -> None:
+    """``function.max_batch_size`` is ``extensions.eventHubs.maxEventBatchSize`` (*Azure Event
+    Hubs bindings*, host.json settings: "The maximum number of events included in a batch for a
+    single invocation"; ``minEventBatchSize`` "must be less than maxEventBatchSize")."""
+    one = build_zip(tmp_path / "a", max_batch_size=120)
+    two = build_zip(tmp_path / "b", max_batch_size=120)
+    assert one.path.read_bytes() == two.path.read_bytes() and one.path.name == two.path.name
+    assert one.sha256 != built.sha256
+    eh = json.loads(_read(one, "host.json"))["extensions"]["eventHubs"]
+    assert (eh["maxEventBatchSize"], eh["minEventBatchSize"], eh["prefetchCount"]) == (
+        120,
+        50,
+        1000,
+    )
+    assert eh["maxWaitTime"] == "00:00:05"
+    # the template's own size gives the template's settings; the default build is that size
+    default = json.loads(_read(built, "host.json"))["extensions"]["eventHubs"]
+    assert default["maxEventBatchSize"] == 500
+    assert build_zip(tmp_path / "c", max_batch_size=500).sha256 == built.sha256
+    small = json.loads(host_json(TEMPLATE_HOST, 40))["extensions"]["eventHubs"]
+    assert (small["maxEventBatchSize"], small["minEventBatchSize"]) == (40, 20)
+    single = json.loads(host_json(TEMPLATE_HOST, 1))["extensions"]["eventHubs"]
+    assert single["maxEventBatchSize"] == 1
+    assert "minEventBatchSize" not in single and "maxWaitTime" not in single
+    big = json.loads(host_json(TEMPLATE_HOST, 2000))["extensions"]["eventHubs"]
+    assert (big["minEventBatchSize"], big["prefetchCount"]) == (50, 4000)
+    with pytest.raises(ConfigError, match="at least 1"):
+        host_json(TEMPLATE_HOST, 0)
+    # the rest of host.json is untouched
+    assert (
+        json.loads(host_json(TEMPLATE_HOST, 40))["logging"] == json.loads(TEMPLATE_HOST)["logging"]
+    )

@@ -1,5 +1,15 @@
-"""Function deploy, offline: ARM through the recording transport (per cloud), Kudu through a local
-HTTP server standing in for the SCM endpoint (upload, polling, failures), indexing checks.
+"""Function deploy, offline: ARM through the recording transport (per cloud), Kudu / One Deploy
+through a local HTTP server standing in for the SCM endpoint (upload, polling, failures),
+hosting-plan detection, the function identity's roles, indexing checks.
+
+REST shapes checked (Azure/azure-rest-api-specs): ``WebApps_Get`` ``GET /subscriptions/{s}/
+resourceGroups/{rg}/providers/Microsoft.Web/sites/{name}`` and ``AppServicePlans_Get`` ``GET …/
+Microsoft.Web/serverfarms/{name}`` (``Microsoft.Web/stable/2025-05-01``, azure-mgmt-web 11's
+api-version); ``RoleAssignments_ListForScope`` ``GET /{scope}/providers/Microsoft.Authorization/
+roleAssignments?api-version=2022-04-01&$filter=principalId eq '{id}'`` (``Microsoft.Authorization/
+stable/2022-04-01``). One Deploy: ``POST /api/publish?RemoteBuild=…&Deployer=…`` with
+``Content-Type: application/zip``, then ``GET /api/deployments/latest`` (the Azure CLI's
+``enable_zip_deploy_flex``; statuses from Microsoft in Azure/azure-dev#3658).
 """
 
 from __future__ import annotations
@@ -16,9 +26,10 @@ from typing import Any
 import pytest
 from secrets_registry import record_output, register_secret
 
-from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport
+from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, memory_response
 from aoai_helpers.clouds import CLOUDS, get_cloud
 from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.functions.build import build_zip
 from aoai_helpers.functions.deploy import (
     DeployError,
     deploy,
@@ -26,6 +37,7 @@ from aoai_helpers.functions.deploy import (
     plan_deploy,
     scm_url,
 )
+from aoai_helpers.functions.identity import hub_scope
 from aoai_helpers.functions.settings import (
     FUNCTION_NAME,
     RECONCILE_FUNCTION_NAME,
@@ -33,6 +45,7 @@ from aoai_helpers.functions.settings import (
     reconcile_config,
     secret_settings,
 )
+from aoai_helpers.roles import EVENT_HUBS_DATA_RECEIVER, LOG_ANALYTICS_READER
 from aoai_helpers.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +54,10 @@ SUB = "00000000-0000-0000-0000-000000000000"
 SITE = f"/subscriptions/{SUB}/resourceGroups/rg-aoai-gateway/providers/Microsoft.Web/sites/func-aoai-ingest"
 DB = "mssql+pyodbc://ingest:P4ssw0rd-very-secret@sql-aoai.database.windows.net/aoai?driver=ODBC+Driver+18+for+SQL+Server"
 register_secret("P4ssw0rd-very-secret")
+PRINCIPAL = "9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d"
+HUB = hub_scope(SPEC, SUB)
+WORKSPACE = SPEC.llm_log.workspace_resource_id or ""
+FARM = f"/subscriptions/{SUB}/resourceGroups/rg-aoai-gateway/providers/Microsoft.Web/serverfarms/plan-ingest"
 
 HOSTS = {
     "AzureCloud": "management.azure.com",
@@ -53,10 +70,13 @@ HOSTS = {
 class Kudu:
     """What the fake SCM endpoint saw and how it answers."""
 
-    outcome: str = "success"  # success | failed | unauthorized
+    outcome: str = "success"  # success | failed | unauthorized | conflict
     polls_before_done: int = 2
+    flex_status: int = 4  # the final status of a One Deploy deployment
     uploads: list[bytes] = field(default_factory=list)
     auth: list[str] = field(default_factory=list)
+    posts: list[tuple[str, str | None]] = field(default_factory=list)  # path, Content-Type
+    gets: list[str] = field(default_factory=list)
     polls: int = 0
     url: str = ""
 
@@ -85,17 +105,42 @@ def kudu() -> Iterator[Kudu]:
             state.auth.append(self.headers.get("Authorization", ""))
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
+            state.posts.append((self.path, self.headers.get("Content-Type")))
             if state.outcome == "unauthorized":
                 self._json(401, {"message": "Unauthorized"})
                 return
+            state.uploads.append(body)
+            if self.path.startswith("/api/publish"):
+                if state.outcome == "conflict":
+                    self._json(409, {"message": "deployment in progress"})
+                    return
+                data = b'"d-new"'  # One Deploy answers the deployment id
+                self.send_response(202)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             assert self.path == "/api/zipdeploy?isAsync=true", self.path
             assert self.headers.get("Content-Type") == "application/zip"
-            state.uploads.append(body)
             self._json(202, {}, {"Location": f"{state.url}/api/deployments/latest?deployer=Push"})
+
+        def _flex_poll(self) -> None:
+            if state.polls == 1:  # /latest still shows the previous deployment, a success
+                self._json(200, {"id": "d-old", "status": 4, "status_text": ""})
+            elif state.polls <= state.polls_before_done:
+                self._json(200, {"id": "d-new", "status": 1, "status_text": "Building"})
+            else:
+                self._json(
+                    200, {"id": "d-new", "status": state.flex_status, "status_text": "oryx said no"}
+                )
 
         def do_GET(self) -> None:
             state.auth.append(self.headers.get("Authorization", ""))
+            state.gets.append(self.path)
             state.polls += 1
+            if any(p.startswith("/api/publish") for p, _ in state.posts):
+                self._flex_poll()
+                return
             if state.polls <= state.polls_before_done:
                 self._json(
                     202, {"complete": False, "status": 1, "progress": "Running oryx build..."}
@@ -131,12 +176,74 @@ def package(tmp_path: Path) -> Path:
     return path
 
 
+def linux_consumption_site(**props: Any) -> dict[str, Any]:
+    """``GET …/sites/{name}`` of a Linux Consumption app with a system-assigned identity."""
+    return {
+        "id": SITE,
+        "name": "func-aoai-ingest",
+        "kind": "functionapp,linux",
+        "identity": {"type": "SystemAssigned", "principalId": PRINCIPAL, "tenantId": "t"},
+        "properties": {
+            "serverFarmId": FARM,
+            "sku": "Dynamic",
+            "hostNameSslStates": [
+                {"name": "func-aoai-ingest.azurewebsites.net", "hostType": "Standard"},
+                {"name": "func-aoai-ingest.scm.azurewebsites.net", "hostType": "Repository"},
+            ],
+            **props,
+        },
+    }
+
+
+def flex_site() -> dict[str, Any]:
+    site = linux_consumption_site(
+        sku="FlexConsumption",
+        functionAppConfig={
+            "runtime": {"name": "python", "version": "3.11"},
+            "scaleAndConcurrency": {"maximumInstanceCount": 100, "instanceMemoryMB": 2048},
+        },
+    )
+    site["properties"]["hostNameSslStates"][1]["name"] = (
+        "func-aoai-ingest-h4sh.scm.eastus-01.azurewebsites.net"
+    )
+    return site
+
+
+def _grant(
+    transport: DryRunTransport,
+    scope: str,
+    role: str,
+    principal: str = PRINCIPAL,
+    listed_at: str | None = None,
+) -> None:
+    """An assignment at ``scope``, listed by the in-memory ARM under ``listed_at`` (default:
+    ``scope``) — as real ARM lists an assignment inherited from above in the resource's list."""
+    path = f"{listed_at or scope}/providers/Microsoft.Authorization/roleAssignments/{role[:8]}"
+    transport.store[path.lower()] = {
+        "id": path,
+        "name": role[:8],
+        "properties": {
+            "roleDefinitionId": f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{role}",
+            "principalId": principal,
+            "scope": scope,
+        },
+    }
+
+
 def _clients(
     cloud: str = "AzureCloud",
     indexed: tuple[str, ...] = (FUNCTION_NAME, RECONCILE_FUNCTION_NAME),
     existing: dict[str, str] | None = None,
+    site: dict[str, Any] | None = None,
+    granted: bool = True,
+    transport: DryRunTransport | None = None,
 ) -> tuple[Any, DryRunTransport]:
-    transport = DryRunTransport()
+    transport = transport or DryRunTransport()
+    transport.store[SITE.lower()] = site if site is not None else linux_consumption_site()
+    if granted:
+        namespace = HUB.rsplit("/eventhubs/", 1)[0]
+        _grant(transport, namespace, EVENT_HUBS_DATA_RECEIVER, listed_at=HUB)  # inherited
+        _grant(transport, WORKSPACE, LOG_ANALYTICS_READER)
     if existing is not None:
         transport.store[f"{SITE}/config/appsettings".lower()] = {"properties": dict(existing)}
     for name in indexed:
@@ -173,14 +280,20 @@ def test_deploy_sets_settings_uploads_polls_and_verifies(
     assert {r.host for r in transport.requests} == {HOSTS[cloud]}
     calls = [(r.method, r.path.removeprefix(SITE)) for r in transport.requests]
     assert calls == [
+        ("GET", ""),  # WebApps_Get: hosting plan, SCM host, identity
         ("POST", "/config/appsettings/list"),
+        ("GET", f"{HUB}/providers/Microsoft.Authorization/roleAssignments"),
+        ("GET", f"{WORKSPACE}/providers/Microsoft.Authorization/roleAssignments"),
         ("PUT", "/config/appsettings"),
         ("GET", "/functions"),
     ]
-    assert {r.api_version for r in transport.requests} == {"2025-05-01"}
-    put = transport.requests[1].body["properties"]
+    versions = [r.api_version for r in transport.requests]
+    assert versions == ["2025-05-01", "2025-05-01", "2022-04-01", "2022-04-01"] + ["2025-05-01"] * 2
+    assert transport.requests[2].query["$filter"] == [f"principalId eq '{PRINCIPAL}'"]
+    put = transport.requests[4].body["properties"]
     assert put["MY_OWN_SETTING"] == "keep me" and put["AOAI_EVENTHUB_NAME"] == "aoai-usage"
     assert put["AOAI_DB_URL"] == DB and put["AOAI_EVENTHUB_CONSUMER_GROUP"] == "$Default"
+    assert put["FUNCTIONS_WORKER_RUNTIME"] == "python" and put["ENABLE_ORYX_BUILD"] == "true"
     ns = get_cloud(cloud).eventhub_host("evhns-aoai-usage")
     assert put["AOAI_EVENTHUB__fullyQualifiedNamespace"] == ns
     assert json.loads(put["AOAI_DEPLOYMENT_MODELS"])["gpt-4o"] == "gpt-4o-2024-11-20"
@@ -188,6 +301,12 @@ def test_deploy_sets_settings_uploads_polls_and_verifies(
     assert kudu.uploads == [package.read_bytes()]
     assert set(kudu.auth) == {"Bearer dry-run-token"}
     assert kudu.polls == 3 and "deployment succeeded" in steps
+    # the plan names the plan detected and the endpoint (the site's Repository host name)
+    text = the_plan.render()
+    assert "hosting plan: Consumption (Dynamic) — from properties.sku" in text
+    assert "POST https://func-aoai-ingest.scm.azurewebsites.net/api/zipdeploy?isAsync=true" in text
+    assert "WARNING" not in text and result.warnings == []
+    assert f"  ok        'Azure Event Hubs Data Receiver' (role {EVENT_HUBS_DATA_RECEIVER})" in text
     assert (
         scm_url(SPEC, get_cloud(cloud))
         == f"https://func-aoai-ingest.scm.{get_cloud(cloud).scm_suffix}"
@@ -202,10 +321,8 @@ def test_unchanged_settings_are_not_written_again(kudu: Kudu, package: Path) -> 
     again = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
     assert not again.settings_changed and "(no change)" in again.render()
     deploy(again, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
-    assert [r.method for r in transport.requests] == [
-        "POST",
-        "GET",
-    ]  # list settings, list functions
+    # read the site, list settings, two role lookups, list functions: no PUT
+    assert [r.method for r in transport.requests] == ["GET", "POST", "GET", "GET", "GET"]
 
 
 def test_a_failed_deployment_is_a_clear_error(kudu: Kudu, package: Path) -> None:
@@ -357,3 +474,267 @@ def test_the_plan_masks_secrets_and_needs_a_listen_connection(package: Path) -> 
     assert listen.settings["AOAI_EVENTHUB"] == conn and "SECRET1234" not in listen.render().replace(
         "****1234", ""
     )
+
+
+# ----------------------------------------------------------------------------- Flex Consumption
+
+
+FLEX_REJECTED_ON_APP = {
+    "FUNCTIONS_WORKER_RUNTIME": "python",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT": "true",
+    "ENABLE_ORYX_BUILD": "true",
+    "WEBSITE_RUN_FROM_PACKAGE": "1",
+}
+
+
+def test_flex_consumption_uses_one_deploy_and_drops_the_settings_flex_rejects(
+    kudu: Kudu, package: Path
+) -> None:
+    clients, transport = _clients(
+        site=flex_site(), existing={"MY_OWN_SETTING": "keep me", **FLEX_REJECTED_ON_APP}
+    )
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    text = the_plan.render()
+    assert "hosting plan: Flex Consumption (FlexConsumption) — from properties.sku" in text
+    assert "runtime python 3.11" in text
+    scm = "https://func-aoai-ingest-h4sh.scm.eastus-01.azurewebsites.net"  # hostNameSslStates
+    assert f"POST {scm}/api/publish?RemoteBuild=true&Deployer=aoai-helpers (One Deploy" in text
+    assert f"{scm}/api/deployments/latest" in text and "zipdeploy" not in text
+    assert sorted(the_plan.removed) == sorted(FLEX_REJECTED_ON_APP)
+    assert "remove FUNCTIONS_WORKER_RUNTIME" in " ".join(text.split())
+    assert not {"FUNCTIONS_WORKER_RUNTIME", "ENABLE_ORYX_BUILD"} & set(the_plan.settings)
+    steps: list[str] = []
+    result = deploy(
+        the_plan,
+        clients,
+        credential=DryRunCredential(),
+        scm=kudu.url,
+        poll_interval=0,
+        on_progress=steps.append,
+    )
+    put = next(r for r in transport.requests if r.method == "PUT").body["properties"]
+    assert put["MY_OWN_SETTING"] == "keep me" and put["AOAI_DB_URL"] == DB
+    assert not set(FLEX_REJECTED_ON_APP) & set(put), "Flex rejects these: they must go"
+    assert kudu.posts == [
+        ("/api/publish?RemoteBuild=true&Deployer=aoai-helpers", "application/zip")
+    ]
+    assert kudu.uploads == [package.read_bytes()] and set(kudu.auth) == {"Bearer dry-run-token"}
+    # /latest first showed the previous deployment (a success): it was not taken for ours
+    assert kudu.gets == ["/api/deployments/latest"] * 3 and kudu.polls == 3
+    assert result.deployment_status == {"id": "d-new", "status": 4, "status_text": "oryx said no"}
+    assert "deployment succeeded" in steps and any("removed" in s for s in steps)
+
+
+def test_keep_setting_keeps_one_the_plan_would_remove(package: Path) -> None:
+    clients, _ = _clients(site=flex_site(), existing=dict(FLEX_REJECTED_ON_APP))
+    the_plan = plan_deploy(
+        SPEC,
+        clients=clients,
+        db_url=DB,
+        zip_path=package,
+        keep_settings=["website_run_from_package"],
+    )
+    assert "WEBSITE_RUN_FROM_PACKAGE" not in the_plan.removed and len(the_plan.removed) == 3
+    assert any("WEBSITE_RUN_FROM_PACKAGE is kept" in w for w in the_plan.warnings)
+
+
+@pytest.mark.parametrize(
+    ("status", "word"), [(3, "failed"), (-1, "cancelled"), (5, "conflict"), (6, "partially")]
+)
+def test_a_one_deploy_that_does_not_succeed_is_an_error(
+    kudu: Kudu, package: Path, status: int, word: str
+) -> None:
+    kudu.flex_status = status
+    clients, _ = _clients(site=flex_site())
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    with pytest.raises(
+        DeployError, match=rf"the deployment {word}.*\(status {status}\): oryx said no"
+    ):
+        deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+
+
+def test_a_one_deploy_conflict_says_another_deployment_runs(kudu: Kudu, package: Path) -> None:
+    kudu.outcome = "conflict"
+    clients, _ = _clients(site=flex_site())
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    with pytest.raises(DeployError, match=r"HTTP 409.*another deployment"):
+        deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+
+
+def test_a_zip_with_its_packages_needs_no_remote_build(tmp_path: Path) -> None:
+    path = tmp_path / "with-packages.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("function_app.py", "")
+        z.writestr(".python_packages/lib/site-packages/azure/functions/__init__.py", "")
+    clients, _ = _clients(site=flex_site())
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=path)
+    assert not the_plan.remote_build and "RemoteBuild=false" in the_plan.upload
+
+
+def test_function_build_output_is_sent_with_remote_build(tmp_path: Path) -> None:
+    """`function build` ships requirements.txt, not the installed packages: Flex must build."""
+    built = build_zip(
+        tmp_path / "dist", max_batch_size=SPEC.function.max_batch_size if SPEC.function else None
+    )
+    with zipfile.ZipFile(built.path) as zf:
+        assert "requirements.txt" in zf.namelist()
+    clients, _ = _clients(site=flex_site())
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=built.path)
+    assert the_plan.remote_build and "RemoteBuild=true" in the_plan.upload
+    assert not the_plan.warnings  # the package's batch size is the spec's
+
+
+# ----------------------------------------------------------------------------- detection via ARM
+
+
+def test_without_the_sites_sku_the_server_farm_is_read(kudu: Kudu, package: Path) -> None:
+    site = linux_consumption_site()
+    del site["properties"]["sku"]
+    transport = DryRunTransport()
+    transport.store[FARM.lower()] = {
+        "id": FARM,
+        "sku": {"name": "EP1", "tier": "ElasticPremium"},
+        "properties": {"reserved": True},
+    }
+    clients, _ = _clients(site=site, transport=transport)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    farm = [r for r in transport.requests if "serverfarms" in r.path]
+    assert [(r.method, r.path, r.api_version) for r in farm] == [("GET", FARM, "2025-05-01")]
+    assert (
+        "hosting plan: Elastic Premium (ElasticPremium/EP1) — from the server farm's sku"
+        in the_plan.render()
+    )
+    deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+    assert [p for p, _ in kudu.posts] == ["/api/zipdeploy?isAsync=true"]
+
+
+@pytest.mark.parametrize(
+    ("site", "said"),
+    [
+        (
+            linux_consumption_site(
+                managedEnvironmentId="/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/managedEnvironments/e"
+            ),
+            "Azure Container Apps",
+        ),
+        ({**linux_consumption_site(), "kind": "functionapp"}, "Linux only"),
+        ({**linux_consumption_site(), "identity": {"type": "None"}}, "no system-assigned identity"),
+    ],
+)
+def test_a_plan_with_a_problem_changes_nothing(
+    kudu: Kudu, package: Path, site: dict[str, Any], said: str
+) -> None:
+    clients, transport = _clients(site=site)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    assert the_plan.problems and said in the_plan.render()
+    with pytest.raises(DeployError, match=f"cannot deploy: .*{said}"):
+        deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+    assert not [r for r in transport.requests if r.method == "PUT"] and not kudu.uploads
+
+
+def test_a_missing_app_is_a_problem(package: Path) -> None:
+    clients, transport = _clients()
+    del transport.store[SITE.lower()]
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    assert the_plan.problems == [
+        "function app func-aoai-ingest was not found in resource group rg-aoai-gateway "
+        "(GET …/sites/func-aoai-ingest: 404): create it first"
+    ]
+
+
+def test_a_user_assigned_identity_must_be_attached_and_is_the_one_checked(package: Path) -> None:
+    data = SPEC.model_dump()
+    data["function"]["identity_client_id"] = "5b0e1c2d-0000-4000-8000-0000000000ab"
+    spec = parse_spec(data)
+    clients, _ = _clients()  # the site has only its system-assigned identity
+    the_plan = plan_deploy(spec, clients=clients, db_url=DB, zip_path=package)
+    assert any(
+        "5b0e1c2d-0000-4000-8000-0000000000ab" in p and "not attached" in p
+        for p in the_plan.problems
+    )
+    site = linux_consumption_site()
+    site["identity"] = {
+        "type": "UserAssigned",
+        "userAssignedIdentities": {
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-ingest": {
+                "clientId": "5b0e1c2d-0000-4000-8000-0000000000ab",
+                "principalId": "uai-principal-0001",
+            }
+        },
+    }
+    clients, transport = _clients(site=site, granted=False)
+    the_plan = plan_deploy(spec, clients=clients, db_url=DB, zip_path=package)
+    assert not the_plan.problems
+    lookups = [r for r in transport.requests if "roleAssignments" in r.path]
+    assert {r.query["$filter"][0] for r in lookups} == {"principalId eq 'uai-principal-0001'"}
+
+
+# ----------------------------------------------------------------------------- roles
+
+
+def test_a_role_not_seen_is_a_loud_warning_with_the_command_not_a_silent_success(
+    kudu: Kudu, package: Path
+) -> None:
+    clients, _ = _clients(granted=False)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    command = (
+        f"az role assignment create --assignee-object-id {PRINCIPAL} --assignee-principal-type "
+        f"ServicePrincipal --role {EVENT_HUBS_DATA_RECEIVER} --scope {HUB}"
+    )
+    text = the_plan.render()
+    assert "WARNING: no 'Azure Event Hubs Data Receiver' assignment" in text and command in text
+    assert "APIM's roles: see `python -m aoai_helpers provision plan`" in text
+    assert len(the_plan.warnings) == 2  # the receiver on the hub, the reader on the workspace
+    steps: list[str] = []
+    result = deploy(
+        the_plan,
+        clients,
+        credential=DryRunCredential(),
+        scm=kudu.url,
+        poll_interval=0,
+        on_progress=steps.append,
+    )
+    assert result.warnings == the_plan.warnings
+    assert any(s.startswith("WARNING: ") and command in s for s in steps)
+
+
+class RefusingArm(DryRunTransport):
+    """ARM that refuses to list role assignments (the caller lacks roleAssignments/read)."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        if "/providers/Microsoft.Authorization/roleAssignments" in request.url:
+            return memory_response(
+                request, 403, {"error": {"code": "AuthorizationFailed", "message": "no"}}
+            )
+        return super().send(request, **kwargs)
+
+
+def test_a_refused_role_read_says_it_could_not_check(package: Path) -> None:
+    clients, _ = _clients(transport=RefusingArm())
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    assert {c.state for c in the_plan.roles} == {"unknown"}
+    assert all("could not check" in w and "HTTP 403" in w for w in the_plan.warnings)
+    assert "unchecked" in the_plan.render()
+
+
+def test_a_package_built_for_another_batch_size_is_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "old.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(
+            "host.json", json.dumps({"extensions": {"eventHubs": {"maxEventBatchSize": 64}}})
+        )
+    the_plan = plan_deploy(SPEC, clients=None, db_url=DB, zip_path=path)
+    assert any(
+        "maxEventBatchSize 64" in w and "max_batch_size is 500" in w for w in the_plan.warnings
+    )
+
+
+def test_the_offline_plan_says_the_hosting_plan_is_unknown_and_what_would_differ(
+    package: Path,
+) -> None:
+    text = plan_deploy(SPEC, clients=None, db_url=DB, zip_path=package).render()
+    assert "hosting plan: unknown (offline" in text
+    assert "https://func-aoai-ingest.scm.azurewebsites.net/api/zipdeploy?isAsync=true" in text
+    assert "https://func-aoai-ingest.scm.azurewebsites.net/api/publish?RemoteBuild=true" in text
+    assert "Azure Event Hubs Data Receiver" in text and "not checked (offline)" in text
+    assert f"--scope {HUB}" in text  # the spec's subscription: the scope is known offline

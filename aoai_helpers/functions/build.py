@@ -28,13 +28,17 @@ language-model log with ``azure-monitor-query`` and signs in with ``azure-identi
 identity: those two packages of the ``azure`` extra ship too, pinned the same way.
 
 ``host.json`` (Event Hubs extension 5.x+ settings, from Microsoft's *Azure Event Hubs trigger
-and bindings for Azure Functions*, "host.json settings"): ``maxEventBatchSize`` 500 (default
-100) — one transaction per up to 500 events; ``minEventBatchSize`` 50 with ``maxWaitTime``
-5 s — the trigger waits for 50 events but no longer than 5 s, so a trickle still flushes (the
-wait applies only when the minimum is above 1; both need extension 5.3.0+, which bundle
-``[4.*, 5.0.0)`` carries); ``prefetchCount`` 1000 (default 300), at least twice a batch so
-the next one is already local; ``batchCheckpointFrequency`` 1 — checkpoint after every batch
-(above 1 misleads target-based scaling). Log levels keep ``Function.ingest_usage.User`` at
+and bindings for Azure Functions*, "host.json settings",
+https://learn.microsoft.com/azure/azure-functions/functions-bindings-event-hubs#host-json):
+``maxEventBatchSize`` is the spec's ``function.max_batch_size`` (template and default 500; the
+extension's default 100; "Must be at least 1") — one transaction per batch;
+``minEventBatchSize`` 50 with ``maxWaitTime`` 5 s — the trigger waits for 50 events but no
+longer than 5 s, so a trickle still flushes (the minimum "must be less than
+``maxEventBatchSize``": below a batch of 100 it is half the batch, and for a batch of 1 it and
+the wait are left out; the wait applies only when the minimum is above 1; both need extension
+5.3.0+, which bundle ``[4.*, 5.0.0)`` carries); ``prefetchCount`` 1000 (default 300), at least
+twice a batch so the next one is already local; ``batchCheckpointFrequency`` 1 — checkpoint
+after every batch (above 1 misleads target-based scaling). :func:`host_json` writes it. Log levels keep ``Function.ingest_usage.User`` at
 Information (the one summary line per batch) and everything else at Warning; traces and
 exceptions are excluded from Application Insights sampling.
 
@@ -67,6 +71,7 @@ from ..exceptions import ConfigError
 __all__ = [
     "BuildResult",
     "build_zip",
+    "host_json",
     "indexed_functions",
     "package_files",
     "requirements_txt",
@@ -95,6 +100,9 @@ _REQUIREMENT = re.compile(
     r"^\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?P<extras>\[[^\]]*\])?\s*"
     r"(?P<spec>[^;]*?)\s*(?:;\s*(?P<marker>.*))?$"
 )
+#: host.json's ``minEventBatchSize`` (at most) and ``prefetchCount`` (at least).
+_MIN_BATCH: Final = 50
+_PREFETCH: Final = 1000
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 
 
@@ -260,7 +268,29 @@ def _version(root: Path) -> str:
     return __version__
 
 
-def _entries(root: Path) -> dict[str, bytes]:
+def host_json(template: bytes, max_batch_size: int | None = None) -> bytes:
+    """``host.json`` for a batch of ``max_batch_size`` events (None: the template's), as
+    canonical bytes: the template's key order, two-space indent, a final newline — so the same
+    template and size always give the same bytes."""
+    try:
+        data = json.loads(template)
+    except ValueError as exc:
+        raise ConfigError(f"the function template's host.json is not JSON: {exc}") from None
+    hubs = data.setdefault("extensions", {}).setdefault("eventHubs", {})
+    if max_batch_size is not None:
+        if max_batch_size < 1:
+            raise ConfigError(f"function.max_batch_size must be at least 1, not {max_batch_size}")
+        hubs["maxEventBatchSize"] = max_batch_size
+        hubs["prefetchCount"] = max(_PREFETCH, 2 * max_batch_size)
+        if max_batch_size == 1:
+            hubs.pop("minEventBatchSize", None)
+            hubs.pop("maxWaitTime", None)
+        else:
+            hubs["minEventBatchSize"] = min(_MIN_BATCH, max(1, max_batch_size // 2))
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _entries(root: Path, max_batch_size: int | None = None) -> dict[str, bytes]:
     files = package_files(root)
     template = root / PACKAGE / TEMPLATE_DIR
     entries = {name: path.read_bytes() for name, path in files.items()}
@@ -269,10 +299,7 @@ def _entries(root: Path) -> dict[str, bytes]:
         if not path.is_file():
             raise ConfigError(f"the function template lacks {name} ({path})")
         entries[name] = path.read_bytes()
-    try:
-        json.loads(entries["host.json"])
-    except ValueError as exc:
-        raise ConfigError(f"{template / 'host.json'} is not JSON: {exc}") from None
+    entries["host.json"] = host_json(entries["host.json"], max_batch_size)
     entries["requirements.txt"] = requirements_txt(root).encode("utf-8")
     tokenizers = fnmatch.filter(entries, f"{PACKAGE}/data/tokenizers/*.tiktoken")
     if len(tokenizers) < 2:
@@ -296,8 +323,13 @@ def _zip_bytes(entries: Mapping[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def build_zip(out_dir: Path, *, source_root: Path | None = None) -> BuildResult:
+def build_zip(
+    out_dir: Path, *, source_root: Path | None = None, max_batch_size: int | None = None
+) -> BuildResult:
     """Build the deployment zip into ``out_dir`` (created if needed) and describe it.
+
+    ``max_batch_size``: the spec's ``function.max_batch_size``, written to ``host.json``
+    (None: the template's 500). The same sources and size give the same bytes.
 
     ``source_root`` is the directory that holds the ``aoai_helpers`` package (and, for a
     source tree, ``pyproject.toml``); default: the one this module was imported from.
@@ -305,7 +337,7 @@ def build_zip(out_dir: Path, *, source_root: Path | None = None) -> BuildResult:
     (template, tokenizer files) or a runtime dependency is not installed.
     """
     root = (source_root or _default_root()).resolve()
-    data = _zip_bytes(_entries(root))
+    data = _zip_bytes(_entries(root, max_batch_size))
     digest = hashlib.sha256(data).hexdigest()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

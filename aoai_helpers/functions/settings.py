@@ -89,12 +89,18 @@ def secret_settings(spec: Spec) -> frozenset[str]:
 
 
 def app_settings(
-    spec: Spec, *, db_url: str, eventhub_connection: str | None = None
+    spec: Spec, *, db_url: str, eventhub_connection: str | None = None, flex: bool = False
 ) -> dict[str, str]:
     """The settings ``function deploy`` sets for ``spec`` (others already on the app are kept).
 
     ``eventhub_connection`` is the Listen-only connection string, required when the function
-    reads the hub with a connection string.
+    reads the hub with a connection string. ``flex``: the app is on Flex Consumption, which
+    takes the runtime from ``properties.functionAppConfig.runtime`` and the remote build from
+    One Deploy's ``RemoteBuild`` parameter, so ``FUNCTIONS_WORKER_RUNTIME``,
+    ``SCM_DO_BUILD_DURING_DEPLOYMENT`` and ``ENABLE_ORYX_BUILD`` are left out
+    (:data:`~aoai_helpers.functions.hosting.FLEX_REJECTED_SETTINGS`). Other plans get them:
+    remote build (Oryx) on zip deploy, as *Package-based deployment* says for Linux
+    Consumption ("Remote build or external package URL").
     """
     if spec.function is None:
         raise ValueError("the spec has no function section")
@@ -106,11 +112,12 @@ def app_settings(
         DEPLOYMENT_MODELS: json.dumps(
             spec.deployment_models(), sort_keys=True, separators=(",", ":")
         ),
-        "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsFeatureFlags": "EnableWorkerIndexing",
-        "SCM_DO_BUILD_DURING_DEPLOYMENT": "true",
-        "ENABLE_ORYX_BUILD": "true",
     }
+    if not flex:
+        out["FUNCTIONS_WORKER_RUNTIME"] = "python"
+        out["SCM_DO_BUILD_DURING_DEPLOYMENT"] = "true"
+        out["ENABLE_ORYX_BUILD"] = "true"
     out[RECONCILE_SCHEDULE] = spec.reconcile.schedule
     llm = spec.llm_log
     if llm.workspace_id:

@@ -289,7 +289,8 @@ def build_function(target: Target) -> Shown:
     """Build the ingestion function's zip (reproducible: same sources, same bytes)."""
     from ..functions.build import build_zip
 
-    built = build_zip(target.out_dir / "function")
+    fn = target.spec.function
+    built = build_zip(target.out_dir / "function", max_batch_size=fn.max_batch_size if fn else None)
     return Shown(
         f"function package built: {built.path}",
         "ok",
@@ -357,7 +358,8 @@ def _deploy_azure(target: Target) -> Shown:
     spec = target.spec
     cloud, subscription, cred, transport = target.arm()
     clients = make_web_clients(spec, cloud, subscription, cred, transport)
-    built = build_zip(target.out_dir / "function")
+    fn = spec.function
+    built = build_zip(target.out_dir / "function", max_batch_size=fn.max_batch_size if fn else None)
     the_plan = plan_deploy(
         spec,
         clients=clients,
