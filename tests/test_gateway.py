@@ -451,3 +451,128 @@ def test_events_ingest_as_reported_and_prompt_only(
     assert rows[1]["PromptTokens"] == rig.sim.records[1].usage["prompt_tokens"]  # type: ignore[index]
     assert rows[1]["CompletionTokens"] == 0
     assert rows[0]["ModelName"] == rows[1]["ModelName"]
+
+
+def _backend_gateway(transport: httpx.AsyncBaseTransport | None = None, **kwargs: Any) -> Any:
+    spec = load_spec(ROOT / "examples" / "gateway.yaml")
+    events: list[bytes] = []
+    gateway = Gateway(
+        spec,
+        keys=KEYS,
+        backend_secret=BACKEND_SECRET,
+        sink=events.append,
+        transport=transport,
+        **kwargs,
+    )
+    return gateway, events
+
+
+def _post(gateway: Gateway, body: dict[str, Any]) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=gateway), base_url="http://gw"
+        ) as c:
+            try:
+                return await c.post(CLASSIC, json=body, headers={"api-key": KEYS["bu-finance"]})
+            finally:
+                await gateway.aclose()
+
+    return asyncio.run(go())
+
+
+def test_a_backend_that_never_answers_is_a_504_and_an_event() -> None:
+    """A real loopback socket that accepts the connection and never answers: the gateway's
+    timeout (APIM: forward-request's, LastError.Reason Timeout) → 504 to the client and in the
+    event, as the policy's on-error logs and answers it; never billed."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        spec = load_spec(ROOT / "examples" / "gateway.yaml")
+        for stream in (False, True):
+            events: list[bytes] = []
+            gateway = Gateway(
+                spec,
+                keys=KEYS,
+                backend_secret=BACKEND_SECRET,
+                sink=events.append,
+                backend_urls={b.name: f"http://127.0.0.1:{port}" for b in spec.backends},
+                timeout=0.3,
+            )
+            r = _post(gateway, {**CHAT, "stream": stream})
+            assert r.status_code == 504, stream
+            assert r.json()["statusCode"] == 504
+            event = orjson.loads(events[0])
+            _validate(event)
+            assert (event["StatusCode"], event["Usage"], event["Request"]) == (504, None, None)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (httpx.ConnectError("refused"), 500),
+        (httpx.ConnectTimeout("not established"), 500),
+        (httpx.ReadTimeout("no answer"), 504),
+        (httpx.RemoteProtocolError("dropped"), 500),
+    ],
+)
+def test_backend_failures_are_never_logged_as_a_success(error: Exception, status: int) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    gateway, events = _backend_gateway(httpx.MockTransport(fail))
+    r = _post(gateway, CHAT)
+    assert r.status_code == status
+    event = orjson.loads(events[0])
+    assert (event["StatusCode"], event["Usage"], event["Request"]) == (status, None, None)
+
+
+class _CutStream(httpx.AsyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+        raise httpx.ReadError("backend went away")
+
+
+@pytest.mark.parametrize("capture", ["passthrough", "buffered"])
+@pytest.mark.parametrize("relayed", [False, True])
+def test_a_stream_cut_is_billed_only_when_bytes_were_relayed(capture: str, relayed: bool) -> None:
+    chunks = [b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'] if relayed else []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=_CutStream(chunks)
+        )
+
+    gateway, events = _backend_gateway(httpx.MockTransport(answer), capture=capture)
+    with pytest.raises(Exception):  # noqa: B017 - the client's connection is dropped (or 500)
+        r = _post(gateway, {**CHAT, "stream": True})
+        if r.status_code == 500:  # buffered: nothing was sent yet, the client got the 500
+            raise RuntimeError("500")
+    event = orjson.loads(events[0])
+    # served in part (pass-through, bytes relayed): billed; otherwise not served: 500
+    want = 200 if capture == "passthrough" and relayed else 500
+    assert event["StatusCode"] == want and event["Usage"] is None
+
+
+def test_owners_are_not_logged_on_the_consumption_tier() -> None:
+    """APIM fills context.User from the subscription's owner; Consumption has no users, so
+    the policy logs null there and the local gateway does the same (Spec.owners_logged)."""
+    data = load_spec(ROOT / "examples" / "gateway.yaml").model_dump()
+    for sub in data["subscriptions"]:
+        sub.pop("token_limit", None)  # not on Consumption
+    for sku, logged in (("Consumption", False), ("StandardV2", True), (None, True)):
+        data["apim"]["sku"] = sku
+        spec = parse_spec(data)
+        assert spec.owners_logged() is logged
+        rig = make_rig(spec=spec)
+        rig.call("POST", CLASSIC, json=CHAT, headers={"api-key": KEYS["bu-finance"]})
+        event = rig.event()
+        _validate(event)
+        owner = ("Ana Silva", "ana.silva@contoso.com") if logged else (None, None)
+        assert (event["UserName"], event["UserEmail"]) == owner, sku

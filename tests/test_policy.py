@@ -21,6 +21,7 @@ the usage-chunk removal byte-for-byte against :func:`aoai_helpers.local.gateway.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
@@ -324,7 +325,12 @@ def test_include_usage_is_injected_only_under_the_capture_named_values() -> None
     inbound = _section(render_api_policy(spec_with()), "inbound")
     whens = [w for w in inbound.iter("when") if w.find("set-body") is not None]
     assert len(whens) == 1
-    condition = whens[0].get("condition", "")
+    assert "aoai-usage-body" in whens[0].get("condition", "")
+    condition = next(
+        el.get("value", "")
+        for el in inbound.iter("set-variable")
+        if el.get("name") == "aoai-usage-body"
+    )
     assert "{{aoai-capture-streaming}}" in condition
     # for api-versions that accept it: listed, or dated on or after include_usage_from
     assert 'GetValueOrDefault<bool>("aoai-usage-accepted", false)' in condition
@@ -338,7 +344,8 @@ def test_include_usage_is_injected_only_under_the_capture_named_values() -> None
     # injected in buffered and passthrough_usage capture, never in passthrough
     assert '"buffered"' in condition and '"passthrough_usage"' in condition
     assert '"passthrough"' not in condition
-    assert '"include_usage"' in (whens[0].findtext("set-body") or "")
+    assert '"include_usage"' in condition
+    assert "aoai-usage-body" in (whens[0].findtext("set-body") or "")
     # and remembered, for the outbound section to hide what it injected
     marks = [(el.get("name"), el.get("value")) for el in whens[0].iter("set-variable")]
     assert marks == [("aoai-usage-injected", "@(true)")]
@@ -365,10 +372,8 @@ def test_buffered_capture_removes_the_usage_chunk_it_injected_after_logging() ->
 def test_passthrough_usage_streams_like_passthrough() -> None:
     xml = render_api_policy(spec_with(_passthrough_usage))
     backend = _section(xml, "backend")
-    when = backend.find("choose/when")
-    assert when is not None
     # buffer-response="false" for every mode but buffered, so passthrough_usage too
-    assert '"{{aoai-capture-streaming}}" != "buffered"' in when.get("condition", "")
+    assert [f.attrib for f in backend] == [{"buffer-response": "false"}]
     result = next(
         el.get("value", "")
         for el in _section(xml, "outbound").iter("set-variable")
@@ -378,14 +383,29 @@ def test_passthrough_usage_streams_like_passthrough() -> None:
     assert 'if (sse && "{{aoai-capture-streaming}}" != "buffered") { return ""; }' in result
 
 
-def test_backend_forwards_once_unbuffered_only_for_passthrough_streams() -> None:
-    backend = _section(render_api_policy(spec_with()), "backend")
-    assert [child.tag for child in backend] == ["choose"]  # no <base />: this is the only forward
-    when, otherwise = backend.find("choose/when"), backend.find("choose/otherwise")
-    assert when is not None and otherwise is not None
-    assert "{{aoai-capture-streaming}}" in when.get("condition", "")
-    assert [f.attrib for f in when.iter("forward-request")] == [{"buffer-response": "false"}]
-    assert [f.attrib for f in otherwise.iter("forward-request")] == [{}]
+@pytest.mark.parametrize(
+    ("mode", "attributes"),
+    [
+        ("passthrough", {"buffer-response": "false"}),
+        ("passthrough_usage", {"buffer-response": "false"}),
+        ("buffered", {}),
+    ],
+)
+def test_backend_forwards_once_unbuffered_in_passthrough_modes(
+    mode: str, attributes: dict[str, str]
+) -> None:
+    """ONE forward-request per document (forward-request-policy: "Multiple statements per
+    policy document: not supported"), nowhere else, its buffer-response rendered from the mode."""
+
+    def change(d: dict[str, Any]) -> None:
+        d["capture"]["streaming"] = mode
+
+    root = ET.fromstring(render_api_policy(spec_with(change)))
+    backend = root.find("backend")
+    assert backend is not None
+    # no <base />, no <choose>: this is the only forward, straight in the backend section
+    assert [(child.tag, child.attrib) for child in backend] == [("forward-request", attributes)]
+    assert len(list(root.iter("forward-request"))) == 1
 
 
 def test_caller_credentials_never_reach_the_backend() -> None:
@@ -980,7 +1000,7 @@ namespace Apim
     public class User { public string FirstName = "Ana"; public string LastName = "Silva"; public string Email = "ana.silva@contoso.com"; }
     public class Api { public string Name = "Azure OpenAI"; }
     public class Operation { public string Id = "ChatCompletions_Create"; }
-    public class LastError { public string Section = "backend"; }
+    public class LastError { public string Source = "forward-request"; public string Reason = null; public string Message = "multiple"; public string Scope = "api"; public string Section = "backend"; public string Path = null; public string PolicyId = null; }
     public class Context
     {
         public Request Request = new Request();
@@ -1003,14 +1023,8 @@ namespace Apim
 # (one JSON object per line) names the expressions to run in order ("run"), the variable each
 # result is stored in, and the context (URLs, method, body, response, variables, named values).
 _CS_PROGRAM = r"""
-using System;
-using System.Collections.Generic;
+USINGS
 using System.IO;
-using System.Linq;
-using System.Text;
-using System.Text.RegularExpressions;
-using Newtonsoft.Json;
-using Newtonsoft.Json.Linq;
 using Apim;
 
 public static class Program
@@ -1072,6 +1086,15 @@ CASES
                 c.Response.Headers.Values["Content-Type"] = (string)response["content_type"];
                 c.Response.Body.Text = (string)response["body"];
             }
+            if (job["no_response"] != null && (bool)job["no_response"]) { c.Response = null; }
+            JObject error = job["last_error"] as JObject;
+            if (error != null)
+            {
+                c.LastError.Section = (string)error["section"];
+                c.LastError.Reason = (string)error["reason"];
+                c.LastError.Source = (string)error["source"];
+            }
+            if (job["no_error"] != null && (bool)job["no_error"]) { c.LastError = null; }
             JObject variables = job["variables"] as JObject;
             if (variables != null) { foreach (JProperty p in variables.Properties()) { c.Variables.Values[p.Name] = Plain(p.Value); } }
             var results = new JArray();
@@ -1091,7 +1114,7 @@ CASES
                 object v = kv.Value;
                 vars.Add(new JProperty(kv.Key, v is bool ? new JValue((bool)v) : v is int ? new JValue((long)(int)v) : new JValue((string)v)));
             }
-            output.Append(new JObject(new JProperty("results", results), new JProperty("variables", vars)).ToString(Formatting.None)).Append('\n');
+            output.Append(new JObject(new JProperty("results", results), new JProperty("variables", vars)).ToString(Newtonsoft.Json.Formatting.None)).Append('\n');
         }
         File.WriteAllText(args[1], output.ToString(), new UTF8Encoding(false));
         return 0;
@@ -1099,6 +1122,25 @@ CASES
 }
 """
 
+#: The namespaces APIM may import for policy expressions (which ones it does is undocumented:
+#: research notes 5b): all of them are in scope, so an ambiguous name such as ``Formatting``
+#: (System.Xml.Formatting vs Newtonsoft.Json.Formatting) fails the compilation (CS0104).
+CS_USINGS = "\n".join(
+    f"using {ns};"
+    for ns in (
+        "System",
+        "System.Collections.Generic",
+        "System.Linq",
+        "System.Text",
+        "System.Text.RegularExpressions",
+        "System.Xml",
+        "System.Xml.Linq",
+        "Newtonsoft.Json",
+        "Newtonsoft.Json.Linq",
+    )
+)
+#: The assemblies those namespaces live in (Mono's mcs names them explicitly).
+CS_REFERENCES = ["-r:System.Xml.dll", "-r:System.Xml.Linq.dll", "-r:System.Core.dll"]
 _NEWTONSOFT = sorted(Path("/usr/lib/cli").glob("Newtonsoft.Json*/Newtonsoft.Json.dll"))
 _NAMED_IN_CODE = re.compile(r"\{\{([^{}]+)\}\}")
 
@@ -1116,13 +1158,27 @@ def _roles(root: ET.Element) -> dict[str, ET.Element]:
     """The elements whose expressions the tests run, by role."""
     inbound, outbound, on_error = (root.find(s) for s in ("inbound", "outbound", "on-error"))
     assert inbound is not None and outbound is not None and on_error is not None
-    inject = next(w for w in inbound.iter("when") if w.find("set-body") is not None)
+    inject = next(e for e in inbound.iter("set-variable") if e.get("name") == "aoai-usage-body")
     strip = next(w for w in outbound.iter("when") if w.find("set-body") is not None)
     refuse = next(w for w in inbound.iter("when") if w.find("return-response") is not None)
     result = next(e for e in outbound.iter("set-variable") if e.get("name") == "aoai-result")
     log = outbound.find("log-to-eventhub")
     assert log is not None
-    return {"inject": inject, "strip": strip, "refuse": refuse, "result": result, "event": log}
+    status = next(e for e in on_error.iter("set-variable") if e.get("name") == "aoai-status")
+    answer = next(e for e in on_error.iter("set-variable") if e.get("name") == "aoai-error-answer")
+    reply = on_error.find("choose/when/return-response")
+    assert reply is not None
+    return {
+        "inject": inject,
+        "strip": strip,
+        "refuse": refuse,
+        "result": result,
+        "event": log,
+        "error-status": status,
+        "error-answer": answer,
+        "error-code": reply.find("set-status"),  # type: ignore[dict-item]
+        "error-body": reply.find("set-body"),  # type: ignore[dict-item]
+    }
 
 
 class CSharp:
@@ -1156,10 +1212,19 @@ class CSharp:
         for role in run:
             if role == "inbound":
                 steps += [[i, name] for name, i in self.inbound]
-            else:  # the outbound result is kept where the event reads it
-                steps.append([self.index[role], "aoai-result" if role == "result" else None])
+            else:  # results are kept where the policy keeps them (the event reads them)
+                steps.append([self.index[role], _STORES.get(role)])
         named = {**NAMED, **context.pop("named", {})}
         return {"run": steps, "named": named, **context}
+
+
+#: The variable each role's result is stored in.
+_STORES = {
+    "result": "aoai-result",
+    "inject": "aoai-usage-body",
+    "error-status": "aoai-status",
+    "error-answer": "aoai-error-answer",
+}
 
 
 def _sse(*events: str, newline: str = "\n") -> str:
@@ -1226,12 +1291,13 @@ def csharp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         )
         cases.append(f"            case {i}: return E{i}(context);")
         elements[i] = element
-    by_element = {id(el): i for i, el in elements.items()}
+    by_element: dict[int, int] = {}
+    for i, el in elements.items():  # an element's first expression (set-status: its code)
+        by_element.setdefault(id(el), i)
     roles = _roles(root)
     index["inject"] = by_element[id(roles["inject"])]
-    index["inject-body"] = next(
-        i for i, el in elements.items() if el is roles["inject"].find("set-body")
-    )
+    for role in ("error-status", "error-answer", "error-code", "error-body"):
+        index[role] = by_element[id(roles[role])]
     index["strip"] = by_element[id(roles["strip"])]
     index["strip-body"] = next(
         i for i, el in elements.items() if el is roles["strip"].find("set-body")
@@ -1247,7 +1313,11 @@ def csharp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             break
         if el.tag == "set-variable":
             described.append((el.get("name", ""), by_element[id(el)]))
-    program = _CS_PROGRAM.replace("METHODS", "\n".join(methods)).replace("CASES", "\n".join(cases))
+    program = (
+        _CS_PROGRAM.replace("USINGS", CS_USINGS)
+        .replace("METHODS", "\n".join(methods))
+        .replace("CASES", "\n".join(cases))
+    )
     work = tmp_path_factory.mktemp("csharp-" + request.param.replace(".", "").lower())
     (work / "program.cs").write_text(program, "utf-8")
     (work / "apim.cs").write_text(_CS_APIM, "utf-8")
@@ -1266,6 +1336,7 @@ def csharp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             "-nologo",
             "-warnaserror-",
             "-out:policy.exe",
+            *CS_REFERENCES,
             *references,
             *sources,
         ],
@@ -1553,6 +1624,12 @@ def test_compiled_include_usage_acceptance_is_policy_settings(csharp: CSharp) ->
         assert out["variables"]["aoai-usage-accepted"] is want, (version, v1, listed, start)
 
 
+def _asked(asked: bool) -> str:
+    return json.dumps(
+        {"stream": True, "stream_options": {"include_usage": True}} if asked else {"stream": True}
+    )
+
+
 def test_compiled_include_usage_decision_per_capture_mode(csharp: CSharp) -> None:
     cases = [
         (mode, asked, accepted)
@@ -1568,12 +1645,9 @@ def test_compiled_include_usage_decision_per_capture_mode(csharp: CSharp) -> Non
                 "aoai-streaming": True,
                 "aoai-operation": "chat",
                 "aoai-usage-accepted": accepted,
-                "aoai-request": json.dumps(
-                    {"stream": True, "stream_options": {"include_usage": True}}
-                    if asked
-                    else {"stream": True}
-                ),
+                "aoai-request": _asked(asked),
             },
+            body=_asked(asked),
         )
         for mode, asked, accepted in cases
     ]
@@ -1581,7 +1655,7 @@ def test_compiled_include_usage_decision_per_capture_mode(csharp: CSharp) -> Non
         # injected in buffered and passthrough_usage capture, for accepting api-versions,
         # unless the caller asked itself (then nothing is injected, nothing hidden)
         want = mode != "passthrough" and accepted and not asked
-        assert out["results"] == [want], (mode, asked, accepted)
+        assert (out["results"] != [""]) is want, (mode, asked, accepted, out["results"])
     strip = csharp.run(
         [
             csharp.job(
@@ -1842,7 +1916,7 @@ def test_compiled_buffered_old_api_version_keeps_the_reply(csharp: CSharp) -> No
         ]
     )[0]
     assert out["variables"]["aoai-usage-accepted"] is False
-    assert out["results"][-3] is False  # include_usage not injected
+    assert out["results"][-3] == ""  # include_usage not injected
     event = json.loads(out["results"][-1])
     assert event["ResponseString"] == _UNCOUNTED and event["Usage"] is None
     assert event["Request"] == {"stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -1898,3 +1972,168 @@ def test_compiled_shrink_where_json_net_escapes_more(csharp: CSharp) -> None:
         + 3 * (ours.count("\u2028") + ours.count("\u2029"))
         + 4 * ours.count("\u0085")
     )
+
+
+# --- on-error: the status logged (and answered) when the call failed ---------------------------
+
+#: (section, reason, status APIM holds or None for no response) → (status logged, replaced?)
+ON_ERROR_CASES: list[tuple[str | None, str | None, int | None, int, bool]] = [
+    # raised in inbound before the backend was called: never a success
+    ("inbound", None, 200, 500, True),
+    ("inbound", "ExpressionValueEvaluationFailure", None, 500, True),
+    # the token limit's own answers are kept
+    ("inbound", None, 429, 429, False),
+    ("inbound", None, 403, 403, False),
+    # backend: forward-request timed out / the connection failed, with or without a response
+    ("backend", "Timeout", 200, 504, True),
+    ("backend", "Timeout", None, 504, True),
+    ("backend", "BackendConnectionFailure", 200, 500, True),
+    ("backend", "BackendConnectionFailure", None, 500, True),
+    ("backend", "Timeout", 502, 504, True),
+    ("backend", None, 503, 503, False),
+    # outbound: the backend answered, so it served the call: billed as served
+    ("outbound", "ClientConnectionFailure", 200, 200, False),
+    ("outbound", "Timeout", 201, 201, False),
+    ("outbound", None, 500, 500, False),
+    ("outbound", None, None, 500, True),
+    # no LastError at all, no response: unknown, never a success
+    (None, None, None, 500, True),
+    (None, None, 204, 500, True),
+]
+
+
+def test_compiled_on_error_never_logs_an_unserved_call_as_a_success(csharp: CSharp) -> None:
+    jobs = []
+    for section, reason, held, _, _ in ON_ERROR_CASES:
+        context: dict[str, Any] = {
+            "variables": {"aoai-result": "", "aoai-request": BODY, "aoai-operation": "chat"}
+        }
+        if section is None:
+            context["no_error"] = True
+        else:
+            context["last_error"] = {"section": section, "reason": reason, "source": "x"}
+        if held is None:
+            context["no_response"] = True
+        else:
+            context["response"] = {"status": held, "content_type": "application/json", "body": ""}
+        jobs.append(
+            csharp.job(
+                ["error-status", "error-answer", "error-code", "error-body", "event"], **context
+            )
+        )
+    for case, out in zip(ON_ERROR_CASES, csharp.run(jobs), strict=True):
+        _, _, held, logged, replaced = case
+        status, answer, code, body, event = out["results"]
+        assert (status, answer) == (logged, replaced), (case, out["results"])
+        assert json.loads(event)["StatusCode"] == logged, case
+        # what the client is answered when the status was replaced: the same status
+        assert code == logged, case
+        message = policy.BACKEND_TIMEOUT_MESSAGE if logged == 504 else policy.BACKEND_ERROR_MESSAGE
+        assert json.loads(body) == {"statusCode": logged, "message": message}, case
+        ok = 200 <= logged <= 299
+        assert ok is (case[0] == "outbound" and held is not None and 200 <= held <= 299), case
+        # a 2xx without usage is estimated from the request; anything else is not billed
+        assert (json.loads(event)["Request"] is not None) is ok, case
+
+
+def test_on_error_answers_with_the_logged_status_only_when_it_replaced_it() -> None:
+    on_error = _section(render_api_policy(spec_with()), "on-error")
+    children = [child.tag for child in on_error]
+    assert children == ["choose", "base", "choose"]  # logged first, the answer after <base />
+    reply = on_error.find("choose[2]/when/return-response")
+    assert reply is not None
+    when = on_error.find("choose[2]/when")
+    assert when is not None and "aoai-error-answer" in when.get("condition", "")
+    assert [child.tag for child in reply] == ["set-status", "set-header", "set-body"]
+
+
+# --- include_usage injected without changing the body (8b) ----------------------------------------
+
+INJECT_BODIES: dict[str, tuple[str, bool]] = {
+    # name: (the body as sent, whether include_usage is injected)
+    "dates and floats, no stream_options": (
+        '{"stream": true, "messages": [{"role": "user", "content": "2024-01-01T10:00:00+02:00"}],'
+        ' "temperature": 1.10, "top_p": 1e0, "meta": {"at": "2024-01-01T10:00:00.1234567Z"}}',
+        True,
+    ),
+    "whitespace and escapes": (
+        ' \r\n\t{ "stream" : true ,\n  "messages":[{"role":"user","content":"caf\\u00e9 \\/ \\"q\\" \\ud83d\\ude00"}] }\n',
+        True,
+    ),
+    "stream_options to amend": (
+        '{"stream": true, "stream_options": {"include_usage": false, "x": 1},'
+        ' "messages": [{"role": "user", "content": "h\\u00e9 \\u2028 \\u0085 \\u0001 \\u001f \\u007f"}]}',
+        True,
+    ),
+    "stream_options null": ('{"stream_options": null, "stream": true, "messages": []}', True),
+    "stream_options and a date": (
+        '{"stream": true, "stream_options": {}, "messages": [{"role": "user", "content":'
+        ' "2024-01-01T10:00:00+02:00"}]}',
+        False,
+    ),
+    "stream_options and a float": (
+        '{"stream": true, "stream_options": {}, "temperature": 1.10, "messages": []}',
+        False,
+    ),
+    "stream_options and an MS date": (
+        '{"stream": true, "stream_options": {}, "user": "/Date(1198908717056)/", "messages": []}',
+        False,
+    ),
+    "asked already": (
+        '{"stream": true, "stream_options": {"include_usage": true}, "messages": []}',
+        False,
+    ),
+    "not streamed": ('{"stream": false, "temperature": 1.10, "messages": []}', False),
+}
+
+
+def test_compiled_usage_injection_is_lossless_and_the_gateways(csharp: CSharp) -> None:
+    pytest.importorskip("httpx")
+    from aoai_helpers.local.gateway import Gateway
+
+    spec = spec_with(_buffered)
+    gateway = Gateway(spec, keys={}, backend_secret="x", sink=lambda _e: None)
+    subscription = spec.subscriptions[0]
+    names = list(INJECT_BODIES)
+    jobs = [
+        csharp.job(
+            ["inbound", "inject"],
+            url=CHAT,
+            api_version="2024-10-21",
+            body=INJECT_BODIES[n][0],
+            named={"aoai-capture-streaming": "buffered"},
+        )
+        for n in names
+    ]
+    for name, out in zip(names, csharp.run(jobs), strict=True):
+        text, injected = INJECT_BODIES[name]
+        raw = text.encode("utf-8")
+        forwarded = out["results"][-1]
+        assert isinstance(forwarded, str), (name, out["results"])
+        assert (forwarded != "") is injected, (name, forwarded)
+        route = classify("POST", CHAT)
+        assert not isinstance(route, Refusal)
+        call = gateway._describe(subscription, CHAT, route, [("api-version", "2024-10-21")], raw)
+        assert not isinstance(call, Refusal), name
+        ours = gateway._maybe_inject_usage(call, raw)
+        if not injected:
+            assert ours is raw, name
+            continue
+        # the policy and the local gateway forward the same bytes
+        assert ours == forwarded.encode("utf-8"), name
+        sent = json.loads(ours)
+        assert sent["stream_options"]["include_usage"] is True, name
+        if "stream_options" not in json.loads(raw):
+            # nothing else changed: the body as sent, with the one member added
+            brace = raw.index(b"{") + 1
+            assert ours == raw[:brace] + b'"stream_options":{"include_usage":true},' + raw[brace:]
+        else:
+            # written again, but every value is the caller's
+            want = json.loads(raw)
+            options = want.get("stream_options")
+            want["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+            assert sent == want, name
+    asyncio.run(gateway.aclose())

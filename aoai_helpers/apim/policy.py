@@ -17,9 +17,14 @@ one v2 event whose fields :func:`policy_fields` extracts, for tests against
 
 - ``log-to-eventhub`` truncates messages over 200 KB (log-to-eventhub-policy): the event is
   kept under 100 KB (request ≤ 50 KB, response text ≤ 33 KB, as the local gateway does);
-- ``forward-request buffer-response`` takes no policy expression (forward-request-policy),
-  hence a ``<choose>`` with two ``forward-request`` elements; ``false`` relays SSE chunks at
-  once (how-to-server-sent-events);
+- ``forward-request``: "Multiple statements per policy document: not supported" and
+  ``buffer-response`` takes no policy expression (forward-request-policy), so ONE element is
+  rendered from the capture mode (:func:`forward_request`); ``false`` relays SSE chunks at once
+  (how-to-server-sent-events) and "affects processing of chunked responses" only;
+- ``on-error`` (api-management-error-handling-policies): ``context.LastError.Section`` /
+  ``.Reason`` (``Timeout``, ``BackendConnectionFailure``) decide the logged status, never 2xx
+  unless the error was raised in ``outbound``; the client gets that status through
+  ``return-response`` (allowed in on-error) because APIM's own is not documented;
 - ``set-variable`` stores basic types only (set-variable-policy, "Allowed types"), so the
   request body read once with ``As<string>(preserveContent: true)`` is kept as JSON text;
 - ``return-response`` "cancels pipeline execution" (return-response-policy): refused calls are
@@ -52,7 +57,6 @@ from typing import Final, Literal
 from xml.sax.saxutils import escape, quoteattr
 
 from .. import routes, shrink
-from ..clouds import get_cloud
 from ..events import LOG_TO_EVENTHUB_LIMIT
 from ..exceptions import ConfigError
 from ..masking import mask
@@ -63,6 +67,7 @@ __all__ = [
     "NamedValue",
     "PolicySettings",
     "event_expression",
+    "forward_request",
     "key_env_var",
     "named_values",
     "policy_fields",
@@ -83,6 +88,10 @@ CAPTURE_PAYLOAD: Final = "aoai-capture-payload"
 INCLUDE_USAGE_FROM: Final = "aoai-include-usage-from"
 ALLOW_UNMETERED: Final = "aoai-allow-unmetered"
 MAX_JSON_DEPTH: Final = "aoai-max-json-depth"
+#: The bodies of the statuses on-error answers with when it replaces the status (the local
+#: gateway sends the same): ``{"statusCode": N, "message": …}`` as APIM's own errors.
+BACKEND_ERROR_MESSAGE: Final = "Internal server error"
+BACKEND_TIMEOUT_MESSAGE: Final = "Gateway timeout: the backend did not answer in time."
 #: Budgets in bytes, as in the local gateway: the event stays under half the 200 KB limit.
 EVENT_BUDGET: Final = LOG_TO_EVENTHUB_LIMIT // 2
 REQUEST_BUDGET: Final = EVENT_BUDGET // 2
@@ -268,8 +277,27 @@ def render_api_policy(spec: Spec) -> str:
             "ROUTE_TABLE": _attr_code(_indent(route_table(spec.apim.api_path), 12)),
             "EVENT": _text_code(event_expression()),
             "RESPONSE_BUDGET": str(RESPONSE_BUDGET),
+            "FORWARD_REQUEST": _indent(forward_request(spec.capture.streaming), 8),
+            "TIMEOUT_MESSAGE": _text_code(BACKEND_TIMEOUT_MESSAGE),
+            "ERROR_MESSAGE": _text_code(BACKEND_ERROR_MESSAGE),
         },
     )
+
+
+def forward_request(capture: CaptureMode) -> str:
+    """The one ``forward-request`` of the backend section for ``capture``.
+
+    ``passthrough`` and ``passthrough_usage`` relay streams as they arrive
+    (``buffer-response="false"``: it "affects processing of chunked responses"; non-streamed
+    bodies are still read in outbound, as any policy reading a body buffers it — the SSE page
+    warns of exactly that); ``buffered`` keeps the default. The attribute takes no expression
+    and the element may appear once per policy document, so it is chosen here, at render
+    time: switching ``aoai-capture-streaming`` alone keeps billing right, but streams are then
+    relayed as the rendered element says until the policy is rendered and saved again.
+    """
+    if capture == "buffered":
+        return "<forward-request />"
+    return '<forward-request buffer-response="false" />'
 
 
 def _dotnet_regex(pattern: str) -> str:
@@ -396,7 +424,7 @@ def _routing(spec: Spec) -> str:
 def _credentials(spec: Spec, backend: Backend) -> str:
     if backend.auth == "key":
         return render(_KEY_AUTH, {"KEY_NAMED_VALUE": backend.key_named_value})
-    resource = get_cloud(spec.cloud).cognitive_resource
+    resource = spec.aoai_audience()
     return render(_MI_AUTH, {"MI_RESOURCE": _attr_text(resource)})
 
 
@@ -586,7 +614,7 @@ _EVENT: Final = r"""@{
                         bool isText = textFields.Contains(top.Name);
                         List<JValue> under = top.Value is JValue ? new List<JValue> { (JValue)top.Value } : ((JContainer)top.Value).Descendants().OfType<JValue>().ToList();
                         foreach (JValue v in under) {
-                            if (v.Type == JTokenType.Date) { string iso = v.ToString(Formatting.None); v.Value = iso.Substring(1, iso.Length - 2); }
+                            if (v.Type == JTokenType.Date) { string iso = v.ToString(Newtonsoft.Json.Formatting.None); v.Value = iso.Substring(1, iso.Length - 2); }
                             if (v.Type != JTokenType.String) { continue; }
                             string s = (string)v.Value;
                             int n = s.Length;
@@ -601,7 +629,7 @@ _EVENT: Final = r"""@{
                             if (isText) { chars += n; }
                         }
                     }
-                    if (Encoding.UTF8.GetByteCount(whole.ToString(Formatting.None)) <= budget) {
+                    if (Encoding.UTF8.GetByteCount(whole.ToString(Newtonsoft.Json.Formatting.None)) <= budget) {
                         request = whole;
                     } else {
                         JToken items = itemField == null ? null : whole[itemField];
@@ -612,9 +640,9 @@ _EVENT: Final = r"""@{
                         else if (items.Type == JTokenType.String) { count = ((string)items).Length > 0 ? 1 : 0; }
                         else if (items.Type == JTokenType.Boolean) { count = (bool)items ? 1 : 0; }
                         else if (items.Type == JTokenType.Float) { count = (double)items != 0 ? 1 : 0; }
-                        else if (items.Type == JTokenType.Integer) { count = items.ToString(Formatting.None) != "0" ? 1 : 0; }
+                        else if (items.Type == JTokenType.Integer) { count = items.ToString(Newtonsoft.Json.Formatting.None) != "0" ? 1 : 0; }
                         JObject stats = new JObject(new JProperty("items", count), new JProperty("strings", strings), new JProperty("chars", chars));
-                        int room = budget - Encoding.UTF8.GetByteCount(new JObject(new JProperty(marker, stats.DeepClone())).ToString(Formatting.None)) - 1;
+                        int room = budget - Encoding.UTF8.GetByteCount(new JObject(new JProperty(marker, stats.DeepClone())).ToString(Newtonsoft.Json.Formatting.None)) - 1;
                         /* step 1: the largest cap on every string that fits (binary search, as
                            shrink._largest: 0 first, then upper midpoints); then applied once more */
                         int cap = -1;
@@ -635,7 +663,7 @@ _EVENT: Final = r"""@{
                                 values[k].Value = s.Substring(0, units) + "\u2026";
                             }
                             if (chosen >= 0) { break; }
-                            bool fits = Encoding.UTF8.GetByteCount(whole.ToString(Formatting.None)) <= room;
+                            bool fits = Encoding.UTF8.GetByteCount(whole.ToString(Newtonsoft.Json.Formatting.None)) <= room;
                             if (first) {
                                 first = false;
                                 if (!fits) { chosen = {%MIN_CAP%}; continue; }
@@ -677,7 +705,7 @@ _EVENT: Final = r"""@{
                                     }
                                 }
                                 if (chosen >= 0) { break; }
-                                bool fits = Encoding.UTF8.GetByteCount(whole.ToString(Formatting.None)) <= room;
+                                bool fits = Encoding.UTF8.GetByteCount(whole.ToString(Newtonsoft.Json.Formatting.None)) <= room;
                                 if (first) {
                                     first = false;
                                     if (!fits) { break; }
@@ -730,5 +758,5 @@ _EVENT: Final = r"""@{
                 new JProperty("Usage", usage),
                 new JProperty("Request", unloggable != null ? new JObject(new JProperty("_unloggable", unloggable)) : request),
                 new JProperty("ResponseString", response)
-            ).ToString(Formatting.None);
+            ).ToString(Newtonsoft.Json.Formatting.None);
         }"""

@@ -78,7 +78,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import orjson
 
-from ..apim.policy import policy_settings
+from ..apim.policy import BACKEND_ERROR_MESSAGE, BACKEND_TIMEOUT_MESSAGE, policy_settings
 from ..clock import now
 from ..events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS
 from ..routes import Refusal, Route, classify
@@ -160,7 +160,16 @@ _BAD_HEADER: Final = (
     b'{"statusCode": 400, "message": "Bad request: a header name or value contains CR, LF or NUL."}'
 )
 _BAD_LENGTH: Final = b'{"statusCode": 400, "message": "Bad request: invalid Content-Length."}'
-_BACKEND_DOWN: Final = b'{"statusCode": 500, "message": "Internal server error"}'
+#: ``stream_options`` as the gateway adds it to a body that has none (the policy's bytes).
+_USAGE_OPTION: Final = b'"stream_options":{"include_usage":true},'
+#: Strings Json.NET may read as dates (a superset: ISO 8601 date-times and ``/Date(…)/``).
+_DATE_LIKE: Final = re.compile(r"\A([0-9]{4}-[0-9]{2}-[0-9]{2}T|/Date\()")
+#: What Json.NET escapes and orjson does not (U+0085, U+2028, U+2029, UTF-8 encoded).
+_JSON_NET_ESCAPES: Final = (
+    (b"\xc2\x85", b"\\u0085"),
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+)
 _CANNOT_LOG: Final = (
     b'{"statusCode": 503, "message": "Service unavailable: the gateway cannot log calls right '
     b'now, so it does not serve them."}'
@@ -245,8 +254,9 @@ def build_event(
         "SubscriptionId": sub.id,
         "SubscriptionName": sub.display_name,
         "ProductName": spec.product.display_name,
-        "UserName": sub.owner_name,
-        "UserEmail": sub.owner_email,
+        # APIM's context.User is the subscription's owner, and there is none on Consumption
+        "UserName": sub.owner_name if spec.owners_logged() else None,
+        "UserEmail": sub.owner_email if spec.owners_logged() else None,
         "ApiName": spec.apim.api_display_name,
         "OperationId": call.unmetered or OPERATION_IDS[(call.operation, call.v1)],
         "Operation": call.operation,
@@ -509,7 +519,14 @@ class Gateway:
 
     def _maybe_inject_usage(self, call: _Call, raw: bytes) -> bytes:
         """Buffered and passthrough_usage capture: ask for the usage chunk where the
-        api-version accepts it (``call.asked_usage`` says whether the client asked itself)."""
+        api-version accepts it (``call.asked_usage`` says whether the client asked itself).
+
+        The same bytes as the policy's ``aoai-usage-body``: a body without ``stream_options``
+        gets ``"stream_options":{"include_usage":true},`` right after its opening brace, every
+        other byte as it came (duplicate keys were refused before); one whose
+        ``stream_options`` must be amended is written again — as Json.NET writes it — only if
+        that cannot change a value (no float, no string Json.NET may read as a date), else
+        ``raw`` is forwarded as it is (the reply is then kept for estimation)."""
         if self.capture == "passthrough" or not call.streaming or call.body is None:
             return raw
         if call.operation not in ("chat", "completions"):
@@ -518,13 +535,23 @@ class Gateway:
             return raw
         if call.asked_usage:
             return raw
+        brace = len(raw) - len(raw.lstrip(b" \t\n\r"))
+        if raw[brace : brace + 1] != b"{":
+            return raw
+        if "stream_options" not in call.body:
+            return raw[: brace + 1] + _USAGE_OPTION + raw[brace + 1 :]
+        if not _rewrites_losslessly(call.body):
+            return raw
         options = call.body.get("stream_options")
         injected = dict(call.body)
         injected["stream_options"] = {
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-        return orjson.dumps(injected)
+        text = orjson.dumps(injected)
+        for char, escaped in _JSON_NET_ESCAPES:
+            text = text.replace(char, escaped)
+        return text
 
     def _backend(self, call: _Call) -> Backend:
         found = self.spec.backend_for(call.deployment) if call.deployment else None
@@ -564,8 +591,9 @@ class Gateway:
             request = self._client.build_request("POST", url, headers=out_headers, content=raw)
             try:
                 response = await self._client.send(request, stream=True)
-            except httpx.HTTPError:
-                await _respond(send, 500, _BACKEND_DOWN)
+            except httpx.HTTPError as exc:
+                status = _failure_status(exc)  # what the client gets; the event says the same
+                await _respond(send, status, _failure_body(status))
                 return
             status = response.status_code
             resp_headers = [
@@ -577,7 +605,15 @@ class Gateway:
             is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
             try:
                 if is_sse and self.capture != "buffered":
-                    if await self._pass_through(response, resp_headers, receive, send, relayed):
+                    try:
+                        complete = await self._pass_through(
+                            response, resp_headers, receive, send, relayed
+                        )
+                    except BackendCut:
+                        if not relayed:  # cut before a byte reached the client: not served
+                            status = 500
+                        raise
+                    if complete:
                         logged = True
                         if not await self._log_durably(call, status, None, None, None, relayed):
                             raise BackendCut("the event could not be logged: the stream is cut")
@@ -585,9 +621,9 @@ class Gateway:
                 else:
                     try:
                         body = await response.aread()
-                    except httpx.HTTPError:
-                        status = 500  # what the client gets; the event records the same
-                        await _respond(send, 500, _BACKEND_DOWN)  # nothing was sent yet
+                    except httpx.HTTPError as exc:
+                        status = _failure_status(exc)  # what the client gets; the event too
+                        await _respond(send, status, _failure_body(status))  # nothing sent yet
                         return
                     text = body.decode("utf-8", errors="replace")
                     model, usage = _usage_of(text, is_sse)
@@ -735,6 +771,36 @@ def _has_duplicate_keys(raw: bytes) -> bool:
     except (ValueError, RecursionError):
         return False  # judged by the other checks (orjson parsed it; depth is checked next)
     return False
+
+
+def _failure_status(exc: httpx.HTTPError) -> int:
+    """The status of a backend call that failed, as the policy's on-error sets it: 504 when
+    the backend did not answer in time (APIM's ``Timeout``), 500 for anything else (a
+    connection not established or dropped: ``BackendConnectionFailure``)."""
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return 504
+    return 500
+
+
+def _failure_body(status: int) -> bytes:
+    return _message(status, BACKEND_TIMEOUT_MESSAGE if status == 504 else BACKEND_ERROR_MESSAGE)
+
+
+def _rewrites_losslessly(body: Any) -> bool:
+    """Whether writing ``body`` again keeps every value: no float (its text may change) and no
+    string Json.NET may parse as a date (it would write it back in another form)."""
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return False
+        if isinstance(item, str) and _DATE_LIKE.match(item):
+            return False
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def _deeper_than(node: Any, limit: int) -> bool:
