@@ -18,7 +18,11 @@ What the in-memory ARM does, following the REST API docs:
   loses its ``value``, a logger's ``connectionString`` becomes a ``{{Logger-Credentials--…}}``
   reference.
 - ``GET`` of a stored resource returns it, of a collection (``…/apis``, ``…/functions``) lists
-  what was stored under it, anything else is ``404 ResourceNotFound``.
+  what was stored under it (filtered by a ``$filter`` of the form ``<property> eq '<value>'``,
+  compared case-insensitively, as APIM's ``users?$filter=email eq '…'``), anything else is
+  ``404 ResourceNotFound``. The top-level resources provisioning needs but never creates exist:
+  an APIM service (``GET`` answers ``sku.name`` = ``apim_sku``; ``None``: no service, ``404``)
+  and an Event Hubs namespace (``sku.name``/``sku.tier`` = ``eventhub_tier``).
 - ``POST …/listSecrets`` (APIM subscription keys) and ``…/listKeys`` (Event Hub rules) return
   placeholders that say they are not real; ``POST …/config/appsettings/list`` (a web app's
   settings) returns what was PUT to ``…/config/appsettings``, else none.
@@ -26,9 +30,9 @@ What the in-memory ARM does, following the REST API docs:
   with their parent) and answers as the REST specs say: ``200`` when it existed; ``204`` when
   it did not ("removed by previous request or does not exist", APIM ``Product_Delete``; Event
   Hubs ``EventHubs_Delete`` "No content"); ``404 ResourceNotFound`` when its parent resource is
-  gone. Deleting an APIM API is asynchronous (``Api_Delete``: ``202`` with a ``location`` of
-  ``…/apis/{id}?api-version=…&asyncId=…&asyncCode=204``); polling that location answers its
-  ``asyncCode``.
+  gone. Deleting an APIM API or user is asynchronous (``Api_Delete``, ``User_Delete``: ``202``
+  with a ``location`` of ``…/{id}?api-version=…&asyncId=…&asyncCode=204``); polling that
+  location answers its ``asyncCode``.
 
 Recorded requests keep their headers (``If-Match`` matters for APIM deletes), except
 ``Authorization``.
@@ -39,6 +43,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -139,9 +144,13 @@ class MemoryTransport(HttpTransport[Any, Any]):
 class DryRunTransport(MemoryTransport):
     """Records requests and plays ARM from memory (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, apim_sku: str | None = "Developer", eventhub_tier: str | None = "Standard"
+    ) -> None:
         self.requests: list[RecordedRequest] = []
         self.store: dict[str, dict[str, Any]] = {}
+        self.apim_sku = apim_sku
+        self.eventhub_tier = eventhub_tier
 
     def send(self, request: Any, **kwargs: Any) -> HttpResponseImpl:
         raw = self.body_text(request)
@@ -155,7 +164,7 @@ class DryRunTransport(MemoryTransport):
         if request.method == "DELETE":
             status, extra = self._delete(path, request.url)
             return _response(request, status, _not_found(path) if status == 404 else None, extra)
-        status, payload = self._answer(request.method, path, body)
+        status, payload = self._answer(request.method, path, body, query)
         return _response(request, status, payload)
 
     def _delete(self, path: str, url: str) -> tuple[int, dict[str, str]]:
@@ -164,11 +173,50 @@ class DryRunTransport(MemoryTransport):
             return (204 if _parent_exists(self.store, key) else 404), {}
         for stored in [k for k in self.store if k == key or k.startswith(key + "/")]:
             del self.store[stored]
-        if _is_apim_api(key):  # Api_Delete: 202 Accepted with a location to poll
+        if _is_apim_async_delete(key):  # Api_Delete, User_Delete: 202 with a location to poll
             return 202, {"location": f"{url}&asyncId=dry-run&asyncCode=204"}
         return 200, {}
 
-    def _answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+    def _top_level(self, path: str) -> dict[str, Any] | None:
+        """The APIM service or Event Hubs namespace the dry run takes to exist (not stored)."""
+        parts = path.strip("/").split("/")
+        i = _last_providers(parts)
+        if i is None or len(parts) != i + 4:
+            return None
+        kind = f"{parts[i + 1]}/{parts[i + 2]}".lower()
+        base = {"id": path, "name": parts[-1], "location": "dry-run"}
+        if kind == "microsoft.apimanagement/service" and self.apim_sku is not None:
+            return {
+                **base,
+                "type": "Microsoft.ApiManagement/service",
+                "sku": {
+                    "name": self.apim_sku,
+                    "capacity": 0 if self.apim_sku == "Consumption" else 1,
+                },
+                "properties": {
+                    "publisherEmail": "dry-run@example.invalid",
+                    "publisherName": "dry run",
+                    "provisioningState": "Succeeded",
+                },
+            }
+        if kind == "microsoft.eventhub/namespaces" and self.eventhub_tier is not None:
+            name = "Premium" if self.eventhub_tier == "Dedicated" else self.eventhub_tier
+            props: dict[str, Any] = {"provisioningState": "Succeeded"}
+            if self.eventhub_tier == "Dedicated":
+                props["clusterArmId"] = (
+                    "/subscriptions/dry-run/providers/Microsoft.EventHub/clusters/dry-run"
+                )
+            return {
+                **base,
+                "type": "Microsoft.EventHub/Namespaces",
+                "sku": {"name": name, "tier": name, "capacity": 1},
+                "properties": props,
+            }
+        return None
+
+    def _answer(
+        self, method: str, path: str, body: Any, query: Mapping[str, list[str]] | None = None
+    ) -> tuple[int, Any]:
         key = path.lower()
         if method == "PUT":
             existed = key in self.store
@@ -182,10 +230,15 @@ class DryRunTransport(MemoryTransport):
         if method == "GET":
             if key in self.store:
                 return 200, self.store[key]
+            top = self._top_level(path)
+            if top is not None:
+                return 200, top
             if _is_collection(key):
-                return 200, {
-                    "value": [v for k, v in self.store.items() if k.rsplit("/", 1)[0] == key]
-                }
+                listed = [v for k, v in self.store.items() if k.rsplit("/", 1)[0] == key]
+                wanted = (query or {}).get("$filter", [None])[0]
+                if wanted:
+                    listed = [v for v in listed if _filter_matches(wanted, v)]
+                return 200, {"value": listed}
             return 404, {
                 "error": {"code": "ResourceNotFound", "message": f"{path} not found (dry run)"}
             }
@@ -206,6 +259,20 @@ class DryRunTransport(MemoryTransport):
         if method == "HEAD":
             return (204 if key in self.store else 404), None
         return 404, {"error": {"code": "NotSupported", "message": f"{method} {path} (dry run)"}}
+
+
+_FILTER = re.compile(r"^\s*(\w+)\s+eq\s+'((?:[^']|'')*)'\s*$")
+
+
+def _filter_matches(expression: str, stored: Mapping[str, Any]) -> bool:
+    """``<property> eq '<value>'`` on ``properties`` (case-insensitive); other filters: no match
+    is never claimed, everything is listed."""
+    m = _FILTER.match(expression)
+    if m is None:
+        return True
+    props = stored.get("properties") or {}
+    got = props.get(m.group(1)) if isinstance(props, dict) else None
+    return str(got or "").lower() == m.group(2).replace("''", "'").lower()
 
 
 def _not_found(path: str) -> dict[str, Any]:
@@ -239,12 +306,14 @@ def _parent_exists(store: Mapping[str, Any], key: str) -> bool:
     return "/" + "/".join(parts[: len(parts) - 2]) in store
 
 
-def _is_apim_api(key: str) -> bool:
+def _is_apim_async_delete(key: str) -> bool:
+    """An APIM API or user: their DELETE is asynchronous (``Api_Delete``, ``User_Delete``:
+    ``202`` or ``204``)."""
     parts = key.strip("/").split("/")
     return (
         _provider(key) == "microsoft.apimanagement"
         and parts[-4:-3] == ["service"]
-        and parts[-2] == "apis"
+        and parts[-2] in ("apis", "users")
     )
 
 

@@ -2,8 +2,10 @@
 
 Everything that changes Azure has a plan first: ``provision plan`` shows it (``--offline``:
 without credentials or network, assuming nothing exists, with the exact requests a dry run of
-the SDK calls sends); ``provision apply`` plans against what exists, shows the plan, asks for
-confirmation (``--yes`` to skip; required when stdin is not a terminal), then applies.
+the SDK calls sends) and exits 1 when the plan has errors (token limits on Consumption, a
+retention the namespace tier cannot hold, no OpenAPI document to import); ``provision apply``
+plans against what exists, shows the plan, refuses one with errors, asks for confirmation
+(``--yes`` to skip; required when stdin is not a terminal), then applies.
 Azure errors become one line: sign-in failures, HTTP status and ARM error code.
 """
 
@@ -103,6 +105,9 @@ def cmd_provision_plan(args: argparse.Namespace) -> int:
         data["dry_run_requests"] = recorded
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n", "utf-8")
         print(f"plan written to {args.json} (secrets masked)")
+    if the_plan.errors():  # listed in the plan above; apply would refuse it
+        print(f"the plan has {len(the_plan.errors())} error(s): apply refuses it", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -114,6 +119,8 @@ def cmd_provision_apply(args: argparse.Namespace) -> int:
         clients = _clients(spec, args)
         the_plan = plan(spec, clients=clients, cloud=args.cloud)
     print(the_plan.render())
+    if the_plan.errors():
+        raise ConfigError("the plan has errors (above): nothing was changed")
     counts = the_plan.counts()
     if counts["create"] + counts["update"] == 0 and not the_plan.retired:
         print("nothing to do: Azure already matches the spec")

@@ -69,6 +69,8 @@ _APIM = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/prov
 _EH = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.EventHub/namespaces/{namespaceName}/eventhubs/{eventHubName}"
 DOCUMENTED_DELETES = {
     "Subscription_Delete": (f"{_APIM}/subscriptions/{{sid}}", True),
+    # apimusers.json 2024-05-01: User_Delete, IfMatchRequiredParameter, query notify
+    "User_Delete": (f"{_APIM}/users/{{userId}}", True),
     "ProductPolicy_Delete": (f"{_APIM}/products/{{productId}}/policies/{{policyId}}", True),
     "ProductApi_Delete": (f"{_APIM}/products/{{productId}}/apis/{{apiId}}", False),
     "Product_Delete": (f"{_APIM}/products/{{productId}}", True),
@@ -143,11 +145,25 @@ def _variant(**changes: Any) -> Spec:
     return parse_spec(data)
 
 
+#: A local OpenAPI document (AzureChinaCloud imports the API inline: no link by default).
+LOCAL_OPENAPI = str(Path(__file__).parent / "rest_specs" / "minimal-openapi.json")
+
+
+def _applicable(spec: Spec, cloud: str) -> Spec:
+    """``spec`` on ``cloud``, with a local OpenAPI document where the cloud needs one."""
+    spec = spec.for_cloud(cloud)
+    if cloud != "AzureChinaCloud" or spec.apim.openapi_spec:
+        return spec
+    return spec.model_copy(
+        update={"apim": spec.apim.model_copy(update={"openapi_spec": LOCAL_OPENAPI})}
+    )
+
+
 def _provisioned(spec: Spec, cloud: str = "AzureCloud") -> tuple[DryRunTransport, Any, Any]:
     """The in-memory ARM after ``provision apply`` and function deploy's settings, with its
     clean-up clients (APIM/Event Hubs, Web)."""
     transport = DryRunTransport()
-    spec = spec.for_cloud(cloud)
+    spec = _applicable(spec, cloud)
     clients, web = make_cleanup_clients(spec, get_cloud(cloud), SUB, DryRunCredential(), transport)
     apply(plan(spec, clients=clients, env={}), clients)
     if web is not None:
@@ -213,6 +229,7 @@ def test_the_offline_plan_deletes_everything_in_reverse_dependency_order() -> No
     kinds = [s.resource.kind for s in the_plan.steps]
     assert kinds == [
         *["subscription"] * 3,
+        *["user"] * 3,  # the BU owners', right after the subscriptions they own
         "product-policy",
         "product-api",
         "product",
@@ -243,7 +260,7 @@ def test_the_offline_plan_deletes_everything_in_reverse_dependency_order() -> No
         i.endswith(("/service/apim-aoai-gateway", "/namespaces/evhns-aoai-usage")) for i in ids
     )
     text = the_plan.render()
-    assert "29 to delete, 0 already gone, 0 kept" in text
+    assert "32 to delete, 0 already gone, 0 kept" in text
     assert f"the Log Analytics workspace {EXAMPLE_WORKSPACE}" in text  # kept, never deleted
     assert "BU subscription keys stop working" in text and "data in the database is kept" in text
     assert "not ingested are lost" in text  # the hub goes with its unread events
@@ -293,7 +310,7 @@ def test_a_local_openapi_file_is_not_needed_to_delete_the_api(tmp_path: Path) ->
 
 def test_a_kind_cleanup_cannot_delete_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     diag = Resource("diagnostic", "applicationinsights", f"{SVC}/diagnostics/x", "v", None)
-    monkeypatch.setattr("aoai_helpers.apim.cleanup.desired_resources", lambda *a: [diag])
+    monkeypatch.setattr("aoai_helpers.apim.cleanup.desired_resources", lambda *a, **k: [diag])
     with pytest.raises(ConfigError, match="does not know how to delete: diagnostic"):
         plan_cleanup(SPEC)
 
@@ -340,7 +357,7 @@ def test_provision_then_cleanup_leaves_only_what_the_spec_did_not_create(cloud: 
     transport.requests.clear()
     again = plan_cleanup(spec, clients=clients, web=web)
     assert {s.action for s in again.steps} == {"absent"}
-    assert "0 to delete, 28 already gone, 0 kept" in again.render()  # v1_other: never there
+    assert "0 to delete, 31 already gone, 0 kept" in again.render()  # v1_other: never there
     assert apply_cleanup(again, clients, web=web).deleted == []
     reads = {(r.method, r.path.endswith("/config/appsettings/list")) for r in transport.requests}
     assert reads == {("GET", False), ("POST", True)}  # settings are listed by POST (REST)
@@ -498,8 +515,8 @@ def test_online_planning_needs_a_subscription_id() -> None:
 
 def test_cleanup_dry_run_for_a_notebook() -> None:
     dry = cleanup_dry_run(SPEC)
-    assert dry.plan.counts() == {"delete": 24, "absent": 0, "keep": 0}
-    assert dry.result.summary() == "24 deleted, 0 already gone"
+    assert dry.plan.counts() == {"delete": 27, "absent": 0, "keep": 0}
+    assert dry.result.summary() == "27 deleted, 0 already gone"
     rows = dry.rows()
     assert rows[0] == {
         "method": "DELETE",
@@ -529,10 +546,10 @@ def test_cli_destroy_offline(cloud: str, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert f"all to {HOSTS[cloud]}" in out.stdout and "If-Match: *" in out.stdout
-    assert out.stdout.count(" delete ") == 25  # with v1_other, "if it exists"
+    assert out.stdout.count(" delete ") == 28  # with v1_other, "if it exists"
     assert "nothing deleted: run again with --apply" in out.stdout
     data = json.loads((tmp_path / "destroy.json").read_text())
-    assert len(data["steps"]) == 25 and data["dry_run_requests"][0]["if_match"] == "*"
+    assert len(data["steps"]) == 28 and data["dry_run_requests"][0]["if_match"] == "*"
     # the example's language-model log, as documented (DOCUMENTED_DELETES, LLM_DELETES)
     by_operation = {
         _operation(row["path"]): row
@@ -671,10 +688,86 @@ def test_an_azuremonitor_logger_provisioning_did_not_create_is_kept() -> None:
 
 def test_the_cleanup_dry_run_covers_the_llm_log() -> None:
     dry = cleanup_dry_run(_llm_spec())
-    assert dry.plan.counts() == {"delete": 24, "absent": 0, "keep": 0}
+    assert dry.plan.counts() == {"delete": 27, "absent": 0, "keep": 0}
     paths = [row["path"] for row in dry.rows() if row["method"] == "DELETE"]
     assert f"{SVC}/providers/Microsoft.Insights/diagnosticSettings/aoai-llm-logs" in paths
     assert f"{SVC}/loggers/azuremonitor" in paths
     offline = plan_cleanup(_llm_spec())
     step = next(s for s in offline.steps if s.resource.kind == "llm-logger")
     assert step.action == "delete" and "only if provisioning created it" in step.note
+
+
+# --- the BU owners' APIM users (issue 14) -------------------------------------------------------
+
+
+def test_only_the_users_provisioning_created_are_deleted_after_the_subscriptions() -> None:
+    from azure.mgmt.apimanagement import models as m
+
+    from aoai_helpers.apim.resources import apim_user_id
+
+    transport, clients, web = _provisioned(SPEC)
+    rg, svc = clients.rg, clients.service
+    # someone else's user, and one of ours that now owns a subscription outside the spec
+    clients.apim.user.create_or_update(
+        rg, svc, "someone", m.UserCreateParameters(email="x@y.z", first_name="x", last_name="y")
+    )
+    li = apim_user_id("li.wei@contoso.com")
+    clients.apim.subscription.create_or_update(
+        rg,
+        svc,
+        "li-private",
+        m.SubscriptionCreateParameters(scope="/apis", display_name="Li", owner_id=f"/users/{li}"),
+    )
+    transport.store[f"{SVC}/users/{li}/subscriptions/li-private".lower()] = {
+        "id": f"{SVC}/users/{li}/subscriptions/li-private",
+        "name": "li-private",
+        "properties": {"scope": "/apis", "ownerId": f"/users/{li}"},
+    }
+    the_plan = plan_cleanup(SPEC, clients=clients, web=web)
+    users = {s.resource.name: s for s in the_plan.steps if s.resource.kind == "user"}
+    assert users[li].action == "keep" and "li-private" in users[li].note
+    assert {s.action for n, s in users.items() if n != li} == {"delete"}
+    assert "someone" not in users
+    kinds = [s.resource.kind for s in the_plan.steps]
+    assert kinds.index("user") == kinds.count("subscription")  # right after the subscriptions
+    transport.requests.clear()
+    apply_cleanup(the_plan, clients, web=web, polling_interval=0)
+    deleted = [r for r in transport.requests if r.method == "DELETE" and "/users/" in r.path]
+    assert len(deleted) == 2 and all(
+        r.if_match == "*"
+        and r.query["notify"] == ["false"]
+        and "deleteSubscriptions" not in r.query
+        for r in deleted
+    )
+    assert f"{SVC}/users/someone".lower() in transport.store
+    assert f"{SVC}/users/{li}".lower() in transport.store
+
+
+def test_a_user_provisioning_did_not_create_is_kept() -> None:
+    from aoai_helpers.apim.resources import apim_user_id
+
+    transport, clients, web = _provisioned(SPEC)
+    ana = f"{SVC}/users/{apim_user_id('ana.silva@contoso.com')}".lower()
+    transport.store[ana]["properties"]["note"] = "made by hand"
+    step = next(
+        s
+        for s in plan_cleanup(SPEC, clients=clients, web=web).steps
+        if s.resource.resource_id.lower() == ana
+    )
+    assert step.action == "keep" and "did not create it" in step.note
+
+
+def test_on_consumption_cleanup_lists_no_users() -> None:
+    transport = DryRunTransport(apim_sku="Consumption")
+    spec = parse_spec(
+        {
+            **SPEC.model_dump(),
+            "subscriptions": [{**s.model_dump(), "token_limit": None} for s in SPEC.subscriptions],
+        }
+    )
+    clients, web = make_cleanup_clients(
+        spec, get_cloud("AzureCloud"), SUB, DryRunCredential(), transport
+    )
+    the_plan = plan_cleanup(spec, clients=clients, web=web)
+    assert not [s for s in the_plan.steps if s.resource.kind == "user"]
+    assert [s for s in plan_cleanup(spec).steps if s.resource.kind == "user"]  # offline: listed

@@ -12,6 +12,7 @@ code under test.
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -23,7 +24,14 @@ import pytest
 from cli_run import run_cli
 from secrets_registry import register_secret
 
-from aoai_helpers.apim.provision import apply, dry_run, make_clients, plan, write_keys
+from aoai_helpers.apim.policy import render_api_policy
+from aoai_helpers.apim.provision import (
+    apply,
+    dry_run,
+    make_clients,
+    plan,
+    write_keys,
+)
 from aoai_helpers.apim.resources import (
     APIM_API_VERSION,
     EVENTHUB_API_VERSION,
@@ -58,6 +66,21 @@ def _variant(**changes: Any) -> Spec:
             node = node[int(part)] if part.isdigit() else node[part]
         node[last] = value
     return parse_spec(data)
+
+
+#: A local OpenAPI document (``apim.openapi_spec``: imported inline, in any cloud).
+LOCAL_OPENAPI = str(Path(__file__).parent / "rest_specs" / "minimal-openapi.json")
+
+
+def _applicable(spec: Spec, cloud: str) -> Spec:
+    """``spec`` on ``cloud``; in AzureChinaCloud with a local OpenAPI document instead of the
+    bundled one (the bundled default is tested on its own)."""
+    spec = spec.for_cloud(cloud)
+    if cloud != "AzureChinaCloud" or spec.apim.openapi_spec:
+        return spec
+    return spec.model_copy(
+        update={"apim": spec.apim.model_copy(update={"openapi_spec": LOCAL_OPENAPI})}
+    )
 
 
 #: The example spec's language-model log (``llm_log`` in examples/gateway.yaml), as written there.
@@ -181,6 +204,10 @@ def _puts(requests: list[RecordedRequest]) -> dict[str, RecordedRequest]:
     return {r.path.removeprefix(SVC): r for r in requests if r.method == "PUT"}
 
 
+def order_of(puts: dict[str, RecordedRequest], path: str) -> int:
+    return list(puts).index(path)
+
+
 class ScopeRecorder(DryRunCredential):
     """A dry-run credential that records the scopes it is asked for."""
 
@@ -240,9 +267,20 @@ def test_offline_plan_dry_run_hits_the_clouds_arm_endpoint_with_documented_shape
         },
     }
     api = puts["/apis/azure-openai"].body["properties"]
-    assert api["format"] == "openapi+json-link"
-    assert api["value"] == inference_spec_url("2024-10-21")
-    assert api["value"].endswith("/inference/stable/2024-10-21/inference.json")
+    if cloud == "AzureChinaCloud":  # no link by default there: the bundled document, inline
+        assert api["format"] == "openapi+json"
+        document = json.loads(api["value"])
+        assert {op["post"]["operationId"] for op in document["paths"].values()} == {
+            "ChatCompletions_Create",
+            "Completions_Create",
+            "embeddings_create",
+        }
+        assert the_plan.errors() == []
+    else:
+        assert api["format"] == "openapi+json-link"
+        assert api["value"] == inference_spec_url("2024-10-21")
+        assert api["value"].endswith("/inference/stable/2024-10-21/inference.json")
+        assert the_plan.errors() == []
     assert api["path"] == "openai" and api["protocols"] == ["https"]
     assert api["serviceUrl"] == "https://aoai-weu.openai.azure.com/openai"
     assert api["subscriptionKeyParameterNames"] == {
@@ -300,7 +338,19 @@ def test_offline_plan_dry_run_hits_the_clouds_arm_endpoint_with_documented_shape
         "scope": "/products/aoai-chargeback",
         "displayName": "Finance [CC-1100]",
         "state": "active",
+        "ownerId": "/users/bu-owner-ana-silva-contoso-com-9759d85f3e",  # its owner's user
     }
+    users = {p: r for p, r in puts.items() if p.startswith("/users/")}
+    assert users[subs["bu-finance"]["ownerId"]].body["properties"] == {
+        "email": "ana.silva@contoso.com",
+        "firstName": "Ana",
+        "lastName": "Silva",
+        "state": "active",
+        "note": "BU subscription owner created by apim-aoai-proxy provisioning",
+    }
+    assert len(users) == 3 and all(r.query["notify"] == ["false"] for r in users.values())
+    # each user before the subscription it owns
+    assert all(order_of(puts, u) < order_of(puts, "/subscriptions/bu-finance") for u in users)
     assert subs["bu-rnd"]["displayName"] == "R&D copilot [R&D, CC-4100]"
 
     nvs = {
@@ -363,10 +413,13 @@ def test_a_changed_spec_updates_only_what_changed() -> None:
         for s in the_plan.steps
         if s.action == "update"
     }
-    assert updates == {
+    want = {
         ("named-value", "aoai-capture-streaming"): ("value",),
         ("product", "aoai-chargeback"): ("displayName",),
     }
+    if render_api_policy(changed) != render_api_policy(SPEC):  # the policy follows the mode
+        want[("api-policy", "policy")] = ("value",)
+    assert updates == want
     assert all(
         s.action == "noop"
         for s in the_plan.steps
@@ -374,10 +427,12 @@ def test_a_changed_spec_updates_only_what_changed() -> None:
     )
     transport.requests.clear()
     apply(the_plan, clients)
-    assert sorted(r.path.removeprefix(SVC) for r in transport.requests if r.method == "PUT") == [
-        "/namedValues/aoai-capture-streaming",
-        "/products/aoai-chargeback",
-    ]
+    sent = sorted(r.path.removeprefix(SVC) for r in transport.requests if r.method == "PUT")
+    paths = {"named-value": "/namedValues/", "product": "/products/", "api-policy": "/apis/"}
+    assert sent == sorted(
+        f"{paths[kind]}{name}" if kind != "api-policy" else "/apis/azure-openai/policies/policy"
+        for kind, name in want
+    )
     assert "changes: displayName" in the_plan.render()
 
 
@@ -478,7 +533,10 @@ def test_cli_offline_plan_for_each_cloud(cloud: str, tmp_path: Path) -> None:
         str(tmp_path / "plan.json"),
         env={"AOAI_EVENTHUB_SEND_CONNECTION": secret, "AOAI_BACKEND_KEY": secret},
     )
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, out.stderr  # AzureChinaCloud too: the bundled document, inline
+    assert ("the bundled document of the metered operations" in out.stdout) == (
+        cloud == "AzureChinaCloud"
+    )
     assert f"all to {HOSTS[cloud]}" in out.stdout
     assert "create named-value" in out.stdout.replace("  ", " ") or "create" in out.stdout
     assert out.stdout.count(" create ") == len(plan(SPEC, env={}).steps)
@@ -668,7 +726,7 @@ def test_the_monitor_client_asks_for_the_clouds_arm_scope(cloud: str) -> None:
     asked = recording.asked
     c = get_cloud(cloud)
     transport = DryRunTransport()
-    dry = plan(LLM_SPEC, cloud=cloud, env={})
+    dry = plan(_applicable(LLM_SPEC, cloud), cloud=cloud, env={})
     clients = make_clients(dry.spec, c, SUB, recording, transport)
     apply(dry, clients)
     assert asked and set(asked) == {(c.arm_scope,)}
@@ -758,13 +816,12 @@ def test_the_plan_says_what_the_llm_log_needs() -> None:
         "language-model log is provisioned, but reconcile cannot query it"
     ]
     assert plan(SPEC, env={}).warnings() == []  # the example has both
-    reader = (
-        "'Log Analytics Reader' (role id 73c42c96-874c-492b-b04d-ab87d138a893) for the function "
-        "app func-aoai-ingest's managed identity (the reconcile timer) and for the identity that "
-        "runs `python -m aoai_helpers reconcile`, on workspace {}"
-    )
-    assert plan(SPEC, env={}).role_assignments()[-1] == reader.format(EXAMPLE_WORKSPACE)
-    assert plan(LLM_SPEC, env={}).role_assignments()[-1] == reader.format(WORKSPACE)
+    reader = "'Log Analytics Reader' (role 73c42c96-874c-492b-b04d-ab87d138a893) for {} on {}"
+    for spec, workspace in ((SPEC, EXAMPLE_WORKSPACE), (LLM_SPEC, WORKSPACE)):
+        roles = plan(spec, env={}).role_assignments()
+        timer = reader.format("function app func-aoai-ingest's system-assigned identity", workspace)
+        cli = reader.format("the identity that runs `reconcile`", workspace)
+        assert any(r.startswith(timer) for r in roles) and any(r.startswith(cli) for r in roles)
     assert not any("Log Analytics" in r for r in plan(NO_LLM_LOG, env={}).role_assignments())
     assert "Log Analytics Reader" in plan(LLM_SPEC, env={}).render()
     # without a workspace nothing of the language-model log is planned; with one, all three
@@ -801,3 +858,208 @@ def test_an_operation_an_earlier_provisioning_created_is_removed() -> None:
     assert again.retired == [] and ", 1 to delete" not in again.render()
     # a second apply of the same plan: already gone counts as done
     apply(the_plan, clients)
+
+
+# --- owners, tiers, retention, the API document, roles (issue 14) -----------------------------
+
+NO_LIMITS = parse_spec(
+    {
+        **SPEC.model_dump(),
+        "subscriptions": [{**s.model_dump(), "token_limit": None} for s in SPEC.subscriptions],
+    }
+)
+
+
+def _clients(transport: DryRunTransport, spec: Spec = SPEC) -> Any:
+    return make_clients(spec, get_cloud(spec.cloud), SUB, DryRunCredential(), transport)
+
+
+def test_apim_user_ids_are_deterministic_valid_and_distinct() -> None:
+    from aoai_helpers.apim.resources import apim_user_id
+
+    emails = [
+        "ana.silva@contoso.com",
+        "Ana.Silva@Contoso.com",
+        "li.wei@contoso.com",
+        "a" * 49 + "@x.io",
+    ]
+    ids = [apim_user_id(e) for e in emails]
+    assert ids[0] == ids[1]  # case-insensitive, as emails are
+    assert len({ids[0], ids[2], ids[3]}) == 3
+    for uid in ids:  # UserIdParameter: 1..80 characters
+        assert 1 <= len(uid) <= 80 and re.fullmatch(r"[a-z0-9-]+", uid), uid
+    # two emails with the same slug differ by their hash
+    assert apim_user_id("a.b@c.d") != apim_user_id("a-b@c.d")
+
+
+def test_owner_names_split_into_first_and_last() -> None:
+    from aoai_helpers.apim.resources import owner_names
+
+    sub = SPEC.subscriptions[0]
+    assert owner_names(sub) == ("Ana", "Silva")
+    one = sub.model_copy(update={"owner_name": "Cher", "owner_email": "cher@x.io"})
+    assert owner_names(one) == ("Cher", "Cher")
+    none = sub.model_copy(update={"owner_name": None, "owner_email": "li.wei@x.io"})
+    assert owner_names(none) == ("li", "wei")
+    long = sub.model_copy(update={"owner_name": "Mary Ann van der Berg"})
+    assert owner_names(long) == ("Mary", "Ann van der Berg")
+
+
+def test_an_existing_user_with_the_owners_email_is_reused_not_changed() -> None:
+    from azure.mgmt.apimanagement import models as m
+
+    transport = DryRunTransport()
+    clients = _clients(transport)
+    clients.apim.user.create_or_update(
+        "rg-aoai-gateway",
+        "apim-aoai-gateway",
+        "ana-from-the-portal",
+        m.UserCreateParameters(email="Ana.Silva@contoso.com", first_name="Ana", last_name="S."),
+    )
+    the_plan = plan(SPEC, clients=clients, env={})
+    assert the_plan.reused_owners == {"ana.silva@contoso.com": "ana-from-the-portal"}
+    assert "existing APIM user ana-from-the-portal (reused, not changed)" in the_plan.render()
+    lookups = [r for r in transport.requests if r.path.endswith("/users")]
+    assert lookups and all(r.query["$filter"][0].startswith("email eq '") for r in lookups)
+    users = [s.resource.name for s in the_plan.steps if s.resource.kind == "user"]
+    assert len(users) == 2 and not any("ana" in u for u in users)
+    transport.requests.clear()
+    apply(the_plan, clients)
+    puts = _puts(transport.requests)
+    assert "/users/ana-from-the-portal" not in puts
+    assert puts["/subscriptions/bu-finance"].body["properties"]["ownerId"] == (
+        "/users/ana-from-the-portal"
+    )
+    # ARM returns ownerId as a full id (the REST example): still no change
+    key = f"{SVC}/subscriptions/bu-finance".lower()
+    transport.store[key]["properties"]["ownerId"] = f"{SVC}/users/ana-from-the-portal"
+    again = plan(SPEC, clients=clients, env={})
+    assert {s.action for s in again.steps} == {"noop"}
+
+
+def test_on_consumption_there_are_no_users_and_the_plan_says_so() -> None:
+    transport = DryRunTransport(apim_sku="Consumption")
+    clients = _clients(transport, NO_LIMITS)
+    the_plan = plan(NO_LIMITS, clients=clients, env={})
+    assert the_plan.apim_sku == "Consumption" and the_plan.apim_sku_source == "live"
+    assert not [s for s in the_plan.steps if s.resource.kind == "user"]
+    subs = [s.resource.body for s in the_plan.steps if s.resource.kind == "subscription"]
+    assert subs and not any("ownerId" in (b or {})["properties"] for b in subs)
+    assert any("UserName and UserEmail stay empty" in w for w in the_plan.warnings())
+    assert not [r for r in transport.requests if "/users" in r.path]  # not even looked up
+    assert the_plan.errors() == []
+
+
+def test_token_limits_on_consumption_are_a_plan_error_apply_refuses() -> None:
+    transport = DryRunTransport(apim_sku="Consumption")
+    clients = _clients(transport)
+    the_plan = plan(SPEC, clients=clients, env={})
+    assert the_plan.errors() and "Consumption" in the_plan.errors()[0]
+    assert "error: subscriptions bu-marketing, bu-rnd have token_limit" in the_plan.render()
+    transport.requests.clear()
+    with pytest.raises(ConfigError, match="the plan has errors"):
+        apply(the_plan, clients)
+    assert transport.requests == []
+
+
+def test_a_spec_sku_that_differs_from_the_service_is_a_warning() -> None:
+    spec = _variant(apim__sku="Premium")
+    the_plan = plan(spec, clients=_clients(DryRunTransport(apim_sku="StandardV2"), spec), env={})
+    assert the_plan.apim_sku == "StandardV2"
+    assert "apim.sku is Premium but the service is StandardV2 (read from ARM)" in "\n".join(
+        the_plan.warnings()
+    )
+    offline = plan(spec, env={})
+    assert (offline.apim_sku, offline.apim_sku_source) == ("Premium", "spec")
+    assert not any("apim.sku is" in w for w in offline.warnings())
+
+
+def test_a_missing_apim_service_is_one_clear_error() -> None:
+    with pytest.raises(ConfigError, match="APIM service apim-aoai-gateway not found"):
+        plan(SPEC, clients=_clients(DryRunTransport(apim_sku=None)), env={})
+
+
+def _hub_body(spec: Spec, tier: str) -> tuple[Any, Any]:
+    transport = DryRunTransport(eventhub_tier=tier)
+    clients = _clients(transport, spec)
+    the_plan = plan(spec, clients=clients, env={})
+    hub = next(s for s in the_plan.steps if s.resource.kind == "eventhub")
+    return the_plan, hub.resource.body["properties"]
+
+
+def test_retention_follows_the_namespace_tier() -> None:
+    week = _variant(event_hub__create=True, event_hub__retention_days=7)
+    the_plan, props = _hub_body(week, "Standard")
+    assert props == {"partitionCount": 4, "messageRetentionInDays": 7}
+    assert the_plan.eventhub_tier == "Standard" and the_plan.errors() == []
+    month = _variant(event_hub__create=True, event_hub__retention_days=30)
+    the_plan, _ = _hub_body(month, "Standard")
+    assert the_plan.errors() == [
+        "event_hub.retention_days 30 exceeds the Standard tier's maximum of 7 days (Event Hubs "
+        "quotas); use a Premium or Dedicated namespace for longer retention"
+    ]
+    for tier in ("Premium", "Dedicated"):  # Dedicated: a namespace in a cluster
+        the_plan, props = _hub_body(month, tier)
+        assert the_plan.eventhub_tier == tier and the_plan.errors() == []
+        assert props == {
+            "partitionCount": 4,
+            "retentionDescription": {"cleanupPolicy": "Delete", "retentionTimeInHours": 720},
+        }
+    day = _variant(event_hub__create=True, event_hub__retention_days=2)
+    assert "exceeds the Basic tier's maximum of 1 day " in _hub_body(day, "Basic")[0].errors()[0]
+    # offline, the tier unknown: sent as retentionDescription, with a warning
+    offline = plan(month, env={})
+    assert offline.errors() == [] and any("Premium or Dedicated" in w for w in offline.warnings())
+    sent = _puts(dry_run(offline))
+    hub = next(r for p, r in sent.items() if p.endswith("/eventhubs/aoai-usage"))
+    assert "messageRetentionInDays" not in hub.body["properties"]
+
+
+def test_china_imports_a_local_document_inline_and_warns_about_a_link(tmp_path: Path) -> None:
+    local = _applicable(SPEC, "AzureChinaCloud")
+    the_plan = plan(local, env={})
+    assert the_plan.errors() == []
+    assert "API document: inline (openapi+json" in the_plan.render()
+    api = _puts(dry_run(the_plan))["/apis/azure-openai"].body["properties"]
+    assert api["format"] == "openapi+json"
+    assert api["value"] == Path(LOCAL_OPENAPI).read_text("utf-8")
+    link = _variant(apim__openapi_spec=inference_spec_url("2024-10-21"))
+    warned = plan(link, cloud="AzureChinaCloud", env={})
+    assert warned.errors() == [] and any("not confirmed" in w for w in warned.warnings())
+    # global Azure keeps the link, and says APIM fetches it
+    assert "API document: by link, fetched by APIM" in plan(SPEC, env={}).render()
+    # an API that exists already needs no document: not an error in China
+    transport = DryRunTransport()
+    clients = _clients(transport, local)
+    apply(plan(local, clients=clients, env={}), clients)
+    china = SPEC.for_cloud("AzureChinaCloud")
+    assert plan(china, clients=clients, env={}).errors() == []
+
+
+def test_the_plan_prints_the_api_versions_it_uses() -> None:
+    the_plan = plan(_variant(event_hub__create=True), env={})
+    assert the_plan.api_versions() == {
+        "Microsoft.ApiManagement": ["2024-05-01", "2024-10-01-preview"],
+        "Microsoft.EventHub": ["2026-01-01"],
+        "Microsoft.Insights": ["2021-05-01-preview"],
+    }
+    text = the_plan.render()
+    assert "api-versions: Microsoft.ApiManagement 2024-05-01, 2024-10-01-preview;" in text
+    assert "not confirmed" not in text.split("\n")[2]
+    gov = plan(SPEC, cloud="AzureUSGovernment", env={}).render().split("\n")[2]
+    assert "AzureUSGovernment's ARM serves them is not confirmed" in gov
+
+
+def test_the_roles_are_listed_per_identity() -> None:
+    from aoai_helpers.roles import render_roles, required_roles
+
+    text = plan(SPEC, env={}).render()
+    tail = text.split("Not done by this plan", 1)[1]
+    heads = [
+        "  APIM's managed identity:",
+        "  the ingestion function's identity:",
+        "  whoever runs the commands:",
+    ]
+    assert [tail.index(h) for h in heads] == sorted(tail.index(h) for h in heads)
+    for line in render_roles(required_roles(SPEC)):  # every role, once
+        assert tail.count(f"    - {line}\n") + tail.endswith(f"    - {line}") == 1

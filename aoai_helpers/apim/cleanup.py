@@ -9,6 +9,8 @@ rules, consumer group and the hub, but only when the spec has provisioning creat
 (``event_hub.create``). Policies go before the named values and the logger they reference (APIM
 refuses to delete a named value a policy still uses). With clients, each step is ``delete``
 (one GET found it) or ``absent`` (already gone); offline (no clients) every step is ``delete``.
+The BU owners' APIM users go right after the subscriptions they own (online: unless the service
+is on the Consumption tier, which has none — ``GET`` service → ``sku.name``).
 What an earlier provisioning created and the current one no longer does
 (:func:`~aoai_helpers.apim.resources.retired_resources`: the ``v1_other`` catch-all operation)
 is deleted with the API's operations when a GET finds it, and left out of the plan when it does
@@ -21,6 +23,12 @@ Deleted vs kept (the rule: remove only what this project created, never more):
 - APIM entities the spec names: deleted (APIM deletes send ``If-Match: *``; the product's API
   link takes no ``If-Match``, as its REST spec documents). A product that subscriptions outside
   the spec still use is ``keep``: it is never deleted with ``deleteSubscriptions``.
+- The BU owners' APIM users: only those provisioning created — the id
+  :func:`~aoai_helpers.apim.resources.apim_user_id` derives from the owner's email *and* the
+  note :data:`~aoai_helpers.apim.resources.USER_NOTE`; a user the service already had (reused
+  as an owner) has another id and is never listed. A user of ours that still owns subscriptions
+  outside the spec is ``keep``. ``User_Delete`` with ``If-Match: *`` and ``notify=false`` (no
+  "account closed" e-mail), never ``deleteSubscriptions``.
 - The function app: ``function deploy`` does not create it (it merges settings into an existing
   app and uploads a package), so the app, its package and its platform settings
   (``FUNCTIONS_WORKER_RUNTIME``, ``AzureWebJobsFeatureFlags``, build flags) are kept; only the
@@ -56,9 +64,15 @@ from ..functions.deploy import WebClients, make_web_clients
 from ..functions.settings import CONNECTION, app_settings
 from ..spec import Spec
 from ..store import masked_url
-from .provision import Clients, arm_delete, make_clients
+from .provision import Clients, arm_delete, live_apim_sku, make_clients
 from .provision import _get as _read
-from .resources import LLM_LOGGER_DESCRIPTION, Resource, desired_resources, retired_resources
+from .resources import (
+    LLM_LOGGER_DESCRIPTION,
+    USER_NOTE,
+    Resource,
+    desired_resources,
+    retired_resources,
+)
 
 __all__ = [
     "WEB_API_VERSION",
@@ -345,7 +359,8 @@ def plan_cleanup(
                 "the spec has no subscription_id (the Azure subscription of the APIM service)"
             )
         sub = _OFFLINE_SUBSCRIPTION
-    created = desired_resources(spec, the_cloud, sub, {} if env is None else env)
+    sku = None if clients is None else live_apim_sku(clients)  # no service: None, all absent
+    created = desired_resources(spec, the_cloud, sub, {} if env is None else env, apim_sku=sku)
     unknown = sorted({r.kind for r in created} - set(_DELETERS))
     if unknown:
         raise ConfigError(f"clean-up does not know how to delete: {', '.join(unknown)}")
@@ -366,6 +381,9 @@ def plan_cleanup(
             continue
         if r.kind == "llm-logger":
             steps.append(_llm_logger_step(clients, r))
+            continue
+        if r.kind == "user":
+            steps.append(_user_step(clients, spec, r))
             continue
         found = clients is None or _read(clients, r) is not None
         if r.resource_id in retired:  # listed only where it exists (offline: if it exists)
@@ -392,6 +410,29 @@ def _llm_logger_step(clients: Clients | None, r: Resource) -> CleanupStep:
     description = (found.get("properties") or {}).get("description")
     if description != LLM_LOGGER_DESCRIPTION:
         return CleanupStep("keep", r, "provisioning did not create it (its description says so)")
+    return CleanupStep("delete", r)
+
+
+def _user_step(clients: Clients | None, spec: Spec, r: Resource) -> CleanupStep:
+    """An owner's user goes only if provisioning created it (its note) and it owns nothing but
+    the spec's subscriptions (deleted just before)."""
+    if clients is None:
+        return CleanupStep("delete", r, "only if provisioning created it (checked online)")
+    found = _read(clients, r)
+    if found is None:
+        return CleanupStep("absent", r)
+    if (found.get("properties") or {}).get("note") != USER_NOTE:
+        return CleanupStep("keep", r, "provisioning did not create it (its note says so)")
+    ours = {s.id.lower() for s in spec.subscriptions}
+    try:
+        owned = clients.apim.user_subscription.list(clients.rg, clients.service, r.name)
+        foreign = sorted(str(s.name) for s in owned if str(s.name).lower() not in ours)
+    except ResourceNotFoundError:
+        foreign = []
+    if foreign:
+        return CleanupStep(
+            "keep", r, f"it owns subscriptions not in the spec: {', '.join(foreign)}"
+        )
     return CleanupStep("delete", r)
 
 
@@ -442,6 +483,10 @@ _DELETERS: Final[dict[str, _Deleter]] = {
     "product-api": lambda c, r, _: c.apim.product_api.delete(
         c.rg, c.service, r.parents["product"], r.name
     ),
+    # notify=false: no "account closed" e-mail; never deleteSubscriptions (see _user_step)
+    "user": lambda c, r, poll: c.apim.user.begin_delete(
+        c.rg, c.service, r.name, if_match="*", notify=False, **poll
+    ).result(),
     # never deleteSubscriptions=true: subscriptions outside the spec are not ours to delete
     "product": lambda c, r, _: c.apim.product.delete(c.rg, c.service, r.name, if_match="*"),
     "api-policy": lambda c, r, _: c.apim.api_policy.delete(
@@ -607,6 +652,8 @@ def _seed(transport: Any, spec: Spec, cloud: Cloud, sub: str) -> None:
             props = {"scope": f"/products/{spec.product.id}"}
         elif r.kind == "llm-logger":  # as provisioning creates it: marked as its own
             props = {"loggerType": "azureMonitor", "description": LLM_LOGGER_DESCRIPTION}
+        elif r.kind == "user":  # as provisioning creates it: marked as its own
+            props = dict((r.body or {}).get("properties") or {})
         transport.store[r.resource_id.lower()] = {
             "id": r.resource_id,
             "name": r.name,

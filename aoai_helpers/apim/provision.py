@@ -10,6 +10,18 @@ no longer does (:func:`~aoai_helpers.apim.resources.retired_resources`: the ``v1
 catch-all operation): online, the plan reads it too and lists it in :attr:`Plan.retired` when
 it still exists; apply then deletes it (``If-Match: *``), after the creates and updates.
 
+Online, the plan first reads two facts of what exists: the APIM service's tier (``GET``
+service → ``sku.name``; a missing service is an error — provisioning never creates it) and,
+with ``event_hub.create``, the Event Hubs namespace's tier (``GET`` namespace → ``sku.tier``;
+a namespace with ``clusterArmId`` counts as Dedicated). Offline it takes ``apim.sku`` and
+``event_hub.tier`` from the spec (unknown: the service is taken to have users, and retention is
+checked online only). From them: the BU owners' APIM users (none on Consumption: UserName and
+UserEmail stay empty there), the hub's retention properties, and the plan's errors
+(:meth:`Plan.errors`: token limits on Consumption, a retention the tier cannot hold, an API
+that cannot be imported) — apply refuses a plan with errors. Each owner email is looked up
+once (``GET`` its user id, then ``users?$filter=email eq '…'``): a user the service already
+has with that email owns the subscription and is not changed.
+
 Secrets are compared by presence only (ARM never returns them) and masked in every display.
 BU subscription keys are read (``listSecrets``) only when a key file is asked for; they are
 written with mode 0600 and shown masked.
@@ -44,19 +56,21 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from .._files import write_private
 from ..clouds import Cloud, get_cloud
 from ..exceptions import ConfigError
-from ..llmlog_azure import LOG_ANALYTICS_READER
 from ..masking import mask
-from ..spec import Spec
+from ..roles import LOG_ANALYTICS_READER, Principal, render_roles, required_roles
+from ..spec import MAX_RETENTION_DAYS, Spec, retention_problem, token_limit_problem
 from .policy import POLICY_FORMAT
 from .resources import (
     MISSING_SEND_CONNECTION,
     SECRET_FROM_SEND_RULE,
     Resource,
+    apim_user_id,
     desired_resources,
     retired_resources,
 )
 
 __all__ = [
+    "LOG_ANALYTICS_READER",
     "ApplyResult",
     "Clients",
     "Plan",
@@ -66,12 +80,21 @@ __all__ = [
     "arm_get",
     "arm_put",
     "dry_run",
+    "live_apim_sku",
+    "live_eventhub_tier",
     "make_clients",
     "plan",
     "write_keys",
 ]
 
 Action = Literal["create", "update", "noop"]
+#: Where a tier the plan used came from: ARM (online), the spec (offline), or nowhere.
+Source = Literal["live", "spec", "unknown"]
+_ROLE_GROUPS: tuple[tuple[Principal, str], ...] = (
+    ("apim", "APIM's managed identity"),
+    ("function", "the ingestion function's identity"),
+    ("operator", "whoever runs the commands"),
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +117,14 @@ class Plan:
     steps: list[Step]
     offline: bool
     retired: list[Resource] = field(default_factory=list)
+    #: the APIM tier (``sku.name``) the plan was made for, and where it came from
+    apim_sku: str | None = None
+    apim_sku_source: Source = "unknown"
+    #: the Event Hubs namespace tier (``sku.tier``), with ``event_hub.create`` only
+    eventhub_tier: str | None = None
+    eventhub_tier_source: Source = "unknown"
+    #: owner email → the id of a user the service already had with it (reused, not changed)
+    reused_owners: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out = {"create": 0, "update": 0, "noop": 0}
@@ -111,8 +142,20 @@ class Plan:
         lines = [
             head,
             f"requests: PUT/GET {self.cloud.arm_endpoint}/subscriptions/{self.subscription_id}/…/providers/<below>?api-version=…",
-            "",
+            "api-versions: " + self.api_versions_text(),
+            f"APIM tier: {self._tier_text(self.apim_sku, self.apim_sku_source, 'apim.sku')}",
         ]
+        if self.spec.event_hub.create:
+            lines.append(
+                "Event Hubs namespace tier: "
+                + self._tier_text(self.eventhub_tier, self.eventhub_tier_source, "event_hub.tier")
+            )
+        lines.append(f"API document: {self.api_document()}")
+        lines += [
+            f"owner {email}: existing APIM user {uid} (reused, not changed)"
+            for email, uid in sorted(self.reused_owners.items())
+        ]
+        lines.append("")
         for i, step in enumerate(self.steps, 1):
             r = step.resource
             where = r.resource_id.split("/providers/", 1)[-1]
@@ -129,23 +172,122 @@ class Plan:
         lines += ["", summary]
         for warning in self.warnings():
             lines += ["", f"warning: {warning}"]
-        roles = self.role_assignments()
-        if roles:
+        for error in self.errors():
+            lines += ["", f"error: {error}"]
+        needs = required_roles(self.spec)
+        if needs:
             lines += [
                 "",
-                "Not done by this plan (grant once, e.g. with az role assignment create):",
+                "Not done by this plan: roles to grant once (`az role assignment create` "
+                "--assignee <identity> --role <role id> --scope <resource>):",
             ]
-            lines += [f"  - {role}" for role in roles]
+            for principal, title in _ROLE_GROUPS:
+                group = render_roles(needs, (principal,))
+                if group:
+                    lines.append(f"  {title}:")
+                    lines += [f"    - {line}" for line in group]
         return "\n".join(lines)
+
+    @staticmethod
+    def _tier_text(tier: str | None, source: Source, setting: str) -> str:
+        if tier is None:
+            return f"unknown offline (set {setting}; the online plan reads it from ARM)"
+        return f"{tier} ({'read from ARM' if source == 'live' else 'from ' + setting})"
+
+    def api_versions(self) -> dict[str, list[str]]:
+        """Resource provider → the api-versions this plan's requests use (sorted)."""
+        out: dict[str, set[str]] = {}
+        for r in [s.resource for s in self.steps] + self.retired:
+            provider = r.resource_id.rsplit("/providers/", 1)[-1].split("/", 1)[0]
+            out.setdefault(provider, set()).add(r.api_version)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+    def api_versions_text(self) -> str:
+        text = "; ".join(f"{k} {', '.join(v)}" for k, v in self.api_versions().items())
+        if self.cloud.name != "AzureCloud":
+            text += (
+                f" (that {self.cloud.name}'s ARM serves them is not confirmed by a Microsoft "
+                "page: README, Provisioning)"
+            )
+        return text
+
+    def api_document(self) -> str:
+        """How the API's OpenAPI document is imported (a link APIM fetches, or inline)."""
+        api = next((s for s in self.steps if s.resource.kind == "api"), None)
+        if api is None or api.resource.body is None:
+            return "-"
+        props = api.resource.body["properties"]
+        if api.action != "create":
+            return "the API exists (its document is imported only when it is created)"
+        if str(props["format"]).endswith("-link"):
+            return f"by link, fetched by APIM: {props['value']}"
+        if self.spec.apim.openapi_spec is None:
+            return (
+                f"inline ({props['format']}, {len(props['value']):,} characters: the bundled "
+                "document of the metered operations, aoai_helpers.apim.openapi)"
+            )
+        return (
+            f"inline ({props['format']}, {len(props['value']):,} characters from "
+            f"{self.spec.apim.openapi_spec})"
+        )
+
+    def errors(self) -> list[str]:
+        """What makes the plan impossible to apply (one line each); apply refuses them."""
+        out = []
+        if self.apim_sku is not None:
+            problem = token_limit_problem(self.spec, self.apim_sku)
+            if problem:
+                out.append(problem)
+        eh = self.spec.event_hub
+        tier = self.eventhub_tier
+        if eh.create and tier is not None and eh.retention_days > MAX_RETENTION_DAYS.get(tier, 90):
+            out.append(retention_problem(tier, eh.retention_days))
+        return out
 
     def warnings(self) -> list[str]:
         """Spec values that look wrong for the chosen cloud (not errors: endpoints can be
         custom), and what the spec leaves inexact."""
+        suffix = self.spec.aoai_suffix()
         out = [
-            f"backend {b.name} ({b.endpoint}) is not an {self.cloud.name} AOAI endpoint (*.{self.cloud.aoai_suffix})"
+            f"backend {b.name} ({b.endpoint}) is not an {self.cloud.name} AOAI endpoint (*.{suffix})"
             for b in self.spec.backends
-            if not b.endpoint.lower().endswith("." + self.cloud.aoai_suffix)
+            if not b.endpoint.lower().endswith("." + suffix)
         ]
+        want = self.spec.apim.sku
+        if want is not None and self.apim_sku_source == "live" and self.apim_sku != want:
+            out.append(
+                f"apim.sku is {want} but the service is {self.apim_sku} (read from ARM): the "
+                "plan follows the service"
+            )
+        owners = any(s.owner_email for s in self.spec.subscriptions)
+        if owners and not self.spec.owners_logged(self.apim_sku):
+            out.append(
+                f"the APIM tier is {self.apim_sku}, which has no users: subscriptions get no "
+                "owner, so UserName and UserEmail stay empty in the usage rows"
+            )
+        eh = self.spec.event_hub
+        if eh.create and self.eventhub_tier is None and eh.retention_days > 7:
+            out.append(
+                f"event_hub.retention_days {eh.retention_days} needs a Premium or Dedicated "
+                "namespace (sent as retentionDescription): the namespace tier is unknown "
+                "offline (event_hub.tier); the online plan checks it"
+            )
+        api = self.spec.apim.openapi_spec
+        if (
+            self.cloud.name == "AzureChinaCloud"
+            and api is None
+            and self.spec.capture.allow_unmetered
+        ):
+            out.append(
+                "capture.allow_unmetered names operations the bundled OpenAPI document does not "
+                "have (it holds the metered ones only): set apim.openapi_spec to a document "
+                "that has them"
+            )
+        if self.cloud.name == "AzureChinaCloud" and api and api.startswith(("https://", "http://")):
+            out.append(
+                f"the API is imported by link from {api}: whether APIM in AzureChinaCloud "
+                "reaches it is not confirmed (a local file is imported inline)"
+            )
         llm = self.spec.llm_log
         if llm.workspace_resource_id is None:
             out.append(
@@ -161,40 +303,22 @@ class Plan:
         return out
 
     def role_assignments(self) -> list[str]:
-        """RBAC grants the managed-identity options need, which this plan does not make."""
-        out = []
-        for backend in self.spec.backends:
-            if backend.auth == "managed_identity":
-                out.append(
-                    f"'Cognitive Services OpenAI User' for APIM's managed identity on {backend.endpoint}"
-                )
-        eh = self.spec.event_hub
-        if eh.auth == "managed_identity":
-            who = (
-                "APIM's system-assigned identity"
-                if eh.identity_client_id == "SystemAssigned"
-                else f"identity {eh.identity_client_id}"
-            )
-            out.append(f"'Azure Event Hubs Data Sender' for {who} on hub {eh.namespace}/{eh.name}")
-        workspace = self.spec.llm_log.workspace_resource_id
-        if workspace is not None:
-            fn = self.spec.function
-            readers = (
-                f"for the function app {fn.name}'s managed identity (the reconcile timer) and "
-                if fn is not None
-                else "for "
-            )
-            out.append(
-                f"'Log Analytics Reader' (role id {LOG_ANALYTICS_READER}) {readers}for the "
-                f"identity that runs `python -m aoai_helpers reconcile`, on workspace {workspace}"
-            )
-        return out
+        """RBAC grants the spec's options need, which this plan does not make
+        (:func:`~aoai_helpers.roles.required_roles`, one line each)."""
+        return render_roles(required_roles(self.spec))
 
     def to_dict(self) -> dict[str, Any]:
         """The plan with request bodies, secrets masked (for review or a change ticket)."""
         return {
             "cloud": self.cloud.name,
             "offline": self.offline,
+            "apim_sku": self.apim_sku,
+            "apim_sku_source": self.apim_sku_source,
+            "eventhub_tier": self.eventhub_tier,
+            "eventhub_tier_source": self.eventhub_tier_source,
+            "api_versions": self.api_versions(),
+            "reused_owners": dict(self.reused_owners),
+            "errors": self.errors(),
             "steps": [
                 {
                     "action": s.action,
@@ -222,7 +346,7 @@ def masked_body(resource: Resource) -> Any:
             parent[key] = mask(parent[key])
     if resource.kind == "api" and isinstance(body, dict):
         value = body["properties"]["value"]
-        if not value.startswith("http"):
+        if not value.startswith(("http", "<not set")):
             body["properties"]["value"] = f"<OpenAPI document, {len(value):,} characters>"
     return body
 
@@ -278,7 +402,9 @@ def _equivalent(resource: Resource, path: str, want: Any, got: Any) -> bool:
         return _same_categories(want, got)
     if not (isinstance(want, str) and isinstance(got, str)):
         return False
-    if path == "properties.scope":  # ARM returns the scope as a full id
+    if path in ("properties.scope", "properties.ownerId"):
+        # ARM returns the scope and the owner as full ids (ApiManagementCreateSubscription
+        # example: "ownerId": "/subscriptions/…/service/apimService1/users/…")
         return got.lower().endswith(want.lower())
     if path == "properties.loggerId":  # a full id, or the service-relative /loggers/{id}
         tail = "/loggers/" + want.rsplit("/loggers/", 1)[-1]
@@ -428,6 +554,7 @@ def _get(c: Clients, r: Resource) -> dict[str, Any] | None:
                 rg, svc, p["product"], "policy", format=POLICY_FORMAT
             ),
             "subscription": lambda: c.apim.subscription.get(rg, svc, r.name),
+            "user": lambda: c.apim.user.get(rg, svc, r.name),
         }
         found = getters[r.kind]()
         return dict(found.serialize(keep_readonly=True))
@@ -481,6 +608,10 @@ def _put(c: Clients, r: Resource, body: Any) -> None:
         apim.subscription.create_or_update(
             rg, svc, r.name, m.SubscriptionCreateParameters.deserialize(body)
         )
+    elif r.kind == "user":  # notify=false: no e-mail to the owner (User_CreateOrUpdate)
+        apim.user.create_or_update(
+            rg, svc, r.name, m.UserCreateParameters.deserialize(body), notify=False
+        )
     else:  # pragma: no cover - desired_resources only makes the kinds above
         raise ValueError(f"unknown resource kind {r.kind}")
 
@@ -511,7 +642,26 @@ def plan(
     the_cloud = get_cloud(spec.cloud)
     offline = clients is None
     sub = subscription_id or _subscription_id(spec, offline)
-    desired = desired_resources(spec, the_cloud, sub, os.environ if env is None else env)
+    sku: str | None = spec.apim.sku
+    tier: str | None = spec.event_hub.tier
+    sku_source: Source = "spec" if sku else "unknown"
+    tier_source: Source = "spec" if tier else "unknown"
+    owners: dict[str, str] = {}
+    if clients is not None:
+        sku, sku_source = live_apim_sku(clients, required=True), "live"
+        if spec.event_hub.create:
+            tier, tier_source = live_eventhub_tier(clients, spec), "live"
+        if spec.owners_logged(sku):
+            owners = _existing_owners(clients, spec)
+    desired = desired_resources(
+        spec,
+        the_cloud,
+        sub,
+        os.environ if env is None else env,
+        apim_sku=sku,
+        eventhub_tier=tier,
+        owners=owners,
+    )
     steps = []
     for resource in desired:
         existing = None if clients is None else _get(clients, resource)
@@ -523,7 +673,83 @@ def plan(
     retired = []
     if clients is not None:
         retired = [r for r in retired_resources(spec, sub) if _get(clients, r) is not None]
-    return Plan(spec, the_cloud, sub, steps, offline, retired)
+    return Plan(
+        spec,
+        the_cloud,
+        sub,
+        steps,
+        offline,
+        retired,
+        apim_sku=sku,
+        apim_sku_source=sku_source,
+        eventhub_tier=tier if spec.event_hub.create else None,
+        eventhub_tier_source=tier_source if spec.event_hub.create else "unknown",
+        reused_owners=owners,
+    )
+
+
+def _value(x: Any) -> str | None:
+    """An SDK enum member or string as its string value."""
+    if x is None:
+        return None
+    return str(getattr(x, "value", x))
+
+
+def live_apim_sku(c: Clients, *, required: bool = False) -> str | None:
+    """The APIM service's tier (``ApiManagementService_Get`` → ``sku.name``); ``None`` when the
+    service does not exist (``ConfigError`` instead with ``required``)."""
+    try:
+        service = c.apim.api_management_service.get(c.rg, c.service)
+    except ResourceNotFoundError:
+        if required:
+            raise ConfigError(
+                f"APIM service {c.service} not found in resource group {c.rg}: provisioning "
+                "uses an existing service and never creates one"
+            ) from None
+        return None
+    return _value(service.sku.name if service.sku is not None else None)
+
+
+def live_eventhub_tier(c: Clients, spec: Spec) -> str | None:
+    """The Event Hubs namespace's tier (``Namespaces_Get`` → ``sku.tier``, or ``Dedicated``
+    when it runs in a cluster: ``clusterArmId``); ``ConfigError`` when it does not exist."""
+    eh = spec.event_hub
+    rg = eh.resource_group or spec.apim.resource_group
+    try:
+        ns = c.eventhub.namespaces.get(rg, eh.namespace)
+    except ResourceNotFoundError:
+        raise ConfigError(
+            f"Event Hubs namespace {eh.namespace} not found in resource group {rg}: the spec "
+            "creates the hub in an existing namespace, never the namespace"
+        ) from None
+    props = getattr(ns, "properties", None)
+    if props is not None and getattr(props, "cluster_arm_id", None):
+        return "Dedicated"
+    sku = getattr(ns, "sku", None)
+    return _value(getattr(sku, "tier", None) or getattr(sku, "name", None))
+
+
+def _existing_owners(c: Clients, spec: Spec) -> dict[str, str]:
+    """Owner email (lower case) → the id of a user the service already has with that email,
+    for owners whose deterministic user (:func:`apim_user_id`) does not exist."""
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for sub in spec.subscriptions:
+        email = (sub.owner_email or "").lower()
+        if not email or email in seen:
+            continue
+        seen.add(email)
+        try:
+            c.apim.user.get(c.rg, c.service, apim_user_id(email))
+            continue  # ours: compared like every resource
+        except ResourceNotFoundError:
+            pass
+        quoted = (sub.owner_email or "").replace("'", "''")  # OData string literal
+        found = c.apim.user.list_by_service(c.rg, c.service, filter=f"email eq '{quoted}'")
+        match = next((u for u in found if str(u.email or "").lower() == email), None)
+        if match is not None and match.name:
+            out[email] = str(match.name)
+    return out
 
 
 @dataclass
@@ -540,7 +766,13 @@ def apply(
     keys_out: str | os.PathLike[str] | None = None,
     on_step: Callable[[int, int, Step], None] | None = None,
 ) -> ApplyResult:
-    """Send the plan's creates and updates in order; optionally write the BU keys (0600)."""
+    """Send the plan's creates and updates in order; optionally write the BU keys (0600).
+
+    ``ConfigError`` (nothing sent) when the plan has errors (:meth:`Plan.errors`) or a secret
+    it needs is not set."""
+    errors = the_plan.errors()
+    if errors:
+        raise ConfigError("the plan has errors: " + "; ".join(errors))
     missing = [
         s.resource.name
         for s in the_plan.steps
@@ -562,6 +794,16 @@ def apply(
             "event_hub.auth is connection_string: set AOAI_EVENTHUB_SEND_CONNECTION to a Send-only "
             "connection string, or let the spec create the hub (event_hub.create: true)"
         )
+    return _send(the_plan, clients, keys_out=keys_out, on_step=on_step)
+
+
+def _send(
+    the_plan: Plan,
+    clients: Clients,
+    *,
+    keys_out: str | os.PathLike[str] | None = None,
+    on_step: Callable[[int, int, Step], None] | None = None,
+) -> ApplyResult:
     result = ApplyResult()
     todo = [s for s in the_plan.steps if s.action != "noop"]
     for i, step in enumerate(todo, 1):
@@ -631,7 +873,10 @@ def dry_run(the_plan: Plan, *, repeat: bool = False) -> list[Any]:
     """
     from ..azure_dryrun import DryRunCredential, DryRunTransport
 
-    transport = DryRunTransport()
+    transport = DryRunTransport(
+        apim_sku=the_plan.apim_sku or "Developer",
+        eventhub_tier=the_plan.eventhub_tier or _tier_for(the_plan.spec),
+    )
     clients = make_clients(
         the_plan.spec, the_plan.cloud, the_plan.subscription_id, DryRunCredential(), transport
     )
@@ -652,6 +897,12 @@ def dry_run(the_plan: Plan, *, repeat: bool = False) -> list[Any]:
     return list(transport.requests)
 
 
+def _tier_for(spec: Spec) -> str:
+    """The namespace tier a dry run's in-memory ARM has when the plan does not know it: one
+    that holds the spec's retention."""
+    return spec.event_hub.tier or ("Standard" if spec.event_hub.retention_days <= 7 else "Premium")
+
+
 def _dry_run_env(the_plan: Plan) -> dict[str, str]:
     """Placeholders for secrets the plan could not read, so a dry run can go through."""
     env = dict(os.environ)
@@ -662,24 +913,16 @@ def _dry_run_env(the_plan: Plan) -> dict[str, str]:
 
 
 def _apply_quietly(the_plan: Plan, clients: Clients) -> None:
-    steps = [
-        Step(s.action, _fill_secret(s.resource), s.changes) if _is_missing_secret(s.resource) else s
-        for s in the_plan.steps
-    ]
-    apply(
-        Plan(
-            the_plan.spec,
-            the_plan.cloud,
-            the_plan.subscription_id,
-            steps,
-            the_plan.offline,
-            the_plan.retired,
-        ),
-        clients,
-    )
+    steps = [Step(s.action, _fill_dry_run(s.resource), s.changes) for s in the_plan.steps]
+    _send(dataclasses.replace(the_plan, steps=steps), clients)
 
 
-def _fill_secret(r: Resource) -> Resource:
+def _fill_dry_run(r: Resource) -> Resource:
+    """Placeholders for what a dry run cannot have: a secret."""
+    if _is_missing_secret(r):
+        value = "<dry-run: secret>"
+    else:
+        return r
     body = copy.deepcopy(r.body) or {}
-    body["properties"]["value"] = "<dry-run: secret>"
+    body["properties"]["value"] = value
     return dataclasses.replace(r, body=body)

@@ -9,8 +9,33 @@ REST shapes: Microsoft.ApiManagement ``2024-05-01`` (azure-mgmt-apimanagement 5.
 Microsoft.EventHub (azure-mgmt-eventhub). Order: Event Hub (when the spec creates it), named
 values, the Event Hub logger, the API (OpenAPI import of the AOAI inference spec), its extra
 operations (the metered operations of the v1 API and classic Responses, absent from the GA
-spec), the API policy, the product, the API in the product, the product policy, one
-subscription per BU.
+spec), the API policy, the product, the API in the product, the product policy, the BU
+owners' APIM users, one subscription per BU (owned by its user).
+
+**Owners** (``UserName``/``UserEmail`` in the rows come from APIM's ``context.User``, which is
+empty for a subscription without an owner): each distinct ``owner_email`` of the spec's
+subscriptions gets an APIM user (``User_CreateOrUpdate``: ``email`` 1..254, ``firstName`` and
+``lastName`` 1..100 required; user id 1..80 characters, ``apimusers.json`` / ``definitions.json``
+2024-05-01) with the id :func:`apim_user_id` derives from the email, ``state: active``, no
+``confirmation`` (it only picks which e-mail a new user gets, and ``notify=false`` sends none)
+and :data:`USER_NOTE` as its note; the subscription's ``ownerId`` is ``/users/{userId}``
+(``SubscriptionCreateParameterProperties.ownerId``: "in form /users/{userId}"). A user the
+service already has with that email is reused instead (``owners``), never changed. No users on
+the Consumption tier (no users there: *API Management features*, "Developer portal" row,
+footnote "users, groups…"): ``apim_sku="Consumption"`` leaves them and ``ownerId`` out.
+
+**Event Hub retention** (``eventhub_tier``): up to 7 days as ``messageRetentionInDays``
+("value should be 1 to 7 days", Microsoft.EventHub ``2026-01-01`` ``EventhubProperties``);
+longer (Premium, Dedicated: 90 days, *Event Hubs quotas*) as ``retentionDescription``
+(``cleanupPolicy: Delete``, ``retentionTimeInHours``) without ``messageRetentionInDays``, which
+cannot carry more than 7.
+
+**The API's OpenAPI document**: a link (``openapi+json-link``, fetched by APIM itself) on
+AzureCloud and AzureUSGovernment; in AzureChinaCloud, whether APIM reaches
+raw.githubusercontent.com is not confirmed, so without ``apim.openapi_spec`` the bundled
+document of the metered operations (:mod:`aoai_helpers.apim.openapi`) is imported inline
+(``openapi+json``). ``apim.openapi_spec`` (a local file, imported inline, or a URL, imported by
+link) overrides both.
 
 No catch-all operation: a path that is no operation of the API is answered ``404`` by APIM
 itself, before any policy runs. Earlier versions provisioned ``v1_other`` (``POST /v1/*``);
@@ -40,6 +65,8 @@ what it needs (Azure/azure-rest-api-specs):
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +75,7 @@ from typing import Any, Final
 from ..clouds import Cloud
 from ..exceptions import InputError
 from ..spec import Spec, Subscription
+from .openapi import metered_document_text
 from .policy import POLICY_FORMAT, named_values, render_api_policy, render_product_policy
 
 __all__ = [
@@ -63,9 +91,13 @@ __all__ = [
     "MISSING_SEND_CONNECTION",
     "RETIRED_OPERATIONS",
     "SECRET_FROM_SEND_RULE",
+    "USER_NOTE",
     "Resource",
+    "apim_user_id",
     "desired_resources",
     "inference_spec_url",
+    "owner_names",
+    "retention_body",
     "retired_resources",
     "subscription_display_name",
 ]
@@ -104,6 +136,10 @@ RETIRED_OPERATIONS: Final[tuple[tuple[str, str, str], ...]] = (
 )
 #: The logger's connection string when the environment does not give one (apply refuses it).
 MISSING_SEND_CONNECTION: Final = "<not set: $AOAI_EVENTHUB_SEND_CONNECTION>"
+#: The note of the APIM users provisioning creates (clean-up deletes only users with it).
+USER_NOTE: Final = "BU subscription owner created by apim-aoai-proxy provisioning"
+#: Longest ``messageRetentionInDays`` (REST spec: "value should be 1 to 7 days").
+MAX_MESSAGE_RETENTION_DAYS: Final = 7
 _SPEC_URL: Final = (
     "https://raw.githubusercontent.com/Azure/azure-rest-api-specs/main/specification/"
     "cognitiveservices/data-plane/AzureOpenAI/inference/{kind}/{version}/inference.json"
@@ -132,9 +168,51 @@ class Resource:
     create_only: tuple[str, ...] = ()
     parents: dict[str, str] = field(default_factory=dict)
     exact: tuple[str, ...] = ()
+    #: query parameters the PUT sends besides ``api-version`` (a user's ``notify=false``)
+    query: tuple[tuple[str, str], ...] = ()
 
     def url(self, cloud: Cloud) -> str:
-        return f"{cloud.arm_endpoint}{self.resource_id}?api-version={self.api_version}"
+        # as the SDKs send them: the operation's own parameters, then api-version
+        extra = "".join(f"{k}={v}&" for k, v in self.query)
+        return f"{cloud.arm_endpoint}{self.resource_id}?{extra}api-version={self.api_version}"
+
+
+def apim_user_id(email: str) -> str:
+    """The APIM user id provisioning gives the owner ``email``: deterministic (clean-up finds it
+    again), case-insensitive, ``[a-z0-9-]`` only, at most 80 characters (``UserIdParameter``:
+    1..80): ``bu-owner-`` + a slug of the email (≤ 50) + ``-`` + 10 hex digits of its SHA-256."""
+    normal = email.strip().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", normal).strip("-")[:50].rstrip("-") or "user"
+    digest = hashlib.sha256(normal.encode("utf-8")).hexdigest()[:10]
+    return f"bu-owner-{slug}-{digest}"
+
+
+def owner_names(sub: Subscription) -> tuple[str, str]:
+    """(firstName, lastName) of the subscription's owner, each 1..100 characters (both required).
+
+    ``owner_name`` splits at its first space (APIM shows and the policy logs them joined again,
+    so any split gives back the name); a one-word name, or none, leaves the other part to the
+    email's local part (``ana.silva@…`` → ``ana``, ``silva``; one word → itself twice)."""
+    assert sub.owner_email is not None
+    name = " ".join((sub.owner_name or "").split())
+    if " " in name:
+        first, last = name.split(" ", 1)
+        return first[:100], last[:100]
+    local = [p for p in re.split(r"[._+-]+", sub.owner_email.split("@", 1)[0]) if p]
+    if name:
+        return name[:100], (local[-1] if len(local) > 1 else name)[:100]
+    if len(local) > 1:
+        return local[0][:100], " ".join(local[1:])[:100]
+    word = local[0] if local else sub.owner_email
+    return word[:100], word[:100]
+
+
+def retention_body(days: int, tier: str | None) -> dict[str, Any]:
+    """The hub's retention properties: ``messageRetentionInDays`` up to 7 days, else (Premium,
+    Dedicated) ``retentionDescription`` with ``cleanupPolicy: Delete`` in hours."""
+    if days <= MAX_MESSAGE_RETENTION_DAYS or tier in ("Basic", "Standard"):
+        return {"messageRetentionInDays": days}
+    return {"retentionDescription": {"cleanupPolicy": "Delete", "retentionTimeInHours": days * 24}}
 
 
 def inference_spec_url(api_version: str) -> str:
@@ -158,8 +236,11 @@ def _service_id(spec: Spec, subscription_id: str) -> str:
     )
 
 
-def _api_import(spec: Spec) -> tuple[str, str]:
-    """(format, value) of the API import: a link, or a local file's content."""
+def _api_import(spec: Spec, cloud: Cloud) -> tuple[str, str]:
+    """(format, value) of the API import: a link, or a local file's content (AzureChinaCloud
+    without ``apim.openapi_spec``: the bundled document, see the module docstring)."""
+    if spec.apim.openapi_spec is None and cloud.name == "AzureChinaCloud":
+        return "openapi+json", metered_document_text(spec)
     source = spec.apim.openapi_spec or inference_spec_url(spec.apim.api_version)
     if source.startswith(("https://", "http://")):
         return (
@@ -173,7 +254,7 @@ def _api_import(spec: Spec) -> tuple[str, str]:
     return ("openapi" if path.suffix in (".yaml", ".yml") else "openapi+json"), text
 
 
-def _eventhub(spec: Spec, subscription_id: str) -> list[Resource]:
+def _eventhub(spec: Spec, subscription_id: str, tier: str | None) -> list[Resource]:
     eh = spec.event_hub
     rg = eh.resource_group or spec.apim.resource_group
     hub_id = (
@@ -190,7 +271,7 @@ def _eventhub(spec: Spec, subscription_id: str) -> list[Resource]:
             {
                 "properties": {
                     "partitionCount": eh.partition_count,
-                    "messageRetentionInDays": eh.retention_days,
+                    **retention_body(eh.retention_days, tier),
                 }
             },
             create_only=("properties.partitionCount",),  # fixed once created (Standard tier)
@@ -320,15 +401,67 @@ def retired_resources(spec: Spec, subscription_id: str) -> list[Resource]:
     return [_operation(spec, api_id, *op) for op in RETIRED_OPERATIONS]
 
 
+def _users(
+    spec: Spec, svc: str, owners: Mapping[str, str]
+) -> tuple[list[Resource], dict[str, str]]:
+    """The owners' users to create, and owner email (lower case) → user id for every owner."""
+    out: list[Resource] = []
+    ids: dict[str, str] = {}
+    for sub in spec.subscriptions:
+        if sub.owner_email is None or sub.owner_email.lower() in ids:
+            continue
+        email = sub.owner_email.lower()
+        if email in owners:  # a user the service already has: reused as it is
+            ids[email] = owners[email]
+            continue
+        uid = ids[email] = apim_user_id(sub.owner_email)
+        first, last = owner_names(sub)
+        out.append(
+            Resource(
+                "user",
+                uid,
+                f"{svc}/users/{uid}",
+                APIM_API_VERSION,
+                {
+                    "properties": {
+                        "email": sub.owner_email,
+                        "firstName": first,
+                        "lastName": last,
+                        "state": "active",
+                        "note": USER_NOTE,
+                    }
+                },
+                create_only=("properties.note",),
+                query=(("notify", "false"),),
+            )
+        )
+    return out, ids
+
+
 def desired_resources(
-    spec: Spec, cloud: Cloud, subscription_id: str, env: Mapping[str, str]
+    spec: Spec,
+    cloud: Cloud,
+    subscription_id: str,
+    env: Mapping[str, str],
+    *,
+    apim_sku: str | None = None,
+    eventhub_tier: str | None = None,
+    owners: Mapping[str, str] | None = None,
 ) -> list[Resource]:
-    """Every resource the spec asks for, in apply order (see the module docstring)."""
+    """Every resource the spec asks for, in apply order (see the module docstring).
+
+    ``apim_sku``: the service's tier (``None``: unknown, taken to have users); ``eventhub_tier``:
+    the namespace's (``None``: unknown); ``owners``: owner email (lower case) → the id of a user
+    the service already has with that email, reused instead of creating one."""
     svc = _service_id(spec, subscription_id)
     apim = spec.apim
     api_id = f"{svc}/apis/{apim.api_id}"
     product_id = f"{svc}/products/{spec.product.id}"
-    out: list[Resource] = _eventhub(spec, subscription_id) if spec.event_hub.create else []
+    out: list[Resource] = (
+        _eventhub(spec, subscription_id, eventhub_tier or spec.event_hub.tier)
+        if spec.event_hub.create
+        else []
+    )
     for nv in named_values(spec, env):
         props: dict[str, Any] = {"displayName": nv.display_name, "secret": nv.secret}
         if nv.key_vault_secret_id:
@@ -364,7 +497,7 @@ def desired_resources(
     llm_log = spec.llm_log.workspace_resource_id is not None
     if llm_log:
         out.append(_llm_logger(svc))
-    fmt, value = _api_import(spec)
+    fmt, value = _api_import(spec, cloud)
     out.append(
         Resource(
             "api",
@@ -442,20 +575,27 @@ def desired_resources(
             parents={"product": product.id},
         )
     )
+    users: list[Resource] = []
+    owner_ids: dict[str, str] = {}
+    if spec.owners_logged(apim_sku):
+        users, owner_ids = _users(spec, svc, owners or {})
+    out.extend(users)
     for sub in spec.subscriptions:
+        sub_props: dict[str, Any] = {
+            "scope": f"/products/{product.id}",
+            "displayName": subscription_display_name(sub),
+            "state": "active",
+        }
+        owner = owner_ids.get((sub.owner_email or "").lower())
+        if owner is not None:
+            sub_props["ownerId"] = f"/users/{owner}"
         out.append(
             Resource(
                 "subscription",
                 sub.id,
                 f"{svc}/subscriptions/{sub.id}",
                 APIM_API_VERSION,
-                {
-                    "properties": {
-                        "scope": f"/products/{product.id}",
-                        "displayName": subscription_display_name(sub),
-                        "state": "active",
-                    }
-                },
+                {"properties": sub_props},
             )
         )
     return out
