@@ -10,6 +10,18 @@ Who needs what, and the page that says so:
 
 - APIM → Azure OpenAI with its managed identity: *Cognitive Services OpenAI User* on the AOAI
   resource (*Authenticate and authorize access to Azure OpenAI APIs using API Management*).
+- APIM → Key Vault, for a backend key held as a Key Vault reference (``key_vault_secret_id``):
+  *Key Vault Secrets User* on the vault for APIM's system-assigned identity (the named value is
+  created without ``identityClientId``: "Null for SystemAssignedIdentity",
+  ``KeyVaultContractCreateProperties``), on a vault with the Azure RBAC permission model; a
+  vault with access policies needs a policy granting secret Get and List instead (azure-docs
+  ``includes/api-management-key-vault-access.md``: "Depending on the permission model,
+  configure either a key vault access policy or Azure RBAC access"; the APIM lab,
+  https://azure.github.io/apim-lab/apim-lab/7-security/security-7-3-managed-identities.html:
+  "select Key Vault Secrets User"). Without it the named value cannot be resolved and the
+  backend gets no key. Role id 4633458b-17de-408a-b874-0445c86b69e6: as public templates grant
+  it (e.g. ``subscriptionResourceId('Microsoft.Authorization/roleDefinitions',
+  '4633458b-…') // Key Vault Secrets User``), not read from the built-in roles page here.
 - APIM's logger → Event Hubs with a managed identity: *Azure Event Hubs Data Sender* on the hub
   (*Log events to Azure Event Hubs*, "Configure a managed identity").
 - The function's Event Hubs trigger with an identity-based connection: *Azure Event Hubs Data
@@ -25,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final, Literal
+from urllib.parse import urlsplit
 
 from .spec import Spec
 
@@ -33,10 +46,12 @@ __all__ = [
     "EVENT_HUBS_DATA_OWNER",
     "EVENT_HUBS_DATA_RECEIVER",
     "EVENT_HUBS_DATA_SENDER",
+    "KEY_VAULT_SECRETS_USER",
     "LOG_ANALYTICS_READER",
     "STORAGE_BLOB_DATA_CONTRIBUTOR",
     "Principal",
     "RoleNeed",
+    "key_vault_of",
     "render_roles",
     "required_roles",
 ]
@@ -46,6 +61,7 @@ EVENT_HUBS_DATA_SENDER: Final = "2b629674-e913-4c01-ae53-ef4638d8f975"
 EVENT_HUBS_DATA_RECEIVER: Final = "a638d3c7-ab3a-418d-83e6-5f17a39d4fde"
 EVENT_HUBS_DATA_OWNER: Final = "f526a384-b230-433a-b45c-95f59c4a2dec"
 LOG_ANALYTICS_READER: Final = "73c42c96-874c-492b-b04d-ab87d138a893"
+KEY_VAULT_SECRETS_USER: Final = "4633458b-17de-408a-b874-0445c86b69e6"
 STORAGE_BLOB_DATA_CONTRIBUTOR: Final = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 
 #: Whose identity: APIM's (backend, logger), the function app's (trigger, timer), or the one
@@ -92,6 +108,23 @@ def required_roles(spec: Spec) -> list[RoleNeed]:
                     f"backend {backend.name} refuses APIM's calls (401)",
                 )
             )
+    vaults: dict[str, list[str]] = {}  # vault → the backends whose key it holds
+    for backend in spec.backends:
+        if backend.auth == "key" and backend.key_vault_secret_id:
+            vaults.setdefault(key_vault_of(backend.key_vault_secret_id), []).append(backend.name)
+    for vault, names in vaults.items():
+        out.append(
+            RoleNeed(
+                "apim",
+                _apim_identity(None),
+                "Key Vault Secrets User",
+                KEY_VAULT_SECRETS_USER,
+                vault,
+                f"the Key Vault named value of backend {', '.join(names)} cannot be resolved: "
+                "the backend gets no key (a vault with access policies needs a policy granting "
+                "secret Get and List instead)",
+            )
+        )
     eh = spec.event_hub
     hub = f"hub {eh.namespace}/{eh.name}"
     if eh.auth == "managed_identity":
@@ -167,6 +200,16 @@ def required_roles(spec: Spec) -> list[RoleNeed]:
             )
         )
     return out
+
+
+def key_vault_of(secret_id: str) -> str:
+    """The vault a Key Vault secret identifier points into, as a scope to name:
+    ``https://kv-aoai.vault.azure.net/secrets/key`` → ``key vault kv-aoai
+    (https://kv-aoai.vault.azure.net)``; a value without a host is returned as it is."""
+    host = urlsplit(secret_id).netloc
+    if not host:
+        return secret_id
+    return f"key vault {host.split('.', 1)[0]} (https://{host})"
 
 
 def render_roles(

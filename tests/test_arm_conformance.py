@@ -6,7 +6,9 @@ For provision plan (online: its GETs), apply, a second apply (all no-ops) and de
 three clouds and several spec shapes, each request must match exactly one documented path
 template and method, with that operation's api-version; each PUT body with an excerpted
 definition is validated (unknown and read-only properties, required, types, enums,
-min/max length, minimum, patterns). The SDK drops fields its models do not know without a
+min/max length, minimum, patterns, max items, ``additionalProperties`` types). The online plan's
+api-version preflight (Providers_Get, Microsoft.Resources 2021-04-01) is one of those requests,
+and the in-memory ARM's answer to it is validated against the ``Provider`` definition. The SDK drops fields its models do not know without a
 word, so every PUT body is also compared with the body the plan showed: each planned leaf must
 arrive unchanged. Nothing reaches the network.
 """
@@ -22,7 +24,12 @@ import pytest
 
 from aoai_helpers.apim.cleanup import apply_cleanup, make_cleanup_clients, plan_cleanup
 from aoai_helpers.apim.provision import apply, plan
-from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, RecordedRequest
+from aoai_helpers.azure_dryrun import (
+    DryRunCredential,
+    DryRunTransport,
+    RecordedRequest,
+    provider_listing,
+)
 from aoai_helpers.clouds import CLOUDS, get_cloud
 from aoai_helpers.spec import Spec, load_spec, parse_spec
 
@@ -44,11 +51,12 @@ def _load(name: str) -> dict[str, Any]:
 APIM = _load("apimanagement-2024-05-01.json")
 EVENTHUB = _load("eventhub-2026-01-01.json")
 OTHERS = _load("paths-others.json")
+RESOURCES = _load("resources-2021-04-01.json")
 
 
 def _operations() -> list[dict[str, Any]]:
     out = []
-    for doc in (APIM, EVENTHUB, OTHERS):
+    for doc in (APIM, EVENTHUB, OTHERS, RESOURCES):
         for op_id, op in doc["paths"].items():
             template = op["template"].replace("{service}", _SERVICE)
             out.append(
@@ -110,8 +118,16 @@ def _flatten(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 _TYPES = {"string": str, "boolean": bool, "array": list, "object": dict}
 
 
-def problems(doc: dict[str, Any], schema: dict[str, Any], value: Any, at: str = "") -> list[str]:
-    """What in ``value`` the schema does not allow (empty: conforms)."""
+def problems(
+    doc: dict[str, Any],
+    schema: dict[str, Any],
+    value: Any,
+    at: str = "",
+    *,
+    response: bool = False,
+) -> list[str]:
+    """What in ``value`` the schema does not allow (empty: conforms). ``response``: ``value`` is
+    what ARM answers, where read-only properties belong."""
     schema = _resolve(doc, schema)
     out: list[str] = []
     kind = schema.get("type")
@@ -134,9 +150,14 @@ def problems(doc: dict[str, Any], schema: dict[str, Any], value: Any, at: str = 
             out.append(f"{at}: longer than {schema['maxLength']}")
         if "pattern" in schema and not re.search(schema["pattern"], value):
             out.append(f"{at}: does not match {schema['pattern']}")
+    if isinstance(value, list) and "maxItems" in schema and len(value) > schema["maxItems"]:
+        out.append(f"{at}: more than {schema['maxItems']} items")
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
-            out += problems(doc, schema["items"], item, f"{at}[{i}]")
+            out += problems(doc, schema["items"], item, f"{at}[{i}]", response=response)
+    if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for name, sub in value.items():
+            out += problems(doc, schema["additionalProperties"], sub, f"{at}.{name}")
     if isinstance(value, dict) and ("properties" in schema or "allOf" in schema):
         flat = _flatten(doc, schema)
         for name in flat["required"]:
@@ -147,9 +168,10 @@ def problems(doc: dict[str, Any], schema: dict[str, Any], value: Any, at: str = 
                 out.append(f"{at}.{name}: not a property of the definition")
                 continue
             prop = _resolve(doc, flat["properties"][name])
-            if flat["properties"][name].get("readOnly") or prop.get("readOnly"):
+            read_only = flat["properties"][name].get("readOnly") or prop.get("readOnly")
+            if read_only and not response:
                 out.append(f"{at}.{name}: read-only, must not be sent")
-            out += problems(doc, flat["properties"][name], sub, f"{at}.{name}")
+            out += problems(doc, flat["properties"][name], sub, f"{at}.{name}", response=response)
     return out
 
 
@@ -260,6 +282,7 @@ def test_every_request_is_a_documented_operation_at_its_api_version(
         "ApiManagementService_Get",
         "User_CreateOrUpdate",
         "Subscription_CreateOrUpdate",
+        "Providers_Get",
     } <= seen
 
 
@@ -279,7 +302,17 @@ def test_every_body_conforms_to_its_definition(
             found = problems(doc, doc["definitions"][op["body"]], r.body)
             assert found == [], (phase, op["id"], found)
             checked.add(op["id"])
-    assert {"Api_CreateOrUpdate", "Subscription_CreateOrUpdate", "User_CreateOrUpdate"} <= checked
+    assert {
+        "Api_CreateOrUpdate",
+        "Subscription_CreateOrUpdate",
+        "User_CreateOrUpdate",
+        "NamedValue_CreateOrUpdate",
+        "Logger_CreateOrUpdate",
+        "ApiOperation_CreateOrUpdate",
+        "ApiPolicy_CreateOrUpdate",
+        "Product_CreateOrUpdate",
+        "ProductPolicy_CreateOrUpdate",
+    } <= checked
     eh = SHAPES[shape][0].event_hub
     if eh.create:
         assert {"EventHubs_CreateOrUpdate", "EventHubs_CreateOrUpdateAuthorizationRule"} <= checked
@@ -361,12 +394,84 @@ def test_the_validator_catches_what_the_specs_forbid() -> None:
     assert "not in" in problems(EVENTHUB, hub, retention)[0]
     api = APIM["definitions"]["ApiCreateOrUpdateParameter"]
     assert ".properties.path: required" in problems(APIM, api, {"properties": {}})
+    logger = APIM["definitions"]["LoggerContract"]
+    bad_logger = {"id": "/x", "properties": {"loggerType": "splunk", "credentials": {"name": 1}}}
+    found = "\n".join(problems(APIM, logger, bad_logger))
+    for expected in (
+        ".id: read-only",  # ProxyResource → Resource, from common-types
+        ".properties.loggerType: 'splunk' not in",
+        ".properties.credentials.name: 1 is not a string",  # additionalProperties: string
+    ):
+        assert expected in found, expected
+    assert ".properties.loggerType: required" in problems(APIM, logger, {"properties": {}})
+    named = APIM["definitions"]["NamedValueCreateContract"]
+    bad_named = {"properties": {"displayName": "a b", "tags": ["t"] * 33, "value": "x" * 4097}}
+    found = "\n".join(problems(APIM, named, bad_named))
+    for expected in (
+        "displayName: does not match",
+        "tags: more than 32",
+        "value: longer than 4096",
+    ):
+        assert expected in found, expected
+    kv = {"properties": {"displayName": "k", "keyVault": {"secretIdentifier": "u", "vault": "v"}}}
+    assert problems(APIM, named, kv) == [
+        ".properties.keyVault.vault: not a property of the definition"
+    ]
+    policy = APIM["definitions"]["PolicyContract"]
+    assert "not in" in problems(APIM, policy, {"properties": {"value": "<p/>", "format": "XML"}})[0]
+    op = APIM["definitions"]["OperationContract"]
+    assert ".properties.urlTemplate: required" in problems(
+        APIM, op, {"properties": {"displayName": "d", "method": "POST"}}
+    )
+    assert "templateParameters[0].type: required" in "\n".join(
+        problems(
+            APIM,
+            op,
+            {
+                "properties": {
+                    "displayName": "d",
+                    "method": "GET",
+                    "urlTemplate": "/{x}",
+                    "templateParameters": [{"name": "x"}],
+                }
+            },
+        )
+    )
+    product = APIM["definitions"]["ProductContract"]
+    assert (
+        "'draft' not in"
+        in problems(APIM, product, {"properties": {"displayName": "p", "state": "draft"}})[0]
+    )
+    provider = RESOURCES["definitions"]["Provider"]
+    assert problems(RESOURCES, provider, {"resourceTypes": []}, response=True) == []
+    assert "read-only" in problems(RESOURCES, provider, {"resourceTypes": []})[0]
     with pytest.raises(AssertionError):  # an unknown path is no documented operation
         operation_of(RecordedRequest("PUT", "https://management.azure.com/x/y?api-version=1", None))
 
 
+@pytest.mark.parametrize("cloud", list(CLOUDS))
+def test_the_in_memory_providers_get_answers_the_documented_shape(cloud: str) -> None:
+    """What the preflight reads from the in-memory ARM is a ``Provider`` as resources.json
+    defines it (the listing's *content* is the tests' assumption: azure_dryrun)."""
+    transport = DryRunTransport()
+    host = get_cloud(cloud).arm_endpoint.removeprefix("https://")
+    for namespace in provider_listing(cloud):
+        status, body = transport._providers_get(host, f"/subscriptions/{SUB}/providers/{namespace}")
+        assert status == 200
+        assert problems(RESOURCES, RESOURCES["definitions"]["Provider"], body, response=True) == []
+        assert body["namespace"] == namespace and body["registrationState"] == "Registered"
+        assert all(t["apiVersions"] and t["locations"] for t in body["resourceTypes"])
+    transport.provider_errors["Microsoft.EventHub"] = 403
+    status, body = transport._providers_get(
+        host, f"/subscriptions/{SUB}/providers/Microsoft.EventHub"
+    )
+    assert (status, body["error"]["code"]) == (403, "AuthorizationFailed")
+    status, _ = transport._providers_get(host, f"/subscriptions/{SUB}/providers/Microsoft.Nope")
+    assert status == 404
+
+
 def test_the_excerpts_name_their_source() -> None:
-    for doc in (APIM, EVENTHUB):
+    for doc in (APIM, EVENTHUB, RESOURCES):
         src = doc["source"]
         assert src["repo"] == "Azure/azure-rest-api-specs"
         assert re.fullmatch(r"[0-9a-f]{40}", src["commit"]) and src["path"].endswith(".json")

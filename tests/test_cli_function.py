@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_run import clean_env, run_cli
 from conftest import new_v2
-from secrets_registry import register_secret
+from secrets_registry import record_output, register_secret
 from sqlalchemy import func, select
 from waiting import stored_rows, wait_until
 
@@ -235,3 +237,60 @@ def test_sigterm_stops_the_wait_for_the_database(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert stdout == "stopped before the database could be opened: nothing consumed\n"
+
+
+@pytest.fixture
+def kudu() -> Iterator[Any]:
+    import test_function_deploy as fd
+
+    yield from fd.kudu_server()
+
+
+def test_function_deploy_never_prints_values_of_settings_it_does_not_own(
+    tmp_path: Path, monkeypatch: Any, capsys: Any, kudu: Any
+) -> None:
+    """`function deploy --plan`, then `--yes`, on a Flex app holding a storage key and a SAS
+    URL in settings it removes or keeps: the CLI's whole output (plan, progress, result) has
+    none of them. The registered secrets are also scanned at the end of the session."""
+    import test_function_deploy as fd
+
+    from aoai_helpers import cli, cli_azure
+    from aoai_helpers.azure_dryrun import DryRunCredential
+    from aoai_helpers.clouds import get_cloud
+    from aoai_helpers.functions import deploy as deploy_mod
+
+    _, transport = fd._clients(site=fd.flex_site(), existing=dict(fd.SETTINGS_OF_OTHERS))
+    real = deploy_mod.make_web_clients
+    monkeypatch.setattr(
+        cli_azure,
+        "sign_in",
+        lambda spec, args: (get_cloud("AzureCloud"), fd.SUB, DryRunCredential()),
+    )
+    monkeypatch.setattr(
+        deploy_mod,
+        "make_web_clients",
+        lambda spec, cloud, sub, cred: real(spec, cloud, sub, cred, transport),
+    )
+    monkeypatch.setattr(deploy_mod, "scm_url", lambda *a, **k: kudu.url)
+    package = tmp_path / "aoai-ingest.zip"
+    with zipfile.ZipFile(package, "w") as z:
+        z.writestr("function_app.py", "# test package\n")
+    base = ("function", "deploy", "--spec", SPEC, "--db", fd.DB, "--zip", str(package))
+    outputs = []
+    for extra in (
+        ("--plan",),
+        ("--plan", "--keep-setting", "WEBSITE_RUN_FROM_PACKAGE"),
+        ("--yes",),
+    ):
+        status = cli.main([*base, *extra])
+        out = capsys.readouterr()
+        outputs.append(out.out + out.err)
+        assert status == 0, out.err
+    text = "\n".join(outputs)
+    record_output("cli function deploy (Flex, settings of others)", text)
+    assert "remove WEBSITE_CONTENTAZUREFILECONNECTIONSTRING" in " ".join(text.split())
+    assert "WEBSITE_RUN_FROM_PACKAGE is kept" in text and "deployed and indexed" in text
+    for secret in fd.SECRETS_OF_OTHERS:
+        assert secret not in text and secret[:12] not in text
+    assert "func-aoai-ingest-share" not in text and "P4ssw0rd" not in text
+    assert any(r.method == "PUT" for r in transport.requests) and kudu.uploads

@@ -15,6 +15,7 @@ stable/2022-04-01``). One Deploy: ``POST /api/publish?RemoteBuild=â€¦&Deployer=â
 from __future__ import annotations
 
 import json
+import re
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -26,7 +27,12 @@ from typing import Any
 import pytest
 from secrets_registry import record_output, register_secret
 
-from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, memory_response
+from aoai_helpers.azure_dryrun import (
+    DryRunCredential,
+    DryRunTransport,
+    RecordedRequest,
+    memory_response,
+)
 from aoai_helpers.clouds import CLOUDS, get_cloud
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.functions.build import build_zip
@@ -37,7 +43,7 @@ from aoai_helpers.functions.deploy import (
     plan_deploy,
     scm_url,
 )
-from aoai_helpers.functions.identity import hub_scope
+from aoai_helpers.functions.identity import MAX_PAGES, STORAGE_BLOB_DATA_OWNER, hub_scope
 from aoai_helpers.functions.settings import (
     FUNCTION_NAME,
     RECONCILE_FUNCTION_NAME,
@@ -45,7 +51,11 @@ from aoai_helpers.functions.settings import (
     reconcile_config,
     secret_settings,
 )
-from aoai_helpers.roles import EVENT_HUBS_DATA_RECEIVER, LOG_ANALYTICS_READER
+from aoai_helpers.roles import (
+    EVENT_HUBS_DATA_RECEIVER,
+    LOG_ANALYTICS_READER,
+    STORAGE_BLOB_DATA_CONTRIBUTOR,
+)
 from aoai_helpers.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +81,7 @@ class Kudu:
     """What the fake SCM endpoint saw and how it answers."""
 
     outcome: str = "success"  # success | failed | unauthorized | conflict
+    publish_body: bytes = b'"d-new"'  # One Deploy answers the deployment id
     polls_before_done: int = 2
     flex_status: int = 4  # the final status of a One Deploy deployment
     uploads: list[bytes] = field(default_factory=list)
@@ -83,6 +94,11 @@ class Kudu:
 
 @pytest.fixture
 def kudu() -> Iterator[Kudu]:
+    yield from kudu_server()
+
+
+def kudu_server() -> Iterator[Kudu]:
+    """The fake SCM endpoint, serving until the generator is closed (the ``kudu`` fixture)."""
     state = Kudu()
 
     class Handler(BaseHTTPRequestHandler):
@@ -114,7 +130,7 @@ def kudu() -> Iterator[Kudu]:
                 if state.outcome == "conflict":
                     self._json(409, {"message": "deployment in progress"})
                     return
-                data = b'"d-new"'  # One Deploy answers the deployment id
+                data = state.publish_body
                 self.send_response(202)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -738,3 +754,350 @@ def test_the_offline_plan_says_the_hosting_plan_is_unknown_and_what_would_differ
     assert "https://func-aoai-ingest.scm.azurewebsites.net/api/publish?RemoteBuild=true" in text
     assert "Azure Event Hubs Data Receiver" in text and "not checked (offline)" in text
     assert f"--scope {HUB}" in text  # the spec's subscription: the scope is known offline
+
+
+# ----------------------------------------------------------------------------- secrets of others
+
+#: Values of settings `function deploy` does not own, as real apps hold them: a storage key in
+#: the content share's connection string, a SAS URL to run from, a host storage connection string.
+ACCOUNT_KEY = "SUPERSECRETKEY123abcdefghijklmnopqrstuvwxyz0123456789+/=="
+CONTENT_CONNECTION = (
+    "DefaultEndpointsProtocol=https;AccountName=stfuncdata;"
+    f"AccountKey={ACCOUNT_KEY};EndpointSuffix=core.windows.net"
+)
+SAS_SIG = "sv2022Zq8Xs3cr3tS1gnatur3Value%3D"
+PACKAGE_SAS_URL = (
+    "https://stfuncdata.blob.core.windows.net/function-releases/pkg.zip"
+    f"?sv=2022-11-02&se=2030-01-01&sr=b&sp=r&sig={SAS_SIG}"
+)
+HOST_KEY = "HostStorageKey0987654321zyxwvutsrqponmlkjihgfedcba=="
+HOST_CONNECTION = f"DefaultEndpointsProtocol=https;AccountName=sthost;AccountKey={HOST_KEY}"
+register_secret(
+    ACCOUNT_KEY, CONTENT_CONNECTION, SAS_SIG, PACKAGE_SAS_URL, HOST_KEY, HOST_CONNECTION
+)
+SETTINGS_OF_OTHERS = {
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING": CONTENT_CONNECTION,  # removed on Flex
+    "WEBSITE_CONTENTSHARE": "func-aoai-ingest-share",  # removed on Flex
+    "WEBSITE_RUN_FROM_PACKAGE": PACKAGE_SAS_URL,  # removed, or kept with --keep-setting
+    "AzureWebJobsStorage": HOST_CONNECTION,  # not ours: kept, never shown
+}
+SECRETS_OF_OTHERS = (ACCOUNT_KEY, SAS_SIG, HOST_KEY)
+
+
+def _leaked(text: str) -> list[str]:
+    return [s[-6:] for s in SECRETS_OF_OTHERS if s in text or s[:12] in text]
+
+
+@pytest.mark.parametrize("keep", [(), ("WEBSITE_RUN_FROM_PACKAGE",)])
+def test_the_plan_never_shows_values_of_settings_it_removes_or_keeps(
+    kudu: Kudu, package: Path, keep: tuple[str, ...]
+) -> None:
+    clients, transport = _clients(site=flex_site(), existing=dict(SETTINGS_OF_OTHERS))
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package, keep_settings=keep)
+    text = the_plan.render()
+    record_output("function deploy plan (Flex, settings of others)", text)
+    expected = {"WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_CONTENTSHARE"} | (
+        set() if keep else {"WEBSITE_RUN_FROM_PACKAGE"}
+    )
+    assert set(the_plan.removed) == expected  # the rows are there, their values are not
+    assert "remove WEBSITE_CONTENTAZUREFILECONNECTIONSTRING (set; value not shown)" in " ".join(
+        text.split()
+    )
+    assert _leaked(text) == [] and "func-aoai-ingest-share" not in text
+    assert all(c.old is None for c in the_plan.changes if c.action == "remove")
+    assert _leaked(repr(the_plan)) == [] and _leaked(repr(the_plan.changes)) == []
+    steps: list[str] = []
+    deploy(
+        the_plan,
+        clients,
+        credential=DryRunCredential(),
+        scm=kudu.url,
+        poll_interval=0,
+        on_progress=steps.append,
+    )
+    progress = "\n".join(steps)
+    record_output("function deploy progress (Flex, settings of others)", progress)
+    assert "removed" in progress and _leaked(progress) == []
+    put = next(r for r in transport.requests if r.method == "PUT").body["properties"]
+    assert put["AzureWebJobsStorage"] == HOST_CONNECTION  # kept as it was, only not shown
+    assert ("WEBSITE_RUN_FROM_PACKAGE" in put) == bool(keep)
+
+
+def test_a_secret_looking_old_value_of_a_setting_we_own_is_masked(package: Path) -> None:
+    """A setting of ours that someone set to a connection string: its old value is masked."""
+    clients, _ = _clients(existing={"AOAI_EVENTHUB_NAME": CONTENT_CONNECTION})
+    text = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package).render()
+    record_output("function deploy plan (owned setting, secret value)", text)
+    assert _leaked(text) == [] and "AOAI_EVENTHUB_NAME" in text and "-> aoai-usage" in text
+
+
+# ----------------------------------------------------------------------------- storage roles
+
+STORAGE_RG = "rg-storage"
+HOST_ACCOUNT = (
+    f"/subscriptions/{SUB}/resourceGroups/{STORAGE_RG}/providers/Microsoft.Storage"
+    "/storageAccounts/sthost"
+)
+DEPLOY_ACCOUNT = HOST_ACCOUNT.replace("/sthost", "/stdeploy")
+DEPLOY_CONTAINER = f"{DEPLOY_ACCOUNT}/blobServices/default/containers/app-package"
+SUBSCRIPTION = f"/subscriptions/{SUB}"
+
+
+def _storage_checks(the_plan: Any) -> dict[str, Any]:
+    return {c.need.role_id: c for c in the_plan.roles if "storage account" in c.need.scope}
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"AzureWebJobsStorage__accountName": "sthost"},
+        {"AzureWebJobsStorage__blobServiceUri": "https://sthost.blob.core.chinacloudapi.cn"},
+        {"AzureWebJobsStorage__serviceUri": "https://sthost.blob.core.usgovcloudapi.net/"},
+    ],
+)
+def test_identity_based_host_storage_needs_blob_data_owner_on_the_account(
+    package: Path, setting: dict[str, str]
+) -> None:
+    # granted on the account: found in the identity's assignments listed at the subscription
+    clients, transport = _clients(existing=setting)
+    _grant(transport, HOST_ACCOUNT, STORAGE_BLOB_DATA_OWNER, listed_at=SUBSCRIPTION)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    check = _storage_checks(the_plan)[STORAGE_BLOB_DATA_OWNER]
+    assert (check.state, check.scope) == ("seen", HOST_ACCOUNT)
+    assert "'Storage Blob Data Owner' (role b7e6dc6d-f1e8-4753-8033-0f276bb0955b)" in (
+        the_plan.render()
+    )
+    assert not the_plan.warnings
+    lookups = [
+        r
+        for r in transport.requests
+        if r.path == f"{SUBSCRIPTION}/providers/Microsoft.Authorization/roleAssignments"
+    ]
+    assert [r.query["$filter"] for r in lookups] == [[f"principalId eq '{PRINCIPAL}'"]]
+
+
+def test_host_storage_with_another_role_on_the_account_is_missing_and_warned(
+    package: Path,
+) -> None:
+    clients, transport = _clients(existing={"AzureWebJobsStorage__accountName": "STHOST"})
+    # Contributor is not enough for the host (Owner is what the page names)
+    _grant(transport, HOST_ACCOUNT, STORAGE_BLOB_DATA_CONTRIBUTOR, listed_at=SUBSCRIPTION)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    check = _storage_checks(the_plan)[STORAGE_BLOB_DATA_OWNER]
+    assert (check.state, check.scope) == ("not_seen", HOST_ACCOUNT)
+    command = (
+        f"az role assignment create --assignee-object-id {PRINCIPAL} --assignee-principal-type "
+        f"ServicePrincipal --role {STORAGE_BLOB_DATA_OWNER} --scope {HOST_ACCOUNT}"
+    )
+    assert any("no 'Storage Blob Data Owner'" in w and command in w for w in the_plan.warnings)
+
+
+def test_host_storage_whose_account_id_cannot_be_derived_says_it_was_not_checked(
+    package: Path,
+) -> None:
+    clients, _ = _clients(existing={"AzureWebJobsStorage__accountName": "sthost"})
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    check = _storage_checks(the_plan)[STORAGE_BLOB_DATA_OWNER]
+    assert check.state == "unknown" and check.scope is None
+    assert "could not be checked: the ARM id of storage account sthost could not be derived" in (
+        check.detail
+    )
+    assert any(
+        "'Storage Blob Data Owner'" in w and "--scope <ARM id of storage account sthost" in w
+        for w in the_plan.warnings
+    )
+    # a subscription-wide assignment covers the account wherever it is in the subscription
+    clients, transport = _clients(existing={"AzureWebJobsStorage__accountName": "sthost"})
+    _grant(transport, SUBSCRIPTION, STORAGE_BLOB_DATA_OWNER)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    assert _storage_checks(the_plan)[STORAGE_BLOB_DATA_OWNER].state == "seen"
+
+
+@pytest.mark.parametrize(
+    "existing",
+    [
+        {},  # no identity-based host storage
+        {"AzureWebJobsStorage": HOST_CONNECTION, "AzureWebJobsStorage__accountName": "sthost"},
+    ],
+)
+def test_host_storage_by_connection_string_needs_no_storage_role(
+    package: Path, existing: dict[str, str]
+) -> None:
+    clients, _ = _clients(existing=existing)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    assert _storage_checks(the_plan) == {}
+
+
+def test_host_storage_with_a_named_user_assigned_identity_checks_that_identity(
+    package: Path,
+) -> None:
+    site = linux_consumption_site()
+    site["identity"] = {
+        "type": "SystemAssigned, UserAssigned",
+        "principalId": PRINCIPAL,
+        "userAssignedIdentities": {
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-host": {
+                "clientId": "c0ffee00-0000-4000-8000-000000000001",
+                "principalId": "host-principal-0001",
+            }
+        },
+    }
+    clients, transport = _clients(
+        site=site,
+        existing={
+            "AzureWebJobsStorage__accountName": "sthost",
+            "AzureWebJobsStorage__credential": "managedidentity",
+            "AzureWebJobsStorage__clientId": "c0ffee00-0000-4000-8000-000000000001",
+        },
+    )
+    _grant(transport, HOST_ACCOUNT, STORAGE_BLOB_DATA_OWNER, listed_at=SUBSCRIPTION)  # to PRINCIPAL
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    check = _storage_checks(the_plan)[STORAGE_BLOB_DATA_OWNER]
+    assert check.principal_id == "host-principal-0001" and check.state == "unknown"
+    filters = {
+        r.query["$filter"][0]
+        for r in transport.requests
+        if r.path.startswith(SUBSCRIPTION + "/providers/")
+    }
+    assert filters == {"principalId eq 'host-principal-0001'"}
+
+
+def _flex_with_deployment_storage(auth: dict[str, str]) -> dict[str, Any]:
+    site = flex_site()
+    site["properties"]["functionAppConfig"]["deployment"] = {
+        "storage": {
+            "type": "blobContainer",
+            "value": "https://stdeploy.blob.core.windows.net/app-package",
+            "authentication": auth,
+        }
+    }
+    return site
+
+
+@pytest.mark.parametrize("role", [STORAGE_BLOB_DATA_CONTRIBUTOR, STORAGE_BLOB_DATA_OWNER])
+def test_flex_deployment_storage_with_an_identity_needs_blob_data_access(
+    package: Path, role: str
+) -> None:
+    site = _flex_with_deployment_storage({"type": "SystemAssignedIdentity"})
+    clients, transport = _clients(site=site)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    check = _storage_checks(the_plan)[STORAGE_BLOB_DATA_CONTRIBUTOR]
+    assert check.state == "unknown" and "stdeploy" in check.detail  # no assignment names it
+    text = the_plan.render()
+    assert "container app-package" in text and "NOT CONFIRMED" in text
+    # on the container (Contributor, or Owner: either counts)
+    _grant(transport, DEPLOY_CONTAINER, role, listed_at=SUBSCRIPTION)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    check = _storage_checks(the_plan)[STORAGE_BLOB_DATA_CONTRIBUTOR]
+    assert (check.state, check.scope) == ("seen", DEPLOY_CONTAINER)
+
+
+def test_flex_deployment_storage_granted_on_another_container_is_missing(package: Path) -> None:
+    site = _flex_with_deployment_storage({"type": "SystemAssignedIdentity"})
+    clients, transport = _clients(site=site)
+    other = DEPLOY_CONTAINER.replace("app-package", "other")
+    _grant(transport, other, STORAGE_BLOB_DATA_CONTRIBUTOR, listed_at=SUBSCRIPTION)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    check = _storage_checks(the_plan)[STORAGE_BLOB_DATA_CONTRIBUTOR]
+    assert (check.state, check.scope) == ("not_seen", DEPLOY_CONTAINER)
+
+
+def test_flex_deployment_storage_with_a_user_assigned_identity_and_a_connection_string(
+    package: Path,
+) -> None:
+    rid = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-deploy"
+    site = _flex_with_deployment_storage(
+        {"type": "UserAssignedIdentity", "userAssignedIdentityResourceId": rid}
+    )
+    site["identity"]["userAssignedIdentities"] = {rid: {"clientId": "c", "principalId": "deploy-p"}}
+    clients, transport = _clients(site=site)
+    _grant(transport, DEPLOY_ACCOUNT, STORAGE_BLOB_DATA_CONTRIBUTOR, "deploy-p", SUBSCRIPTION)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    check = _storage_checks(the_plan)[STORAGE_BLOB_DATA_CONTRIBUTOR]
+    assert (check.state, check.principal_id) == ("seen", "deploy-p")
+    # a connection string: no role
+    site = _flex_with_deployment_storage(
+        {"type": "StorageAccountConnectionString", "storageAccountConnectionStringName": "X"}
+    )
+    clients, _ = _clients(site=site)
+    assert _storage_checks(plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)) == {}
+
+
+# ----------------------------------------------------------------------------- paging
+
+
+class PagingArm(DryRunTransport):
+    """ARM that lists role assignments in pages: an empty first page with a ``nextLink`` (on
+    ``link_host``), then the stored assignments."""
+
+    link_host = "management.azure.com"
+    pages_before = 1
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        url = request.url
+        if "/providers/Microsoft.Authorization/roleAssignments" in url:
+            page = int(re.search(r"skipToken=p(\d+)", url).group(1)) if "skipToken" in url else 0
+            if page < self.pages_before:
+                self.requests.append(RecordedRequest(request.method, url, None, {}))
+                path = url.split("?", 1)[0].split("/", 3)[3]
+                link = (
+                    f"https://{self.link_host}/{path}?api-version=2022-04-01"
+                    f"&$filter=principalId%20eq%20'{PRINCIPAL}'&$skipToken=p{page + 1}"
+                )
+                return memory_response(request, 200, {"value": [], "nextLink": link})
+        return super().send(request, **kwargs)
+
+
+def test_role_assignments_are_read_across_pages(package: Path) -> None:
+    clients, transport = _clients(transport=PagingArm())
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    assert {c.state for c in the_plan.roles} == {"seen"}  # both were on the second page
+    lookups = [r for r in transport.requests if "roleAssignments" in r.path]
+    assert [r.query.get("$skipToken") for r in lookups] == [None, ["p1"]] * 2
+
+
+def test_a_next_link_elsewhere_is_asked_of_arm_and_pages_are_bounded(package: Path) -> None:
+    transport = PagingArm()
+    transport.link_host = "attacker.example"
+    clients, _ = _clients(transport=transport)
+    plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    assert {r.host for r in transport.requests} == {"management.azure.com"}
+    transport = PagingArm()
+    transport.pages_before = MAX_PAGES + 5
+    clients, _ = _clients(transport=transport)
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    assert {c.state for c in the_plan.roles} == {"unknown"}
+    assert all(f"more than {MAX_PAGES} pages" in c.detail for c in the_plan.roles)
+
+
+# ----------------------------------------------------------------------------- One Deploy answer
+
+
+@pytest.mark.parametrize("body", [b"", b'{"status": "accepted"}', b"Deployment accepted"])
+def test_a_publish_answer_that_is_no_deployment_id_takes_the_first_final_status(
+    kudu: Kudu, package: Path, body: bytes
+) -> None:
+    kudu.publish_body = body
+    clients, _ = _clients(site=flex_site())
+    the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
+    steps: list[str] = []
+    result = deploy(
+        the_plan,
+        clients,
+        credential=DryRunCredential(),
+        scm=kudu.url,
+        poll_interval=0,
+        timeout=5,
+        on_progress=steps.append,
+    )
+    # the first poll already shows a final status: taken, without waiting for an id
+    assert kudu.polls == 1 and result.deployment_status["status"] == 4
+    assert any("is taken as this deployment's" in s for s in steps)
+
+
+def test_a_bare_or_quoted_deployment_id_is_waited_for() -> None:
+    from aoai_helpers.functions.upload import deployment_id
+
+    assert deployment_id(b'"d-new"\n') == "d-new" and deployment_id(b"4f2c9a1e-77") == "4f2c9a1e-77"
+    assert deployment_id(b"") is None and deployment_id(b'{"id": "x"}') is None
+    assert deployment_id(b"Deployment accepted") is None

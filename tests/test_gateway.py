@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from aoai_helpers.events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, load_v2_schema
 from aoai_helpers.ingest import Ingestor, RawEvent
-from aoai_helpers.local.gateway import EVENT_BUDGET, Gateway, strip_usage_chunk
+from aoai_helpers.local.gateway import EVENT_BUDGET, BackendCut, Gateway, strip_usage_chunk
 from aoai_helpers.local.llm_records import Exchange, llm_log_records
 from aoai_helpers.local.simulator import Simulator
 from aoai_helpers.shrink import shrink_request
@@ -541,7 +541,9 @@ class _CutStream(httpx.AsyncByteStream):
 
 @pytest.mark.parametrize("capture", ["passthrough", "buffered"])
 @pytest.mark.parametrize("relayed", [False, True])
-def test_a_stream_cut_is_billed_only_when_bytes_were_relayed(capture: str, relayed: bool) -> None:
+def test_a_cut_stream_is_billed_where_its_status_reached_the_client(
+    capture: str, relayed: bool
+) -> None:
     chunks = [b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'] if relayed else []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -550,13 +552,15 @@ def test_a_stream_cut_is_billed_only_when_bytes_were_relayed(capture: str, relay
         )
 
     gateway, events = _backend_gateway(httpx.MockTransport(answer), capture=capture)
-    with pytest.raises(Exception):  # noqa: B017 - the client's connection is dropped (or 500)
-        r = _post(gateway, {**CHAT, "stream": True})
-        if r.status_code == 500:  # buffered: nothing was sent yet, the client got the 500
-            raise RuntimeError("500")
+    if capture == "passthrough":  # the headers went out: the client's connection is dropped
+        with pytest.raises(BackendCut):
+            _post(gateway, {**CHAT, "stream": True})
+    else:  # buffered: nothing was sent yet, the client gets the 500
+        assert _post(gateway, {**CHAT, "stream": True}).status_code == 500
     event = orjson.loads(events[0])
-    # served in part (pass-through, bytes relayed): billed; otherwise not served: 500
-    want = 200 if capture == "passthrough" and relayed else 500
+    # pass-through: the backend's 200 had reached the client (as APIM logs it when the headers
+    # arrive), so the prompt is billed, bytes relayed or not; buffered: not served, 500
+    want = 200 if capture == "passthrough" else 500
     assert event["StatusCode"] == want and event["Usage"] is None
 
 

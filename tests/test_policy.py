@@ -1095,6 +1095,9 @@ CASES
                 c.LastError.Source = (string)error["source"];
             }
             if (job["no_error"] != null && (bool)job["no_error"]) { c.LastError = null; }
+            JToken user = job["user"];
+            if (user != null && user.Type == JTokenType.Null) { c.User = null; }
+            else if (user != null) { c.User.FirstName = (string)user["first"]; c.User.LastName = (string)user["last"]; c.User.Email = (string)user["email"]; }
             JObject variables = job["variables"] as JObject;
             if (variables != null) { foreach (JProperty p in variables.Properties()) { c.Variables.Values[p.Name] = Plain(p.Value); } }
             var results = new JArray();
@@ -1859,6 +1862,53 @@ def test_compiled_event_never_fails(csharp: CSharp) -> None:
     assert status["StatusCode"] == 500  # unknown: never billed as a success
     fine = json.loads(csharp.run([csharp.job(["event"], variables=good)])[0]["results"][0])
     assert fine["Request"] == json.loads(BODY) and fine["StatusCode"] == 200
+
+
+def test_compiled_owner_is_logged_as_the_local_gateway_logs_it(csharp: CSharp) -> None:
+    """UserName/UserEmail: the policy, given the APIM user provisioning creates for a
+    subscription (owner_names, or no user without an email), logs what the local gateway logs."""
+    from aoai_helpers.apim.resources import owner_names
+    from aoai_helpers.local.gateway import _Call, build_event
+
+    spec = spec_with()
+    base = spec.subscriptions[0]
+    shapes = {
+        "two words": {"owner_name": "Ana Silva", "owner_email": "ana.silva@contoso.com"},
+        "one word": {"owner_name": "Cher", "owner_email": "cher@contoso.com"},
+        "many words": {"owner_name": "Mary Ann van der Berg", "owner_email": "m@contoso.com"},
+        "no name": {"owner_name": None, "owner_email": "li.wei@contoso.com"},
+        "one-part email": {"owner_name": None, "owner_email": "ops@contoso.com"},
+        "no email": {"owner_name": "Priya Nair", "owner_email": None},
+    }
+    good = {"aoai-status": 200, "aoai-result": "", "aoai-request": BODY, "aoai-operation": "chat"}
+    jobs, expected = [], {}
+    for name, fields in shapes.items():
+        sub = base.model_copy(update=fields)
+        user = None
+        if sub.owner_email:
+            first, last = owner_names(sub)
+            user = {"first": first, "last": last, "email": sub.owner_email}
+        jobs.append(csharp.job(["event"], variables=good, user=user))
+        call = _Call(
+            "00000000-0000-4000-8000-000000000001",
+            datetime(2025, 1, 2, tzinfo=UTC),
+            sub,
+            "/openai/deployments/gpt-4o/chat/completions",
+            "chat",
+            False,
+            "gpt-4o",
+            "2024-10-21",
+            False,
+            json.loads(BODY),
+        )
+        local = build_event(spec, call, status=200, model=None, usage=None)
+        expected[name] = (local["UserName"], local["UserEmail"])
+    for name, out in zip(shapes, csharp.run(jobs), strict=True):
+        event = json.loads(out["results"][0])
+        assert (event["UserName"], event["UserEmail"]) == expected[name], name
+    assert expected["one word"] == ("Cher", "cher@contoso.com")  # the spec's name, as written
+    assert expected["no email"] == (None, None)  # no user: APIM's context.User is null
+    assert expected["no name"] == ("li wei", "li.wei@contoso.com")
 
 
 _UNCOUNTED = _sse(_PREAMBLE, _DELTA, "data: [DONE]")  # no usage chunk: an old api-version

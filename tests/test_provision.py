@@ -26,10 +26,12 @@ from secrets_registry import register_secret
 
 from aoai_helpers.apim.policy import render_api_policy
 from aoai_helpers.apim.provision import (
+    PROVIDERS_API_VERSION,
     apply,
     dry_run,
     make_clients,
     plan,
+    resource_type,
     write_keys,
 )
 from aoai_helpers.apim.resources import (
@@ -349,6 +351,10 @@ def test_offline_plan_dry_run_hits_the_clouds_arm_endpoint_with_documented_shape
         "note": "BU subscription owner created by apim-aoai-proxy provisioning",
     }
     assert len(users) == 3 and all(r.query["notify"] == ["false"] for r in users.values())
+    # subscriptions too: Subscription_CreateOrUpdate's notify ("If false, do not send any email
+    # notification for change of state of subscription", apimanagement.json 2024-05-01)
+    sub_puts = [r for p, r in puts.items() if p.startswith("/subscriptions/")]
+    assert len(sub_puts) == 3 and all(r.query["notify"] == ["false"] for r in sub_puts)
     # each user before the subscription it owns
     assert all(order_of(puts, u) < order_of(puts, "/subscriptions/bu-finance") for u in users)
     assert subs["bu-rnd"]["displayName"] == "R&D copilot [R&D, CC-4100]"
@@ -898,9 +904,11 @@ def test_owner_names_split_into_first_and_last() -> None:
     sub = SPEC.subscriptions[0]
     assert owner_names(sub) == ("Ana", "Silva")
     one = sub.model_copy(update={"owner_name": "Cher", "owner_email": "cher@x.io"})
-    assert owner_names(one) == ("Cher", "Cher")
+    assert owner_names(one) == ("Cher", "-")  # APIM requires a last name; the policy drops "-"
     none = sub.model_copy(update={"owner_name": None, "owner_email": "li.wei@x.io"})
     assert owner_names(none) == ("li", "wei")
+    single = sub.model_copy(update={"owner_name": None, "owner_email": "ops@x.io"})
+    assert owner_names(single) == ("ops", "-")
     long = sub.model_copy(update={"owner_name": "Mary Ann van der Berg"})
     assert owner_names(long) == ("Mary", "Ann van der Berg")
 
@@ -1063,3 +1071,154 @@ def test_the_roles_are_listed_per_identity() -> None:
     assert [tail.index(h) for h in heads] == sorted(tail.index(h) for h in heads)
     for line in render_roles(required_roles(SPEC)):  # every role, once
         assert tail.count(f"    - {line}\n") + tail.endswith(f"    - {line}") == 1
+
+
+def test_basic_namespaces_refuse_a_consumer_group_other_than_default() -> None:
+    """Event Hubs quotas: "Number of consumer groups per event hub": Basic 1 (``$Default``)."""
+    own = _variant(
+        event_hub__create=True, event_hub__retention_days=1, event_hub__consumer_group="aoai-ingest"
+    )
+    the_plan, _ = _hub_body(own, "Basic")
+    (error,) = the_plan.errors()
+    assert "consumer_group is aoai-ingest, but the namespace is Basic (read from ARM)" in error
+    transport = DryRunTransport(eventhub_tier="Basic")
+    clients = _clients(transport, own)
+    transport.requests.clear()
+    with pytest.raises(ConfigError, match="one consumer group, \\$Default"):
+        apply(plan(own, clients=clients, env={}), clients)
+    assert {r.method for r in transport.requests} == {"GET"}  # the plan's reads; no PUT
+    default = _variant(
+        event_hub__create=True, event_hub__retention_days=1, event_hub__consumer_group="$Default"
+    )
+    assert _hub_body(default, "Basic")[0].errors() == []
+    assert _hub_body(own, "Standard")[0].errors() == []
+    offline = plan(
+        _variant(
+            event_hub__create=True,
+            event_hub__retention_days=1,
+            event_hub__consumer_group="x",
+            event_hub__tier="Basic",
+        ),
+        env={},
+    )
+    assert "(event_hub.tier)" in offline.errors()[0]
+    # without event_hub.create the hub is not ours: nothing to refuse
+    assert (
+        plan(
+            _variant(
+                event_hub__consumer_group="x", event_hub__tier="Basic", event_hub__retention_days=1
+            ),
+            env={},
+        ).errors()
+        == []
+    )
+
+
+def test_resource_types_are_named_as_arm_lists_them() -> None:
+    assert resource_type(f"{SVC}/apis/azure-openai/policies/policy") == (
+        "Microsoft.ApiManagement",
+        "service/apis/policies",
+    )
+    hub = "/subscriptions/s/resourceGroups/r/providers/Microsoft.EventHub/namespaces/n/eventhubs/h"
+    assert resource_type(hub + "/consumergroups/c") == (
+        "Microsoft.EventHub",
+        "namespaces/eventhubs/consumergroups",
+    )
+    setting = f"{SVC}/providers/Microsoft.Insights/diagnosticSettings/d"
+    assert resource_type(setting) == ("Microsoft.Insights", "diagnosticSettings")
+
+
+def _online(transport: DryRunTransport, spec: Spec) -> Any:
+    return plan(spec, clients=_clients(transport, spec), env={})
+
+
+@pytest.mark.parametrize("cloud", list(CLOUDS))
+def test_the_online_plan_checks_each_api_version_against_the_clouds_listing(cloud: str) -> None:
+    """The listing the in-memory ARM answers is the test's assumption (azure_dryrun), not a fact
+    about the cloud: what is tested is that the plan asks, and what it does with the answer."""
+    spec = _applicable(_variant(event_hub__create=True), cloud)
+    transport = DryRunTransport()
+    the_plan = _online(transport, spec)
+    asked = [
+        r
+        for r in transport.requests
+        if re.fullmatch(r"/subscriptions/[^/]+/providers/[^/]+", r.path)
+    ]
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in asked) == [
+        "Microsoft.ApiManagement",
+        "Microsoft.EventHub",
+        "Microsoft.Insights",
+    ]
+    assert {(r.host, r.api_version) for r in asked} == {(HOSTS[cloud], PROVIDERS_API_VERSION)}
+    assert the_plan.api_versions_checked and the_plan.errors() == []
+    assert the_plan.api_version_warnings == []
+    line = the_plan.render().split("\n")[2]
+    assert f"(checked against {cloud}'s ARM, Providers_Get: each one listed)" in line
+    assert "not confirmed" not in line
+    # the Event Hubs version gone from that cloud's listing: a plan error naming what it offers
+    listing = transport.providers[cloud]["Microsoft.EventHub"]
+    listing["namespaces/eventhubs"] = ["2024-01-01", "2021-11-01"]
+    broken = _online(transport, spec)
+    (error,) = broken.errors()
+    assert error == (
+        f"api-version 2026-01-01 of Microsoft.EventHub/namespaces/eventhubs is not served by "
+        f"{cloud}'s ARM ({get_cloud(cloud).arm_endpoint}): it offers 2024-01-01, 2021-11-01 "
+        "(Providers_Get)"
+    )
+    assert "some are not served: see the errors" in broken.render().split("\n")[2]
+    transport.requests.clear()
+    with pytest.raises(ConfigError, match="api-version 2026-01-01"):
+        apply(broken, _clients(transport, spec))
+    assert transport.requests == []
+
+
+def test_a_nested_type_the_listing_lacks_is_checked_against_its_parent() -> None:
+    spec = _variant(event_hub__create=True, event_hub__consumer_group="aoai-ingest")
+    transport = DryRunTransport()
+    del transport.providers["AzureCloud"]["Microsoft.EventHub"][
+        "namespaces/eventhubs/consumergroups"
+    ]
+    assert _online(transport, spec).errors() == []  # namespaces/eventhubs has 2026-01-01
+    transport.providers["AzureCloud"]["Microsoft.EventHub"]["namespaces/eventhubs"] = ["2024-01-01"]
+    errors = _online(transport, spec).errors()
+    assert any(
+        "Microsoft.EventHub/namespaces/eventhubs/consumergroups is not served" in e
+        and "(listed as namespaces/eventhubs)" in e
+        for e in errors
+    ), errors
+    transport.providers["AzureCloud"]["Microsoft.Insights"] = {"logProfiles": ["2016-03-01"]}
+    warnings = _online(transport, spec).warnings()
+    assert any(
+        "Microsoft.Insights/diagnosticSettings is not in the resource-type listing" in w
+        for w in warnings
+    ), warnings
+
+
+def test_a_provider_that_cannot_be_read_is_a_warning_naming_what_was_not_checked() -> None:
+    spec = _variant(event_hub__create=True)
+    transport = DryRunTransport()
+    transport.provider_errors["Microsoft.EventHub"] = 403
+    transport.unregistered.add("Microsoft.Insights")
+    the_plan = _online(transport, spec)
+    assert the_plan.errors() == []  # nothing known to be missing
+    warnings = "\n".join(the_plan.warnings())
+    assert (
+        "could not read Microsoft.EventHub from AzureCloud's ARM (https://management.azure.com) "
+        "(Providers_Get: HTTP 403 AuthorizationFailed): api-versions not checked: namespaces "
+        "2026-01-01; namespaces/eventhubs 2026-01-01;"
+    ) in warnings
+    assert "Microsoft.Insights is NotRegistered in subscription" in warnings
+    assert "az provider register -n Microsoft.Insights" in warnings
+    assert "some could not be checked: see the warnings" in the_plan.render().split("\n")[2]
+    # a namespace the cloud does not know (404) is a warning too
+    del transport.providers["AzureCloud"]["Microsoft.Insights"]
+    assert "Providers_Get: HTTP 404 InvalidResourceNamespace" in "\n".join(
+        _online(transport, spec).warnings()
+    )
+
+
+def test_the_offline_plan_asks_no_listing() -> None:
+    the_plan = plan(SPEC, env={})
+    assert not the_plan.api_versions_checked and the_plan.api_version_errors == []
+    requests = dry_run(the_plan)  # the apply of an offline plan: no preflight either
+    assert not any(r.path.endswith("/providers/Microsoft.EventHub") for r in requests)

@@ -12,8 +12,10 @@ from aoai_helpers.roles import (
     COGNITIVE_SERVICES_OPENAI_USER,
     EVENT_HUBS_DATA_RECEIVER,
     EVENT_HUBS_DATA_SENDER,
+    KEY_VAULT_SECRETS_USER,
     LOG_ANALYTICS_READER,
     STORAGE_BLOB_DATA_CONTRIBUTOR,
+    key_vault_of,
     render_roles,
     required_roles,
 )
@@ -70,3 +72,40 @@ def test_blob_checkpoints_need_blob_access_and_identities_are_named() -> None:
         sender[0].identity == "APIM's user-assigned identity aaaaaaaa-1111-2222-3333-444444444444"
     )
     assert sender[0].scope == "hub evhns-aoai-usage/aoai-usage"
+
+
+def test_a_key_vault_backend_key_needs_secrets_user_on_its_vault() -> None:
+    data = copy.deepcopy(_sample())
+    first = data["backends"][0]
+    kv = "https://kv-aoai.vault.azure.net/secrets/aoai-key"
+    deployments = [{"d1": "gpt-4o"}, {"d2": "gpt-4o"}, {"d3": "gpt-4o"}]  # unique per backend
+    data["backends"] = [
+        {**first, "name": "a", "auth": "key", "key_vault_secret_id": kv},
+        {
+            **first,
+            "name": "b",
+            "auth": "key",
+            "key_vault_secret_id": kv + "/v2",
+            "key_named_value": "k2",
+        },
+        {
+            **first,
+            "name": "c",
+            "auth": "key",
+            "key_named_value": "k3",
+        },  # key from the env: no vault
+    ]
+    for backend, names in zip(data["backends"], deployments, strict=True):
+        backend["deployments"] = names
+    needs = [n for n in required_roles(parse_spec(data)) if n.role_id == KEY_VAULT_SECRETS_USER]
+    assert len(needs) == 1  # one vault, one grant, naming both backends
+    (need,) = needs
+    assert need.principal == "apim" and need.identity == "APIM's system-assigned identity"
+    assert need.role == "Key Vault Secrets User"
+    assert need.scope == "key vault kv-aoai (https://kv-aoai.vault.azure.net)"
+    assert "backend a, b" in need.why
+    assert KEY_VAULT_SECRETS_USER == "4633458b-17de-408a-b874-0445c86b69e6"
+    # managed identity to the backend, or a key from the environment: no vault role
+    data["backends"] = [{**first, "auth": "managed_identity", "key_vault_secret_id": kv}]
+    assert ("apim", KEY_VAULT_SECRETS_USER) not in _needs(data)
+    assert key_vault_of("not-a-url") == "not-a-url"

@@ -561,7 +561,8 @@ _EVENT: Final = r"""@{
                 subscriptionId = context.Subscription?.Id;
                 subscriptionName = context.Subscription?.Name;
                 productName = context.Product?.Name;
-                string user = context.User == null ? "" : ((context.User.FirstName ?? "") + " " + (context.User.LastName ?? "")).Trim();
+                string last = context.User == null ? "" : (context.User.LastName ?? "");
+                string user = context.User == null ? "" : ((context.User.FirstName ?? "") + " " + (last == "-" ? "" : last)).Trim();
                 userName = user.Length > 0 ? user : null;
                 userEmail = context.User?.Email;
                 apiName = context.Api?.Name;

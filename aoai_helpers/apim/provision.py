@@ -22,6 +22,14 @@ that cannot be imported) — apply refuses a plan with errors. Each owner email 
 once (``GET`` its user id, then ``users?$filter=email eq '…'``): a user the service already
 has with that email owns the subscription and is not changed.
 
+Online, the plan also asks the cloud's ARM which api-versions it serves
+(:func:`check_api_versions`): one ``GET /subscriptions/{id}/providers/{namespace}?api-version=2021-04-01`` (Providers_Get) per
+resource provider its requests use, through the APIM client's pipeline. Each (resource type,
+api-version) the plan would send must be in that listing's ``resourceTypes[].apiVersions``: a
+missing one is a plan error naming the versions the cloud offers, instead of an
+``InvalidApiVersion`` halfway through apply. A provider that cannot be read (403, unknown) is a
+warning saying what was not checked.
+
 Secrets are compared by presence only (ARM never returns them) and masked in every display.
 BU subscription keys are read (``listSecrets``) only when a key file is asked for; they are
 written with mode 0600 and shown masked.
@@ -49,7 +57,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -61,6 +69,8 @@ from ..roles import LOG_ANALYTICS_READER, Principal, render_roles, required_role
 from ..spec import MAX_RETENTION_DAYS, Spec, retention_problem, token_limit_problem
 from .policy import POLICY_FORMAT
 from .resources import (
+    APIM_API_VERSION,
+    EVENTHUB_API_VERSION,
     MISSING_SEND_CONNECTION,
     SECRET_FROM_SEND_RULE,
     Resource,
@@ -71,6 +81,7 @@ from .resources import (
 
 __all__ = [
     "LOG_ANALYTICS_READER",
+    "PROVIDERS_API_VERSION",
     "ApplyResult",
     "Clients",
     "Plan",
@@ -79,13 +90,19 @@ __all__ = [
     "arm_delete",
     "arm_get",
     "arm_put",
+    "check_api_versions",
     "dry_run",
     "live_apim_sku",
     "live_eventhub_tier",
     "make_clients",
     "plan",
+    "resource_type",
     "write_keys",
 ]
+
+#: Providers_Get (Microsoft.Resources ``2021-04-01``, resources.json): a provider's resource
+#: types and the api-versions each serves
+PROVIDERS_API_VERSION: Final = "2021-04-01"
 
 Action = Literal["create", "update", "noop"]
 #: Where a tier the plan used came from: ARM (online), the spec (offline), or nowhere.
@@ -125,6 +142,11 @@ class Plan:
     eventhub_tier_source: Source = "unknown"
     #: owner email → the id of a user the service already had with it (reused, not changed)
     reused_owners: dict[str, str] = field(default_factory=dict)
+    #: online only: the api-versions were checked against the cloud's Providers_Get listing;
+    #: what is missing there (errors) and what could not be checked (warnings)
+    api_versions_checked: bool = False
+    api_version_errors: list[str] = field(default_factory=list)
+    api_version_warnings: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out = {"create": 0, "update": 0, "noop": 0}
@@ -204,6 +226,15 @@ class Plan:
 
     def api_versions_text(self) -> str:
         text = "; ".join(f"{k} {', '.join(v)}" for k, v in self.api_versions().items())
+        if self.api_versions_checked:
+            verdict = (
+                "some are not served: see the errors"
+                if self.api_version_errors
+                else "some could not be checked: see the warnings"
+                if self.api_version_warnings
+                else "each one listed"
+            )
+            return f"{text} (checked against {self.cloud.name}'s ARM, Providers_Get: {verdict})"
         if self.cloud.name != "AzureCloud":
             text += (
                 f" (that {self.cloud.name}'s ARM serves them is not confirmed by a Microsoft "
@@ -242,6 +273,15 @@ class Plan:
         tier = self.eventhub_tier
         if eh.create and tier is not None and eh.retention_days > MAX_RETENTION_DAYS.get(tier, 90):
             out.append(retention_problem(tier, eh.retention_days))
+        if eh.create and tier == "Basic" and eh.consumer_group.lower() != "$default":
+            # Event Hubs quotas: "Number of consumer groups per event hub: Basic 1", $Default
+            out.append(
+                f"event_hub.consumer_group is {eh.consumer_group}, but the namespace is Basic "
+                f"({'read from ARM' if self.eventhub_tier_source == 'live' else 'event_hub.tier'}"
+                "), whose event hubs hold one consumer group, $Default: use $Default, or a "
+                "Standard or higher namespace"
+            )
+        out += self.api_version_errors
         return out
 
     def warnings(self) -> list[str]:
@@ -300,6 +340,7 @@ class Plan:
                 "llm_log.workspace_id (the workspace's GUID, its 'Workspace ID') is not set: the "
                 "language-model log is provisioned, but reconcile cannot query it"
             )
+        out += self.api_version_warnings
         return out
 
     def role_assignments(self) -> list[str]:
@@ -317,6 +358,7 @@ class Plan:
             "eventhub_tier": self.eventhub_tier,
             "eventhub_tier_source": self.eventhub_tier_source,
             "api_versions": self.api_versions(),
+            "api_versions_checked": self.api_versions_checked,
             "reused_owners": dict(self.reused_owners),
             "errors": self.errors(),
             "steps": [
@@ -604,9 +646,9 @@ def _put(c: Clients, r: Resource, body: Any) -> None:
         apim.product_policy.create_or_update(
             rg, svc, p["product"], "policy", m.PolicyContract.deserialize(body)
         )
-    elif r.kind == "subscription":
+    elif r.kind == "subscription":  # notify=false: no e-mail (Subscription_CreateOrUpdate)
         apim.subscription.create_or_update(
-            rg, svc, r.name, m.SubscriptionCreateParameters.deserialize(body)
+            rg, svc, r.name, m.SubscriptionCreateParameters.deserialize(body), notify=False
         )
     elif r.kind == "user":  # notify=false: no e-mail to the owner (User_CreateOrUpdate)
         apim.user.create_or_update(
@@ -671,8 +713,13 @@ def plan(
         changes = _differences(resource, existing)
         steps.append(Step("update" if changes else "noop", resource, changes))
     retired = []
+    version_errors: list[str] = []
+    version_warnings: list[str] = []
     if clients is not None:
         retired = [r for r in retired_resources(spec, sub) if _get(clients, r) is not None]
+        version_errors, version_warnings = check_api_versions(
+            clients, the_cloud, sub, _api_versions_used(spec, sub, desired + retired)
+        )
     return Plan(
         spec,
         the_cloud,
@@ -685,7 +732,145 @@ def plan(
         eventhub_tier=tier if spec.event_hub.create else None,
         eventhub_tier_source=tier_source if spec.event_hub.create else "unknown",
         reused_owners=owners,
+        api_versions_checked=clients is not None,
+        api_version_errors=version_errors,
+        api_version_warnings=version_warnings,
     )
+
+
+def resource_type(resource_id: str) -> tuple[str, str]:
+    """``(namespace, resource type)`` of an ARM id, as Providers_Get lists them: the provider
+    after the id's *last* ``providers/`` (an extension resource such as a diagnostic setting
+    belongs to Microsoft.Insights), and its type names joined by ``/`` (``service/apis/policies``,
+    ``namespaces/eventhubs/consumergroups``)."""
+    parts = resource_id.strip("/").split("/")
+    i = max(k for k, part in enumerate(parts) if part.lower() == "providers")
+    return parts[i + 1], "/".join(parts[i + 2 :: 2])
+
+
+def _api_versions_used(
+    spec: Spec, subscription_id: str, resources: list[Resource]
+) -> dict[tuple[str, str], set[str]]:
+    """(namespace, resource type) → the api-versions plan and apply send to it: every resource's,
+    plus the reads of what provisioning never creates (the APIM service, the Event Hubs
+    namespace)."""
+    rg = spec.apim.resource_group
+    service = (
+        f"/subscriptions/{subscription_id}/resourceGroups/{rg}/providers/"
+        f"Microsoft.ApiManagement/service/{spec.apim.service_name}"
+    )
+    used: list[tuple[str, str]] = [(service, APIM_API_VERSION)]
+    eh = spec.event_hub
+    if eh.create:
+        namespace = (
+            f"/subscriptions/{subscription_id}/resourceGroups/{eh.resource_group or rg}"
+            f"/providers/Microsoft.EventHub/namespaces/{eh.namespace}"
+        )
+        used.append((namespace, EVENTHUB_API_VERSION))
+    used += [(r.resource_id, r.api_version) for r in resources]
+    out: dict[tuple[str, str], set[str]] = {}
+    for resource_id, version in used:
+        out.setdefault(resource_type(resource_id), set()).add(version)
+    return out
+
+
+def check_api_versions(
+    c: Clients,
+    cloud: Cloud,
+    subscription_id: str,
+    used: Mapping[tuple[str, str], set[str]],
+) -> tuple[list[str], list[str]]:
+    """``(errors, warnings)``: each (resource type, api-version) of ``used`` checked against the
+    cloud's own listing (Providers_Get, one request per namespace, through the APIM client's
+    pipeline).
+
+    A version the listing does not have for that type is an error naming those it has. A type
+    the listing does not name is checked against its nearest listed parent type
+    (``service/apis/policies`` → ``service/apis`` → ``service``) — an assumption: ARM is not
+    documented here to validate a nested type's api-version by its parent's registration — and
+    a warning when none is listed. A provider that cannot be read (an error status, a network
+    error) is a warning naming what was not checked; one that is not registered in the
+    subscription is a warning too (its listing is still checked)."""
+    from azure.core.exceptions import AzureError
+    from azure.core.rest import HttpRequest
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    by_namespace: dict[str, dict[str, set[str]]] = {}
+    for (namespace, rtype), versions in used.items():
+        by_namespace.setdefault(namespace, {}).setdefault(rtype, set()).update(versions)
+    where = f"{cloud.name}'s ARM ({cloud.arm_endpoint})"
+    for namespace, types in sorted(by_namespace.items()):
+        wanted = "; ".join(f"{t} {', '.join(sorted(v))}" for t, v in sorted(types.items()))
+        request = HttpRequest(
+            "GET",
+            f"/subscriptions/{subscription_id}/providers/{namespace}",
+            params={"api-version": PROVIDERS_API_VERSION},
+        )
+        try:
+            response = c.apim._send_request(request)
+            status = response.status_code
+            body = response.json() if status < 400 else _error_body(response)
+        except (AzureError, ValueError) as exc:
+            warnings.append(
+                f"could not read {namespace} from {where} (Providers_Get: {exc}): api-versions "
+                f"not checked: {wanted}"
+            )
+            continue
+        if status >= 400:
+            code = (body.get("error") or {}).get("code") if isinstance(body, dict) else None
+            warnings.append(
+                f"could not read {namespace} from {where} (Providers_Get: HTTP {status}"
+                f"{' ' + code if code else ''}): api-versions not checked: {wanted}"
+            )
+            continue
+        state = str(body.get("registrationState") or "")
+        if state and state.lower() != "registered":
+            warnings.append(
+                f"{namespace} is {state} in subscription {subscription_id}: apply fails until it "
+                f"is registered (az provider register -n {namespace})"
+            )
+        listing = {
+            str(t.get("resourceType", "")).lower(): [str(v) for v in t.get("apiVersions") or []]
+            for t in body.get("resourceTypes") or []
+            if isinstance(t, dict)
+        }
+        for rtype, versions in sorted(types.items()):
+            listed_as, offered = _listed(listing, rtype)
+            if offered is None:
+                warnings.append(
+                    f"{namespace}/{rtype} is not in the resource-type listing of {where}: api-version "
+                    f"{', '.join(sorted(versions))} not checked"
+                )
+                continue
+            lower = {v.lower() for v in offered}
+            for version in sorted(versions):
+                if version.lower() in lower:
+                    continue
+                via = "" if listed_as == rtype.lower() else f" (listed as {listed_as})"
+                errors.append(
+                    f"api-version {version} of {namespace}/{rtype} is not served by {where}"
+                    f"{via}: it offers {', '.join(offered) or 'none'} (Providers_Get)"
+                )
+    return errors, warnings
+
+
+def _listed(listing: Mapping[str, list[str]], rtype: str) -> tuple[str, list[str] | None]:
+    """The nearest type of ``rtype``'s chain the listing has, and its api-versions."""
+    parts = rtype.lower().split("/")
+    while parts:
+        name = "/".join(parts)
+        if name in listing:
+            return name, listing[name]
+        parts.pop()
+    return rtype.lower(), None
+
+
+def _error_body(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _value(x: Any) -> str | None:

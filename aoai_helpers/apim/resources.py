@@ -89,6 +89,7 @@ __all__ = [
     "LLM_LOGGER_DESCRIPTION",
     "LLM_LOG_CATEGORY",
     "MISSING_SEND_CONNECTION",
+    "NO_LAST_NAME",
     "RETIRED_OPERATIONS",
     "SECRET_FROM_SEND_RULE",
     "USER_NOTE",
@@ -96,6 +97,7 @@ __all__ = [
     "apim_user_id",
     "desired_resources",
     "inference_spec_url",
+    "logged_owner",
     "owner_names",
     "retention_body",
     "retired_resources",
@@ -187,24 +189,36 @@ def apim_user_id(email: str) -> str:
     return f"bu-owner-{slug}-{digest}"
 
 
+#: APIM requires a user's last name (1..100 characters): a one-word owner name is stored with
+#: this one, which the policy leaves out when it logs the name (``UserName`` = the spec's name).
+NO_LAST_NAME: Final = "-"
+
+
 def owner_names(sub: Subscription) -> tuple[str, str]:
     """(firstName, lastName) of the subscription's owner, each 1..100 characters (both required).
 
-    ``owner_name`` splits at its first space (APIM shows and the policy logs them joined again,
-    so any split gives back the name); a one-word name, or none, leaves the other part to the
-    email's local part (``ana.silva@…`` → ``ana``, ``silva``; one word → itself twice)."""
+    ``owner_name`` splits at its first space (the policy logs them joined again, so any split
+    gives back the name); a one-word name gets :data:`NO_LAST_NAME`; no name takes the email's
+    local part (``li.wei@…`` → ``li``, ``wei``; one part → it and :data:`NO_LAST_NAME`)."""
     assert sub.owner_email is not None
     name = " ".join((sub.owner_name or "").split())
-    if " " in name:
-        first, last = name.split(" ", 1)
-        return first[:100], last[:100]
-    local = [p for p in re.split(r"[._+-]+", sub.owner_email.split("@", 1)[0]) if p]
-    if name:
-        return name[:100], (local[-1] if len(local) > 1 else name)[:100]
-    if len(local) > 1:
-        return local[0][:100], " ".join(local[1:])[:100]
-    word = local[0] if local else sub.owner_email
-    return word[:100], word[:100]
+    if not name:
+        local = [p for p in re.split(r"[._+-]+", sub.owner_email.split("@", 1)[0]) if p]
+        name = " ".join(local) or sub.owner_email
+    first, _, last = name.partition(" ")
+    return first[:100], (last or NO_LAST_NAME)[:100]
+
+
+def logged_owner(sub: Subscription) -> tuple[str | None, str | None]:
+    """(``UserName``, ``UserEmail``) the policy logs for ``sub`` once provisioning made its owner:
+    the APIM user's first and last name joined (:data:`NO_LAST_NAME` left out) and its email;
+    (None, None) without ``owner_email`` (no user, so APIM's ``context.User`` is null). The
+    local gateway logs the same. Where provisioning reuses a user the service already has, APIM
+    logs that user's own names (the plan says so)."""
+    if not sub.owner_email:
+        return None, None
+    first, last = owner_names(sub)
+    return (first if last == NO_LAST_NAME else f"{first} {last}"), sub.owner_email
 
 
 def retention_body(days: int, tier: str | None) -> dict[str, Any]:
@@ -596,6 +610,9 @@ def desired_resources(
                 f"{svc}/subscriptions/{sub.id}",
                 APIM_API_VERSION,
                 {"properties": sub_props},
+                # Subscription_CreateOrUpdate's ``notify``: "If false, do not send any email
+                # notification for change of state of subscription"
+                query=(("notify", "false"),),
             )
         )
     return out

@@ -42,6 +42,7 @@ a missing one.
 from __future__ import annotations
 
 import json
+import re
 import time
 import zipfile
 from collections.abc import Callable, Collection, Mapping
@@ -61,7 +62,15 @@ from .hosting import (
     needs_server_farm,
     server_farm_ref,
 )
-from .identity import RoleCheck, check_role, need_scope, site_principal
+from .identity import (
+    RoleCheck,
+    check_role,
+    check_storage_role,
+    need_scope,
+    site_principal,
+    storage_needs,
+    storage_principal,
+)
 from .settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME, app_settings, secret_settings
 from .upload import DeployError, one_deploy, zip_deploy
 
@@ -87,6 +96,9 @@ _SITE_PACKAGES: Final = ".python_packages/lib/site-packages/"
 
 @dataclass(frozen=True)
 class SettingChange:
+    """One row of the settings diff, as shown: ``old`` and ``new`` are masked when secret, and
+    a removed setting has no ``old`` (its value is never kept or shown)."""
+
     name: str
     action: str  # add | change | same | remove
     old: str | None
@@ -163,8 +175,22 @@ def zip_batch_size(zip_path: Path | None) -> int | None:
     return value if isinstance(value, int) else None
 
 
+#: Values that carry a credential whatever the setting's name: a storage or Event Hubs key, a
+#: SAS signature, a password in a connection string or URL.
+_SECRET_VALUE: Final = re.compile(
+    r"AccountKey=|SharedAccessKey=|SharedAccessSignature|[?&]sig=|Password=|Pwd=|://[^/@\s]+:[^/@\s]+@",
+    re.IGNORECASE,
+)
+#: What the plan shows for a setting it removes: never its value (settings we do not own can
+#: hold a storage key — WEBSITE_CONTENTAZUREFILECONNECTIONSTRING — or a SAS URL —
+#: WEBSITE_RUN_FROM_PACKAGE).
+VALUE_NOT_SHOWN: Final = "(set; value not shown)"
+
+
 def _mask(name: str, value: str | None, secrets: frozenset[str]) -> str | None:
-    if value is None or name not in secrets:
+    """The value as the plan may show it: masked when the setting is a secret or the value
+    looks like one (:data:`_SECRET_VALUE`)."""
+    if value is None or (name not in secrets and not _SECRET_VALUE.search(value)):
         return value
     return mask(value)
 
@@ -184,7 +210,7 @@ class DeployPlan:
 
     spec: Spec
     cloud: Cloud
-    settings: dict[str, str]
+    settings: dict[str, str] = field(repr=False)  # unmasked: what the PUT sends
     changes: list[SettingChange]
     zip_path: Path | None
     zip_sha256: str | None = None
@@ -238,6 +264,12 @@ class DeployPlan:
         lines = ["", f"roles of the function app's identity ({self.identity or 'not read'}):"]
         if not self.roles:
             lines.append("  (none: the function uses no managed-identity connection)")
+        if self.offline:
+            lines.append(
+                "  (offline: the app's own settings are not read — identity-based host storage "
+                "(AzureWebJobsStorage__accountName) needs 'Storage Blob Data Owner', Flex "
+                "deployment storage with a managed identity blob data access on its container)"
+            )
         for check in self.roles:
             lines.append(check.line())
             if check.state != "seen":
@@ -256,7 +288,7 @@ class DeployPlan:
             "app settings (PUT …/config/appsettings; settings not listed here are kept):",
         ]
         for c in self.changes:
-            shown = {"change": f"{c.old} -> {c.new}", "remove": f"(was {c.old}) {c.new}"}
+            shown = {"change": f"{c.old} -> {c.new}", "remove": f"{VALUE_NOT_SHOWN} {c.new}"}
             lines.append(f"  {c.action:<6} {c.name:<44} {shown.get(c.action, c.new)}")
         if not self.settings_changed:
             lines.append("  (no change)")
@@ -343,12 +375,24 @@ def _settings_changes(
     ]
     for name in sorted(remove):
         reason = FLEX_REJECTED_SETTINGS[name]
-        changes.append(SettingChange(name, "remove", existing.get(name), f"Flex: {reason}"))
+        changes.append(SettingChange(name, "remove", None, f"Flex: {reason}"))
     return changes
 
 
+def _who(spec: Spec) -> str:
+    fn = spec.function
+    assert fn is not None
+    if fn.identity_client_id:
+        return f"function app {fn.name}'s user-assigned identity {fn.identity_client_id}"
+    return f"function app {fn.name}'s system-assigned identity"
+
+
 def _role_checks(
-    spec: Spec, clients: WebClients | None, site: Mapping[str, Any] | None, plan: DeployPlan
+    spec: Spec,
+    clients: WebClients | None,
+    site: Mapping[str, Any] | None,
+    existing: Mapping[str, str],
+    plan: DeployPlan,
 ) -> None:
     fn = spec.function
     assert fn is not None
@@ -361,7 +405,10 @@ def _role_checks(
             for n in needs
         ]
         return
-    principal, described = site_principal(site, fn.identity_client_id)
+    stored = storage_needs(site, existing, _who(spec), fn.name)
+    found = site_principal(site, fn.identity_client_id)
+    principal, described = found
+    get = _arm_get(clients)
     if principal is None:
         plan.identity = "none found"
         if needs or fn.identity_client_id:
@@ -370,20 +417,27 @@ def _role_checks(
             RoleCheck(n, need_scope(spec, subscription, n), "unknown", "no identity to check")
             for n in needs
         ]
-        return
-    plan.identity = described
-    get = _arm_get(clients)
-    plan.roles = [check_role(n, need_scope(spec, subscription, n), principal, get) for n in needs]
+    else:
+        plan.identity = described
+        plan.roles = [
+            check_role(n, need_scope(spec, subscription, n), principal, get) for n in needs
+        ]
+    for sn in stored:
+        pid, whose = storage_principal(site, sn, found)
+        if pid is None:
+            plan.roles.append(RoleCheck(sn.need, None, "unknown", f"no identity to check: {whose}"))
+            continue
+        plan.roles.append(check_storage_role(sn, subscription, pid, get))
     for check in plan.roles:
         if check.state == "not_seen":
             plan.warnings.append(
-                f"no '{check.need.role}' assignment for {described} seen on {check.scope} or "
-                f"above — {check.need.why}. Grant it: {check.command}"
+                f"no '{check.need.role}' assignment for {check.need.identity} seen on "
+                f"{check.scope} or above — {check.need.why}. Grant it: {check.command}"
             )
-        elif check.state == "unknown":
+        elif check.state == "unknown" and check.detail != "no identity to check":
             plan.warnings.append(
-                f"'{check.need.role}' for {described}: {check.detail}. If it is missing, "
-                f"{check.need.why}; grant it with: {check.command}"
+                f"'{check.need.role}' for {check.need.identity}: {check.detail}. If it is "
+                f"missing, {check.need.why}; grant it with: {check.command}"
             )
 
 
@@ -461,7 +515,7 @@ def plan_deploy(
         problems=problems,
         warnings=warnings,
     )
-    _role_checks(spec, clients, site, the_plan)
+    _role_checks(spec, clients, site, existing, the_plan)
     return the_plan
 
 

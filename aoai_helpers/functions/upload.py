@@ -10,7 +10,8 @@ Two ways, by hosting plan (:mod:`.hosting`):
   <scm>/api/deployments/latest`` until it shows that id with a final status (4 success; -1
   cancelled, 3 failed, 5 conflict, 6 partially succeeded — Microsoft's answer in
   Azure/azure-dev#3658; the endpoint and parameters as the Azure CLI's Flex deployment sends
-  them).
+  them). When the answer is not a bare id (empty, JSON), there is no id to wait for: the
+  first final status seen after the upload is taken, and the progress says so.
 
 Both send ``Authorization: Bearer <ARM token>``.
 """
@@ -18,6 +19,7 @@ Both send ``Authorization: Bearer <ARM token>``.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +29,14 @@ from typing import Any, Final
 
 from ..exceptions import AoaiHelpersError
 
-__all__ = ["KUDU_FAILED", "KUDU_SUCCESS", "DeployError", "one_deploy", "zip_deploy"]
+__all__ = [
+    "KUDU_FAILED",
+    "KUDU_SUCCESS",
+    "DeployError",
+    "deployment_id",
+    "one_deploy",
+    "zip_deploy",
+]
 
 KUDU_SUCCESS: Final = 4
 KUDU_FAILED: Final = 3
@@ -143,6 +152,18 @@ def zip_deploy(
     raise DeployError(f"the deployment failed: {_text(info) or 'no reason given'} (log: {log})")
 
 
+_BARE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def deployment_id(body: bytes) -> str | None:
+    """The deployment id One Deploy answers (``d1f3…`` or a JSON string ``"d1f3…"``); None
+    when the body is anything else (empty, a JSON object, text with spaces)."""
+    text = body.decode("utf-8", "replace").strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip()
+    return text if _BARE_ID.fullmatch(text) else None
+
+
 def one_deploy(
     url: str,
     base: str,
@@ -164,10 +185,17 @@ def one_deploy(
             f"{body[:200].decode('utf-8', 'replace')}"
         )
     # the body is the deployment id: until /latest shows it, /latest is the previous deployment
-    ours = body.decode("utf-8", "replace").strip().strip('"')
+    ours = deployment_id(body)
+    if ours is None:
+        shown = "an empty body" if not body.strip() else "a body that is not a bare deployment id"
+        say(
+            f"One Deploy answered HTTP {status} with {shown}: the first final status "
+            "/api/deployments/latest shows after the upload is taken as this deployment's (it "
+            "could be the previous deployment's if this one has not started yet)"
+        )
 
     def done(info: dict[str, Any]) -> bool:
-        if ours and info.get("id") and str(info["id"]) != ours:
+        if ours is not None and info.get("id") and str(info["id"]) != ours:
             return False
         code = info.get("status")
         return code == KUDU_SUCCESS or code in _FLEX_FAILED

@@ -79,6 +79,7 @@ import httpx
 import orjson
 
 from ..apim.policy import BACKEND_ERROR_MESSAGE, BACKEND_TIMEOUT_MESSAGE, policy_settings
+from ..apim.resources import logged_owner
 from ..clock import now
 from ..events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS
 from ..routes import Refusal, Route, classify
@@ -245,6 +246,8 @@ def build_event(
         encoded = response_text.encode()
         response = encoded[: EVENT_BUDGET // 3].decode(errors="ignore")
     sub = call.subscription
+    # as APIM logs context.User: the owner provisioning made (none on Consumption)
+    owner = logged_owner(sub) if spec.owners_logged() else (None, None)
     event = {
         "EventVersion": 2,
         "RequestId": call.request_id,
@@ -255,8 +258,8 @@ def build_event(
         "SubscriptionName": sub.display_name,
         "ProductName": spec.product.display_name,
         # APIM's context.User is the subscription's owner, and there is none on Consumption
-        "UserName": sub.owner_name if spec.owners_logged() else None,
-        "UserEmail": sub.owner_email if spec.owners_logged() else None,
+        "UserName": owner[0],
+        "UserEmail": owner[1],
         "ApiName": spec.apim.api_display_name,
         "OperationId": call.unmetered or OPERATION_IDS[(call.operation, call.v1)],
         "Operation": call.operation,
@@ -605,14 +608,12 @@ class Gateway:
             is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
             try:
                 if is_sse and self.capture != "buffered":
-                    try:
-                        complete = await self._pass_through(
-                            response, resp_headers, receive, send, relayed
-                        )
-                    except BackendCut:
-                        if not relayed:  # cut before a byte reached the client: not served
-                            status = 500
-                        raise
+                    # The status the backend sent stays the event's even when the stream is
+                    # cut, before its first byte too: the client has the headers, and APIM's
+                    # outbound (which logs) ran when they arrived; the prompt was processed.
+                    complete = await self._pass_through(
+                        response, resp_headers, receive, send, relayed
+                    )
                     if complete:
                         logged = True
                         if not await self._log_durably(call, status, None, None, None, relayed):
