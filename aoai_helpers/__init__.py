@@ -8,10 +8,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .budget import allocate, budget_burn
-from .event_files import iter_file_events
-from .events import EventError, Usage, UsageEvent, parse_event
-from .exceptions import (
+from aoai_helpers.analysis.budget import allocate, budget_burn
+from aoai_helpers.analysis.report import BuCharge, chargeback_by_bu
+from aoai_helpers.analysis.statement import issue_statement, month_report, statement
+from aoai_helpers.core.events import EventError, Usage, UsageEvent, parse_event
+from aoai_helpers.core.pricing import Rate, RateBook, cost_of, default_rates
+from aoai_helpers.core.usage import ResolvedUsage, resolve_usage
+from aoai_helpers.db.store import engine_from_url, init_db
+from aoai_helpers.exceptions import (
     AoaiHelpersError,
     ConfigError,
     DatabaseError,
@@ -20,14 +24,10 @@ from .exceptions import (
     ReportError,
     TokenizerError,
 )
-from .ingest import BatchResult, Ingestor, RawEvent
-from .pricing import Rate, RateBook, cost_of, default_rates
-from .report import BuCharge, chargeback_by_bu
-from .service import ensure_db, ingest_files, run_demo
-from .spec import Spec, load_spec
-from .statement import issue_statement, month_report, statement
-from .store import engine_from_url, init_db
-from .usage import ResolvedUsage, resolve_usage
+from aoai_helpers.pipeline.files import iter_file_events
+from aoai_helpers.pipeline.ingest import BatchResult, Ingestor, RawEvent
+from aoai_helpers.pipeline.service import ensure_db, ingest_files, run_demo
+from aoai_helpers.spec import Spec, load_spec
 
 __all__ = [
     "AoaiHelpersError",

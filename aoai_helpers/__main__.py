@@ -1,8 +1,8 @@
-"""``python -m aoai_helpers`` — see :mod:`aoai_helpers.cli`."""
+"""``python -m aoai_helpers`` — see :mod:`aoai_helpers.cli.main`."""
 
 import sys
 
-from .cli import main
+from aoai_helpers.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,7 +31,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
-from .exceptions import ConfigError
+from aoai_helpers.exceptions import ConfigError
 
 __all__ = [
     "ENV_VAR",

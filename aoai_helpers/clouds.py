@@ -6,7 +6,7 @@ global-azure.md``. The AOAI suffix and Cognitive Services audience for Azure Chi
 SDKs' audience constants (``openai.azure.cn`` is not confirmed by a Microsoft doc): a wrong
 value there fails loudly at sign-in or DNS, never silently.
 
-Log Analytics query endpoints (the language-model log, :mod:`aoai_helpers.llmlog_azure`):
+Log Analytics query endpoints (the language-model log, :mod:`aoai_helpers.eventlog.llmlog_azure`):
 ``https://api.loganalytics.io`` with token audience ``https://api.loganalytics.io`` (*Access
 the Azure Monitor Log Analytics API*: "Use ``resource=https://api.loganalytics.io``"; the
 ``api.loganalytics.azure.com`` name the page also gives is not used, as no page says a token
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .exceptions import ConfigError
+from aoai_helpers.exceptions import ConfigError
 
 __all__ = ["CLOUDS", "Cloud", "get_cloud"]
 

@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .store import DEFAULT_DB_URL, normalize_url, url_from_odbc
+from aoai_helpers.db.store import DEFAULT_DB_URL, normalize_url, url_from_odbc
 
 __all__ = ["db_url", "deployment_models", "secret_from_env", "spec_path"]
 
@@ -60,7 +60,7 @@ def deployment_models(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """``$AOAI_DEPLOYMENT_MODELS`` (JSON object deployment → model), or ``{}``."""
     import json
 
-    from .exceptions import ConfigError
+    from aoai_helpers.exceptions import ConfigError
 
     env = os.environ if env is None else env
     raw = env.get("AOAI_DEPLOYMENT_MODELS", "").strip()

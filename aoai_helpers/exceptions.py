@@ -2,7 +2,7 @@
 
 The library raises; the CLI turns these into a one-line message and a non-zero exit;
 notebooks display the message. Bad *events* are not exceptions: they are values
-(:class:`aoai_helpers.events.EventError`) so that one bad event never kills a batch.
+(:class:`aoai_helpers.core.events.EventError`) so that one bad event never kills a batch.
 
 ::
 

@@ -2,7 +2,7 @@
 
 One file describes a deployment: the cloud, the APIM service, the AOAI backends and their
 deployments, the product and one subscription per business unit, the capture mode, the Event
-Hub and the database. Provisioning (``aoai_helpers.apim``), the function deployment and local
+Hub and the database. Provisioning (``aoai_helpers.azure.apim``), the function deployment and local
 mode (``aoai_helpers.local``) all read the same :class:`Spec`; notebooks load it once.
 
 :func:`load_spec` turns YAML into a :class:`Spec` and every problem into one
@@ -20,8 +20,8 @@ from typing import Annotated, Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .clouds import get_cloud
-from .exceptions import ConfigError, InputError
+from aoai_helpers.clouds import get_cloud
+from aoai_helpers.exceptions import ConfigError, InputError
 
 __all__ = [
     "CLOUDS",
@@ -164,7 +164,7 @@ class Capture(_Model):
 
     ``allow_unmetered``: operations the gateway serves although their usage is not metered in
     tokens (``images``, ``audio``, ``files``, ``batches``, ``fine_tuning``, ``assistants``,
-    ``vector_stores``, ``realtime``; :mod:`aoai_helpers.routes`). Refused by default (403); when
+    ``vector_stores``, ``realtime``; :mod:`aoai_helpers.core.routes`). Refused by default (403); when
     allowed, each call is billed as one *unpriced* call of its BU (``UsageSource``
     ``unmetered``, ``Cost`` NULL), never as 0. ``max_json_depth``: request bodies nested deeper
     are refused (400), never forwarded — the policy's JSON parser (Json.NET) stops at 64 by

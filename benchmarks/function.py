@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aoai_helpers.functions.build import build_zip, unpack  # noqa: E402
+from aoai_helpers.azure.functions.build import build_zip, unpack  # noqa: E402
 
 CHILD = r"""
 import json, sys, time, datetime
 import azure.functions as func
-from aoai_helpers.samples import v2_reported_events
+from aoai_helpers.synthetic.events import v2_reported_events
 import function_app
 
 batch, batches = int(sys.argv[1]), int(sys.argv[2])

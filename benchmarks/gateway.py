@@ -92,8 +92,8 @@ MODES = ("passthrough", "buffered")
 def _serve_gateways(conn: Connection, sim_url: str, state: str) -> None:
     """Gateway process: a pass-through and a buffered gateway, each with its own event log and
     language-model log (what APIM's GatewayLlmLogs diagnostic records), as in local mode."""
-    from aoai_helpers.eventhub import LocalEventLog
-    from aoai_helpers.llmlog import LocalLlmLog
+    from aoai_helpers.eventlog.eventhub import LocalEventLog
+    from aoai_helpers.eventlog.llmlog import LocalLlmLog
     from aoai_helpers.local.gateway import Gateway
     from aoai_helpers.local.stack import EventWriter, LlmLogWriter, ServerThread
 
@@ -131,16 +131,16 @@ def billed(state: str, served: dict[str, int], calls: int) -> dict[str, Any]:
     usage the simulator served for one call, at the same rates)."""
     from sqlalchemy import func, select
 
-    from aoai_helpers.consume import drain
-    from aoai_helpers.eventhub import LocalEventLog
-    from aoai_helpers.events import Usage
-    from aoai_helpers.ingest import Ingestor
-    from aoai_helpers.llmlog import LocalLlmLog
-    from aoai_helpers.pricing import RateBook, cost_of, default_rates
-    from aoai_helpers.reconcile import reconcile
-    from aoai_helpers.service import ensure_db
+    from aoai_helpers.core.events import Usage
+    from aoai_helpers.core.pricing import RateBook, cost_of, default_rates
+    from aoai_helpers.db.store import engine_from_url, token_table, transaction
+    from aoai_helpers.eventlog.eventhub import LocalEventLog
+    from aoai_helpers.eventlog.llmlog import LocalLlmLog
+    from aoai_helpers.pipeline.consume import drain
+    from aoai_helpers.pipeline.ingest import Ingestor
+    from aoai_helpers.pipeline.reconcile import reconcile
+    from aoai_helpers.pipeline.service import ensure_db
     from aoai_helpers.spec import Reconcile
-    from aoai_helpers.store import engine_from_url, token_table, transaction
 
     rate = RateBook(default_rates()).lookup("gpt-4o", datetime(2026, 11, 1))
     assert rate is not None
@@ -257,8 +257,8 @@ def _peer_billing(
 ) -> dict[str, Any]:
     """What LiteLLM's spend tracking recorded for the streamed calls, priced at our rates, as a
     share of the true cost (and its own ``response_cost`` beside it)."""
-    from aoai_helpers.events import Usage
-    from aoai_helpers.pricing import RateBook, cost_of, default_rates
+    from aoai_helpers.core.events import Usage
+    from aoai_helpers.core.pricing import RateBook, cost_of, default_rates
 
     rate = RateBook(default_rates()).lookup("gpt-4o", datetime(2026, 11, 1))
     assert rate is not None

@@ -17,7 +17,7 @@ inputs of 16 MB or more) unless said otherwise:
 5. ``rss_1m``         1,000,000 v2 events from one JSONL file: peak RSS of all processes together
                       (sampled from /proc every 20 ms), and throughput at that size.
 
-Inputs are generated first (not timed) with :mod:`aoai_helpers.samples`. Results are printed
+Inputs are generated first (not timed) with :mod:`aoai_helpers.synthetic.events`. Results are printed
 and written to ``bench-results/ingest.json``. Targets (issue #2): (1) ≥ 20,000 events/s,
 (1) ≥ 30x (4), (5) < 300 MB (all processes together). (2) against (4) compares both pipelines on
 literally the same input and is reported, not targeted.
@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from aoai_helpers.samples import v1_from_v2, v1_stream_events, v2_reported_events  # noqa: E402
+from aoai_helpers.synthetic.events import v1_from_v2, v1_stream_events, v2_reported_events  # noqa: E402
 
 _ORIGINAL_DDL = """
 CREATE TABLE ApimAoaiToken (

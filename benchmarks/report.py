@@ -2,14 +2,14 @@
 
 What it measures:
 
-1. ``generate``   :func:`aoai_helpers.local.generate.generate` writes ``--rows`` synthetic
+1. ``generate``   :func:`aoai_helpers.synthetic.rows.generate` writes ``--rows`` synthetic
    calls of ``--month`` into a new SQLite file (the bundled spec, seed 0): rows/s of the
    whole run (schema, BU map, drawing in a worker process, inserts, budgets).
 2. ``report``     ``python -m aoai_helpers report --month M --db …`` as separate processes
    (start-up, imports, every query, printing), on that file and on an empty database created
    with ``db init``; one warm-up run each, then the median of ``--runs`` interleaved runs.
    The bar (issue #6): the full database answers in under 1 s more than the empty one.
-3. ``library``    :func:`aoai_helpers.report.chargeback_by_bu` + ``unpriced_models`` in this
+3. ``library``    :func:`aoai_helpers.analysis.report.chargeback_by_bu` + ``unpriced_models`` in this
    process (the SQL alone, median of ``--runs``).
 4. ``pandas``     the same per-BU answer the way a notebook might do it without the SQL:
    ``pd.read_sql`` of the month's rows (every column) and the BU map, merge, ``groupby``
@@ -35,12 +35,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from aoai_helpers.analysis.report import chargeback_by_bu, month_bounds, unpriced_models  # noqa: E402
 from aoai_helpers.config import spec_path  # noqa: E402
-from aoai_helpers.local.generate import GenerateProgress, generate  # noqa: E402
-from aoai_helpers.report import chargeback_by_bu, month_bounds, unpriced_models  # noqa: E402
-from aoai_helpers.service import ensure_db  # noqa: E402
+from aoai_helpers.db.store import engine_from_url  # noqa: E402
+from aoai_helpers.pipeline.service import ensure_db  # noqa: E402
 from aoai_helpers.spec import load_spec  # noqa: E402
-from aoai_helpers.store import engine_from_url  # noqa: E402
+from aoai_helpers.synthetic.rows import GenerateProgress, generate  # noqa: E402
 
 BAR_SECONDS = 1.0
 

@@ -9,7 +9,7 @@ Chromium is the system's (``$CHROMIUM``, ``/usr/bin/chromium``, ``chromium-brows
 ``check_report(html, screenshot)`` loads the page from ``file://`` in a context whose every
 request that is not ``file:``/``data:``/``blob:`` is blocked and recorded, collects console
 errors, uncaught page errors and failed requests, waits for plotly.js and for every chart
-(``.aoai-chart`` of :mod:`aoai_helpers.display`, or plotly's own ``.plotly-graph-div``) to
+(``.aoai-chart`` of :mod:`aoai_helpers.notebook_steps.display`, or plotly's own ``.plotly-graph-div``) to
 draw, counts each chart's drawn marks (non-empty ``path`` in ``svg.main-svg g.trace``, or a
 non-empty WebGL ``canvas``) and takes a full-page screenshot.
 

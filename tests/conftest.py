@@ -47,10 +47,10 @@ from secrets_registry import OUTPUTS, SECRETS, leaks, record_output
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.events import V2_FIELDS
-from aoai_helpers.ingest import BatchResult, Ingestor, RawEvent
-from aoai_helpers.service import ensure_db
-from aoai_helpers.store import engine_from_url, token_table, transaction
+from aoai_helpers.core.events import V2_FIELDS
+from aoai_helpers.db.store import engine_from_url, token_table, transaction
+from aoai_helpers.pipeline.ingest import BatchResult, Ingestor, RawEvent
+from aoai_helpers.pipeline.service import ensure_db
 
 #: Values shared by both factories (the caller of the default events).
 CALLER: dict[str, str] = {

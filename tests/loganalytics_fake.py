@@ -44,7 +44,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.exceptions import ServiceRequestError
 from azure.core.rest._http_response_impl import HttpResponseImpl
 
-from aoai_helpers.azure_dryrun import MemoryTransport, RecordedRequest, memory_response
+from aoai_helpers.azure.dryrun import MemoryTransport, RecordedRequest, memory_response
 
 #: ApiManagementGatewayLlmLog columns and their documented types (table reference).
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -34,7 +34,7 @@ def record_output(where: str, text: str | bytes) -> None:
 
 def record_event_log(directory: Path, where: str) -> None:
     """Remember every event body in a local event log directory."""
-    from aoai_helpers.eventhub import LocalEventLog
+    from aoai_helpers.eventlog.eventhub import LocalEventLog
 
     log = LocalEventLog(directory)
     consumer = log.consumer("secret-scan")

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from aoai_helpers.apim.cleanup import apply_cleanup, make_cleanup_clients, plan_cleanup
-from aoai_helpers.apim.provision import apply, plan
-from aoai_helpers.azure_dryrun import (
+from aoai_helpers.azure.apim.cleanup import apply_cleanup, make_cleanup_clients, plan_cleanup
+from aoai_helpers.azure.apim.provision import apply, plan
+from aoai_helpers.azure.dryrun import (
     DryRunCredential,
     DryRunTransport,
     RecordedRequest,

@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.budget: budget burn against the BU map's budgets, and the split of a
+"""Tests for aoai_helpers.analysis.budget: budget burn against the BU map's budgets, and the split of a
 fixed amount by token share (exact to the cent).
 
 The budget database holds hand-made November 2026 events at the default rates (USD per 1M:
@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aoai_helpers.budget import Allocation, allocate, budget_burn, parse_amount
+from aoai_helpers.analysis.budget import Allocation, allocate, budget_burn, parse_amount
+from aoai_helpers.analysis.report import BuCharge
+from aoai_helpers.db.rates import BusinessUnit, set_bu
+from aoai_helpers.db.store import transaction
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.rates_db import BusinessUnit, set_bu
-from aoai_helpers.report import BuCharge
-from aoai_helpers.store import transaction
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True

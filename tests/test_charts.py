@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.charts: figures built from hand-made report rows (no database)."""
+"""Tests for aoai_helpers.analysis.charts: figures built from hand-made report rows (no database)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from decimal import Decimal
 import plotly.graph_objects as go
 import pytest
 
-from aoai_helpers.budget import Allocation, BudgetBurn
-from aoai_helpers.charts import (
+from aoai_helpers.analysis.budget import Allocation, BudgetBurn
+from aoai_helpers.analysis.charts import (
     PALETTE,
     STATUS_COLORS,
     allocation_chart,
@@ -22,7 +22,7 @@ from aoai_helpers.charts import (
     daily_trend_chart,
     model_mix_chart,
 )
-from aoai_helpers.report import MIXED, BuCharge, DailyUsage, ModelUsage
+from aoai_helpers.analysis.report import MIXED, BuCharge, DailyUsage, ModelUsage
 
 LINES = [
     BuCharge("R&D", "CC-4", 30, 3000, 300, 3300, 4.5, "USD", 0.5, 2, 1),
@@ -143,7 +143,13 @@ def test_allocation_chart():
 
 
 @pytest.mark.parametrize(
-    "module", ["aoai_helpers", "aoai_helpers.cli", "aoai_helpers.statement", "aoai_helpers.export"]
+    "module",
+    [
+        "aoai_helpers",
+        "aoai_helpers.cli.main",
+        "aoai_helpers.analysis.statement",
+        "aoai_helpers.analysis.export",
+    ],
 )
 def test_heavy_packages_stay_unimported(module):
     """The package and the CLI load neither plotly, pandas nor openpyxl (the notebooks extra)."""

@@ -25,14 +25,14 @@ from azure.eventhub._eventprocessor.ownership_manager import OwnershipManager
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.checkpoint_db import (
+from aoai_helpers.db.store import engine_from_url
+from aoai_helpers.eventlog.checkpoints import (
     DatabaseCheckpointStore,
     checkpoint_metadata,
     checkpoint_store_for,
 )
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.spec import parse_spec
-from aoai_helpers.store import engine_from_url
 
 NS, HUB, GROUP = "ns.servicebus.windows.net", "aoai-usage", "$Default"
 

@@ -1,5 +1,5 @@
 """Clean-up (``provision destroy``), offline: provisioning is applied into the in-memory ARM of
-``aoai_helpers.azure_dryrun`` through the real SDK calls, then the clean-up plan and apply run
+``aoai_helpers.azure.dryrun`` through the real SDK calls, then the clean-up plan and apply run
 against it. The recorded DELETEs are checked against the REST paths and headers the specs
 document (Microsoft.ApiManagement 2024-05-01 and 2024-10-01-preview, Microsoft.EventHub,
 Microsoft.Web, Microsoft.Insights 2021-05-01-preview), written out below from the specs — not
@@ -17,7 +17,7 @@ import pytest
 from cli_run import run_cli
 from secrets_registry import register_secret
 
-from aoai_helpers.apim.cleanup import (
+from aoai_helpers.azure.apim.cleanup import (
     WEB_API_VERSION,
     apply_cleanup,
     cleanup_dry_run,
@@ -25,18 +25,18 @@ from aoai_helpers.apim.cleanup import (
     make_cleanup_clients,
     plan_cleanup,
 )
-from aoai_helpers.apim.provision import apply, plan
-from aoai_helpers.apim.resources import (
+from aoai_helpers.azure.apim.provision import apply, plan
+from aoai_helpers.azure.apim.resources import (
     APIM_API_VERSION,
     EVENTHUB_API_VERSION,
     Resource,
     desired_resources,
     retired_resources,
 )
-from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, RecordedRequest
+from aoai_helpers.azure.dryrun import DryRunCredential, DryRunTransport, RecordedRequest
+from aoai_helpers.azure.functions.settings import app_settings
 from aoai_helpers.clouds import CLOUDS, get_cloud
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.functions.settings import app_settings
 from aoai_helpers.spec import Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,7 +310,7 @@ def test_a_local_openapi_file_is_not_needed_to_delete_the_api(tmp_path: Path) ->
 
 def test_a_kind_cleanup_cannot_delete_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     diag = Resource("diagnostic", "applicationinsights", f"{SVC}/diagnostics/x", "v", None)
-    monkeypatch.setattr("aoai_helpers.apim.cleanup.desired_resources", lambda *a, **k: [diag])
+    monkeypatch.setattr("aoai_helpers.azure.apim.cleanup.desired_resources", lambda *a, **k: [diag])
     with pytest.raises(ConfigError, match="does not know how to delete: diagnostic"):
         plan_cleanup(SPEC)
 
@@ -703,7 +703,7 @@ def test_the_cleanup_dry_run_covers_the_llm_log() -> None:
 def test_only_the_users_provisioning_created_are_deleted_after_the_subscriptions() -> None:
     from azure.mgmt.apimanagement import models as m
 
-    from aoai_helpers.apim.resources import apim_user_id
+    from aoai_helpers.azure.apim.resources import apim_user_id
 
     transport, clients, web = _provisioned(SPEC)
     rg, svc = clients.rg, clients.service
@@ -744,7 +744,7 @@ def test_only_the_users_provisioning_created_are_deleted_after_the_subscriptions
 
 
 def test_a_user_provisioning_did_not_create_is_kept() -> None:
-    from aoai_helpers.apim.resources import apim_user_id
+    from aoai_helpers.azure.apim.resources import apim_user_id
 
     transport, clients, web = _provisioned(SPEC)
     ana = f"{SVC}/users/{apim_user_id('ana.silva@contoso.com')}".lower()

@@ -1,6 +1,6 @@
-"""Tests for the command line (aoai_helpers.cli): output, exit status, one-line errors, secrets.
+"""Tests for the command line (aoai_helpers.cli.main): output, exit status, one-line errors, secrets.
 
-Most tests call :func:`aoai_helpers.cli.main` in-process (capsys); a few run the real
+Most tests call :func:`aoai_helpers.cli.main.main` in-process (capsys); a few run the real
 ``python -m aoai_helpers`` in a subprocess, from an empty directory with a clean environment,
 to see what a user sees (no traceback, the default database path relative to the cwd).
 """
@@ -24,9 +24,9 @@ from cli_run import run_cli
 from secrets_registry import register_secret
 from sqlalchemy import select
 
-from aoai_helpers.cli import build_parser, main
-from aoai_helpers.store import dead_letter, engine_from_url, token_table, transaction
-from aoai_helpers.tokens import PINNED_SHA256
+from aoai_helpers.cli.main import build_parser, main
+from aoai_helpers.core.tokens import PINNED_SHA256
+from aoai_helpers.db.store import dead_letter, engine_from_url, token_table, transaction
 
 MakeEvent = Callable[..., dict[str, Any]]
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -165,7 +165,7 @@ def test_ingest_accepts_a_utf8_byte_order_mark(
 
 
 def test_ingest_progress_counts_the_byte_order_mark(tmp_path: Path, make_v2: MakeEvent) -> None:
-    from aoai_helpers.event_files import iter_file_events
+    from aoai_helpers.pipeline.files import iter_file_events
 
     path = _bom_file(tmp_path / "e.jsonl", "jsonl", [make_v2(), make_v2()])
     seen: list[int] = []

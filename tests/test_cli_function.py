@@ -18,8 +18,8 @@ from secrets_registry import record_output, register_secret
 from sqlalchemy import func, select
 from waiting import stored_rows, wait_until
 
-from aoai_helpers.eventhub import LocalEventLog
-from aoai_helpers.store import engine_from_url, token_table
+from aoai_helpers.db.store import engine_from_url, token_table
+from aoai_helpers.eventlog.eventhub import LocalEventLog
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = str(ROOT / "examples" / "gateway.yaml")
@@ -254,10 +254,11 @@ def test_function_deploy_never_prints_values_of_settings_it_does_not_own(
     none of them. The registered secrets are also scanned at the end of the session."""
     import test_function_deploy as fd
 
-    from aoai_helpers import cli, cli_azure
-    from aoai_helpers.azure_dryrun import DryRunCredential
+    from aoai_helpers.azure.dryrun import DryRunCredential
+    from aoai_helpers.azure.functions import deploy as deploy_mod
+    from aoai_helpers.cli import azure as cli_azure
+    from aoai_helpers.cli import main as cli
     from aoai_helpers.clouds import get_cloud
-    from aoai_helpers.functions import deploy as deploy_mod
 
     _, transport = fd._clients(site=fd.flex_site(), existing=dict(fd.SETTINGS_OF_OTHERS))
     real = deploy_mod.make_web_clients

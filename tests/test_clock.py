@@ -18,14 +18,14 @@ from cli_run import run_cli
 from sqlalchemy import select
 
 from aoai_helpers import clock
-from aoai_helpers.budget import budget_burn
-from aoai_helpers.events import Usage
+from aoai_helpers.analysis.budget import budget_burn
+from aoai_helpers.analysis.report import latest_month
+from aoai_helpers.core.events import Usage
+from aoai_helpers.db.rates import BusinessUnit, set_bu
+from aoai_helpers.db.store import token_table, transaction
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.local.generate import generate
-from aoai_helpers.rates_db import BusinessUnit, set_bu
-from aoai_helpers.report import latest_month
 from aoai_helpers.spec import load_spec
-from aoai_helpers.store import token_table, transaction
+from aoai_helpers.synthetic.rows import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "aoai_helpers"
@@ -227,8 +227,8 @@ def test_commands_read_aoai_now(tmp_path: Path) -> None:
 #: Modules that read the system clock themselves, and why (everything else uses the clock).
 SYSTEM_CLOCK_READERS = {
     "clock.py": "the clock itself",
-    "checkpoint_db.py": "Event Hubs partition-ownership leases are compared with other hosts' times",
-    "azure_dryrun.py": "the expiry of the dry run's fake access token",
+    "eventlog/checkpoints.py": "Event Hubs partition-ownership leases are compared with other hosts' times",
+    "azure/dryrun.py": "the expiry of the dry run's fake access token",
     "local/simulator.py": "AOAI's per-minute rate-limit window and the `created` of its replies",
 }
 _SYSTEM_CALLS = {
@@ -268,8 +268,8 @@ def test_only_the_clock_reads_the_system_time() -> None:
 
 def test_every_sample_event_is_in_the_demo_month() -> None:
     """``make demo`` reports :data:`SAMPLE_MONTH` whatever the date: the bundled history's month."""
-    from aoai_helpers.events import UsageEvent, parse_event
-    from aoai_helpers.service import SAMPLE_MONTH, sample_path
+    from aoai_helpers.core.events import UsageEvent, parse_event
+    from aoai_helpers.pipeline.service import SAMPLE_MONTH, sample_path
 
     start, end = clock.month_bounds(SAMPLE_MONTH)
     times = []

@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.consume import consume, drain, retry_until_open
-from aoai_helpers.eventhub import EventData, LocalConsumer, LocalEventLog
+from aoai_helpers.db.store import dead_letter, transaction
+from aoai_helpers.eventlog.eventhub import EventData, LocalConsumer, LocalEventLog
 from aoai_helpers.exceptions import ConfigError, DatabaseError
-from aoai_helpers.ingest import BatchResult, Ingestor, RawEvent
-from aoai_helpers.store import dead_letter, transaction
+from aoai_helpers.pipeline.consume import consume, drain, retry_until_open
+from aoai_helpers.pipeline.ingest import BatchResult, Ingestor, RawEvent
 
 Rows = Callable[[Engine], list[dict[str, Any]]]
 
@@ -134,13 +134,13 @@ def test_a_failing_database_holds_the_checkpoint_and_the_batch_is_retried(
         return real(batch)
 
     monkeypatch.setattr(ingestor, "ingest_batch", flaky)
-    caplog.set_level(logging.WARNING, logger="aoai_helpers.consume")
+    caplog.set_level(logging.WARNING, logger="aoai_helpers.pipeline.consume")
     with log.consumer() as consumer:
         stats = _drain_fast_retry(consumer, ingestor)
     assert checkpoints_seen == [-1, -1, -1]
     assert (stats.batches, stats.retries, stats.result.stored) == (1, 2, 5)
     assert (len(token_rows(engine)), log.checkpoint_of()) == (5, 4)
-    failures = [r for r in caplog.records if r.name == "aoai_helpers.consume"]
+    failures = [r for r in caplog.records if r.name == "aoai_helpers.pipeline.consume"]
     assert len(failures) == 2
     assert all("\n" not in r.getMessage() and "disk I/O error" in r.getMessage() for r in failures)
     assert all(e["RequestId"] not in caplog.text for e in events)  # never event bodies

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import MetaData, create_engine, inspect, text
 
 import aoai_helpers
-from aoai_helpers.checkpoint_db import checkpoint_metadata
-from aoai_helpers.statement import statement_metadata
-from aoai_helpers.store import ddl, init_schema
+from aoai_helpers.analysis.statement import statement_metadata
+from aoai_helpers.db.store import ddl, init_schema
+from aoai_helpers.eventlog.checkpoints import checkpoint_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 CREATE = re.compile(r'CREATE TABLE [\["]?(\w+)[\]"]?')

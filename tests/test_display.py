@@ -1,4 +1,4 @@
-"""aoai_helpers.display: the MIME bundle, plotly.js inlined once, and charts drawn in Chromium."""
+"""aoai_helpers.notebook_steps.display: the MIME bundle, plotly.js inlined once, and charts drawn in Chromium."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import plotly.graph_objects as go
 import pytest
 from playwright.sync_api import BrowserContext
 
-from aoai_helpers.display import (
+from aoai_helpers.analysis.html_report import network_references
+from aoai_helpers.notebook_steps.display import (
     PLOTLY_MIME,
     Chart,
     chart,
     inline_script_without_amd,
     reset_plotlyjs,
 )
-from aoai_helpers.html_report import network_references
 
 ARTIFACTS = browser.ARTIFACTS / "display"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from aoai_helpers import clock
-from aoai_helpers.eventhub import (
+from aoai_helpers.eventlog.eventhub import (
     MAX_EVENT_BYTES,
     DamagedRegion,
     EventConsumer,

@@ -39,18 +39,18 @@ from azure.eventhub.exceptions import AuthenticationError, ConnectionLostError
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.checkpoint_db import DatabaseCheckpointStore
-from aoai_helpers.consume import consume
-from aoai_helpers.eventhub import MAX_EVENT_BYTES, EventConsumer, EventData, EventProducer
-from aoai_helpers.eventhub_azure import (
+from aoai_helpers.db.store import token_table, transaction
+from aoai_helpers.eventlog.azure import (
     AzureEventHubConsumer,
     AzureEventHubProducer,
     EventHubClientError,
 )
+from aoai_helpers.eventlog.checkpoints import DatabaseCheckpointStore
+from aoai_helpers.eventlog.eventhub import MAX_EVENT_BYTES, EventConsumer, EventData, EventProducer
 from aoai_helpers.exceptions import ConfigError, InputError
-from aoai_helpers.ingest import Ingestor
+from aoai_helpers.pipeline.consume import consume
+from aoai_helpers.pipeline.ingest import Ingestor
 from aoai_helpers.spec import parse_spec
-from aoai_helpers.store import token_table, transaction
 
 NS, HUB, GROUP = "ns.servicebus.windows.net", "aoai-usage", "$Default"
 T0_MS = 1_793_786_400_123  # 2026-11-04T10:00:00.123Z
@@ -280,7 +280,7 @@ def test_transient_errors_are_logged_until_they_last_too_long(
 ) -> None:
     hub = _Hub(store, [partition("0", [b"a"])])
     hub.errors = [ConnectionLostError("connection reset")]
-    with caplog.at_level(logging.WARNING, logger="aoai_helpers.eventhub_azure"):
+    with caplog.at_level(logging.WARNING, logger="aoai_helpers.eventlog.azure"):
         consumer = open_consumer(hub)
         assert [e.body for e in consumer.receive(1, WAIT)] == [b"a"]  # the SDK retried
     assert "load balancing: ConnectionLostError: connection reset" in caplog.text

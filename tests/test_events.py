@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.events: the v2 contract, v1 events, parse errors and the JSON Schema.
+"""Tests for aoai_helpers.core.events: the v2 contract, v1 events, parse errors and the JSON Schema.
 
 Bad input is never an exception: every malformed body below must come back as an
 :class:`EventError` value whose ``reason`` says what was wrong and whose ``raw`` keeps the body.
@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from aoai_helpers.events import (
+from aoai_helpers.core.events import (
     LOG_TO_EVENTHUB_LIMIT,
     USAGE_FIELDS,
     V2_FIELDS,
@@ -25,7 +25,7 @@ from aoai_helpers.events import (
     parse_event,
     v1_request_id,
 )
-from aoai_helpers.samples import v2_reported_events
+from aoai_helpers.synthetic.events import v2_reported_events
 
 CALLER_FIELDS = (
     "GatewayRegion",

@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.export: the XLSX workbook and the CSV statement, read back.
+"""Tests for aoai_helpers.analysis.export: the XLSX workbook and the CSV statement, read back.
 
 Most tests build a :class:`MonthReport` by hand (exact figures, awkward names); one goes
 through the database (``month_report``) to check the pieces fit.
@@ -19,11 +19,17 @@ import openpyxl
 import pytest
 import rfc4180
 
-from aoai_helpers.budget import Allocation, BudgetBurn
+from aoai_helpers.analysis.budget import Allocation, BudgetBurn
+from aoai_helpers.analysis.export import (
+    SUMMARY_COLUMNS,
+    sheet_names,
+    summary_table,
+    write_csv,
+    write_xlsx,
+)
+from aoai_helpers.analysis.report import MIXED, BuCharge, DailyUsage, ModelUsage, UserUsage
+from aoai_helpers.analysis.statement import MonthReport, Statement, issue_statement, month_report
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.export import SUMMARY_COLUMNS, sheet_names, summary_table, write_csv, write_xlsx
-from aoai_helpers.report import MIXED, BuCharge, DailyUsage, ModelUsage, UserUsage
-from aoai_helpers.statement import MonthReport, Statement, issue_statement, month_report
 
 HEADERS = [c.header for c in SUMMARY_COLUMNS]
 NO_ALLOCATION = [h for h in HEADERS if h != "Allocation"]

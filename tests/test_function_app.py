@@ -27,12 +27,12 @@ from sqlalchemy import func as sql_func
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from aoai_helpers.azure.functions import build_zip, handle, reset, unpack
+from aoai_helpers.azure.functions.handler import event_source
+from aoai_helpers.azure.functions.settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME
+from aoai_helpers.core.tokens import count_chat_prompt
+from aoai_helpers.db.store import dead_letter, engine_from_url, token_table, transaction
 from aoai_helpers.exceptions import ConfigError, DatabaseError
-from aoai_helpers.functions import build_zip, handle, reset, unpack
-from aoai_helpers.functions.handler import event_source
-from aoai_helpers.functions.settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME
-from aoai_helpers.store import dead_letter, engine_from_url, token_table, transaction
-from aoai_helpers.tokens import count_chat_prompt
 
 func = pytest.importorskip("azure.functions")
 
@@ -79,7 +79,7 @@ def test_handle_creates_the_schema_stores_the_batch_and_logs_one_line(
 ) -> None:
     events = [new_v2() for _ in range(3)]
     bodies = [encode(e) for e in events] + [b"not json"]
-    caplog.set_level(logging.INFO, logger="aoai_helpers.functions.handler")
+    caplog.set_level(logging.INFO, logger="aoai_helpers.azure.functions.handler")
     result = handle(_hub_events(bodies))
     assert (result.received, result.stored, result.dead_lettered) == (4, 3, 1)
     engine = engine_from_url(str(fresh_handler))
@@ -103,7 +103,7 @@ def test_handle_creates_the_schema_stores_the_batch_and_logs_one_line(
 
 
 def test_handle_reuses_one_ingestor_and_reset_drops_it(fresh_handler: Path) -> None:
-    from aoai_helpers.functions import handler
+    from aoai_helpers.azure.functions import handler
 
     handle(_hub_events([encode(new_v2())]))
     first = handler._WORKER
@@ -118,7 +118,7 @@ def test_handle_reuses_one_ingestor_and_reset_drops_it(fresh_handler: Path) -> N
 def test_a_bad_database_url_raises_and_is_not_cached(
     fresh_handler: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aoai_helpers.functions import handler
+    from aoai_helpers.azure.functions import handler
 
     monkeypatch.setenv("AOAI_DB_URL", "nosuchdialect://user:s3cret@host/db")
     with pytest.raises(ConfigError) as info:
@@ -213,7 +213,7 @@ def test_the_reconcile_timer_upgrades_a_prompt_only_row(
 ) -> None:
     from loganalytics_fake import FakeCredential, LogAnalyticsFake, llm_row
 
-    from aoai_helpers.functions.handler import reconcile_timer
+    from aoai_helpers.azure.functions.handler import reconcile_timer
 
     event = _prompt_only_call(fresh_handler)
     assert _row(fresh_handler, event["RequestId"])["UsageSource"] == "prompt_only"
@@ -222,7 +222,7 @@ def test_the_reconcile_timer_upgrades_a_prompt_only_row(
     started = datetime.fromisoformat(event["ExecTimeUTC"].replace("Z", "+00:00"))
     fake.add([llm_row(event["RequestId"], started, prompt=9, completion=321, total=330)])
     credential = FakeCredential()
-    caplog.set_level(logging.INFO, logger="aoai_helpers.functions.handler")
+    caplog.set_level(logging.INFO, logger="aoai_helpers.azure.functions.handler")
     result = reconcile_timer(env=_timer_env(fresh_handler), credential=credential, transport=fake)
     assert result is not None and result.upgraded == 1
     row = _row(fresh_handler, event["RequestId"])
@@ -233,7 +233,9 @@ def test_the_reconcile_timer_upgrades_a_prompt_only_row(
     )
     assert set(credential.scopes) == {("https://api.loganalytics.azure.cn/.default",)}
     assert fake.problems == []
-    lines = [r.getMessage() for r in caplog.records if r.name == "aoai_helpers.functions.handler"]
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "aoai_helpers.azure.functions.handler"
+    ]
     summary = [m for m in lines if m.startswith(f"{RECONCILE_FUNCTION_NAME}: ")]
     assert len(summary) == 1 and result.summary() in summary[0]
     assert credential.token not in caplog.text
@@ -242,11 +244,11 @@ def test_the_reconcile_timer_upgrades_a_prompt_only_row(
 def test_the_reconcile_timer_without_a_workspace_does_nothing(
     fresh_handler: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from aoai_helpers.functions.handler import reconcile_timer
+    from aoai_helpers.azure.functions.handler import reconcile_timer
 
     env = _timer_env(fresh_handler)
     del env["AOAI_LLM_LOG_WORKSPACE_ID"]
-    caplog.set_level(logging.INFO, logger="aoai_helpers.functions.handler")
+    caplog.set_level(logging.INFO, logger="aoai_helpers.azure.functions.handler")
     assert reconcile_timer(env=env, credential=object(), transport=object()) is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "AOAI_LLM_LOG_WORKSPACE_ID is not set" in warnings[0].getMessage()
@@ -257,8 +259,8 @@ def test_a_failing_reconcile_run_raises_one_line_and_changes_nothing(
 ) -> None:
     from loganalytics_fake import FakeCredential, LogAnalyticsFake
 
+    from aoai_helpers.azure.functions.handler import reconcile_timer
     from aoai_helpers.exceptions import ReconcileError
-    from aoai_helpers.functions.handler import reconcile_timer
 
     event = _prompt_only_call(fresh_handler)
     fake = LogAnalyticsFake("https://api.loganalytics.azure.cn", WORKSPACE_GUID)
@@ -274,7 +276,7 @@ def test_a_failing_reconcile_run_raises_one_line_and_changes_nothing(
 
 
 def test_bad_reconcile_settings_are_one_line(fresh_handler: Path) -> None:
-    from aoai_helpers.functions.handler import reconcile_timer
+    from aoai_helpers.azure.functions.handler import reconcile_timer
 
     env = _timer_env(fresh_handler, AOAI_RECONCILE_GRACE_HOURS="soon")
     with pytest.raises(ConfigError, match="AOAI_RECONCILE_GRACE_HOURS"):
@@ -720,7 +722,7 @@ def test_a_batch_of_1000_events_is_stored_in_one_call(run: dict[str, Any]) -> No
 
 
 def test_the_template_only_declares(run: dict[str, Any]) -> None:
-    source = (ROOT / "aoai_helpers/functions/template/function_app.py").read_text("utf-8")
+    source = (ROOT / "aoai_helpers/azure/functions/template/function_app.py").read_text("utf-8")
     ingest = source.split("def ingest_usage", 1)[1].split("\n\n\n", 1)[0]
     assert [line.strip() for line in ingest.strip().splitlines()[1:]] == ["handle(events)"]
     timer = source.split("def reconcile_usage", 1)[1]

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from aoai_helpers.azure.functions import BuildResult, build_zip, indexed_functions, unpack
+from aoai_helpers.azure.functions.build import host_json, package_files, requirements_txt
+from aoai_helpers.azure.functions.settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.functions import BuildResult, build_zip, indexed_functions, unpack
-from aoai_helpers.functions.build import host_json, package_files, requirements_txt
-from aoai_helpers.functions.settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
-TEMPLATE_HOST = (ROOT / "aoai_helpers/functions/template/host.json").read_bytes()
+TEMPLATE_HOST = (ROOT / "aoai_helpers/azure/functions/template/host.json").read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +83,8 @@ def test_the_zip_holds_the_app_files_and_the_package_with_its_data(built: BuildR
         "host.json",
         "requirements.txt",
         "aoai_helpers/__init__.py",
-        "aoai_helpers/functions/handler.py",
-        "aoai_helpers/functions/settings.py",
+        "aoai_helpers/azure/functions/handler.py",
+        "aoai_helpers/azure/functions/settings.py",
         "aoai_helpers/data/tokenizers/o200k_base.tiktoken",
         "aoai_helpers/data/tokenizers/cl100k_base.tiktoken",
         "aoai_helpers/data/default_rates.csv",
@@ -94,10 +94,10 @@ def test_the_zip_holds_the_app_files_and_the_package_with_its_data(built: BuildR
     assert not [f for f in files if "__pycache__" in f or f.endswith((".pyc", ".pyo"))]
     assert not [f for f in files if re.search(r"(^|/)(tests?/|test_[^/]*\.py$|conftest\.py$)", f)]
     # The template goes to the root, not a second time inside the package.
-    assert not [f for f in files if f.startswith("aoai_helpers/functions/template/")]
+    assert not [f for f in files if f.startswith("aoai_helpers/azure/functions/template/")]
     assert (
         _read(built, "function_app.py")
-        == (ROOT / "aoai_helpers/functions/template/function_app.py").read_bytes()
+        == (ROOT / "aoai_helpers/azure/functions/template/function_app.py").read_bytes()
     )
 
 
@@ -107,7 +107,7 @@ def test_every_file_the_package_data_globs_ship_is_in_the_zip(built: BuildResult
         f"aoai_helpers/{p.relative_to(pkg).as_posix()}"
         for pattern in PYPROJECT["tool"]["setuptools"]["package-data"]["aoai_helpers"]
         for p in pkg.glob(pattern)
-        if p.is_file() and "functions/template/" not in p.as_posix()
+        if p.is_file() and "azure/functions/template/" not in p.as_posix()
     }
     assert wanted
     assert wanted <= set(built.files)
@@ -185,8 +185,8 @@ def _copy_package(dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     shutil.copytree(
-        ROOT / "aoai_helpers/functions/template",
-        dest / "aoai_helpers/functions/template",
+        ROOT / "aoai_helpers/azure/functions/template",
+        dest / "aoai_helpers/azure/functions/template",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     return dest
@@ -205,8 +205,8 @@ def test_caches_tests_and_hidden_files_in_the_source_are_left_out(
     (pkg / "test_something.py").write_text("")
     (pkg / ".notes.swp").write_text("")
     (pkg / "data/local.db").write_bytes(b"not shipped: no package-data glob matches")
-    (pkg / "functions/template/__pycache__").mkdir()
-    (pkg / "functions/template/__pycache__/function_app.cpython-311.pyc").write_bytes(b"\0")
+    (pkg / "azure/functions/template/__pycache__").mkdir()
+    (pkg / "azure/functions/template/__pycache__/function_app.cpython-311.pyc").write_bytes(b"\0")
     result = build_zip(tmp_path / "out", source_root=src)
     assert result.files == built.files
     assert result.sha256 == built.sha256
@@ -225,12 +225,12 @@ def test_an_installed_package_without_pyproject_ships_the_same_package(
 
 def test_a_source_without_the_template_or_tokenizers_is_refused(tmp_path: Path) -> None:
     src = _copy_package(tmp_path / "src")
-    (src / "aoai_helpers/functions/template/host.json").unlink()
+    (src / "aoai_helpers/azure/functions/template/host.json").unlink()
     with pytest.raises(ConfigError, match=r"host\.json"):
         build_zip(tmp_path / "out", source_root=src)
     shutil.copyfile(
-        ROOT / "aoai_helpers/functions/template/host.json",
-        src / "aoai_helpers/functions/template/host.json",
+        ROOT / "aoai_helpers/azure/functions/template/host.json",
+        src / "aoai_helpers/azure/functions/template/host.json",
     )
     for f in (src / "aoai_helpers/data/tokenizers").glob("*.tiktoken"):
         f.unlink()

@@ -26,10 +26,10 @@ import pytest
 import test_function_deploy as fd
 from test_arm_conformance import _flatten, _template_re, problems
 
-from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, RecordedRequest
+from aoai_helpers.azure.dryrun import DryRunCredential, DryRunTransport, RecordedRequest
+from aoai_helpers.azure.functions.deploy import deploy, plan_deploy
+from aoai_helpers.azure.functions.identity import STORAGE_BLOB_DATA_OWNER
 from aoai_helpers.clouds import CLOUDS, get_cloud
-from aoai_helpers.functions.deploy import deploy, plan_deploy
-from aoai_helpers.functions.identity import STORAGE_BLOB_DATA_OWNER
 
 SPECS_DIR = Path(__file__).parent / "rest_specs"
 
@@ -97,7 +97,7 @@ class PagedRoleAssignments(DryRunTransport):
     def send(self, request: Any, **kwargs: Any) -> Any:
         url = request.url
         if "/providers/Microsoft.Authorization/roleAssignments" in url and "skipToken" not in url:
-            from aoai_helpers.azure_dryrun import memory_response
+            from aoai_helpers.azure.dryrun import memory_response
 
             self.requests.append(RecordedRequest(request.method, url, None, {}))
             base = url.split("?", 1)[0]

@@ -27,35 +27,35 @@ from typing import Any
 import pytest
 from secrets_registry import record_output, register_secret
 
-from aoai_helpers.azure_dryrun import (
+from aoai_helpers.azure.dryrun import (
     DryRunCredential,
     DryRunTransport,
     RecordedRequest,
     memory_response,
 )
-from aoai_helpers.clouds import CLOUDS, get_cloud
-from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.functions.build import build_zip
-from aoai_helpers.functions.deploy import (
+from aoai_helpers.azure.functions.build import build_zip
+from aoai_helpers.azure.functions.deploy import (
     DeployError,
     deploy,
     make_web_clients,
     plan_deploy,
     scm_url,
 )
-from aoai_helpers.functions.identity import MAX_PAGES, STORAGE_BLOB_DATA_OWNER, hub_scope
-from aoai_helpers.functions.settings import (
+from aoai_helpers.azure.functions.identity import MAX_PAGES, STORAGE_BLOB_DATA_OWNER, hub_scope
+from aoai_helpers.azure.functions.settings import (
     FUNCTION_NAME,
     RECONCILE_FUNCTION_NAME,
     app_settings,
     reconcile_config,
     secret_settings,
 )
-from aoai_helpers.roles import (
+from aoai_helpers.azure.roles import (
     EVENT_HUBS_DATA_RECEIVER,
     LOG_ANALYTICS_READER,
     STORAGE_BLOB_DATA_CONTRIBUTOR,
 )
+from aoai_helpers.clouds import CLOUDS, get_cloud
+from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1096,7 +1096,7 @@ def test_a_publish_answer_that_is_no_deployment_id_takes_the_first_final_status(
 
 
 def test_a_bare_or_quoted_deployment_id_is_waited_for() -> None:
-    from aoai_helpers.functions.upload import deployment_id
+    from aoai_helpers.azure.functions.upload import deployment_id
 
     assert deployment_id(b'"d-new"\n') == "d-new" and deployment_id(b"4f2c9a1e-77") == "4f2c9a1e-77"
     assert deployment_id(b"") is None and deployment_id(b'{"id": "x"}') is None

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from aoai_helpers.functions.hosting import (
+from aoai_helpers.azure.functions.hosting import (
     FLEX_REJECTED_SETTINGS,
     detect_hosting,
     needs_server_farm,

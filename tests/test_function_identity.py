@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aoai_helpers.functions.identity import (
+from aoai_helpers.azure.functions.identity import (
     assignment_applies,
     check_role,
     hub_scope,
     need_scope,
     site_principal,
 )
-from aoai_helpers.roles import (
+from aoai_helpers.azure.roles import (
     EVENT_HUBS_DATA_OWNER,
     EVENT_HUBS_DATA_RECEIVER,
     LOG_ANALYTICS_READER,

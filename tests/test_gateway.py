@@ -19,12 +19,12 @@ import pytest
 from secrets_registry import record_output, register_secret
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, load_v2_schema
-from aoai_helpers.ingest import Ingestor, RawEvent
+from aoai_helpers.core.events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS, load_v2_schema
+from aoai_helpers.core.shrink import shrink_request
 from aoai_helpers.local.gateway import EVENT_BUDGET, BackendCut, Gateway, strip_usage_chunk
 from aoai_helpers.local.llm_records import Exchange, llm_log_records
 from aoai_helpers.local.simulator import Simulator
-from aoai_helpers.shrink import shrink_request
+from aoai_helpers.pipeline.ingest import Ingestor, RawEvent
 from aoai_helpers.spec import Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent

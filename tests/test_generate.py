@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.local.generate: synthetic months written straight into the database.
+"""Tests for aoai_helpers.synthetic.rows: synthetic months written straight into the database.
 
 Determinism and idempotence (same seed → same rows, a rerun stores nothing), pricing that
 agrees with ingest's (a reprice after generating changes no cost), and the shape of the
@@ -15,21 +15,21 @@ import pytest
 from cli_run import run_cli
 from sqlalchemy import func, select
 
+from aoai_helpers.analysis.report import chargeback_by_bu, unpriced_models
 from aoai_helpers.config import spec_path
+from aoai_helpers.core.pricing import RateBook, default_rates
+from aoai_helpers.db.rates import read_bu_map, reprice
+from aoai_helpers.db.store import token_table, transaction
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.ingest import ROW_COLUMNS
-from aoai_helpers.local.generate import (
+from aoai_helpers.pipeline.ingest import ROW_COLUMNS
+from aoai_helpers.spec import load_spec
+from aoai_helpers.synthetic.rows import (
     UNPRICED_DEPLOYMENT,
     generate,
     hour_counts,
     make_profile,
     synthetic_rows,
 )
-from aoai_helpers.pricing import RateBook, default_rates
-from aoai_helpers.rates_db import read_bu_map, reprice
-from aoai_helpers.report import chargeback_by_bu, unpriced_models
-from aoai_helpers.spec import load_spec
-from aoai_helpers.store import token_table, transaction
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True
@@ -186,8 +186,8 @@ def test_business_units_and_budgets(engine):
 
 @pytest.mark.sqlite_only
 def test_worker_process_writes_the_same_rows(tmp_path):
-    from aoai_helpers.service import ensure_db
-    from aoai_helpers.store import engine_from_url
+    from aoai_helpers.db.store import engine_from_url
+    from aoai_helpers.pipeline.service import ensure_db
 
     engines = []
     for name, workers in (("in.db", 0), ("pool.db", 1)):

@@ -11,9 +11,9 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from aoai_helpers.exceptions import AoaiHelpersError, ConfigError, InputError
-from aoai_helpers.guide import Shown, Target, plan_apim, plan_clean_up
-from aoai_helpers.guide.runner import kernel_stderr, run_notebook
-from aoai_helpers.guide.smoke import _agreement
+from aoai_helpers.notebook_steps import Shown, Target, plan_apim, plan_clean_up
+from aoai_helpers.notebook_steps.runner import kernel_stderr, run_notebook
+from aoai_helpers.notebook_steps.smoke import _agreement
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "examples" / "gateway.yaml"
@@ -106,9 +106,9 @@ def test_runner_names_the_failing_cell_and_keeps_the_executed_copy(tmp_path: Pat
         tmp_path,
         "broken",
         'mode = "local"',
-        "from aoai_helpers import guide\n\nguide.brief_errors()",
-        "guide.Target.create(mode)",
-        "guide.Target.create('sideways')",
+        "from aoai_helpers import notebook_steps as steps\n\nsteps.brief_errors()",
+        "steps.Target.create(mode)",
+        "steps.Target.create('sideways')",
     )
     out = tmp_path / "out"
     with pytest.raises(AoaiHelpersError) as err:
@@ -165,9 +165,9 @@ def test_notebooks_report_renders_04_on_an_existing_database(tmp_path: Path) -> 
     """``make report``: notebook 04 on a database of the user's, rendered offline."""
     from cli_run import run_cli
 
-    from aoai_helpers.html_report import check_offline
-    from aoai_helpers.local.history import drive_history, plan_history
+    from aoai_helpers.analysis.html_report import check_offline
     from aoai_helpers.spec import load_spec
+    from aoai_helpers.synthetic.history import drive_history, plan_history
 
     spec = load_spec(SPEC)
     db = f"sqlite:///{tmp_path / 'usage.db'}"
@@ -206,9 +206,9 @@ def test_azure_mode_provisions_and_cleans_up_through_the_real_sdk(tmp_path: Path
     over — and the requests on the documented REST paths."""
     import stat
 
-    from aoai_helpers.azure_dryrun import DryRunTransport
-    from aoai_helpers.guide import apply_apim, apply_clean_up, plan_function, start
+    from aoai_helpers.azure.dryrun import DryRunTransport
     from aoai_helpers.local.stack import LocalStack
+    from aoai_helpers.notebook_steps import apply_apim, apply_clean_up, plan_function, start
     from aoai_helpers.spec import load_spec
 
     transport = DryRunTransport()

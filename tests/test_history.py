@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from aoai_helpers.db.store import engine_from_url, token_table, transaction
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.local.history import (
+from aoai_helpers.spec import load_spec
+from aoai_helpers.synthetic.history import (
     KIND_WEIGHTS,
     PlannedCall,
     drive_history,
     history_days,
     plan_history,
 )
-from aoai_helpers.local.traffic import CALL_KINDS
-from aoai_helpers.spec import load_spec
-from aoai_helpers.store import engine_from_url, token_table, transaction
+from aoai_helpers.synthetic.traffic import CALL_KINDS
 
 SPEC = load_spec(Path(__file__).resolve().parents[1] / "examples" / "gateway.yaml")
 

@@ -1,4 +1,4 @@
-"""aoai_helpers.html_report: an executed notebook → an offline HTML page that works in Chromium.
+"""aoai_helpers.analysis.html_report: an executed notebook → an offline HTML page that works in Chromium.
 
 The end-to-end tests execute ``tests/data/notebooks/report_fixture.ipynb`` (markdown, a
 pandas table, three ``display.chart`` charts) with papermill, render it and open the page in
@@ -21,9 +21,14 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from playwright.sync_api import BrowserContext
 
-from aoai_helpers.display import chart, reset_plotlyjs
+from aoai_helpers.analysis.html_report import (
+    ReportError,
+    check_offline,
+    network_references,
+    render_html,
+)
 from aoai_helpers.exceptions import InputError
-from aoai_helpers.html_report import ReportError, check_offline, network_references, render_html
+from aoai_helpers.notebook_steps.display import chart, reset_plotlyjs
 
 FIXTURE = Path(__file__).parent / "data" / "notebooks" / "report_fixture.ipynb"
 ARTIFACTS = browser.ARTIFACTS / "html_report"

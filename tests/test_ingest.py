@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.ingest: the batch pipeline, dead letters, idempotency, file reading.
+"""Tests for aoai_helpers.pipeline.ingest: the batch pipeline, dead letters, idempotency, file reading.
 
 Everything runs against a real SQLite file (``engine`` / ``empty_engine`` from conftest);
 database failures are real ones (a read-only database, a lock held by another connection, a
@@ -21,16 +21,16 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 from vectors import EXAMPLE_MESSAGES  # the cookbook conversation: 124 prompt tokens on gpt-4o
 
-import aoai_helpers.ingest as ingest_module
+import aoai_helpers.pipeline.ingest as ingest_module
 from aoai_helpers import clock
-from aoai_helpers.event_files import iter_file_events
-from aoai_helpers.events import v1_request_id
+from aoai_helpers.core.events import v1_request_id
+from aoai_helpers.core.pricing import Rate, RateBook
+from aoai_helpers.core.tokens import count_completion_text, count_prompt, get_encoding
+from aoai_helpers.db.store import dead_letter, engine_from_url, rate_table, token_table, transaction
 from aoai_helpers.exceptions import DatabaseError, InputError
-from aoai_helpers.ingest import BatchResult, Ingestor, RawEvent
-from aoai_helpers.pricing import Rate, RateBook
-from aoai_helpers.service import ingest_files
-from aoai_helpers.store import dead_letter, engine_from_url, rate_table, token_table, transaction
-from aoai_helpers.tokens import count_completion_text, count_prompt, get_encoding
+from aoai_helpers.pipeline.files import iter_file_events
+from aoai_helpers.pipeline.ingest import BatchResult, Ingestor, RawEvent
+from aoai_helpers.pipeline.service import ingest_files
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True
@@ -303,7 +303,7 @@ def test_v2_reported_row_has_every_column(
         "ModelKnown": 1,
         "Currency": "USD",
         "RateId": gpt4o_rate_id(engine),
-        # only reconciliation writes these (aoai_helpers.reconcile)
+        # only reconciliation writes these (aoai_helpers.pipeline.reconcile)
         "PriorUsageSource": None,
         "PriorPromptTokens": None,
         "PriorCompletionTokens": None,
@@ -583,7 +583,7 @@ def test_default_model_decides_tokenizer_and_rate_of_events_that_name_no_model(
     request = {"messages": EXAMPLE_MESSAGES, "stream": True}
     event = make_v1(Request=request, ResponseString="Things are fine.")
     with transaction(engine) as conn:
-        from aoai_helpers.rates_db import set_rates
+        from aoai_helpers.db.rates import set_rates
 
         set_rates(conn, [Rate("gpt-35-turbo", 0.5 / 1e6, 1.5 / 1e6)])
     result = Ingestor(engine, default_model="gpt-35-turbo").ingest_batch(raw(event))
@@ -799,7 +799,7 @@ def test_worker_processes_store_exactly_what_in_process_ingest_stores(
     rows = {}
     for workers in (0, 1):
         engine = engine_from_url(str(tmp_path / f"w{workers}.db"))
-        from aoai_helpers.service import ensure_db
+        from aoai_helpers.pipeline.service import ensure_db
 
         ensure_db(engine)
         results[workers] = Ingestor(engine).ingest(_stream(events), batch_size=7, workers=workers)
@@ -832,7 +832,7 @@ def test_worker_batches_prepared_ahead_count_cross_batch_redeliveries_as_duplica
 
 
 def test_in_memory_sqlite_never_uses_worker_processes(make_v2: MakeEvent) -> None:
-    from aoai_helpers.service import ensure_db
+    from aoai_helpers.pipeline.service import ensure_db
 
     engine = create_engine("sqlite://")
     try:
@@ -855,6 +855,6 @@ def test_in_memory_sqlite_never_uses_worker_processes(make_v2: MakeEvent) -> Non
     ],
 )
 def test_auto_workers(size: int, cpus: int, expected: int) -> None:
-    from aoai_helpers.service import auto_workers
+    from aoai_helpers.pipeline.service import auto_workers
 
     assert auto_workers(size, cpus) == expected

@@ -66,7 +66,7 @@ def test_the_quota_refuses_with_403_until_the_next_period(monkeypatch: pytest.Mo
 def test_the_header_names_are_the_product_policys() -> None:
     from cli_run import ROOT
 
-    from aoai_helpers.apim.policy import render_product_policy
+    from aoai_helpers.azure.apim.policy import render_product_policy
     from aoai_helpers.spec import load_spec
 
     rendered = render_product_policy(load_spec(ROOT / "examples" / "gateway.yaml"))

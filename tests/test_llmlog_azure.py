@@ -1,4 +1,4 @@
-"""The language-model log on Azure (aoai_helpers.llmlog_azure), against an in-memory Log Analytics.
+"""The language-model log on Azure (aoai_helpers.eventlog.llmlog_azure), against an in-memory Log Analytics.
 
 The real azure-monitor-query ``LogsQueryClient`` sends its requests through
 ``tests/loganalytics_fake.py``: an azure-core transport that checks each request against the
@@ -31,12 +31,12 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from aoai_helpers.clouds import CLOUDS, get_cloud
+from aoai_helpers.db.store import reconcile_state, transaction
+from aoai_helpers.eventlog.llmlog import TABLE, LlmLogRecord
+from aoai_helpers.eventlog.llmlog_azure import LogAnalyticsLlmLog
 from aoai_helpers.exceptions import ConfigError, ReconcileError
-from aoai_helpers.llmlog import TABLE, LlmLogRecord
-from aoai_helpers.llmlog_azure import LogAnalyticsLlmLog
-from aoai_helpers.reconcile import reconcile
+from aoai_helpers.pipeline.reconcile import reconcile
 from aoai_helpers.spec import Reconcile, load_spec, parse_spec
-from aoai_helpers.store import reconcile_state, transaction
 
 pytest.importorskip("azure.monitor.query")
 

@@ -22,13 +22,13 @@ from sqlalchemy import func, select
 from streams import hang_up_at_first_token
 from waiting import wait_until
 
-from aoai_helpers.events import V2_FIELDS, load_v2_schema
+from aoai_helpers.core.events import V2_FIELDS, load_v2_schema
+from aoai_helpers.core.model_names import normalize_model
+from aoai_helpers.db.store import engine_from_url, token_table
 from aoai_helpers.local.control import read_state
 from aoai_helpers.local.stack import LocalStack
-from aoai_helpers.local.traffic import azure_client, drive_traffic, v1_client
-from aoai_helpers.models import normalize_model
 from aoai_helpers.spec import Spec, load_spec, parse_spec
-from aoai_helpers.store import engine_from_url, token_table
+from aoai_helpers.synthetic.traffic import azure_client, drive_traffic, v1_client
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = load_spec(ROOT / "examples" / "gateway.yaml")
@@ -306,7 +306,7 @@ def test_local_commands_report_a_bad_spec_in_one_line(tmp_path: Path) -> None:
 
 def test_stack_counts(tmp_path: Path, db_url: str) -> None:
     """The database holds the spec's BU map after start (reports group by BU at once)."""
-    from aoai_helpers.rates_db import read_bu_map
+    from aoai_helpers.db.rates import read_bu_map
 
     with LocalStack(SPEC, db_url=db_url, state_dir=tmp_path / "s"):
         pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aoai_helpers.masking import mask
+from aoai_helpers.core.masking import mask
 
 
 def test_long_secrets_show_their_last_four_characters_only() -> None:

@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.migrate (``db upgrade`` from the original schema, the T-SQL migration
+"""Tests for aoai_helpers.db.migrate (``db upgrade`` from the original schema, the T-SQL migration
 script) and the Azure SQL paths: generated T-SQL parsed by sqlglot, the ingest ``MERGE``, and
 ``mssql+pyodbc`` URLs without pyodbc.
 
@@ -35,21 +35,19 @@ from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Engine, make_url
 from sqlglot import exp
 
-from aoai_helpers import cli
-from aoai_helpers import migrate as migrate_module
-from aoai_helpers.exceptions import ConfigError, DatabaseError
-from aoai_helpers.ingest import ROW_COLUMNS, Ingestor, RawEvent, row_insert, skip_existing_insert
-from aoai_helpers.migrate import (
+from aoai_helpers.cli import main as cli
+from aoai_helpers.core.model_names import normalize_model
+from aoai_helpers.core.pricing import EPOCH
+from aoai_helpers.db import migrate as migrate_module
+from aoai_helpers.db.migrate import (
     LEGACY_PREFIX,
     ORIGINAL_RATE_SOURCE,
     ORIGINAL_TOKEN_COLUMNS,
     legacy_request_id,
     upgrade,
 )
-from aoai_helpers.migrate_tsql import migration_tsql
-from aoai_helpers.models import normalize_model
-from aoai_helpers.pricing import EPOCH
-from aoai_helpers.store import (
+from aoai_helpers.db.migrate_tsql import migration_tsql
+from aoai_helpers.db.store import (
     SCHEMA_VERSION,
     ddl,
     dead_letter,
@@ -59,6 +57,14 @@ from aoai_helpers.store import (
     rate_table,
     token_table,
     transaction,
+)
+from aoai_helpers.exceptions import ConfigError, DatabaseError
+from aoai_helpers.pipeline.ingest import (
+    ROW_COLUMNS,
+    Ingestor,
+    RawEvent,
+    row_insert,
+    skip_existing_insert,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -989,7 +995,10 @@ class Spy:
             Spy.seen.append(name)
         return None
 sys.meta_path.insert(0, Spy())
-from aoai_helpers import cli, ingest, migrate, store
+from aoai_helpers.cli import main as cli
+from aoai_helpers.pipeline import ingest
+from aoai_helpers.db import migrate
+from aoai_helpers.db import store
 assert cli.main(["db", "init", "--db", {str(tmp_path / "x.db")!r}]) == 0
 assert cli.main(["db", "upgrade", "--db", {str(tmp_path / "x.db")!r}]) == 0
 assert Spy.seen == [], "pyodbc imported without an mssql URL"

@@ -1,10 +1,10 @@
-"""Tests for aoai_helpers.models: model-name normalisation."""
+"""Tests for aoai_helpers.core.model_names: model-name normalisation."""
 
 from __future__ import annotations
 
 import pytest
 
-from aoai_helpers.models import KNOWN_MODELS, ModelInfo, normalize_model
+from aoai_helpers.core.model_names import KNOWN_MODELS, ModelInfo, normalize_model
 
 O200K = "o200k_base"
 CL100K = "cl100k_base"

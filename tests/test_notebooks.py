@@ -22,11 +22,11 @@ from secrets_registry import record_output, register_secret
 from sqlalchemy import func, select
 
 from aoai_helpers.clock import month_bounds
-from aoai_helpers.guide.runner import CLEAN_UP, GUIDE, run_notebook
+from aoai_helpers.db.store import engine_from_url, token_table, transaction
 from aoai_helpers.local.control import status
-from aoai_helpers.service import SAMPLE_MONTH
+from aoai_helpers.notebook_steps.runner import CLEAN_UP, GUIDE, run_notebook
+from aoai_helpers.pipeline.service import SAMPLE_MONTH
 from aoai_helpers.spec import load_spec
-from aoai_helpers.store import engine_from_url, token_table, transaction
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -6,9 +6,13 @@ import json
 import re
 from pathlib import Path
 
-from aoai_helpers.apim.openapi import METERED_OPERATIONS, metered_document, metered_document_text
+from aoai_helpers.azure.apim.openapi import (
+    METERED_OPERATIONS,
+    metered_document,
+    metered_document_text,
+)
+from aoai_helpers.core.routes import Route, classify
 from aoai_helpers.local.gateway import OPERATION_IDS
-from aoai_helpers.routes import Route, classify
 from aoai_helpers.spec import load_spec
 
 SPEC = load_spec(Path(__file__).resolve().parents[1] / "examples" / "gateway.yaml")

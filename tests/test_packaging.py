@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 import aoai_helpers
-from aoai_helpers.samples import demo_events
-from aoai_helpers.store import ddl
+from aoai_helpers.db.store import ddl
+from aoai_helpers.synthetic.events import demo_events
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""APIM policies (aoai_helpers.apim.policy): rendering, the templates' invariants, local parity.
+"""APIM policies (aoai_helpers.azure.apim.policy): rendering, the templates' invariants, local parity.
 
 The policies are rendered for the sample spec and variants of it (key auth, two backends,
 buffered and passthrough_usage capture, payload capture, no token limits, each cloud) and
@@ -11,9 +11,9 @@ contract's fields in order — the same keys the local gateway's ``build_event``
 Every expression of the API policy is also compiled as C# 7 with Mono's ``mcs -langversion:7``
 against minimal stand-ins of the APIM context (and of Json.NET, or the real Newtonsoft.Json where
 Debian's ``libnewtonsoft-json5.0-cil`` is installed) and run on jobs, against the Python they
-follow: the classifier on a table of hostile paths against :func:`aoai_helpers.routes.classify`,
+follow: the classifier on a table of hostile paths against :func:`aoai_helpers.core.routes.classify`,
 the body checks, the include_usage acceptance against ``PolicySettings.accepts_include_usage``,
-the request shrink against :func:`aoai_helpers.shrink.shrink_request` (equal results), the event
+the request shrink against :func:`aoai_helpers.core.shrink.shrink_request` (equal results), the event
 that cannot fail, the buffered reply kept for old api-versions, each capture mode's decision and
 the usage-chunk removal byte-for-byte against :func:`aoai_helpers.local.gateway.strip_usage_chunk`
 (skipped, with the reason, where ``mcs``/``mono`` are not installed: ``apt-get install mono-mcs``).
@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aoai_helpers.apim import policy
-from aoai_helpers.apim.policy import (
+from aoai_helpers.azure.apim import policy
+from aoai_helpers.azure.apim.policy import (
     POLICY_FORMAT,
     NamedValue,
     PolicySettings,
@@ -50,9 +50,9 @@ from aoai_helpers.apim.policy import (
     render_product_policy,
 )
 from aoai_helpers.clouds import CLOUDS
-from aoai_helpers.events import LOG_TO_EVENTHUB_LIMIT, USAGE_FIELDS, V2_FIELDS
+from aoai_helpers.core.events import LOG_TO_EVENTHUB_LIMIT, USAGE_FIELDS, V2_FIELDS
+from aoai_helpers.core.routes import Refusal, classify
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.routes import Refusal, classify
 from aoai_helpers.spec import Spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -630,7 +630,7 @@ def test_policy_fields_rejects_events_it_cannot_read() -> None:
 
 @pytest.mark.parametrize("name", ["api-policy.xml", "product-policy.xml"])
 def test_committed_policies_are_the_package_templates(name: str) -> None:
-    packaged = ROOT / "aoai_helpers" / "apim" / "templates" / name
+    packaged = ROOT / "aoai_helpers" / "azure" / "apim" / "templates" / name
     assert (ROOT / "policies" / name).read_bytes() == packaged.read_bytes(), (
         f"policies/{name} differs from the package template: cp {packaged.relative_to(ROOT)} policies/"
     )
@@ -1412,7 +1412,7 @@ def _allow(allowed: frozenset[str]) -> dict[str, str]:
 
 def test_the_route_table_is_rendered_from_routes() -> None:
     table = policy.route_table("openai")
-    from aoai_helpers import routes
+    from aoai_helpers.core import routes
 
     for pattern, operation in routes.METERED:
         assert f'@"{policy._dotnet_regex(pattern.pattern)}", "{operation}"' in table
@@ -1774,7 +1774,7 @@ SHRINK_CASES: dict[str, dict[str, Any]] = {
 
 
 def test_compiled_shrink_matches_shrink_request(csharp: CSharp) -> None:
-    from aoai_helpers.shrink import MARKER, request_stats, shrink_request
+    from aoai_helpers.core.shrink import MARKER, request_stats, shrink_request
 
     names = list(SHRINK_CASES)
     raws = [json.dumps(SHRINK_CASES[n], ensure_ascii=False, separators=(",", ":")) for n in names]
@@ -1813,7 +1813,7 @@ def test_compiled_shrink_matches_shrink_request(csharp: CSharp) -> None:
 
 def test_compiled_shrink_through_the_inbound_pipeline(csharp: CSharp) -> None:
     """The 20,000-message body as the gateway receives it: read, kept, shrunk into the event."""
-    from aoai_helpers.shrink import MARKER, shrink_request
+    from aoai_helpers.core.shrink import MARKER, shrink_request
 
     body = json.dumps(SHRINK_CASES["20,000 messages of hi"])
     out = csharp.run(
@@ -1867,7 +1867,7 @@ def test_compiled_event_never_fails(csharp: CSharp) -> None:
 def test_compiled_owner_is_logged_as_the_local_gateway_logs_it(csharp: CSharp) -> None:
     """UserName/UserEmail: the policy, given the APIM user provisioning creates for a
     subscription (owner_names, or no user without an email), logs what the local gateway logs."""
-    from aoai_helpers.apim.resources import owner_names
+    from aoai_helpers.azure.apim.resources import owner_names
     from aoai_helpers.local.gateway import _Call, build_event
 
     spec = spec_with()
@@ -1991,7 +1991,7 @@ def test_compiled_shrink_where_json_net_escapes_more(csharp: CSharp) -> None:
     """Json.NET writes U+0085, U+2028 and U+2029 as \\uXXXX (6 bytes; orjson: 2 or 3), so a
     request full of them is measured bigger by the policy: the same stats and the same shape,
     a smaller cap — the one case where the two differ."""
-    from aoai_helpers.shrink import MARKER, request_stats, shrink_request
+    from aoai_helpers.core.shrink import MARKER, request_stats, shrink_request
 
     request = {"messages": [_message(0, "line\u2028next\u2029para\u0085 " * 20_000)]}
     raw = json.dumps(request, ensure_ascii=False, separators=(",", ":"))

@@ -39,7 +39,7 @@ from test_policy import (
     spec_with,
 )
 
-from aoai_helpers.apim.policy import render_api_policy, render_product_policy
+from aoai_helpers.azure.apim.policy import render_api_policy, render_product_policy
 from aoai_helpers.clouds import CLOUDS
 
 ALLOWED_FILE = Path(__file__).parent / "csharp" / "apim-allowed-types.txt"

@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.pricing: cost arithmetic, effective dating, CSV import/export, defaults.
+"""Tests for aoai_helpers.core.pricing: cost arithmetic, effective dating, CSV import/export, defaults.
 
 Costs use per-token rates that are exact binary fractions where the test asserts ``==``, so
 the arithmetic is checked exactly; realistic per-1M prices are compared with ``rel=1e-12``.
@@ -11,10 +11,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from aoai_helpers.events import Usage
-from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.models import normalize_model
-from aoai_helpers.pricing import (
+from aoai_helpers.core.events import Usage
+from aoai_helpers.core.model_names import normalize_model
+from aoai_helpers.core.pricing import (
     DEFAULT_RATES_AS_OF,
     EPOCH,
     Rate,
@@ -24,6 +23,7 @@ from aoai_helpers.pricing import (
     parse_rates_csv,
     rates_to_csv,
 )
+from aoai_helpers.exceptions import ConfigError
 
 HEADER = "model,input_per_1m,cached_input_per_1m,output_per_1m,currency,effective_from,effective_to,source\n"
 US = timedelta(microseconds=1)

@@ -12,10 +12,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aoai_helpers.events import V2_FIELDS, EventError, UsageEvent, parse_event
-from aoai_helpers.samples import v2_reported_events
-from aoai_helpers.sse import iter_sse
-from aoai_helpers.usage import resolve_usage, summarize_stream
+from aoai_helpers.core.events import V2_FIELDS, EventError, UsageEvent, parse_event
+from aoai_helpers.core.sse import iter_sse
+from aoai_helpers.core.usage import resolve_usage, summarize_stream
+from aoai_helpers.synthetic.events import v2_reported_events
 
 _MAX_INT = 2**31 - 1
 _BASE = next(v2_reported_events(1, seed=5))

@@ -1,5 +1,5 @@
 """Provisioning, offline: the real SDK calls go through an azure-core transport that records each
-HTTP request (``aoai_helpers.azure_dryrun``); the tests check method, host, path, api-version and
+HTTP request (``aoai_helpers.azure.dryrun``); the tests check method, host, path, api-version and
 body against the documented REST shapes (Microsoft.ApiManagement 2024-05-01 and
 2024-10-01-preview, Microsoft.EventHub, Microsoft.Insights 2021-05-01-preview), for every cloud,
 and that a second apply sends only GETs. Nothing reaches the network.
@@ -24,8 +24,8 @@ import pytest
 from cli_run import run_cli
 from secrets_registry import register_secret
 
-from aoai_helpers.apim.policy import render_api_policy
-from aoai_helpers.apim.provision import (
+from aoai_helpers.azure.apim.policy import render_api_policy
+from aoai_helpers.azure.apim.provision import (
     PROVIDERS_API_VERSION,
     apply,
     dry_run,
@@ -34,13 +34,13 @@ from aoai_helpers.apim.provision import (
     resource_type,
     write_keys,
 )
-from aoai_helpers.apim.resources import (
+from aoai_helpers.azure.apim.resources import (
     APIM_API_VERSION,
     EVENTHUB_API_VERSION,
     LLM_LOGGER_DESCRIPTION,
     inference_spec_url,
 )
-from aoai_helpers.azure_dryrun import DryRunCredential, DryRunTransport, RecordedRequest
+from aoai_helpers.azure.dryrun import DryRunCredential, DryRunTransport, RecordedRequest
 from aoai_helpers.clouds import CLOUDS, get_cloud
 from aoai_helpers.exceptions import ConfigError, InputError
 from aoai_helpers.spec import Spec, load_spec, parse_spec
@@ -881,7 +881,7 @@ def _clients(transport: DryRunTransport, spec: Spec = SPEC) -> Any:
 
 
 def test_apim_user_ids_are_deterministic_valid_and_distinct() -> None:
-    from aoai_helpers.apim.resources import apim_user_id
+    from aoai_helpers.azure.apim.resources import apim_user_id
 
     emails = [
         "ana.silva@contoso.com",
@@ -899,7 +899,7 @@ def test_apim_user_ids_are_deterministic_valid_and_distinct() -> None:
 
 
 def test_owner_names_split_into_first_and_last() -> None:
-    from aoai_helpers.apim.resources import owner_names
+    from aoai_helpers.azure.apim.resources import owner_names
 
     sub = SPEC.subscriptions[0]
     assert owner_names(sub) == ("Ana", "Silva")
@@ -1059,7 +1059,7 @@ def test_the_plan_prints_the_api_versions_it_uses() -> None:
 
 
 def test_the_roles_are_listed_per_identity() -> None:
-    from aoai_helpers.roles import render_roles, required_roles
+    from aoai_helpers.azure.roles import render_roles, required_roles
 
     text = plan(SPEC, env={}).render()
     tail = text.split("Not done by this plan", 1)[1]

@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.rates_db: effective-dated rates in the database, repricing, BU map.
+"""Tests for aoai_helpers.db.rates: effective-dated rates in the database, repricing, BU map.
 
 Rows are stored the real way: event dicts → JSON → ``Ingestor.ingest_batch``.
 """
@@ -10,9 +10,8 @@ from datetime import datetime
 import pytest
 from sqlalchemy import func, select
 
-from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.pricing import Rate
-from aoai_helpers.rates_db import (
+from aoai_helpers.core.pricing import Rate
+from aoai_helpers.db.rates import (
     BusinessUnit,
     import_bu_csv,
     read_bu_map,
@@ -21,8 +20,9 @@ from aoai_helpers.rates_db import (
     set_bu,
     set_rates,
 )
-from aoai_helpers.service import sample_path
-from aoai_helpers.store import rate_table, transaction
+from aoai_helpers.db.store import rate_table, transaction
+from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.pipeline.service import sample_path
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True

@@ -1,4 +1,4 @@
-"""Reconciliation with APIM's language-model log (aoai_helpers.llmlog, aoai_helpers.reconcile).
+"""Reconciliation with APIM's language-model log (aoai_helpers.eventlog.llmlog, aoai_helpers.pipeline.reconcile).
 
 Unit level: records from rows, multi-part assembly, the row update and its guard, repricing,
 idempotency, late parts, the watermark, pending vs unmatched, a failing source. End to end
@@ -23,13 +23,13 @@ from sqlalchemy import select
 from streams import hang_up_at_first_token
 from waiting import wait_until
 
+from aoai_helpers.db.store import engine_from_url, reconcile_state, token_table, transaction
+from aoai_helpers.eventlog.llmlog import LlmLogRecord, LocalLlmLog, assemble, record_from_row
 from aoai_helpers.exceptions import AoaiHelpersError
-from aoai_helpers.llmlog import LlmLogRecord, LocalLlmLog, assemble, record_from_row
 from aoai_helpers.local.stack import LocalStack
-from aoai_helpers.local.traffic import azure_client, v1_client
-from aoai_helpers.reconcile import reconcile
+from aoai_helpers.pipeline.reconcile import reconcile
 from aoai_helpers.spec import Reconcile, load_spec
-from aoai_helpers.store import engine_from_url, reconcile_state, token_table, transaction
+from aoai_helpers.synthetic.traffic import azure_client, v1_client
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True

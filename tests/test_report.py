@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.report (chargeback in SQL), the ``report`` CLI and the bundled demo.
+"""Tests for aoai_helpers.analysis.report (chargeback in SQL), the ``report`` CLI and the bundled demo.
 
 The chargeback database holds hand-made events over two months and three subscriptions:
 two mapped to the same business unit, one unmapped (billed under its subscription name).
@@ -15,10 +15,7 @@ import pytest
 from cli_run import run_cli
 from sqlalchemy import func, select
 
-from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.pricing import Rate
-from aoai_helpers.rates_db import BusinessUnit, set_bu, set_rates
-from aoai_helpers.report import (
+from aoai_helpers.analysis.report import (
     MIXED,
     NO_SUBSCRIPTION,
     BuCharge,
@@ -36,8 +33,11 @@ from aoai_helpers.report import (
     unpriced_models,
     usage_by_model,
 )
-from aoai_helpers.service import run_demo, sample_path
-from aoai_helpers.store import dead_letter, token_table, transaction
+from aoai_helpers.core.pricing import Rate
+from aoai_helpers.db.rates import BusinessUnit, set_bu, set_rates
+from aoai_helpers.db.store import dead_letter, token_table, transaction
+from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.pipeline.service import run_demo, sample_path
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True

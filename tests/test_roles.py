@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from aoai_helpers.roles import (
+from aoai_helpers.azure.roles import (
     COGNITIVE_SERVICES_OPENAI_USER,
     EVENT_HUBS_DATA_RECEIVER,
     EVENT_HUBS_DATA_SENDER,

@@ -1,10 +1,10 @@
-"""The gateway's classifier (aoai_helpers.routes): canonical paths of metered operations only."""
+"""The gateway's classifier (aoai_helpers.core.routes): canonical paths of metered operations only."""
 
 from __future__ import annotations
 
 import pytest
 
-from aoai_helpers.routes import Refusal, Route, canonical, classify
+from aoai_helpers.core.routes import Refusal, Route, canonical, classify
 
 SERVED = [
     ("/openai/deployments/gpt-4o/chat/completions", Route("chat", False, "gpt-4o")),

@@ -1,4 +1,4 @@
-"""The event's request copy (aoai_helpers.shrink): it fits, keeps its shape, and what it proves
+"""The event's request copy (aoai_helpers.core.shrink): it fits, keeps its shape, and what it proves
 about the prompt is never more than the prompt really was."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aoai_helpers.shrink import MARKER, OMITTED, proven_tokens, request_stats, shrink_request
-from aoai_helpers.tokens import count_prompt
+from aoai_helpers.core.shrink import MARKER, OMITTED, proven_tokens, request_stats, shrink_request
+from aoai_helpers.core.tokens import count_prompt
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BUDGET = 51_200

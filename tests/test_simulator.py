@@ -23,11 +23,11 @@ import pytest
 import uvicorn
 from secrets_registry import register_secret
 
-from aoai_helpers.local._simdata import VOCABULARY
+from aoai_helpers.core.tokens import count_completion_text, count_prompt, count_text
+from aoai_helpers.core.usage import summarize_stream
+from aoai_helpers.local.replies import VOCABULARY
 from aoai_helpers.local.simulator import SimCall, Simulator, StreamCutError
 from aoai_helpers.spec import Spec, load_spec, parse_spec
-from aoai_helpers.tokens import count_completion_text, count_prompt, count_text
-from aoai_helpers.usage import summarize_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sim-key-0123456789"

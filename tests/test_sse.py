@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.sse: SSE framing, JSON payloads, and v1 escaped-content decoding."""
+"""Tests for aoai_helpers.core.sse: SSE framing, JSON payloads, and v1 escaped-content decoding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aoai_helpers.sse import (
+from aoai_helpers.core.sse import (
     DONE,
     ParsedStream,
     SseEvent,

@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.statement: issued statements are snapshots, drift after a reprice,
+"""Tests for aoai_helpers.analysis.statement: issued statements are snapshots, drift after a reprice,
 and the month report the exports and notebooks are built from.
 
 Events: two BUs in November 2026 at the default rates (gpt-4o USD 2.50 / 10.00 per 1M):
@@ -13,11 +13,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, inspect, select
 
-from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.pricing import make_rate
-from aoai_helpers.rates_db import BusinessUnit, set_bu, set_rates
-from aoai_helpers.report import chargeback_by_bu
-from aoai_helpers.statement import (
+from aoai_helpers.analysis.report import chargeback_by_bu
+from aoai_helpers.analysis.statement import (
     issue_statement,
     issued_months,
     month_report,
@@ -25,7 +22,10 @@ from aoai_helpers.statement import (
     statement_drift,
     statement_table,
 )
-from aoai_helpers.store import transaction
+from aoai_helpers.core.pricing import make_rate
+from aoai_helpers.db.rates import BusinessUnit, set_bu, set_rates
+from aoai_helpers.db.store import transaction
+from aoai_helpers.exceptions import ConfigError
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True

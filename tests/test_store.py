@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.store (tables, schema init/upgrade, URLs) and aoai_helpers.config."""
+"""Tests for aoai_helpers.db.store (tables, schema init/upgrade, URLs) and aoai_helpers.config."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from sqlalchemy.dialects import mssql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.schema import CreateTable
 
-from aoai_helpers import store
 from aoai_helpers.config import db_url
-from aoai_helpers.exceptions import ConfigError, DatabaseError
-from aoai_helpers.store import (
+from aoai_helpers.db import store
+from aoai_helpers.db.store import (
     DEFAULT_DB_URL,
     SCHEMA_VERSION,
     bu_map,
@@ -31,6 +30,7 @@ from aoai_helpers.store import (
     transaction,
     url_from_odbc,
 )
+from aoai_helpers.exceptions import ConfigError, DatabaseError
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True

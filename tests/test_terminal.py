@@ -1,10 +1,10 @@
-"""aoai_helpers.terminal.safe: user-controlled text made safe to print on a terminal."""
+"""aoai_helpers.core.terminal.safe: user-controlled text made safe to print on a terminal."""
 
 from __future__ import annotations
 
 import pytest
 
-from aoai_helpers.terminal import UNSAFE, safe
+from aoai_helpers.core.terminal import UNSAFE, safe
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.tokens: offline tokenizer and prompt counting.
+"""Tests for aoai_helpers.core.tokens: offline tokenizer and prompt counting.
 
 The chat vectors are the API-verified counts published in the OpenAI cookbook notebook
 "How to count tokens with tiktoken"
@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 from vectors import EXAMPLE_MESSAGES
 
-from aoai_helpers import tokens
-from aoai_helpers.exceptions import ConfigError, TokenizerError
-from aoai_helpers.tokens import (
+from aoai_helpers.core import tokens
+from aoai_helpers.core.tokens import (
     ENCODING_NAMES,
     PINNED_SHA256,
     TokenCount,
@@ -38,6 +37,7 @@ from aoai_helpers.tokens import (
     load_encoding,
     verify_tokenizer_files,
 )
+from aoai_helpers.exceptions import ConfigError, TokenizerError
 
 # Cookbook tools example: 105 prompt tokens on gpt-3.5-turbo / gpt-4, 101 on gpt-4o.
 WEATHER_FUNCTION: dict[str, Any] = {
@@ -147,7 +147,7 @@ _NO_NETWORK_SCRIPT = textwrap.dedent(
     socket.create_connection = _blocked
     socket.getaddrinfo = _blocked
 
-    from aoai_helpers import tokens
+    from aoai_helpers.core import tokens
 
     messages = json.loads(sys.argv[1])
     assert tokens.get_encoding("o200k_base").encode("tiktoken is great!") == [

@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.usage: body usage, stream summaries and usage resolution (§5).
+"""Tests for aoai_helpers.core.usage: body usage, stream summaries and usage resolution (§5).
 
 The fixtures are hand-built in the shapes AOAI sends (ARCHITECTURE.md §3,
 reference/azure-facts.md "AOAI data plane"): Azure's preamble chunk, per-choice
@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from aoai_helpers import tokens
-from aoai_helpers.events import V2_FIELDS, Usage, UsageEvent, parse_event
-from aoai_helpers.exceptions import TokenizerError
-from aoai_helpers.usage import (
+from aoai_helpers.core import tokens
+from aoai_helpers.core.events import V2_FIELDS, Usage, UsageEvent, parse_event
+from aoai_helpers.core.usage import (
     ResolvedUsage,
     resolve_usage,
     summarize_stream,
     texts_from_body,
     usage_from_body,
 )
+from aoai_helpers.exceptions import TokenizerError
 
 MODEL = "gpt-4o-2024-11-20"
 CHAT_ID = "chatcmpl-AbC123"
@@ -556,8 +556,8 @@ def test_resolve_v2_reported_is_trivial(monkeypatch: pytest.MonkeyPatch) -> None
         raise AssertionError("must not be called for reported usage")
 
     monkeypatch.setattr(tokens, "count_prompt", boom)
-    monkeypatch.setattr("aoai_helpers.usage.summarize_stream", boom)
-    monkeypatch.setattr("aoai_helpers.usage.json_object", boom)
+    monkeypatch.setattr("aoai_helpers.core.usage.summarize_stream", boom)
+    monkeypatch.setattr("aoai_helpers.core.usage.json_object", boom)
     usage = {
         "prompt_tokens": 1200,
         "completion_tokens": 80,

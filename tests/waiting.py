@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from sqlalchemy import func, inspect, select
 
-from aoai_helpers.store import engine_from_url, token_table
+from aoai_helpers.db.store import engine_from_url, token_table
 
 __all__ = ["stored_rows", "wait_until"]
 

@@ -24,9 +24,9 @@ from typing import Final
 
 import orjson
 
-from ..exceptions import ConfigError
-from ..spec import CaptureMode, Spec
-from .stack import STATE_FILE, LocalStack, StackInfo
+from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.local.stack import STATE_FILE, LocalStack, StackInfo
+from aoai_helpers.spec import CaptureMode, Spec
 
 __all__ = ["StackStatus", "down", "read_state", "serve", "status", "up"]
 
@@ -76,7 +76,7 @@ class StackStatus:
 
 def status(spec: Spec, state_dir: str | None = None) -> StackStatus:
     """What is running (from ``stack.json``), and how far the consumer has got."""
-    from ..eventhub import LocalEventLog
+    from aoai_helpers.eventlog.eventhub import LocalEventLog
 
     directory = Path(state_dir or spec.local.state_dir)
     info = read_state(directory)

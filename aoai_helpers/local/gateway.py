@@ -45,7 +45,7 @@ An ASGI app configured from the same :class:`~aoai_helpers.spec.Spec` as APIM. P
      client receives (as the policy's ``set-body`` does), so ``choices[0]`` stays safe.
 
    Non-streamed bodies are read in every mode (usage from the body).
-6. **Log one v2 event** (ARCHITECTURE.md §3, fields in :data:`~aoai_helpers.events.V2_FIELDS`
+6. **Log one v2 event** (ARCHITECTURE.md §3, fields in :data:`~aoai_helpers.core.events.V2_FIELDS`
    order) after the response has completed — also for 4xx/5xx answers and for a client that
    disconnected mid-stream — through the ``sink`` (see :class:`EventSink`), off the event
    loop. No prompt or completion text is logged unless it is needed to estimate usage (the
@@ -78,16 +78,20 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import orjson
 
-from ..apim.policy import BACKEND_ERROR_MESSAGE, BACKEND_TIMEOUT_MESSAGE, policy_settings
-from ..apim.resources import logged_owner
-from ..clock import now
-from ..events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS
-from ..routes import Refusal, Route, classify
-from ..shrink import shrink_request
-from ..spec import Backend, CaptureMode, Spec, Subscription
-from ..usage import summarize_stream, usage_from_body
-from .limits import TokenLimiter
-from .llm_records import Exchange
+from aoai_helpers.azure.apim.policy import (
+    BACKEND_ERROR_MESSAGE,
+    BACKEND_TIMEOUT_MESSAGE,
+    policy_settings,
+)
+from aoai_helpers.azure.apim.resources import logged_owner
+from aoai_helpers.clock import now
+from aoai_helpers.core.events import LOG_TO_EVENTHUB_LIMIT, V2_FIELDS
+from aoai_helpers.core.routes import Refusal, Route, classify
+from aoai_helpers.core.shrink import shrink_request
+from aoai_helpers.core.usage import summarize_stream, usage_from_body
+from aoai_helpers.local.limits import TokenLimiter
+from aoai_helpers.local.llm_records import Exchange
+from aoai_helpers.spec import Backend, CaptureMode, Spec, Subscription
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from .. import clock
-from ..spec import Subscription, TokenLimit
+from aoai_helpers import clock
+from aoai_helpers.spec import Subscription, TokenLimit
 
 __all__ = [
     "REMAINING_QUOTA_HEADER",

@@ -4,7 +4,7 @@ The local gateway hands every served call it saw to its language-model sink as a
 :class:`Exchange`: the request, and the response as it passed through — for a pass-through
 stream, the chunks it relayed, read as they went by without holding any of them back.
 :func:`llm_log_records` turns an exchange into the records APIM's ``GatewayLlmLogs`` category
-would add to ``ApiManagementGatewayLlmLog`` (:mod:`aoai_helpers.llmlog`): one record with the
+would add to ``ApiManagementGatewayLlmLog`` (:mod:`aoai_helpers.eventlog.llmlog`): one record with the
 token counts (``SequenceNumber`` 0), for the successful calls of the language-model operations
 (chat, completions, embeddings, Responses).
 
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ..events import Usage, UsageEvent
-from ..llmlog import LlmLogRecord
-from ..usage import resolve_usage
+from aoai_helpers.core.events import Usage, UsageEvent
+from aoai_helpers.core.usage import resolve_usage
+from aoai_helpers.eventlog.llmlog import LlmLogRecord
 
 __all__ = ["LOGGED_OPERATIONS", "Exchange", "llm_log_records"]
 

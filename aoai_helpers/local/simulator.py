@@ -21,8 +21,8 @@ Azure OpenAI inference spec ``2024-10-21``):
   call whose arguments have the function's parameter names (the Responses API always answers
   with text; its ``tools`` are echoed, never called). Embeddings are deterministic unit
   vectors (``dimensions``, else 1536; 3072 for text-embedding-3-large), float or base64.
-- **Usage** is counted with :mod:`aoai_helpers.tokens` for the deployment's model: the prompt
-  with ``count_prompt``, the output as :mod:`aoai_helpers.usage` reassembles it (content; tool
+- **Usage** is counted with :mod:`aoai_helpers.core.tokens` for the deployment's model: the prompt
+  with ``count_prompt``, the output as :mod:`aoai_helpers.core.usage` reassembles it (content; tool
   name and arguments joined by newlines), so a gateway's estimate from the stream equals the
   reported usage. Cached and reasoning tokens are always 0.
 - **Streams.** Chat / completions: the Azure preamble chunk (empty ``id``/``model``/``object``,
@@ -75,11 +75,17 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from aoai_helpers.core.tokens import count_completion_text
+from aoai_helpers.local.replies import (
+    Frame,
+    Plan,
+    embeddings_body,
+    make_plan,
+    output_text,
+    reply_body,
+)
+from aoai_helpers.local.replies import stream_frames as _stream_frames
 from aoai_helpers.spec import Fault, Spec
-from aoai_helpers.tokens import count_completion_text
-
-from ._simdata import Frame, Plan, embeddings_body, make_plan, output_text, reply_body
-from ._simdata import stream_frames as _stream_frames
 
 __all__ = [
     "REQUESTS_PER_MINUTE",

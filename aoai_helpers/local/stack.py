@@ -16,9 +16,9 @@ or as a background process (``python -m aoai_helpers local up|down|status``, see
 :mod:`aoai_helpers.local.control`).
 
 Like APIM's ``GatewayLlmLogs`` diagnostic, the gateway also writes the language-model log
-(``<state_dir>/llm-log/``, :class:`~aoai_helpers.llmlog.LocalLlmLog`), from a writer thread
+(``<state_dir>/llm-log/``, :class:`~aoai_helpers.eventlog.llmlog.LocalLlmLog`), from a writer thread
 off its event loop; with the consumer on, a reconciler thread runs
-:func:`aoai_helpers.reconcile.reconcile` against it every ``reconcile.interval_seconds``, so
+:func:`aoai_helpers.pipeline.reconcile.reconcile` against it every ``reconcile.interval_seconds``, so
 pass-through streams go from ``prompt_only`` to ``reconciled`` as they would on Azure.
 :meth:`LocalStack.wait_reconciled` waits for that to have happened for every call made. Either way the stack writes what clients need — URLs,
 database URL, each BU's subscription key — to ``<state_dir>/stack.json``, readable only by its
@@ -47,22 +47,22 @@ from typing import Any, Final, Generic, TypeVar
 import orjson
 import uvicorn
 
-from .._files import write_private
-from ..clock import system_now
-from ..consume import ConsumeStats, consume
-from ..eventhub import EventProducer, LocalEventLog
-from ..exceptions import ConfigError
-from ..ingest import Ingestor
-from ..llmlog import LocalLlmLog
-from ..rates_db import BusinessUnit, set_bu
-from ..reconcile import ReconcileResult, reconcile
-from ..service import ensure_db
-from ..spec import CaptureMode, Spec
-from ..store import engine_from_url, transaction
-from .gateway import BackendCut, Gateway
-from .limits import TokenLimiter
-from .llm_records import Exchange, llm_log_records
-from .simulator import Simulator, StreamCutError
+from aoai_helpers.clock import system_now
+from aoai_helpers.core.files import write_private
+from aoai_helpers.db.rates import BusinessUnit, set_bu
+from aoai_helpers.db.store import engine_from_url, transaction
+from aoai_helpers.eventlog.eventhub import EventProducer, LocalEventLog
+from aoai_helpers.eventlog.llmlog import LocalLlmLog
+from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.local.gateway import BackendCut, Gateway
+from aoai_helpers.local.limits import TokenLimiter
+from aoai_helpers.local.llm_records import Exchange, llm_log_records
+from aoai_helpers.local.simulator import Simulator, StreamCutError
+from aoai_helpers.pipeline.consume import ConsumeStats, consume
+from aoai_helpers.pipeline.ingest import Ingestor
+from aoai_helpers.pipeline.reconcile import ReconcileResult, reconcile
+from aoai_helpers.pipeline.service import ensure_db
+from aoai_helpers.spec import CaptureMode, Spec
 
 __all__ = ["STATE_FILE", "EventWriter", "LocalStack", "ServerThread", "StackInfo"]
 

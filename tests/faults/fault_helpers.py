@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.eventhub import LocalEventLog
-from aoai_helpers.events import v1_request_id
-from aoai_helpers.store import dead_letter, token_table, transaction
+from aoai_helpers.core.events import v1_request_id
+from aoai_helpers.db.store import dead_letter, token_table, transaction
+from aoai_helpers.eventlog.eventhub import LocalEventLog
 
 Event = dict[str, Any]
 

@@ -38,11 +38,11 @@ from secrets_registry import record_event_log, register_secret
 from sqlalchemy import select
 from waiting import wait_until
 
+from aoai_helpers.db.store import engine_from_url, token_table
 from aoai_helpers.local.simulator import SimCall
 from aoai_helpers.local.stack import LocalStack
-from aoai_helpers.local.traffic import azure_client
 from aoai_helpers.spec import CaptureMode, Spec, load_spec, parse_spec
-from aoai_helpers.store import engine_from_url, token_table
+from aoai_helpers.synthetic.traffic import azure_client
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "gpt-4o-2024-11-20"

@@ -31,10 +31,10 @@ from secrets_registry import register_secret
 from sqlalchemy import select
 from waiting import wait_until
 
-from aoai_helpers.eventhub import LocalEventLog
+from aoai_helpers.db.store import engine_from_url, token_table
+from aoai_helpers.eventlog.eventhub import LocalEventLog
 from aoai_helpers.local.stack import LocalStack
 from aoai_helpers.spec import Spec, load_spec, parse_spec
-from aoai_helpers.store import engine_from_url, token_table
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = load_spec(ROOT / "examples" / "gateway.yaml")

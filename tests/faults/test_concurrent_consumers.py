@@ -31,8 +31,8 @@ from fault_helpers import (
 )
 from pg import PgServer
 
-from aoai_helpers.service import ensure_db
-from aoai_helpers.store import engine_from_url
+from aoai_helpers.db.store import engine_from_url
+from aoai_helpers.pipeline.service import ensure_db
 
 PROCESSES = 4
 CALLS = 1500
@@ -45,9 +45,9 @@ def _consume_worker(
     url: str, log_dir: str, barrier: Any, results: Any
 ) -> None:  # pragma: no cover - runs in a child process
     """One consumer process: wait for the others, drain its own log into the shared database."""
-    from aoai_helpers.consume import consume
-    from aoai_helpers.eventhub import LocalEventLog
-    from aoai_helpers.ingest import Ingestor
+    from aoai_helpers.eventlog.eventhub import LocalEventLog
+    from aoai_helpers.pipeline.consume import consume
+    from aoai_helpers.pipeline.ingest import Ingestor
 
     engine = engine_from_url(url)
     log = LocalEventLog(log_dir, fsync=False)

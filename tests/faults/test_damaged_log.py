@@ -27,15 +27,15 @@ from cli_run import run_cli
 from conftest import new_v2
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.consume import drain
-from aoai_helpers.eventhub import (
+from aoai_helpers.eventlog.eventhub import (
     HEADER_SIZE,
     DamagedRegion,
     EventData,
     LocalEventLog,
     read_damaged,
 )
-from aoai_helpers.ingest import Ingestor
+from aoai_helpers.pipeline.consume import drain
+from aoai_helpers.pipeline.ingest import Ingestor
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = str(ROOT / "examples" / "gateway.yaml")

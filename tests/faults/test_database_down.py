@@ -37,11 +37,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from waiting import wait_until
 
-from aoai_helpers.consume import ConsumeStats, consume
-from aoai_helpers.eventhub import LocalEventLog
-from aoai_helpers.ingest import BatchResult, Ingestor
-from aoai_helpers.service import ensure_db
-from aoai_helpers.store import engine_from_url
+from aoai_helpers.db.store import engine_from_url
+from aoai_helpers.eventlog.eventhub import LocalEventLog
+from aoai_helpers.pipeline.consume import ConsumeStats, consume
+from aoai_helpers.pipeline.ingest import BatchResult, Ingestor
+from aoai_helpers.pipeline.service import ensure_db
 
 N = 2000
 BATCH = 100

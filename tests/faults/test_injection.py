@@ -34,11 +34,11 @@ from cli_run import run_cli
 from conftest import new_v2
 from secrets_registry import register_secret
 
-from aoai_helpers.export import write_csv, write_xlsx
-from aoai_helpers.report import chargeback_by_bu, render_table
-from aoai_helpers.statement import month_report
-from aoai_helpers.store import engine_from_url
-from aoai_helpers.terminal import UNSAFE, safe
+from aoai_helpers.analysis.export import write_csv, write_xlsx
+from aoai_helpers.analysis.report import chargeback_by_bu, render_table
+from aoai_helpers.analysis.statement import month_report
+from aoai_helpers.core.terminal import UNSAFE, safe
+from aoai_helpers.db.store import engine_from_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -37,8 +37,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.events import V2_FIELDS, EventError, UsageEvent, parse_event
-from aoai_helpers.ingest import BatchResult, Ingestor, RawEvent
+from aoai_helpers.core.events import V2_FIELDS, EventError, UsageEvent, parse_event
+from aoai_helpers.pipeline.ingest import BatchResult, Ingestor, RawEvent
 
 BOTH_DATABASES = True
 MB = 1 << 20

@@ -25,7 +25,7 @@ from fault_helpers import (
 )
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.ingest import BatchResult, Ingestor, RawEvent
+from aoai_helpers.pipeline.ingest import BatchResult, Ingestor, RawEvent
 
 BOTH_DATABASES = True
 BATCHES = 50

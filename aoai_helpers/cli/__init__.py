@@ -1,0 +1,3 @@
+"""The command line: one module per command group over library functions; no logic of
+its own. May import everything.
+"""

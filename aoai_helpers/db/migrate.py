@@ -1,0 +1,545 @@
+"""``db upgrade``: turn a database of the original APIM-AOAI-Proxy into this schema, in place.
+
+The original project's ``aoaieventdb.sql`` created two tables: ``ApimAoaiToken`` (16 columns,
+no key) and ``AoaiTokenRate`` (model, prompt and completion rate). :func:`upgrade` keeps every
+row and every original column as it is (existing Power BI reports keep working) and adds what
+this schema has beside them, in one transaction where the database has transactional DDL
+(SQLite, PostgreSQL, SQL Server):
+
+``ApimAoaiToken``
+    new columns are added — those the schema wants NOT NULL first as nullable, then filled,
+    then made NOT NULL — and the rows that predate the schema get:
+
+    - ``Id``: an identity key (SQL Server, PostgreSQL) or SQLite's rowid;
+    - ``RequestId`` = ``legacy:`` + the first 32 hex digits of the SHA-256 of the row's original
+      columns + ``:`` + its ``Id`` (see :func:`legacy_request_id`). The hash ties the id to the
+      content (an edited row no longer matches it); the ``Id`` keeps identical rows — the
+      original had no key, so two calls with the same values are two rows — distinct;
+    - ``EventVersion`` 1, ``Operation`` from the original ``OperationId``
+      (:data:`~aoai_helpers.core.events.V1_OPERATION_IDS`, else ``other``);
+    - ``UsageSource`` ``estimated`` where ``IsStreaming`` = 1 (the original function counted
+      streams with tiktoken), ``reported`` otherwise;
+    - ``ModelKnown`` from :func:`~aoai_helpers.core.model_names.normalize_model` (``ModelName`` itself is
+      not changed: it stays the pricing key those rows had), ``IngestedAtUTC`` the upgrade time.
+
+``AoaiTokenRate``
+    every original rate gets ``CachedPromptTokenRate`` = its prompt rate, ``Currency`` USD,
+    ``EffectiveFrom`` 2000-01-01 (:data:`~aoai_helpers.core.pricing.EPOCH`: this schema's "always"),
+    ``EffectiveTo`` NULL (open) and ``Source`` ``original AoaiTokenRate``. The original allowed
+    several rows per model; this schema does not (one rate per model and start), so such a
+    table is refused, before any change, with the models to fix.
+
+Then the tables the original did not have are created, the indexes (the unique one on
+``RequestId`` among them), the applied migration is recorded in ``AoaiSchemaVersion``, and the
+upgraded calls are repriced (:func:`~aoai_helpers.db.rates.reprice`): ``Cost`` is filled for
+every call whose model has a rate, and stays NULL (unpriced) for the others.
+
+SQLite can neither add a primary key nor make a column NOT NULL: there, after the columns were
+added and filled, the table is rebuilt (created anew with the schema, rows copied with
+``Id`` = rowid, the old one dropped, the new one renamed — SQLite's documented procedure).
+
+Running it again changes nothing. ``sql/migrate_from_original.sql``
+(:func:`aoai_helpers.db.migrate_tsql.migration_tsql`) is the same migration as a T-SQL script for
+Azure SQL DBAs, generated from the same models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    Column,
+    ColumnClause,
+    ColumnElement,
+    MetaData,
+    Table,
+    bindparam,
+    case,
+    column,
+    func,
+    inspect,
+    select,
+    table,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.schema import CreateColumn, CreateTable
+
+from aoai_helpers.clock import utcnow
+from aoai_helpers.core.events import V1_OPERATION_IDS
+from aoai_helpers.core.model_names import normalize_model
+from aoai_helpers.core.pricing import EPOCH, default_rates
+from aoai_helpers.db.rates import reprice, set_rates
+from aoai_helpers.db.store import (
+    SCHEMA_VERSION,
+    database_errors,
+    init_schema,
+    masked_url,
+    rate_table,
+    token_table,
+    transaction,
+)
+from aoai_helpers.exceptions import ConfigError
+
+__all__ = [
+    "LEGACY_PREFIX",
+    "ORIGINAL_RATE_COLUMNS",
+    "ORIGINAL_RATE_SOURCE",
+    "ORIGINAL_TOKEN_COLUMNS",
+    "TableUpgrade",
+    "UpgradeResult",
+    "legacy_request_id",
+    "upgrade",
+]
+
+#: The columns of the original ``ApimAoaiToken``, in their order (contract §4).
+ORIGINAL_TOKEN_COLUMNS: Final = (
+    "ExecTimeUTC",
+    "ExecDateUTC",
+    "GatewayRegion",
+    "GatewayServiceName",
+    "SubscriptionId",
+    "SubscriptionName",
+    "UserName",
+    "UserEmail",
+    "ProductName",
+    "ApiName",
+    "OperationId",
+    "ModelName",
+    "IsStreaming",
+    "PromptTokens",
+    "CompletionTokens",
+    "TotalTokens",
+)
+#: The columns of the original ``AoaiTokenRate``.
+ORIGINAL_RATE_COLUMNS: Final = ("ModelName", "PromptTokenRate", "CompletionTokenRate")
+LEGACY_PREFIX: Final = "legacy:"
+ORIGINAL_RATE_SOURCE: Final = "original AoaiTokenRate"
+_UPGRADE_NOTE: Final = "upgraded in place from the original APIM-AOAI-Proxy schema"
+_HASH_DIGITS: Final = 32
+_CHUNK: Final = 5000
+#: The NOT NULL columns without a default each upgradable table's old rows get filled in.
+_FILLED: Final[dict[str, frozenset[str]]] = {
+    token_table.name: frozenset(
+        {"Id", "RequestId", "EventVersion", "Operation", "UsageSource", "IngestedAtUTC"}
+    ),
+    rate_table.name: frozenset({"RateId", "EffectiveFrom"}),
+}
+_ORIGINAL: Final[dict[str, tuple[str, ...]]] = {
+    token_table.name: ORIGINAL_TOKEN_COLUMNS,
+    rate_table.name: ORIGINAL_RATE_COLUMNS,
+}
+
+
+# --- the row values ---------------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> str:
+    """One original column's value as text, as T-SQL's CONCAT / CONVERT(…, 121) writes it."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S}.{value.microsecond // 1000:03d}"
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def legacy_request_id(row_id: int, original_values: Sequence[Any]) -> str:
+    """``RequestId`` of a row that predates the schema: ``legacy:<hash>:<Id>``.
+
+    ``<hash>`` is the first 32 hex digits of the SHA-256 of the original columns' values
+    (:data:`ORIGINAL_TOKEN_COLUMNS` order) joined by ``|`` (NULL as empty, datetimes as
+    ``YYYY-MM-DD hh:mm:ss.mmm``) in UTF-16-LE — what ``HASHBYTES('SHA2_256', CONCAT(…))`` over
+    NVARCHAR computes in ``sql/migrate_from_original.sql``. ``<Id>`` makes it unique.
+    """
+    canonical = "|".join(_canonical(v) for v in original_values)
+    digest = hashlib.sha256(canonical.encode("utf-16-le")).hexdigest()[:_HASH_DIGITS]
+    return f"{LEGACY_PREFIX}{digest}:{row_id}"
+
+
+def _operation_case(operation_id: ColumnElement[Any]) -> ColumnElement[Any]:
+    return case(
+        {k: v for k, v in V1_OPERATION_IDS.items()},
+        value=func.lower(operation_id),
+        else_="other",
+    )
+
+
+def _usage_source_case(is_streaming: ColumnElement[Any]) -> ColumnElement[Any]:
+    return case((is_streaming == 1, "estimated"), else_="reported")
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TableUpgrade:
+    """What the upgrade did to one of the original tables."""
+
+    table: str
+    columns_added: list[str] = field(default_factory=list)
+    rows: int = 0
+    rebuilt: bool = False
+    usage_sources: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class UpgradeResult:
+    """What :func:`upgrade` did (nothing when the database was up to date)."""
+
+    database: str
+    tables: list[TableUpgrade] = field(default_factory=list)
+    schema_changes: list[str] = field(default_factory=list)
+    repriced: int = 0
+    priced: int = 0
+    unpriced_models: list[str] = field(default_factory=list)
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when there was nothing to do."""
+        return not self.tables and not self.schema_changes
+
+    def lines(self) -> list[str]:
+        """The report the CLI prints, one line per step."""
+        if self.up_to_date:
+            return [
+                f"database {self.database}: already up to date (schema version {SCHEMA_VERSION})"
+            ]
+        head = "upgraded from the original APIM-AOAI-Proxy schema" if self.tables else "upgraded"
+        out = [f"database {self.database}: {head}"]
+        for t in self.tables:
+            added = f"{len(t.columns_added)} column(s) added ({', '.join(t.columns_added)})"
+            if t.table == token_table.name:
+                sources = ", ".join(f"{n} {s}" for s, n in sorted(t.usage_sources.items()))
+                filled = (
+                    f"{t.rows} row(s) backfilled (RequestId legacy:…, EventVersion 1, Operation, "
+                    f"UsageSource: {sources or 'none'})"
+                )
+            else:
+                filled = (
+                    f"{t.rows} rate(s) backfilled (cached = prompt rate, USD, from "
+                    f"{EPOCH:%Y-%m-%d}, open-ended, source {ORIGINAL_RATE_SOURCE!r})"
+                )
+            rebuilt = "; table rebuilt (SQLite)" if t.rebuilt else ""
+            out.append(f"{t.table}: {added}; {filled}{rebuilt}")
+        created = [c for c in self.schema_changes if not c.startswith("schema version")]
+        if created:
+            out.append("; ".join(created))
+        if self.tables or self.repriced:
+            unpriced = self.repriced - self.priced
+            line = f"{self.repriced} call(s) repriced: {self.priced} priced, {unpriced} unpriced"
+            if self.unpriced_models:
+                line += f" (no rate for: {', '.join(self.unpriced_models)})"
+            out.append(line)
+        if any(c.startswith("schema version") for c in self.schema_changes):
+            out.append(f"schema version {SCHEMA_VERSION} recorded")
+        return out
+
+
+# --- the upgrade ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _one_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction, DDL included (as :func:`~aoai_helpers.db.store.transaction` for errors).
+
+    Python's sqlite3 opens transactions only before INSERT/UPDATE/DELETE and runs DDL outside
+    them; here the connection is switched to explicit control and ``BEGIN IMMEDIATE`` (the
+    write lock, waiting up to the busy timeout) opens a transaction that holds the DDL too.
+    """
+    if engine.dialect.name != "sqlite":
+        with transaction(engine) as conn:
+            yield conn
+        return
+    with database_errors(engine), engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        saved = getattr(dbapi, "isolation_level", "")
+        dbapi.isolation_level = None  # type: ignore[union-attr]
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+            conn.commit()
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            dbapi.isolation_level = saved  # type: ignore[union-attr]
+
+
+def _required(col: Column[Any]) -> bool:
+    return not col.nullable and col.server_default is None
+
+
+def upgrade(engine: Engine, *, seed_default_rates: bool = True) -> UpgradeResult:
+    """Upgrade the database to this schema, in place and in one transaction (module doc).
+
+    Creates the schema where there is none (as ``db init``, seeding the default rates into a new
+    rate table unless ``seed_default_rates`` is false), completes an older one, and migrates
+    the original APIM-AOAI-Proxy tables. Raises :class:`ConfigError` (nothing changed) for a
+    table it cannot migrate, :class:`DatabaseError` when the database fails.
+    """
+    result = UpgradeResult(masked_url(str(engine.url)))
+    with _one_transaction(engine) as conn:
+        insp = inspect(conn)
+        existing = set(insp.get_table_names())
+        plans: list[tuple[Table, list[Column[Any]]]] = []
+        for model in (token_table, rate_table):
+            if model.name not in existing:
+                continue
+            reflected = {c["name"].lower(): c["name"] for c in insp.get_columns(model.name)}
+            missing = [c for c in model.columns if c.name.lower() not in reflected]
+            if any(_required(c) for c in missing):
+                _check_migratable(conn, model, missing, reflected)
+                plans.append((model, missing))
+        pk_names = {
+            model.name: insp.get_pk_constraint(model.name).get("constrained_columns") or []
+            for model, _missing in plans
+        }
+        now = utcnow()
+        for model, missing in plans:
+            result.tables.append(_migrate_table(conn, model, missing, pk_names[model.name], now))
+        result.schema_changes = init_schema(
+            conn, description=f"{_UPGRADE_NOTE} (db upgrade)" if plans else "db upgrade"
+        )
+        seeded = False
+        if seed_default_rates and f"created table {rate_table.name}" in result.schema_changes:
+            defaults = default_rates()
+            set_rates(conn, defaults, reprice_rows=False)
+            result.schema_changes.append(f"seeded {len(defaults)} default rates")
+            seeded = True
+        if plans or seeded:
+            result.repriced = reprice(conn)
+            _pricing_stats(conn, result)
+    return result
+
+
+def _check_migratable(
+    conn: Connection, model: Table, missing: list[Column[Any]], reflected: dict[str, str]
+) -> None:
+    """Refuse, before any change, what cannot be migrated without losing or inventing data."""
+    name = model.name
+    lost = [c for c in _ORIGINAL[name] if c.lower() not in reflected]
+    if lost:
+        raise ConfigError(
+            f"table {name} lacks the original column(s) {', '.join(lost)}: it is neither this "
+            "schema nor the original APIM-AOAI-Proxy one, so it cannot be upgraded"
+        )
+    unknown = [c.name for c in missing if _required(c) and c.name not in _FILLED[name]]
+    if unknown:
+        raise ConfigError(f"table {name} lacks {', '.join(unknown)}, which db upgrade cannot fill")
+    if conn.dialect.name == "sqlite":
+        known = {c.name.lower() for c in model.columns}
+        extra = sorted(col for low, col in reflected.items() if low not in known)
+        if extra:
+            raise ConfigError(
+                f"table {name} has column(s) this schema does not know ({', '.join(extra)}): "
+                "upgrading SQLite rebuilds the table and would drop them; move them elsewhere first"
+            )
+    if model is rate_table:
+        m: ColumnClause[Any] = column("ModelName")
+        dupes = conn.execute(
+            select(m, func.count())
+            .select_from(table(name))
+            .group_by(m)
+            .having(func.count() > 1)
+            .order_by(m)
+        ).all()
+        if dupes:
+            listed = ", ".join(f"{r[0]} ({r[1]} rows)" for r in dupes[:10])
+            raise ConfigError(
+                f"{name} has more than one rate for {listed}: the upgraded table holds one rate per "
+                "model and start date; keep one row per model, run db upgrade, then add the "
+                "others with dates (rates set MODEL … --from DATE)"
+            )
+
+
+def _nullable_ddl(col: Column[Any], dialect: Dialect) -> str:
+    """The column's definition without NOT NULL (it is filled, then constrained)."""
+    loose = Table(col.table.name, MetaData(), Column(col.name, col.type, nullable=True))
+    return str(CreateColumn(loose.c[col.name]).compile(dialect=dialect))
+
+
+def _migrate_table(
+    conn: Connection,
+    model: Table,
+    missing: list[Column[Any]],
+    existing_pk: list[str],
+    now: datetime,
+) -> TableUpgrade:
+    dialect = conn.dialect
+    sqlite = dialect.name == "sqlite"
+    quoted = dialect.identifier_preparer.format_table(model)
+    done = TableUpgrade(model.name)
+    to_constrain: list[Column[Any]] = []
+    for col in missing:
+        if col.primary_key and sqlite:
+            done.columns_added.append(col.name)  # the rebuild below makes it the rowid alias
+            continue
+        if _required(col) and not col.primary_key:
+            ddl = _nullable_ddl(col, dialect)
+            to_constrain.append(col)
+        else:
+            ddl = str(CreateColumn(col).compile(dialect=dialect))  # identity / default fill it
+        conn.execute(text(f"ALTER TABLE {quoted} ADD {ddl}"))
+        done.columns_added.append(col.name)
+        if col.primary_key and not existing_pk:  # before the updates by key below
+            # (not AddConstraint: it would mark the model's own key "not inline" for good)
+            conn.execute(text(f"ALTER TABLE {quoted} ADD {_primary_key(model, dialect)}"))
+    pk = next(iter(model.primary_key.columns)).name
+    key = "rowid" if sqlite else pk
+    if model is token_table:
+        done.rows = _fill_token_rows(conn, key, now)
+        done.usage_sources = _usage_sources(conn)
+    else:
+        done.rows = _fill_rates(conn)
+    if sqlite:
+        _rebuild_sqlite(conn, model)
+        done.rebuilt = True
+    else:
+        for col in to_constrain:
+            conn.execute(text(_set_not_null(quoted, col, dialect)))
+    return done
+
+
+def _primary_key(model: Table, dialect: Dialect) -> str:
+    cols = ", ".join(dialect.identifier_preparer.quote(c.name) for c in model.primary_key.columns)
+    return f"PRIMARY KEY ({cols})"
+
+
+def _fill_token_rows(conn: Connection, key: str, now: datetime) -> int:
+    """Fill the new NOT NULL columns of the rows that predate the schema (RequestId IS NULL)."""
+    t = token_table.c
+    conn.execute(
+        update(token_table)
+        .where(t.RequestId.is_(None))
+        .values(
+            EventVersion=1,
+            Operation=_operation_case(t.OperationId),
+            UsageSource=_usage_source_case(t.IsStreaming),
+            IngestedAtUTC=now,
+        )
+    )
+    # RequestId and ModelKnown are computed here, from the raw values (no type conversion, so
+    # the hash sees what is stored), a chunk at a time in key order.
+    raw = table(
+        token_table.name,
+        column(key),
+        column("RequestId"),
+        column("ModelKnown"),
+        *(column(c) for c in ORIGINAL_TOKEN_COLUMNS),
+    )
+    query = (
+        select(raw.c[key], *(raw.c[c] for c in ORIGINAL_TOKEN_COLUMNS))
+        .where(raw.c.RequestId.is_(None))
+        .order_by(raw.c[key])
+        .limit(_CHUNK)
+    )
+    stmt = (
+        update(raw)
+        .where(raw.c[key] == bindparam("b_key"))
+        .values(RequestId=bindparam("b_rid"), ModelKnown=bindparam("b_known"))
+    )
+    model_at = ORIGINAL_TOKEN_COLUMNS.index("ModelName") + 1
+    filled, last = 0, None
+    while True:
+        page = query if last is None else query.where(raw.c[key] > last)
+        rows = conn.execute(page).all()
+        if not rows:
+            return filled
+        conn.execute(
+            stmt,
+            [
+                {
+                    "b_key": r[0],
+                    "b_rid": legacy_request_id(int(r[0]), r[1:]),
+                    "b_known": 1 if normalize_model(str(r[model_at] or "")).known else 0,
+                }
+                for r in rows
+            ],
+        )
+        filled += len(rows)
+        last = rows[-1][0]
+
+
+def _usage_sources(conn: Connection) -> dict[str, int]:
+    t = token_table.c
+    rows = conn.execute(select(t.UsageSource, func.count()).group_by(t.UsageSource)).all()
+    return {str(source): int(n) for source, n in rows}
+
+
+def _fill_rates(conn: Connection) -> int:
+    """Give the original rates their new columns (EffectiveFrom IS NULL marks them)."""
+    r = rate_table.c
+    return int(
+        conn.execute(
+            update(rate_table)
+            .where(r.EffectiveFrom.is_(None))
+            .values(
+                CachedPromptTokenRate=r.PromptTokenRate,
+                Currency="USD",
+                EffectiveFrom=EPOCH,
+                EffectiveTo=None,
+                Source=ORIGINAL_RATE_SOURCE,
+            )
+        ).rowcount
+    )
+
+
+def _set_not_null(quoted_table: str, col: Column[Any], dialect: Dialect) -> str:
+    name = dialect.identifier_preparer.quote(col.name)
+    if dialect.name == "mssql":
+        kind = col.type.compile(dialect=dialect)
+        return f"ALTER TABLE {quoted_table} ALTER COLUMN {name} {kind} NOT NULL"
+    return f"ALTER TABLE {quoted_table} ALTER COLUMN {name} SET NOT NULL"
+
+
+def _rebuild_sqlite(conn: Connection, model: Table) -> None:
+    """SQLite: recreate the table as the schema has it, rows copied as stored, Id = rowid."""
+    q = conn.dialect.identifier_preparer
+    name, temp = model.name, f"{model.name}__upgrade"
+    keep = conn.execute(  # a DBA's own indexes and triggers on the table: recreated after
+        text(
+            "SELECT name, sql FROM sqlite_master WHERE tbl_name = :t "
+            "AND type IN ('index', 'trigger') AND sql IS NOT NULL"
+        ),
+        {"t": name},
+    ).all()
+    ours = {ix.name for ix in model.indexes}
+    conn.execute(CreateTable(model.to_metadata(MetaData(), name=temp)))  # no indexes yet
+    cols = ", ".join(q.quote(c.name) for c in model.columns)
+    source = ", ".join("rowid" if c.primary_key else q.quote(c.name) for c in model.columns)
+    conn.execute(
+        text(
+            f"INSERT INTO {q.quote(temp)} ({cols}) SELECT {source} FROM {q.quote(name)} "
+            "ORDER BY rowid"
+        )
+    )
+    conn.execute(text(f"DROP TABLE {q.quote(name)}"))
+    # legacy_alter_table: the rename leaves views and triggers that name the table alone (they
+    # resolve to the new table), as SQLite's documented table-rebuild procedure requires.
+    legacy = conn.exec_driver_sql("PRAGMA legacy_alter_table").scalar()
+    conn.exec_driver_sql("PRAGMA legacy_alter_table = ON")
+    conn.execute(text(f"ALTER TABLE {q.quote(temp)} RENAME TO {q.quote(name)}"))
+    conn.exec_driver_sql(f"PRAGMA legacy_alter_table = {1 if legacy else 0}")
+    for obj_name, sql in keep:
+        if obj_name not in ours:
+            conn.exec_driver_sql(sql)
+
+
+def _pricing_stats(conn: Connection, result: UpgradeResult) -> None:
+    t = token_table.c
+    billed = t.UsageSource != "unbilled"
+    result.priced = int(
+        conn.execute(select(func.count()).where(billed, t.Cost.is_not(None))).scalar() or 0
+    )
+    models = conn.execute(
+        select(t.ModelName).where(billed, t.Cost.is_(None)).distinct().order_by(t.ModelName)
+    ).scalars()
+    names = [m if m is not None else "(none)" for m in models]
+    result.unpriced_models = names[:10] + ([f"… {len(names) - 10} more"] if len(names) > 10 else [])
