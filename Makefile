@@ -51,6 +51,7 @@ bench: venv
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/function.py
 	$(PY) benchmarks/report.py
+	$(PY) benchmarks/startup.py
 
 ## bench-peers: the gateway benchmark with LiteLLM's proxy measured beside it, in the same run
 ##              (installed, pinned, into bench-results/.peers/, never into .venv)

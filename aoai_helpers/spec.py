@@ -1,4 +1,4 @@
-"""The declarative deployment spec (``gateway.yaml``, ARCHITECTURE.md §2), validated by pydantic.
+"""The declarative deployment spec (``gateway.yaml``, docs/architecture.md), validated by pydantic.
 
 One file describes a deployment: the cloud, the APIM service, the AOAI backends and their
 deployments, the product and one subscription per business unit, the capture mode, the Event
@@ -372,7 +372,7 @@ class Local(_Model):
 
 
 class Spec(_Model):
-    """A whole deployment (ARCHITECTURE.md §2)."""
+    """A whole deployment (docs/architecture.md)."""
 
     cloud: CloudName = "AzureCloud"
     subscription_id: str | None = None  # the Azure subscription (ARM), not an APIM one
@@ -463,8 +463,7 @@ def retention_problem(tier: str, days: int) -> str:
 
 
 def _no_duplicates(what: str, names: list[str]) -> None:
-    seen: set[str] = set()
-    dupes = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"duplicate {what}: {', '.join(dupes)}")
 

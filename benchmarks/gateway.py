@@ -133,7 +133,8 @@ def billed(state: str, served: dict[str, int], calls: int) -> dict[str, Any]:
 
     from aoai_helpers.core.events import Usage
     from aoai_helpers.core.pricing import RateBook, cost_of, default_rates
-    from aoai_helpers.db.store import engine_from_url, token_table, transaction
+    from aoai_helpers.db.engine import engine_from_url, transaction
+    from aoai_helpers.db.tables import token_table
     from aoai_helpers.eventlog.eventhub import LocalEventLog
     from aoai_helpers.eventlog.llmlog import LocalLlmLog
     from aoai_helpers.pipeline.consume import drain

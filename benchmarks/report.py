@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from aoai_helpers.analysis.report import chargeback_by_bu, month_bounds, unpriced_models  # noqa: E402
 from aoai_helpers.config import spec_path  # noqa: E402
-from aoai_helpers.db.store import engine_from_url  # noqa: E402
+from aoai_helpers.db.engine import engine_from_url  # noqa: E402
 from aoai_helpers.pipeline.service import ensure_db  # noqa: E402
 from aoai_helpers.spec import load_spec  # noqa: E402
 from aoai_helpers.synthetic.rows import GenerateProgress, generate  # noqa: E402

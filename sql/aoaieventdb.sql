@@ -1,4 +1,4 @@
--- apim-aoai-proxy schema v2 (mssql), generated from aoai_helpers.db.store.
+-- apim-aoai-proxy schema v2 (mssql), generated from aoai_helpers.db.tables.
 -- Regenerate with: python -m aoai_helpers db ddl --dialect mssql
 
 CREATE TABLE [AoaiSchemaVersion] (

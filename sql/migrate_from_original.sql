@@ -1,6 +1,6 @@
 -- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its aoaieventdb.sql) to schema v2, in place.
--- Generated from aoai_helpers.db.store; regenerate with: python -m aoai_helpers db ddl --from-original
--- The T-SQL twin of `python -m aoai_helpers db upgrade` (see aoai_helpers/db/migrate.py).
+-- Generated from aoai_helpers.db.tables; regenerate with: python -m aoai_helpers db ddl --from-original
+-- The T-SQL twin of `python -m aoai_helpers db upgrade` (see aoai_helpers/pipeline/upgrade.py).
 --
 -- Every row is kept and the original columns are not changed: Power BI reports on them
 -- keep working. Every step is guarded, so the script does nothing on an upgraded

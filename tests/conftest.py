@@ -48,7 +48,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from aoai_helpers.core.events import V2_FIELDS
-from aoai_helpers.db.store import engine_from_url, token_table, transaction
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.pipeline.ingest import BatchResult, Ingestor, RawEvent
 from aoai_helpers.pipeline.service import ensure_db
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from aoai_helpers.analysis.budget import Allocation, allocate, budget_burn, parse_amount
 from aoai_helpers.analysis.report import BuCharge
-from aoai_helpers.db.rates import BusinessUnit, set_bu
-from aoai_helpers.db.store import transaction
+from aoai_helpers.db.business_units import BusinessUnit, set_bu
+from aoai_helpers.db.engine import transaction
 from aoai_helpers.exceptions import ConfigError
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)

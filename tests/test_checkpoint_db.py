@@ -25,7 +25,7 @@ from azure.eventhub._eventprocessor.ownership_manager import OwnershipManager
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.db.store import engine_from_url
+from aoai_helpers.db.engine import engine_from_url
 from aoai_helpers.eventlog.checkpoints import (
     DatabaseCheckpointStore,
     checkpoint_metadata,

@@ -26,7 +26,8 @@ from sqlalchemy import select
 
 from aoai_helpers.cli.main import build_parser, main
 from aoai_helpers.core.tokens import PINNED_SHA256
-from aoai_helpers.db.store import dead_letter, engine_from_url, token_table, transaction
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.db.tables import dead_letter, token_table
 
 MakeEvent = Callable[..., dict[str, Any]]
 README = Path(__file__).resolve().parent.parent / "README.md"

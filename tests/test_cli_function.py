@@ -18,7 +18,8 @@ from secrets_registry import record_output, register_secret
 from sqlalchemy import func, select
 from waiting import stored_rows, wait_until
 
-from aoai_helpers.db.store import engine_from_url, token_table
+from aoai_helpers.db.engine import engine_from_url
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.eventlog.eventhub import LocalEventLog
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,8 +21,9 @@ from aoai_helpers import clock
 from aoai_helpers.analysis.budget import budget_burn
 from aoai_helpers.analysis.report import latest_month
 from aoai_helpers.core.events import Usage
-from aoai_helpers.db.rates import BusinessUnit, set_bu
-from aoai_helpers.db.store import token_table, transaction
+from aoai_helpers.db.business_units import BusinessUnit, set_bu
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.spec import load_spec
 from aoai_helpers.synthetic.rows import generate

@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.db.store import dead_letter, transaction
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import dead_letter
 from aoai_helpers.eventlog.eventhub import EventData, LocalConsumer, LocalEventLog
 from aoai_helpers.exceptions import ConfigError, DatabaseError
 from aoai_helpers.pipeline.consume import consume, drain, retry_until_open

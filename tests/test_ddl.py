@@ -15,7 +15,7 @@ from sqlalchemy import MetaData, create_engine, inspect, text
 
 import aoai_helpers
 from aoai_helpers.analysis.statement import statement_metadata
-from aoai_helpers.db.store import ddl, init_schema
+from aoai_helpers.db.schema import ddl, init_schema
 from aoai_helpers.eventlog.checkpoints import checkpoint_metadata
 
 ROOT = Path(__file__).resolve().parents[1]

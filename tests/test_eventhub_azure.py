@@ -39,7 +39,8 @@ from azure.eventhub.exceptions import AuthenticationError, ConnectionLostError
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.db.store import token_table, transaction
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.eventlog.azure import (
     AzureEventHubConsumer,
     AzureEventHubProducer,

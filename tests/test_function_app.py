@@ -31,7 +31,8 @@ from aoai_helpers.azure.functions import build_zip, handle, reset, unpack
 from aoai_helpers.azure.functions.handler import event_source
 from aoai_helpers.azure.functions.settings import FUNCTION_NAME, RECONCILE_FUNCTION_NAME
 from aoai_helpers.core.tokens import count_chat_prompt
-from aoai_helpers.db.store import dead_letter, engine_from_url, token_table, transaction
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.db.tables import dead_letter, token_table
 from aoai_helpers.exceptions import ConfigError, DatabaseError
 
 func = pytest.importorskip("azure.functions")

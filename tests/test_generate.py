@@ -18,10 +18,12 @@ from sqlalchemy import func, select
 from aoai_helpers.analysis.report import chargeback_by_bu, unpriced_models
 from aoai_helpers.config import spec_path
 from aoai_helpers.core.pricing import RateBook, default_rates
-from aoai_helpers.db.rates import read_bu_map, reprice
-from aoai_helpers.db.store import token_table, transaction
+from aoai_helpers.db.business_units import read_bu_map
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.pipeline.ingest import ROW_COLUMNS
+from aoai_helpers.pipeline.reprice import reprice
 from aoai_helpers.spec import load_spec
 from aoai_helpers.synthetic.rows import (
     UNPRICED_DEPLOYMENT,
@@ -186,7 +188,7 @@ def test_business_units_and_budgets(engine):
 
 @pytest.mark.sqlite_only
 def test_worker_process_writes_the_same_rows(tmp_path):
-    from aoai_helpers.db.store import engine_from_url
+    from aoai_helpers.db.engine import engine_from_url
     from aoai_helpers.pipeline.service import ensure_db
 
     engines = []

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from aoai_helpers.db.store import engine_from_url, token_table, transaction
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.spec import load_spec
 from aoai_helpers.synthetic.history import (

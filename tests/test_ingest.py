@@ -26,7 +26,8 @@ from aoai_helpers import clock
 from aoai_helpers.core.events import v1_request_id
 from aoai_helpers.core.pricing import Rate, RateBook
 from aoai_helpers.core.tokens import count_completion_text, count_prompt, get_encoding
-from aoai_helpers.db.store import dead_letter, engine_from_url, rate_table, token_table, transaction
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.db.tables import dead_letter, rate_table, token_table
 from aoai_helpers.exceptions import DatabaseError, InputError
 from aoai_helpers.pipeline.files import iter_file_events
 from aoai_helpers.pipeline.ingest import BatchResult, Ingestor, RawEvent
@@ -583,7 +584,7 @@ def test_default_model_decides_tokenizer_and_rate_of_events_that_name_no_model(
     request = {"messages": EXAMPLE_MESSAGES, "stream": True}
     event = make_v1(Request=request, ResponseString="Things are fine.")
     with transaction(engine) as conn:
-        from aoai_helpers.db.rates import set_rates
+        from aoai_helpers.pipeline.reprice import set_rates
 
         set_rates(conn, [Rate("gpt-35-turbo", 0.5 / 1e6, 1.5 / 1e6)])
     result = Ingestor(engine, default_model="gpt-35-turbo").ingest_batch(raw(event))

@@ -31,7 +31,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from aoai_helpers.clouds import CLOUDS, get_cloud
-from aoai_helpers.db.store import reconcile_state, transaction
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import reconcile_state
 from aoai_helpers.eventlog.llmlog import TABLE, LlmLogRecord
 from aoai_helpers.eventlog.llmlog_azure import LogAnalyticsLlmLog
 from aoai_helpers.exceptions import ConfigError, ReconcileError

@@ -24,7 +24,8 @@ from waiting import wait_until
 
 from aoai_helpers.core.events import V2_FIELDS, load_v2_schema
 from aoai_helpers.core.model_names import normalize_model
-from aoai_helpers.db.store import engine_from_url, token_table
+from aoai_helpers.db.engine import engine_from_url
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.local.control import read_state
 from aoai_helpers.local.stack import LocalStack
 from aoai_helpers.spec import Spec, load_spec, parse_spec
@@ -306,7 +307,7 @@ def test_local_commands_report_a_bad_spec_in_one_line(tmp_path: Path) -> None:
 
 def test_stack_counts(tmp_path: Path, db_url: str) -> None:
     """The database holds the spec's BU map after start (reports group by BU at once)."""
-    from aoai_helpers.db.rates import read_bu_map
+    from aoai_helpers.db.business_units import read_bu_map
 
     with LocalStack(SPEC, db_url=db_url, state_dir=tmp_path / "s"):
         pass

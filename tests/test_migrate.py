@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.db.migrate (``db upgrade`` from the original schema, the T-SQL migration
+"""Tests for aoai_helpers.pipeline.upgrade (``db upgrade`` from the original schema, the T-SQL migration
 script) and the Azure SQL paths: generated T-SQL parsed by sqlglot, the ingest ``MERGE``, and
 ``mssql+pyodbc`` URLs without pyodbc.
 
@@ -38,33 +38,25 @@ from sqlglot import exp
 from aoai_helpers.cli import main as cli
 from aoai_helpers.core.model_names import normalize_model
 from aoai_helpers.core.pricing import EPOCH
-from aoai_helpers.db import migrate as migrate_module
-from aoai_helpers.db.migrate import (
-    LEGACY_PREFIX,
-    ORIGINAL_RATE_SOURCE,
-    ORIGINAL_TOKEN_COLUMNS,
-    legacy_request_id,
-    upgrade,
-)
+from aoai_helpers.db.engine import engine_from_url, transaction
 from aoai_helpers.db.migrate_tsql import migration_tsql
-from aoai_helpers.db.store import (
-    SCHEMA_VERSION,
-    ddl,
-    dead_letter,
-    engine_from_url,
-    init_db,
-    metadata,
-    rate_table,
-    token_table,
-    transaction,
-)
+from aoai_helpers.db.schema import SCHEMA_VERSION, ddl, init_db
+from aoai_helpers.db.tables import SCHEMA_TABLES, dead_letter, metadata, rate_table, token_table
 from aoai_helpers.exceptions import ConfigError, DatabaseError
+from aoai_helpers.pipeline import upgrade as migrate_module
 from aoai_helpers.pipeline.ingest import (
     ROW_COLUMNS,
     Ingestor,
     RawEvent,
     row_insert,
     skip_existing_insert,
+)
+from aoai_helpers.pipeline.upgrade import (
+    LEGACY_PREFIX,
+    ORIGINAL_RATE_SOURCE,
+    ORIGINAL_TOKEN_COLUMNS,
+    legacy_request_id,
+    upgrade,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -323,7 +315,7 @@ def model_schema() -> dict[str, Any]:
                 (ix.name, tuple(c.name for c in ix.columns), bool(ix.unique)) for ix in t.indexes
             ),
         }
-        for t in metadata.sorted_tables
+        for t in SCHEMA_TABLES
     }
 
 
@@ -997,13 +989,13 @@ class Spy:
 sys.meta_path.insert(0, Spy())
 from aoai_helpers.cli import main as cli
 from aoai_helpers.pipeline import ingest
-from aoai_helpers.db import migrate
-from aoai_helpers.db import store
+from aoai_helpers.pipeline import upgrade as migrate
+from aoai_helpers.db import engine
 assert cli.main(["db", "init", "--db", {str(tmp_path / "x.db")!r}]) == 0
 assert cli.main(["db", "upgrade", "--db", {str(tmp_path / "x.db")!r}]) == 0
 assert Spy.seen == [], "pyodbc imported without an mssql URL"
 try:
-    store.engine_from_url("mssql+pyodbc://u@h/d?driver=X")
+    engine.engine_from_url("mssql+pyodbc://u@h/d?driver=X")
 except Exception:
     pass
 assert Spy.seen == ["pyodbc"], Spy.seen

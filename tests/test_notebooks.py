@@ -22,7 +22,8 @@ from secrets_registry import record_output, register_secret
 from sqlalchemy import func, select
 
 from aoai_helpers.clock import month_bounds
-from aoai_helpers.db.store import engine_from_url, token_table, transaction
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.local.control import status
 from aoai_helpers.notebook_steps.runner import CLEAN_UP, GUIDE, run_notebook
 from aoai_helpers.pipeline.service import SAMPLE_MONTH

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 import aoai_helpers
-from aoai_helpers.db.store import ddl
+from aoai_helpers.db.schema import ddl
 from aoai_helpers.synthetic.events import demo_events
 
 ROOT = Path(__file__).resolve().parent.parent

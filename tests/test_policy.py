@@ -285,7 +285,8 @@ def test_managed_identity_audience_is_the_clouds(spec: Spec) -> None:
 
 def test_local_gateway_writes_the_policy_fields(spec: Spec) -> None:
     pytest.importorskip("httpx")
-    from aoai_helpers.local.gateway import _Call, build_event
+    from aoai_helpers.local.events import GatewayCall as _Call
+    from aoai_helpers.local.events import build_event
 
     call = _Call(
         request_id="00000000-0000-4000-8000-000000000001",
@@ -1868,7 +1869,8 @@ def test_compiled_owner_is_logged_as_the_local_gateway_logs_it(csharp: CSharp) -
     """UserName/UserEmail: the policy, given the APIM user provisioning creates for a
     subscription (owner_names, or no user without an email), logs what the local gateway logs."""
     from aoai_helpers.azure.apim.resources import owner_names
-    from aoai_helpers.local.gateway import _Call, build_event
+    from aoai_helpers.local.events import GatewayCall as _Call
+    from aoai_helpers.local.events import build_event
 
     spec = spec_with()
     base = spec.subscriptions[0]

@@ -11,17 +11,12 @@ import pytest
 from sqlalchemy import func, select
 
 from aoai_helpers.core.pricing import Rate
-from aoai_helpers.db.rates import (
-    BusinessUnit,
-    import_bu_csv,
-    read_bu_map,
-    read_rates,
-    reprice,
-    set_bu,
-    set_rates,
-)
-from aoai_helpers.db.store import rate_table, transaction
+from aoai_helpers.db.business_units import BusinessUnit, import_bu_csv, read_bu_map, set_bu
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.rates import read_rates
+from aoai_helpers.db.tables import rate_table
 from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.pipeline.reprice import reprice, set_rates
 from aoai_helpers.pipeline.service import sample_path
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)

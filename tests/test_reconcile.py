@@ -23,7 +23,8 @@ from sqlalchemy import select
 from streams import hang_up_at_first_token
 from waiting import wait_until
 
-from aoai_helpers.db.store import engine_from_url, reconcile_state, token_table, transaction
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.db.tables import reconcile_state, token_table
 from aoai_helpers.eventlog.llmlog import LlmLogRecord, LocalLlmLog, assemble, record_from_row
 from aoai_helpers.exceptions import AoaiHelpersError
 from aoai_helpers.local.stack import LocalStack

@@ -27,17 +27,20 @@ from aoai_helpers.analysis.report import (
     daily_trend,
     latest_month,
     month_bounds,
-    render_table,
     top_subscriptions,
     top_users,
     unpriced_models,
     usage_by_model,
 )
+from aoai_helpers.analysis.text import render_table
 from aoai_helpers.core.pricing import Rate
-from aoai_helpers.db.rates import BusinessUnit, set_bu, set_rates
-from aoai_helpers.db.store import dead_letter, token_table, transaction
+from aoai_helpers.db.business_units import BusinessUnit, set_bu
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import dead_letter, token_table
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.pipeline.service import run_demo, sample_path
+from aoai_helpers.pipeline.reprice import set_rates
+from aoai_helpers.pipeline.service import sample_path
+from aoai_helpers.synthetic.demo import run_demo
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True

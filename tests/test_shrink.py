@@ -7,8 +7,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aoai_helpers.core.shrink import MARKER, OMITTED, proven_tokens, request_stats, shrink_request
-from aoai_helpers.core.tokens import count_prompt
+from aoai_helpers.core.shrink import MARKER, OMITTED, request_stats, shrink_request
+from aoai_helpers.core.tokens import count_prompt, proven_tokens
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BUDGET = 51_200

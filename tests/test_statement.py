@@ -23,9 +23,10 @@ from aoai_helpers.analysis.statement import (
     statement_table,
 )
 from aoai_helpers.core.pricing import make_rate
-from aoai_helpers.db.rates import BusinessUnit, set_bu, set_rates
-from aoai_helpers.db.store import transaction
+from aoai_helpers.db.business_units import BusinessUnit, set_bu
+from aoai_helpers.db.engine import transaction
 from aoai_helpers.exceptions import ConfigError
+from aoai_helpers.pipeline.reprice import set_rates
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True

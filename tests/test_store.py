@@ -1,4 +1,4 @@
-"""Tests for aoai_helpers.db.store (tables, schema init/upgrade, URLs) and aoai_helpers.config."""
+"""Tests for aoai_helpers.db.tables, .engine and .schema (tables, schema init/upgrade, URLs) and aoai_helpers.config."""
 
 from __future__ import annotations
 
@@ -15,21 +15,17 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.schema import CreateTable
 
 from aoai_helpers.config import db_url
-from aoai_helpers.db import store
-from aoai_helpers.db.store import (
+from aoai_helpers.db import schema
+from aoai_helpers.db.engine import (
     DEFAULT_DB_URL,
-    SCHEMA_VERSION,
-    bu_map,
-    dead_letter,
     engine_from_url,
-    init_db,
     masked_url,
     normalize_url,
-    rate_table,
-    token_table,
     transaction,
     url_from_odbc,
 )
+from aoai_helpers.db.schema import SCHEMA_VERSION, init_db
+from aoai_helpers.db.tables import bu_map, dead_letter, rate_table, token_table
 from aoai_helpers.exceptions import ConfigError, DatabaseError
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
@@ -402,14 +398,14 @@ def test_engine_from_url_rejects_bad_urls(url: str, message: str) -> None:
     ],
 )
 def test_db_url_precedence(explicit: str | None, env: dict[str, str], expected: str) -> None:
-    assert db_url(explicit, env) == expected
+    assert db_url(explicit, env=env) == expected
 
 
 def test_db_url_falls_back_to_a_specs_database_after_the_environment() -> None:
     spec_url = "sqlite:///spec.db"
-    assert db_url(None, {}, default=spec_url) == spec_url
-    assert db_url(None, {"AOAI_DB_URL": "sqlite:///env.db"}, default=spec_url) == "sqlite:///env.db"
-    assert db_url("sqlite:///arg.db", {"AOAI_DB_URL": "sqlite:///env.db"}, default=spec_url) == (
+    assert db_url(None, spec_url, {}) == spec_url
+    assert db_url(None, spec_url, {"AOAI_DB_URL": "sqlite:///env.db"}) == "sqlite:///env.db"
+    assert db_url("sqlite:///arg.db", spec_url, {"AOAI_DB_URL": "sqlite:///env.db"}) == (
         "sqlite:///arg.db"
     )
 
@@ -447,8 +443,8 @@ def test_mssql_ddl_keeps_the_original_types() -> None:
     assert str(CreateTable(token_table).compile(dialect=modern)) == ddl
 
 
-@pytest.mark.skipif(not hasattr(store, "ddl"), reason="store.ddl not available")
+@pytest.mark.skipif(not hasattr(schema, "ddl"), reason="schema.ddl not available")
 def test_generated_tsql_uses_varbinary_max_for_raw_bodies() -> None:
-    script = store.ddl("mssql")
+    script = schema.ddl("mssql")
     assert "[RawBody] VARBINARY(max) NOT NULL" in script
     assert " IMAGE" not in script

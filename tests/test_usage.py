@@ -1,6 +1,6 @@
 """Tests for aoai_helpers.core.usage: body usage, stream summaries and usage resolution (§5).
 
-The fixtures are hand-built in the shapes AOAI sends (ARCHITECTURE.md §3,
+The fixtures are hand-built in the shapes AOAI sends (docs/architecture.md,
 reference/azure-facts.md "AOAI data plane"): Azure's preamble chunk, per-choice
 ``content_filter_results``, annotation-only chunks after ``finish_reason``, the
 ``include_usage`` chunk, tool-call deltas, ``n > 1``, legacy completions, Responses API

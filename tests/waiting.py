@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 from sqlalchemy import func, inspect, select
 
-from aoai_helpers.db.store import engine_from_url, token_table
+from aoai_helpers.db.engine import engine_from_url
+from aoai_helpers.db.tables import token_table
 
 __all__ = ["stored_rows", "wait_until"]
 

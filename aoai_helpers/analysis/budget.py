@@ -12,7 +12,7 @@
     (or an issued statement), rounded to the cent by largest remainder so that the parts add
     up to the amount exactly.
 
-:mod:`aoai_helpers.analysis.report` re-exports everything here. Budgets are in the rates' currency (``bu set --budget``); a BU whose calls are priced in
+Budgets are in the rates' currency (``bu set --budget``); a BU whose calls are priced in
 several currencies still gets a figure, its currency shows ``MIXED``.
 """
 
@@ -22,17 +22,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from aoai_helpers.clock import utcnow
-from aoai_helpers.db.store import bu_map, transaction
+from aoai_helpers.analysis.report import BuCharge, chargeback_rows
+from aoai_helpers.clock import month_bounds, utcnow
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import bu_map
 from aoai_helpers.exceptions import ConfigError
-
-if TYPE_CHECKING:  # report re-exports this module: it is imported here only when used
-    from aoai_helpers.analysis.report import BuCharge
 
 __all__ = [
     "Allocation",
@@ -109,7 +108,6 @@ def budget_burn(
     ``lines`` are the per-BU figures to use (e.g. an issued statement's), else the live ones.
     BUs with a budget but no calls are listed with cost 0. Most cost first.
     """
-    from aoai_helpers.analysis.report import _chargeback_rows, month_bounds
 
     start, end = month_bounds(month)
     if as_of is None:
@@ -120,7 +118,7 @@ def budget_burn(
         now = as_of
     elapsed = min(1.0, max(0.0, (now - start) / (end - start)))
     with transaction(engine) as conn:
-        rows = _chargeback_rows(conn, month) if lines is None else lines
+        rows = chargeback_rows(conn, month) if lines is None else lines
         budgets = _budgets(conn)
     charges = {c.business_unit: c for c in rows}
     out = []

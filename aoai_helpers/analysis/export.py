@@ -390,69 +390,61 @@ def _bu_sheet(sheet: _Sheet, report: MonthReport, line: BuCharge) -> None:
         f"Cost centre {line.cost_centre or '-'}; {report.statement.describe()}; "
         "the tables below are live figures"
     )
-    sheet.skip()
-    sheet.text("By model and deployment", bold=True)
-    models = [m for m in report.by_model if m.business_unit == name]
-    sheet.table(
-        _MODEL_COLUMNS,
-        [
-            [
-                m.model,
-                m.deployment,
-                m.calls,
-                m.prompt_tokens,
-                m.completion_tokens,
-                m.cached_tokens,
-                m.total_tokens,
-                m.cost,
-                m.currency,
-                m.estimated_share,
-                m.unpriced_calls,
-            ]
-            for m in models
-        ],
-        None,
-    )
-    sheet.skip()
-    sheet.text("Daily trend (UTC)", bold=True)
-    sheet.table(
-        _DAILY_COLUMNS,
-        [
-            [
-                d.day,
-                d.calls,
-                d.prompt_tokens,
-                d.completion_tokens,
-                d.total_tokens,
-                d.cost,
-                d.currency,
-                d.unpriced_calls,
-            ]
-            for d in report.daily
-            if d.business_unit == name
-        ],
-        None,
-    )
-    sheet.skip()
-    sheet.text("Top users", bold=True)
-    sheet.table(
-        _USER_COLUMNS,
-        [
-            [
-                u.user_name,
-                u.user_email,
-                u.calls,
-                u.total_tokens,
-                u.cost,
-                u.currency,
-                u.unpriced_calls,
-            ]
-            for u in report.top_users
-            if u.business_unit == name
-        ],
-        None,
-    )
+    sections: list[tuple[str, Any, list[list[Any]]]] = [
+        ("By model and deployment", _MODEL_COLUMNS, _model_cells(report, name)),
+        ("Daily trend (UTC)", _DAILY_COLUMNS, _daily_cells(report, name)),
+        ("Top users", _USER_COLUMNS, _user_cells(report, name)),
+    ]
+    for title, columns, rows in sections:
+        sheet.skip()
+        sheet.text(title, bold=True)
+        sheet.table(columns, rows, None)
     sheet.finish()
+
+
+def _model_cells(report: MonthReport, name: str) -> list[list[Any]]:
+    return [
+        [
+            m.model,
+            m.deployment,
+            m.calls,
+            m.prompt_tokens,
+            m.completion_tokens,
+            m.cached_tokens,
+            m.total_tokens,
+            m.cost,
+            m.currency,
+            m.estimated_share,
+            m.unpriced_calls,
+        ]
+        for m in report.by_model
+        if m.business_unit == name
+    ]
+
+
+def _daily_cells(report: MonthReport, name: str) -> list[list[Any]]:
+    return [
+        [
+            d.day,
+            d.calls,
+            d.prompt_tokens,
+            d.completion_tokens,
+            d.total_tokens,
+            d.cost,
+            d.currency,
+            d.unpriced_calls,
+        ]
+        for d in report.daily
+        if d.business_unit == name
+    ]
+
+
+def _user_cells(report: MonthReport, name: str) -> list[list[Any]]:
+    return [
+        [u.user_name, u.user_email, u.calls, u.total_tokens, u.cost, u.currency, u.unpriced_calls]
+        for u in report.top_users
+        if u.business_unit == name
+    ]
 
 
 def write_xlsx(path: str | os.PathLike[str], report: MonthReport) -> Path:

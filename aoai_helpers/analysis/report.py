@@ -1,4 +1,4 @@
-"""Chargeback queries, aggregated in SQL (portable across SQLite, PostgreSQL and Azure SQL).
+"""Chargeback queries (this module owns every query of the call table for a report), aggregated in SQL (portable across SQLite, PostgreSQL and Azure SQL).
 
 Nothing here loads the call table into memory: every figure is a ``GROUP BY`` in the
 database, and Python only turns the few aggregated rows into dataclasses. A business unit is
@@ -18,9 +18,10 @@ left out of ``cost``, never costed as 0. Where every call of a group is unpriced
 row types report ``cost=None``; :class:`BuCharge` (the statement line) keeps ``0.0`` plus the
 count. A group whose priced calls have different currencies shows ``MIXED``.
 
-Budgets and allocations: :mod:`aoai_helpers.analysis.budget` (re-exported here); issued statements (snapshots) and the
-whole month for the exports: :mod:`aoai_helpers.analysis.statement`; files: :mod:`aoai_helpers.analysis.export`;
-figures: :mod:`aoai_helpers.analysis.charts`.
+Budgets and allocations: :mod:`aoai_helpers.analysis.budget`; issued statements (snapshots) and the
+whole month for the exports: :mod:`aoai_helpers.analysis.statement`; the text table:
+:mod:`aoai_helpers.analysis.text`; files: :mod:`aoai_helpers.analysis.export`; figures:
+:mod:`aoai_helpers.analysis.charts`. This module imports none of them.
 """
 
 from __future__ import annotations
@@ -34,40 +35,25 @@ from sqlalchemy import BigInteger, ColumnElement, Subquery, case, cast, func, li
 from sqlalchemy.engine import Connection, Engine
 
 from aoai_helpers import clock
-from aoai_helpers.analysis.budget import (
-    Allocation,
-    AllocationBasis,
-    BudgetBurn,
-    BudgetStatus,
-    allocate,
-    budget_burn,
-    parse_amount,
-)
 from aoai_helpers.clock import month_bounds
-from aoai_helpers.db.store import bu_map, token_table, transaction
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import bu_map, token_table
 from aoai_helpers.exceptions import ConfigError
 
-__all__ = [  # budgets and allocation are re-exported from aoai_helpers.analysis.budget
+__all__ = [
     "ESTIMATED_SOURCES",
     "MIXED",
     "NO_SUBSCRIPTION",
-    "Allocation",
-    "AllocationBasis",
     "BuCharge",
-    "BudgetBurn",
-    "BudgetStatus",
     "DailyUsage",
     "ModelUsage",
     "SubscriptionUsage",
     "UserUsage",
-    "allocate",
-    "budget_burn",
     "chargeback_by_bu",
+    "chargeback_rows",
     "daily_trend",
     "latest_month",
     "month_bounds",
-    "parse_amount",
-    "render_table",
     "top_subscriptions",
     "top_users",
     "unpriced_models",
@@ -289,7 +275,7 @@ def _rank_key(row: Any) -> tuple[float, str]:
 # ----------------------------------------------------------------------------- per BU
 
 
-def _chargeback_rows(conn: Connection, month: str, bu: str | None = None) -> list[BuCharge]:
+def chargeback_rows(conn: Connection, month: str, bu: str | None = None) -> list[BuCharge]:
     u = _month_view(month, bu)
     stmt = select(u.c.bu, func.max(u.c.cc).label("cc"), *_measures(u)).group_by(u.c.bu)
     rows = sorted(conn.execute(stmt).all(), key=_rank_key)
@@ -317,7 +303,7 @@ def chargeback_by_bu(engine: Engine, month: str, *, bu: str | None = None) -> li
     Unpriced calls are counted, never costed at 0.
     """
     with transaction(engine) as conn:
-        return _chargeback_rows(conn, month, bu)
+        return chargeback_rows(conn, month, bu)
 
 
 def usage_by_model(engine: Engine, month: str, *, bu: str | None = None) -> list[ModelUsage]:
@@ -481,89 +467,3 @@ def unpriced_models(engine: Engine, month: str) -> list[tuple[str, int]]:
     with transaction(engine) as conn:
         rows = [(str(r.model), int(r.calls)) for r in conn.execute(stmt)]
     return sorted(rows, key=lambda r: (-r[1], r[0]))
-
-
-# ----------------------------------------------------------------------------- text
-
-
-def render_table(
-    rows: list[BuCharge], month: str, unpriced: list[tuple[str, int]] | None = None
-) -> str:
-    """A plain-text table of :func:`chargeback_by_bu` for terminals and logs.
-
-    Names (business unit, cost centre, currency, unpriced models) are printed through
-    :func:`_text`: control characters, bidi controls and newlines show as escapes, and the
-    column widths are those of the escaped text.
-    """
-    header = (
-        "Business unit",
-        "Cost centre",
-        "Calls",
-        "Prompt tok",
-        "Completion tok",
-        "Cost",
-        "Exact",
-        "Provisional",
-        "Cur",
-        "Unpriced",
-    )
-    body = [
-        (
-            _text(r.business_unit),
-            _text(r.cost_centre or "-"),
-            f"{r.calls:,}",
-            f"{r.prompt_tokens:,}",
-            f"{r.completion_tokens:,}",
-            f"{r.cost:,.4f}",
-            f"{r.cost - r.estimated_cost:,.4f}",
-            f"{r.estimated_cost:,.4f}" if r.estimated_calls else "-",
-            _text(r.currency or "-"),
-            f"{r.unpriced_calls:,}" if r.unpriced_calls else "-",
-        )
-        for r in rows
-    ]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=False)]
-    numeric = {2, 3, 4, 5, 6, 7, 9}
-
-    def fmt(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in numeric else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    lines = [
-        f"Chargeback {month} (cost in the rate's currency; 'Provisional' = cost of calls whose tokens we "
-        "counted, not yet given by the API or APIM's language-model log)"
-    ]
-    lines += [fmt(header), "  ".join("-" * w for w in widths)]
-    lines += [fmt(row) for row in body]
-    if not body:
-        lines.append("(no calls in this month)")
-    totals: dict[str, float] = {}
-    for r in rows:
-        totals[r.currency or "unpriced"] = totals.get(r.currency or "unpriced", 0.0) + r.cost
-    unpriced_calls = sum(r.unpriced_calls for r in rows)
-    provisional = sum(r.estimated_cost for r in rows)
-    if body:
-        lines.append(
-            "Total: "
-            + ", ".join(f"{v:,.4f} {_text(k)}" for k, v in totals.items() if k != "unpriced")
-            + (f" ({provisional:,.4f} of it provisional)" if provisional else "")
-            + (
-                f"; {unpriced_calls:,} unpriced call(s) — add their rates: python -m aoai_helpers rates set MODEL --input … --output …"
-                if unpriced_calls
-                else ""
-            )
-        )
-    if unpriced:
-        lines.append(
-            "Unpriced models: " + ", ".join(f"{_text(m)} ({n:,} calls)" for m, n in unpriced)
-        )
-    return "\n".join(lines)
-
-
-def _text(value: str) -> str:
-    """A user-controlled name as printed by :func:`render_table` (see :func:`aoai_helpers.core.terminal.safe`)."""
-    from aoai_helpers.core.terminal import safe
-
-    return safe(value)

@@ -16,9 +16,9 @@ Table
 -----
 ``ChargebackStatement``  (Month, Line) → BusinessUnit, CostCentre, Calls, PromptTokens,
 CompletionTokens, TotalTokens, Cost, Currency, EstimatedCost, UnpricedCalls, EstimatedCalls,
-IssuedAtUTC. Like the checkpoint tables (:mod:`aoai_helpers.eventlog.checkpoints`) it lives on its
-own :data:`statement_metadata` and is created on first issue (``create_all(checkfirst=True)``),
-so reading a database that never issued one needs no schema change.
+IssuedAtUTC. Defined in :mod:`aoai_helpers.db.tables` (``statement_metadata`` is its one
+``MetaData``), it is created on first issue (``checkfirst``), like the checkpoint tables, so
+reading a database that never issued one needs no schema change.
 """
 
 from __future__ import annotations
@@ -27,17 +27,9 @@ import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Float,
-    Integer,
-    MetaData,
-    Table,
-    Unicode,
     delete,
     inspect,
     select,
@@ -50,14 +42,16 @@ from aoai_helpers.analysis.report import (
     DailyUsage,
     ModelUsage,
     UserUsage,
-    _chargeback_rows,
+    chargeback_rows,
     daily_trend,
     month_bounds,
     top_users,
     usage_by_model,
 )
 from aoai_helpers.clock import utcnow
-from aoai_helpers.db.store import transaction
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import STATEMENT_TABLES, statement_table
+from aoai_helpers.db.tables import metadata as statement_metadata
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.pipeline.reconcile import provisional_rows
 
@@ -73,27 +67,6 @@ __all__ = [
     "statement_metadata",
     "statement_table",
 ]
-
-statement_metadata = MetaData()
-
-statement_table = Table(
-    "ChargebackStatement",
-    statement_metadata,
-    Column("Month", Unicode(7), primary_key=True, comment="YYYY-MM"),
-    Column("Line", Integer(), primary_key=True, autoincrement=False),
-    Column("BusinessUnit", Unicode(100), nullable=False),
-    Column("CostCentre", Unicode(50)),
-    Column("Calls", BigInteger(), nullable=False),
-    Column("PromptTokens", BigInteger(), nullable=False),
-    Column("CompletionTokens", BigInteger(), nullable=False),
-    Column("TotalTokens", BigInteger(), nullable=False),
-    Column("Cost", Float(), nullable=False, comment="priced calls only; see UnpricedCalls"),
-    Column("Currency", Unicode(5), comment="ISO code, or MIXED"),
-    Column("EstimatedCost", Float(), nullable=False),
-    Column("UnpricedCalls", BigInteger(), nullable=False),
-    Column("EstimatedCalls", BigInteger(), nullable=False),
-    Column("IssuedAtUTC", DateTime(), nullable=False),
-)
 
 #: Relative difference below which issued and live costs count as equal (float sums).
 _TOLERANCE: Final = 1e-9
@@ -196,7 +169,7 @@ def statement(engine: Engine, month: str) -> Statement:
         issued = _issued(conn, month)
         if issued is not None:
             return Statement(month, "issued", issued[0], issued[1])
-        return Statement(month, "live", None, _chargeback_rows(conn, month))
+        return Statement(month, "live", None, chargeback_rows(conn, month))
 
 
 def issue_statement(
@@ -223,7 +196,7 @@ def issue_statement(
     clock_now = now or utcnow()
     issued_at = clock_now.replace(microsecond=0)
     with transaction(engine) as conn:
-        statement_metadata.create_all(conn, checkfirst=True)
+        statement_metadata.create_all(conn, tables=STATEMENT_TABLES, checkfirst=True)
         previous = _issued(conn, month)
         if previous is not None and not reissue:
             raise ConfigError(
@@ -240,33 +213,35 @@ def issue_statement(
                 "or issue anyway with --allow-provisional (the statement records the "
                 "provisional share)"
             )
-        lines = _chargeback_rows(conn, month)
+        lines = chargeback_rows(conn, month)
         if not lines:
             raise ConfigError(f"no calls in {month}: there is no statement to issue")
         conn.execute(delete(statement_table).where(statement_table.c.Month == month))
         conn.execute(
             statement_table.insert(),
-            [
-                {
-                    "Month": month,
-                    "Line": i,
-                    "BusinessUnit": line.business_unit,
-                    "CostCentre": line.cost_centre,
-                    "Calls": line.calls,
-                    "PromptTokens": line.prompt_tokens,
-                    "CompletionTokens": line.completion_tokens,
-                    "TotalTokens": line.total_tokens,
-                    "Cost": line.cost,
-                    "Currency": line.currency,
-                    "EstimatedCost": line.estimated_cost,
-                    "UnpricedCalls": line.unpriced_calls,
-                    "EstimatedCalls": line.estimated_calls,
-                    "IssuedAtUTC": issued_at,
-                }
-                for i, line in enumerate(lines, start=1)
-            ],
+            [_statement_row(month, i, line, issued_at) for i, line in enumerate(lines, start=1)],
         )
     return Statement(month, "issued", issued_at, lines)
+
+
+def _statement_row(month: str, number: int, line: BuCharge, issued_at: datetime) -> dict[str, Any]:
+    """One ``ChargebackStatement`` row: the BU's figures as issued."""
+    return {
+        "Month": month,
+        "Line": number,
+        "BusinessUnit": line.business_unit,
+        "CostCentre": line.cost_centre,
+        "Calls": line.calls,
+        "PromptTokens": line.prompt_tokens,
+        "CompletionTokens": line.completion_tokens,
+        "TotalTokens": line.total_tokens,
+        "Cost": line.cost,
+        "Currency": line.currency,
+        "EstimatedCost": line.estimated_cost,
+        "UnpricedCalls": line.unpriced_calls,
+        "EstimatedCalls": line.estimated_calls,
+        "IssuedAtUTC": issued_at,
+    }
 
 
 def issued_months(engine: Engine) -> list[tuple[str, datetime]]:
@@ -287,7 +262,7 @@ def statement_drift(engine: Engine, month: str) -> list[LineDrift]:
         issued = _issued(conn, month)
         if issued is None:
             return []
-        live = {c.business_unit: c for c in _chargeback_rows(conn, month)}
+        live = {c.business_unit: c for c in chargeback_rows(conn, month)}
     out = [LineDrift(i.business_unit, i, live.pop(i.business_unit, None)) for i in issued[1]]
     out += [LineDrift(name, None, charge) for name, charge in live.items()]
     return out

@@ -95,6 +95,11 @@ def _apim_identity(client_id: str | None) -> str:
 def required_roles(spec: Spec) -> list[RoleNeed]:
     """The roles ``spec``'s managed-identity options need, APIM's first, then the function's,
     then the operators'. Connection-string and key options need none."""
+    return _apim_roles(spec) + _function_roles(spec) + _operator_roles(spec)
+
+
+def _apim_roles(spec: Spec) -> list[RoleNeed]:
+    """APIM's: the backends' OpenAI access, the Key Vaults holding their keys, the hub."""
     out: list[RoleNeed] = []
     for backend in spec.backends:
         if backend.auth == "managed_identity":
@@ -138,35 +143,52 @@ def required_roles(spec: Spec) -> list[RoleNeed]:
                 "the logger cannot send: calls are served but no event is logged",
             )
         )
+    return out
+
+
+def _function_roles(spec: Spec) -> list[RoleNeed]:
+    """The ingestion function's: receiving from the hub, reading the language-model log."""
+    out: list[RoleNeed] = []
+    eh = spec.event_hub
+    hub = f"hub {eh.namespace}/{eh.name}"
     fn = spec.function
-    if fn is not None:
-        who = (
-            f"function app {fn.name}'s user-assigned identity {fn.identity_client_id}"
-            if fn.identity_client_id
-            else f"function app {fn.name}'s system-assigned identity"
+    if fn is None:
+        return out
+    who = (
+        f"function app {fn.name}'s user-assigned identity {fn.identity_client_id}"
+        if fn.identity_client_id
+        else f"function app {fn.name}'s system-assigned identity"
+    )
+    if fn.eventhub_auth == "managed_identity":
+        out.append(
+            RoleNeed(
+                "function",
+                who,
+                "Azure Event Hubs Data Receiver",
+                EVENT_HUBS_DATA_RECEIVER,
+                hub,
+                "the Event Hubs trigger is refused: nothing is ingested",
+            )
         )
-        if fn.eventhub_auth == "managed_identity":
-            out.append(
-                RoleNeed(
-                    "function",
-                    who,
-                    "Azure Event Hubs Data Receiver",
-                    EVENT_HUBS_DATA_RECEIVER,
-                    hub,
-                    "the Event Hubs trigger is refused: nothing is ingested",
-                )
+    if spec.llm_log.workspace_resource_id:
+        out.append(
+            RoleNeed(
+                "function",
+                who,
+                "Log Analytics Reader",
+                LOG_ANALYTICS_READER,
+                spec.llm_log.workspace_resource_id,
+                "the reconcile timer cannot read the language-model log",
             )
-        if spec.llm_log.workspace_resource_id:
-            out.append(
-                RoleNeed(
-                    "function",
-                    who,
-                    "Log Analytics Reader",
-                    LOG_ANALYTICS_READER,
-                    spec.llm_log.workspace_resource_id,
-                    "the reconcile timer cannot read the language-model log",
-                )
-            )
+        )
+    return out
+
+
+def _operator_roles(spec: Spec) -> list[RoleNeed]:
+    """The operators': `reconcile` and `consume`."""
+    out: list[RoleNeed] = []
+    eh = spec.event_hub
+    hub = f"hub {eh.namespace}/{eh.name}"
     if spec.llm_log.workspace_resource_id:
         out.append(
             RoleNeed(

@@ -1,4 +1,5 @@
-"""CLI commands that change Azure: ``provision plan|apply`` (registered by :mod:`aoai_helpers.cli.main`).
+"""CLI commands that change Azure: ``provision plan|apply``, and what every command that talks
+to Azure shares (``--spec/--cloud/--credential``, sign-in, one-line Azure errors).
 
 Everything that changes Azure has a plan first: ``provision plan`` shows it (``--offline``:
 without credentials or network, assuming nothing exists, with the exact requests a dry run of
@@ -14,14 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aoai_helpers.cli._options import SPEC_HELP
 from aoai_helpers.config import spec_path
 from aoai_helpers.exceptions import AoaiHelpersError, ConfigError
-from aoai_helpers.spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from aoai_helpers.spec import Spec
 
 __all__ = ["add_provision_parser", "azure_errors", "azure_target_args", "sign_in", "spec_from_args"]
 
@@ -57,6 +61,8 @@ def azure_errors() -> Iterator[None]:
 def spec_from_args(args: argparse.Namespace) -> Spec:
     """The spec named by ``--spec`` (or found by :func:`~aoai_helpers.config.spec_path`), on the
     ``--cloud`` when one is given."""
+    from aoai_helpers.spec import load_spec
+
     return load_spec(spec_path(args.spec)).for_cloud(getattr(args, "cloud", None))
 
 
@@ -159,11 +165,7 @@ def _write_keys(clients: Any, spec: Spec, path: str) -> None:
 
 def azure_target_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``--spec``, ``--cloud`` and ``--credential``: what every command that talks to Azure takes."""
-    p.add_argument(
-        "--spec",
-        metavar="FILE",
-        help="deployment spec (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
-    )
+    p.add_argument("--spec", metavar="FILE", help=SPEC_HELP)
     p.add_argument(
         "--cloud",
         choices=["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"],
@@ -178,10 +180,9 @@ def azure_target_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def add_provision_parser(
-    sub: Any, common: Callable[[argparse.ArgumentParser], None] | None = None
-) -> None:
-    """Register ``provision plan|apply|destroy``."""
+def add_provision_parser(sub: Any) -> Any:
+    """Register ``provision plan|apply``; return the ``provision`` actions, on which
+    :func:`aoai_helpers.cli.cleanup.add_destroy_parser` registers ``destroy``."""
     prov = sub.add_parser(
         "provision", help="APIM: plan and apply the spec on Azure"
     ).add_subparsers(dest="provision_command", required=True, metavar="ACTION")
@@ -200,7 +201,4 @@ def add_provision_parser(
         "--keys-out", metavar="FILE", help="write the BU subscription keys to FILE (mode 0600)"
     )
     p.set_defaults(func=cmd_provision_apply)
-
-    from aoai_helpers.cli.cleanup import add_destroy_parser  # here: cli_cleanup imports this module
-
-    add_destroy_parser(prov)
+    return prov

@@ -1,6 +1,7 @@
 """CLI: ``provision destroy`` — remove what ``provision apply`` and ``function deploy`` created.
 
-Registered by :func:`aoai_helpers.cli.azure.add_provision_parser`. Plan first, like every
+Registered on the ``provision`` actions that :func:`aoai_helpers.cli.azure.add_provision_parser`
+returns (this module imports cli.azure, never the reverse). Plan first, like every
 command that changes Azure: without ``--apply`` it only shows the plan (``--offline``: without
 credentials or network, assuming everything exists, with the exact requests a dry run of the
 SDK calls sends). ``--apply`` plans against what exists, shows the plan, asks for confirmation

@@ -20,15 +20,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aoai_helpers.cli._argtypes import whole
+from aoai_helpers.cli._options import database_url
 from aoai_helpers.cli.azure import azure_target_args, spec_from_args
-from aoai_helpers.config import db_url as resolve_db_url
 from aoai_helpers.config import secret_from_env
-from aoai_helpers.db.store import masked_url
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.spec import Spec
+
+if TYPE_CHECKING:
+    from aoai_helpers.spec import Spec
 
 __all__ = ["add_function_parsers"]
 
@@ -61,7 +62,9 @@ def cmd_function_build(args: argparse.Namespace) -> int:
 
 
 def _function_db_url(args: argparse.Namespace, spec: Spec) -> str:
-    url = resolve_db_url(args.db, default=spec.database.url)
+    from aoai_helpers.db.engine import masked_url
+
+    url = database_url(args, spec)
     if url.startswith("sqlite"):
         raise ConfigError(
             f"the function needs a server database, not {masked_url(url)}: pass --db "
@@ -70,8 +73,30 @@ def _function_db_url(args: argparse.Namespace, spec: Spec) -> str:
     return url
 
 
-def cmd_function_deploy(args: argparse.Namespace) -> int:
+def _package(args: argparse.Namespace, spec: Spec) -> tuple[Path, str | None]:
+    """The zip to deploy (``--zip``, or built into ``--out``) and its sha256 when built."""
     from aoai_helpers.azure.functions.build import build_zip
+
+    if args.zip:
+        zip_path = Path(args.zip)
+        if not zip_path.is_file():
+            raise ConfigError(f"no such package: {zip_path}")
+        return zip_path, None
+    assert spec.function is not None
+    built = build_zip(Path(args.out), max_batch_size=spec.function.max_batch_size)
+    return built.path, built.sha256
+
+
+def _confirmed(args: argparse.Namespace, question: str) -> bool:
+    """``--yes``, else the answer on a terminal (``ConfigError`` when stdin is not one)."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise ConfigError("not a terminal: review the plan above, then run again with --yes")
+    return input(question).strip().lower() in ("y", "yes")
+
+
+def cmd_function_deploy(args: argparse.Namespace) -> int:
     from aoai_helpers.azure.functions.deploy import (
         DeployError,
         deploy,
@@ -85,13 +110,7 @@ def cmd_function_deploy(args: argparse.Namespace) -> int:
         raise ConfigError("the spec has no function section (function: name: …)")
     url = _function_db_url(args, spec)
     listen = secret_from_env("AOAI_EVENTHUB_LISTEN_CONNECTION")
-    if args.zip:
-        zip_path, sha = Path(args.zip), None
-        if not zip_path.is_file():
-            raise ConfigError(f"no such package: {zip_path}")
-    else:
-        built = build_zip(Path(args.out), max_batch_size=spec.function.max_batch_size)
-        zip_path, sha = built.path, built.sha256
+    zip_path, sha = _package(args, spec)
     clients = credential = None
     with azure_errors():
         if not args.offline:
@@ -113,12 +132,9 @@ def cmd_function_deploy(args: argparse.Namespace) -> int:
         return 0
     if clients is None:
         raise ConfigError("--offline only plans: add --plan, or drop --offline to deploy")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise ConfigError("not a terminal: review the plan above, then run again with --yes")
-        if input("deploy? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing changed")
-            return 1
+    if not _confirmed(args, "deploy? [y/N] "):
+        print("nothing changed")
+        return 1
     with azure_errors():
         result = deploy(
             the_plan, clients, credential=credential, on_progress=lambda m: print(m, flush=True)
@@ -145,47 +161,61 @@ def cmd_consume(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def _consume(args: argparse.Namespace, stop: threading.Event) -> int:
-    """``consume`` with Ctrl-C / SIGTERM setting ``stop``: the database is opened (retried
-    while it is down, one line per failed attempt), then the log is consumed until ``stop``."""
-    from aoai_helpers.db.store import engine_from_url
-    from aoai_helpers.pipeline.consume import consume, retry_until_open
-    from aoai_helpers.pipeline.ingest import Ingestor
+def _open(engine: Any, shown: str, stop: threading.Event) -> bool:
+    """Create or upgrade the schema, retried while the database is down (one line on stderr per
+    failed attempt); False when ``stop`` was set first."""
+    from aoai_helpers.pipeline.consume import retry_until_open
     from aoai_helpers.pipeline.service import ensure_db
-
-    spec = spec_from_args(args)
-    url = resolve_db_url(args.db, default=spec.database.url)
-    engine = engine_from_url(url)
-    shown = masked_url(url)
 
     def failed(line: str) -> None:
         print(
             f"database {shown} cannot be opened: {line} (Ctrl-C stops)", file=sys.stderr, flush=True
         )
 
-    if retry_until_open(lambda: ensure_db(engine), stop=stop, on_failure=failed) is None:
-        print("stopped before the database could be opened: nothing consumed", flush=True)
-        return 0
-    consumer: Any
-    damaged: Path | None = None  # where the local log sets damaged regions aside
+    return retry_until_open(lambda: ensure_db(engine), stop=stop, on_failure=failed) is not None
+
+
+def _event_source(
+    args: argparse.Namespace, spec: Spec, engine: Any
+) -> tuple[Any, str, Path | None]:
+    """The consumer (local event log with ``--local``, else Event Hubs), its description, and
+    where the local log sets damaged regions aside (None for Event Hubs)."""
     if args.local:
         from aoai_helpers.eventlog.eventhub import LocalEventLog
 
         log = LocalEventLog(Path(args.state_dir or spec.local.state_dir) / "events")
-        consumer = log.consumer(spec.event_hub.consumer_group)
-        source = f"local event log {log.directory}"
-        damaged = log.damaged_path
-    else:
-        from aoai_helpers.auth import credential as make_credential
-        from aoai_helpers.clouds import get_cloud
-        from aoai_helpers.eventlog.azure import AzureEventHubConsumer
-
-        listen = secret_from_env("AOAI_EVENTHUB_LISTEN_CONNECTION")
-        cred = None if listen else make_credential(get_cloud(spec.cloud), args.credential)
-        consumer = AzureEventHubConsumer.from_spec(
-            spec, credential=cred, connection_string=listen, engine=engine
+        return (
+            log.consumer(spec.event_hub.consumer_group),
+            f"local event log {log.directory}",
+            log.damaged_path,
         )
-        source = f"Event Hub {spec.event_hub.namespace}/{spec.event_hub.name} ({spec.event_hub.consumer_group})"
+    from aoai_helpers.auth import credential as make_credential
+    from aoai_helpers.clouds import get_cloud
+    from aoai_helpers.eventlog.azure import AzureEventHubConsumer
+
+    listen = secret_from_env("AOAI_EVENTHUB_LISTEN_CONNECTION")
+    cred = None if listen else make_credential(get_cloud(spec.cloud), args.credential)
+    consumer = AzureEventHubConsumer.from_spec(
+        spec, credential=cred, connection_string=listen, engine=engine
+    )
+    hub = spec.event_hub
+    return consumer, f"Event Hub {hub.namespace}/{hub.name} ({hub.consumer_group})", None
+
+
+def _consume(args: argparse.Namespace, stop: threading.Event) -> int:
+    """``consume`` with Ctrl-C / SIGTERM setting ``stop``: the database is opened (retried
+    while it is down, one line per failed attempt), then the log is consumed until ``stop``."""
+    from aoai_helpers.db.engine import engine_from_url, masked_url
+    from aoai_helpers.pipeline.consume import consume
+    from aoai_helpers.pipeline.ingest import Ingestor
+
+    spec = spec_from_args(args)
+    url = database_url(args, spec)
+    engine = engine_from_url(url)
+    if not _open(engine, masked_url(url), stop):
+        print("stopped before the database could be opened: nothing consumed", flush=True)
+        return 0
+    consumer, source, damaged = _event_source(args, spec, engine)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(
         f"consuming {source} into {masked_url(url)}; Ctrl-C stops after the batch in flight",

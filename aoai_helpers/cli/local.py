@@ -1,5 +1,6 @@
 """CLI commands of local mode: ``local up|down|status|serve|generate`` (registered by
-:mod:`aoai_helpers.cli.main`).
+:mod:`aoai_helpers.cli.main`). The database is the one rule's (:mod:`aoai_helpers.cli._options`):
+``report`` with the same ``--spec`` (or none) reads what ``local up`` and ``generate`` wrote.
 
 Keys are printed masked; the full keys are in the owner-only state file ``stack.json``.
 """
@@ -8,30 +9,34 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aoai_helpers.cli._argtypes import whole
-from aoai_helpers.config import db_url as resolve_db_url
+from aoai_helpers.cli._options import SPEC_HELP, database_url
 from aoai_helpers.config import spec_path
-from aoai_helpers.db.store import masked_url
-from aoai_helpers.spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from aoai_helpers.spec import Spec
 
 __all__ = ["add_local_parser"]
 
 
 def _spec(args: argparse.Namespace) -> tuple[Spec, str]:
+    from aoai_helpers.spec import load_spec
+
     path = spec_path(getattr(args, "spec", None))
     return load_spec(path), str(path)
 
 
 def _db(args: argparse.Namespace, spec: Spec) -> str:
     """--db, else $AOAI_DB_URL / $AOAI_DB_STORE_CONNECTION, else the spec's database."""
-    return resolve_db_url(args.db, default=spec.database.url)
+    return database_url(args, spec)
 
 
 def _print_info(info: Any, spec: Spec) -> None:
     from aoai_helpers.core.masking import mask
     from aoai_helpers.core.terminal import safe
+    from aoai_helpers.db.engine import masked_url
 
     print(f"  gateway    {info.gateway_url}   (capture: {info.capture})")
     print(f"  simulator  {info.simulator_url}")
@@ -102,7 +107,7 @@ def cmd_local_generate(args: argparse.Namespace) -> int:
 
     from aoai_helpers.analysis.report import month_bounds
     from aoai_helpers.clock import previous_month
-    from aoai_helpers.db.store import engine_from_url
+    from aoai_helpers.db.engine import engine_from_url, masked_url
     from aoai_helpers.synthetic.rows import GenerateProgress, generate
 
     month = args.month or previous_month()
@@ -137,42 +142,22 @@ def cmd_local_generate(args: argparse.Namespace) -> int:
             f"  mapped {len(result.mapped)} subscription(s) to their business units, "
             "with synthetic budgets near their generated cost"
         )
-    print(f"next: python -m aoai_helpers report --month {month} --db {masked_url(url)}")
+    same = (f" --spec {args.spec}" if args.spec else "") + (f" --db {args.db}" if args.db else "")
+    print(f"next: python -m aoai_helpers report --month {month}{same}")
     return 0
 
 
-def add_local_parser(
-    sub: Any, with_db: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
-) -> None:
-    """Register ``local`` and its actions on the top-level subparsers ``sub``."""
-    local = sub.add_parser(
-        "local", help="local mode: AOAI simulator, gateway, event log, consumer"
-    ).add_subparsers(dest="local_command", required=True, metavar="ACTION")
+def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--spec", metavar="FILE", help=SPEC_HELP)
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state directory (default: the spec's local.state_dir, .aoai-local)",
+    )
+    return p
 
-    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--spec",
-            metavar="FILE",
-            help="deployment spec (default: $AOAI_SPEC, ./gateway.yaml, else the bundled sample)",
-        )
-        p.add_argument(
-            "--state-dir",
-            metavar="DIR",
-            help="state directory (default: the spec's local.state_dir, .aoai-local)",
-        )
-        return p
 
-    for name, func, text in (
-        ("up", cmd_local_up, "start the local stack in the background"),
-        ("serve", cmd_local_serve, "run the local stack in the foreground until Ctrl-C"),
-    ):
-        p = with_db(common(local.add_parser(name, help=text)))
-        p.add_argument(
-            "--capture",
-            choices=["passthrough", "passthrough_usage", "buffered"],
-            help="streaming capture mode (overrides the spec)",
-        )
-        p.set_defaults(func=func)
+def _add_generate(local: Any, with_db: Callable[[argparse.ArgumentParser], Any]) -> None:
     p = with_db(
         local.add_parser(
             "generate",
@@ -199,7 +184,28 @@ def add_local_parser(
         "--batch-size", type=whole(1), default=50_000, help="rows per transaction (default 50000)"
     )
     p.set_defaults(func=cmd_local_generate)
-    common(local.add_parser("down", help="stop the local stack")).set_defaults(func=cmd_local_down)
-    common(local.add_parser("status", help="show the local stack")).set_defaults(
+
+
+def add_local_parser(
+    sub: Any, with_db: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
+) -> None:
+    """Register ``local`` and its actions on the top-level subparsers ``sub``."""
+    local = sub.add_parser(
+        "local", help="local mode: AOAI simulator, gateway, event log, consumer"
+    ).add_subparsers(dest="local_command", required=True, metavar="ACTION")
+    for name, func, text in (
+        ("up", cmd_local_up, "start the local stack in the background"),
+        ("serve", cmd_local_serve, "run the local stack in the foreground until Ctrl-C"),
+    ):
+        p = with_db(_common(local.add_parser(name, help=text)))
+        p.add_argument(
+            "--capture",
+            choices=["passthrough", "passthrough_usage", "buffered"],
+            help="streaming capture mode (overrides the spec)",
+        )
+        p.set_defaults(func=func)
+    _add_generate(local, with_db)
+    _common(local.add_parser("down", help="stop the local stack")).set_defaults(func=cmd_local_down)
+    _common(local.add_parser("status", help="show the local stack")).set_defaults(
         func=cmd_local_status
     )

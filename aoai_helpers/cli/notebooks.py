@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aoai_helpers.config import db_url as resolve_db_url
+from aoai_helpers.cli._options import DB_HELP, announce, database_url
 from aoai_helpers.config import spec_path
-from aoai_helpers.db.store import engine_from_url, masked_url
 from aoai_helpers.exceptions import ConfigError
 
 __all__ = ["add_notebook_parsers", "cmd_demo"]
@@ -20,12 +19,9 @@ def _say(line: str) -> None:
 
 
 def _print_chargeback(url: str, month: str | None) -> None:
-    from aoai_helpers.analysis.report import (
-        chargeback_by_bu,
-        latest_month,
-        render_table,
-        unpriced_models,
-    )
+    from aoai_helpers.analysis.report import chargeback_by_bu, latest_month, unpriced_models
+    from aoai_helpers.analysis.text import render_table
+    from aoai_helpers.db.engine import engine_from_url
 
     engine = engine_from_url(url)
     month = month or latest_month(engine)
@@ -37,11 +33,12 @@ def _print_chargeback(url: str, month: str | None) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.sample_only:
         return _sample_demo(args)
-    from aoai_helpers.notebook_steps.runner import run_demo
+    from aoai_helpers.db.engine import masked_url
+    from aoai_helpers.notebook_steps.runner import run_notebook_demo
 
     started = time.monotonic()
     out = Path(args.out)
-    run = run_demo(out, spec_path=spec_path(args.spec), db_url=args.db, progress=_say)
+    run = run_notebook_demo(out, spec_path=spec_path(args.spec), db_url=args.db, progress=_say)
     print()
     _print_chargeback(run.db_url, run.month)
     print()
@@ -55,9 +52,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _sample_demo(args: argparse.Namespace) -> int:
-    from aoai_helpers.pipeline.service import run_demo
+    from aoai_helpers.db.engine import engine_from_url, masked_url
+    from aoai_helpers.synthetic.demo import run_demo
 
-    engine = engine_from_url(resolve_db_url(args.db))
+    engine = engine_from_url(database_url(args))
     print(f"demo: ingesting the bundled sample events into {masked_url(str(engine.url))}")
     result = run_demo(engine)
     print(result.ingest.summary())
@@ -98,7 +96,8 @@ def cmd_notebooks_report(args: argparse.Namespace) -> int:
 
     if args.month:
         month_bounds(args.month)
-    url = resolve_db_url(args.db)
+    url = database_url(args)
+    announce(url)
     html = render_report(args.out, db_url=url, month=args.month, spec_path=args.spec)
     print(f"report: {html}")
     return 0
@@ -106,7 +105,7 @@ def cmd_notebooks_report(args: argparse.Namespace) -> int:
 
 def add_notebook_parsers(sub: Any) -> None:
     """Register ``demo`` and ``notebooks run|report``."""
-    db_help = "SQLAlchemy URL (default: $AOAI_DB_URL, else the spec's)"
+    db_help = DB_HELP
     p = sub.add_parser(
         "demo",
         help="the whole local pipeline end to end: a month of traffic, notebooks 00-04, report",

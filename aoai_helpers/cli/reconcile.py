@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aoai_helpers import clock
+from aoai_helpers.cli._options import DB_HELP, database_url
 from aoai_helpers.cli.azure import azure_errors, azure_target_args, spec_from_args
-from aoai_helpers.config import db_url as resolve_db_url
-from aoai_helpers.db.store import masked_url, require_schema
 from aoai_helpers.exceptions import ConfigError
 
 __all__ = ["add_reconcile_parser", "cmd_reconcile"]
@@ -37,13 +36,15 @@ def _instant(text: str) -> datetime:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
+    from aoai_helpers.db.engine import masked_url
+    from aoai_helpers.db.schema import require_schema
     from aoai_helpers.eventlog.llmlog import LlmLogSource, LocalLlmLog
     from aoai_helpers.pipeline.reconcile import reconcile
 
     spec = spec_from_args(args)
     if args.since and args.until and args.since >= args.until:
         raise ConfigError("--since must be before --until")
-    url = resolve_db_url(args.db, default=spec.database.url)
+    url = database_url(args, spec)
     engine = require_schema(url)
     source: LlmLogSource
     try:
@@ -96,9 +97,7 @@ def add_reconcile_parser(sub: Any) -> None:
             help="give pass-through streams their exact usage from APIM's language-model log",
         )
     )
-    p.add_argument(
-        "--db", metavar="URL", help="SQLAlchemy URL (default: $AOAI_DB_URL, else the spec's)"
-    )
+    p.add_argument("--db", metavar="URL", help=DB_HELP)
     p.add_argument(
         "--since",
         type=_instant,

@@ -1,6 +1,6 @@
 """Usage events: the v2 contract, the v1 (original policy) format, and their parsing.
 
-This module owns the event contract (ARCHITECTURE.md §3): the ordered v2 field list
+This module owns the event contract (docs/architecture.md): the ordered v2 field list
 (:data:`V2_FIELDS`), the JSON Schema shipped beside it (``schemas/usage-event-v2.schema.json``)
 and the parser that turns one raw Event Hubs body into a normalised :class:`UsageEvent`.
 
@@ -21,11 +21,21 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 
 from aoai_helpers import clock
+from aoai_helpers.core.event_fields import (
+    CALLER_FIELDS,
+    LOG_TO_EVENTHUB_LIMIT,
+    OPERATIONS,
+    USAGE_FIELDS,
+    V1_OPERATION_IDS,
+    V2_FIELDS,
+    V2_REQUIRED,
+    Operation,
+)
 
 __all__ = [
     "CALLER_FIELDS",
@@ -46,73 +56,6 @@ __all__ = [
     "v1_request_id",
 ]
 
-#: APIM's ``log-to-eventhub`` truncates messages at 200 KB (then the JSON no longer parses).
-LOG_TO_EVENTHUB_LIMIT: Final = 200 * 1024
-
-Operation = Literal["chat", "completions", "embeddings", "responses", "other"]
-OPERATIONS: Final[tuple[str, ...]] = ("chat", "completions", "embeddings", "responses", "other")
-
-#: The v2 fields, in the order the APIM policy and the local gateway write them (contract §3).
-V2_FIELDS: Final[tuple[str, ...]] = (
-    "EventVersion",
-    "RequestId",
-    "ExecTimeUTC",
-    "GatewayRegion",
-    "GatewayServiceName",
-    "SubscriptionId",
-    "SubscriptionName",
-    "ProductName",
-    "UserName",
-    "UserEmail",
-    "ApiName",
-    "OperationId",
-    "Operation",
-    "DeploymentName",
-    "ApiVersion",
-    "IsStreaming",
-    "StatusCode",
-    "Model",
-    "Usage",
-    "Request",
-    "ResponseString",
-)
-
-#: The keys of the v2 ``Usage`` object.
-USAGE_FIELDS: Final[tuple[str, ...]] = (
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-)
-
-#: The original policy's operation ids (spec ``inference.json``) and what they mean.
-V1_OPERATION_IDS: Final[dict[str, Operation]] = {
-    "chatcompletions_create": "chat",
-    "completions_create": "completions",
-    "embeddings_create": "embeddings",
-}
-
-#: The caller fields shared by v1 and v2 events (as the original policy named them).
-CALLER_FIELDS: Final = (
-    "GatewayRegion",
-    "GatewayServiceName",
-    "SubscriptionId",
-    "SubscriptionName",
-    "ProductName",
-    "UserName",
-    "UserEmail",
-    "ApiName",
-    "OperationId",
-)
-_V2_REQUIRED: Final = (
-    "EventVersion",
-    "RequestId",
-    "ExecTimeUTC",
-    "Operation",
-    "IsStreaming",
-    "StatusCode",
-)
 _MAX_INT: Final = 2**31 - 1  # the token columns are SQL ``int``
 #: Calls stamped before this (naive UTC) are not calls of this service: dead letters.
 EARLIEST_EXEC_TIME: Final = datetime(2020, 1, 1)
@@ -394,13 +337,9 @@ def _request(obj: dict[str, Any]) -> dict[str, Any] | None:
 _V2_STRINGS: Final = (*CALLER_FIELDS, "DeploymentName", "ApiVersion", "Model", "ResponseString")
 
 
-def _parse_v2(obj: dict[str, Any]) -> UsageEvent:
-    # Hot path (runs per event at ingest): type checks inline, slow messages only on failure.
-    version = obj["EventVersion"]
-    if version != 2 or isinstance(version, bool):
-        raise _Invalid(
-            f"unsupported EventVersion {version!r} (this version reads 2, or v1 without EventVersion)"
-        )
+def _v2_keys(obj: dict[str, Any]) -> tuple[str, Operation, bool, int]:
+    """RequestId, Operation, IsStreaming and StatusCode of a v2 event, checked (inline: the hot
+    path; slow messages only on failure)."""
     get = obj.get
     request_id, operation, streaming, status = (
         get("RequestId"),
@@ -415,7 +354,7 @@ def _parse_v2(obj: dict[str, Any]) -> UsageEvent:
         or status is None
         or get("ExecTimeUTC") is None
     ):
-        missing = [k for k in _V2_REQUIRED if get(k) is None]
+        missing = [k for k in V2_REQUIRED if get(k) is None]
         raise _Invalid("missing field(s): " + ", ".join(missing))
     if type(request_id) is not str or not request_id.strip() or len(request_id) > 64:
         raise _Invalid("RequestId must be a non-empty string of at most 64 characters")
@@ -427,6 +366,18 @@ def _parse_v2(obj: dict[str, Any]) -> UsageEvent:
         raise _Invalid(f"IsStreaming must be true or false, not {type(streaming).__name__}")
     if type(status) is not int or not 100 <= status <= 599:
         raise _Invalid(f"StatusCode must be an HTTP status code, not {status!r}")
+    return request_id, operation, streaming, status
+
+
+def _parse_v2(obj: dict[str, Any]) -> UsageEvent:
+    # Hot path (runs per event at ingest): type checks inline, slow messages only on failure.
+    version = obj["EventVersion"]
+    if version != 2 or isinstance(version, bool):
+        raise _Invalid(
+            f"unsupported EventVersion {version!r} (this version reads 2, or v1 without EventVersion)"
+        )
+    request_id, operation, streaming, status = _v2_keys(obj)
+    get = obj.get
     strings = _strings(obj, _V2_STRINGS)
     (
         region,

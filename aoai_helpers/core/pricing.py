@@ -35,12 +35,14 @@ from aoai_helpers.exceptions import ConfigError
 __all__ = [
     "DEFAULT_RATES_AS_OF",
     "EPOCH",
+    "Price",
     "Rate",
     "RateBook",
     "cost_of",
     "default_rates",
     "make_rate",
     "parse_rates_csv",
+    "price_call",
     "rates_to_csv",
 ]
 
@@ -89,6 +91,40 @@ def cost_of(usage: Usage, rate: Rate) -> float:
         + cached * cached_rate
         + usage.completion_tokens * rate.completion_rate
     )
+
+
+#: What :func:`price_call` returns: ``(Cost, Currency, RateId)`` of one stored row.
+Price = tuple[float | None, str | None, int | None]
+_FREE: Final[Price] = (0.0, None, None)
+_UNPRICED: Final[Price] = (None, None, None)
+
+
+def price_call(
+    usage: Usage,
+    source: str,
+    rates: RateBook,
+    model: str,
+    at: datetime,
+    *,
+    hint: Rate | None = None,
+) -> Price:
+    """``(Cost, Currency, RateId)`` of one call — the only pricing rule of stored rows.
+
+    ``source`` is the row's ``UsageSource``: an ``unbilled`` call (throttled, failed) costs 0;
+    an ``unmetered`` one, and a call whose ``model`` (normalised name) has no rate in effect at
+    ``at``, is unpriced (``Cost`` NULL), never 0. Otherwise the rate in effect at ``at`` prices
+    ``usage`` (:func:`cost_of`). ``hint``, a rate the caller looked up before (for the same
+    model), is used when it covers ``at`` — a cache for bulk callers, not a different price.
+    Ingest, ``local generate``, repricing and reconciliation all price through here.
+    """
+    if source == "unbilled":
+        return _FREE
+    if source == "unmetered":
+        return _UNPRICED
+    rate = hint if hint is not None and hint.covers(at) else rates.lookup(model, at)
+    if rate is None:
+        return _UNPRICED
+    return cost_of(usage, rate), rate.currency, rate.rate_id
 
 
 class RateBook:
@@ -217,52 +253,49 @@ def parse_rates_csv(text: str, *, default_source: str = "") -> list[Rate]:
             "rates CSV needs a header with model,input_per_1m,output_per_1m "
             "(or ModelName,PromptTokenRate,CompletionTokenRate); got: " + ", ".join(sorted(header))
         )
+    columns = (
+        ("model", "input_per_1m", "output_per_1m", "cached_input_per_1m", _PER_MILLION)
+        if per_million
+        else ("ModelName", "PromptTokenRate", "CompletionTokenRate", "CachedPromptTokenRate", 1.0)
+    )
     rates: list[Rate] = []
     for row in reader:
-        line = reader.line_num
-        row = {(k or "").strip(): (v or "") for k, v in row.items()}
-        if not any(v.strip() for v in row.values()):
-            continue
-        if per_million:
-            raw_model, prompt_col, completion_col, cached_col, scale = (
-                row.get("model", ""),
-                "input_per_1m",
-                "output_per_1m",
-                "cached_input_per_1m",
-                _PER_MILLION,
-            )
-        else:
-            raw_model, prompt_col, completion_col, cached_col, scale = (
-                row.get("ModelName", ""),
-                "PromptTokenRate",
-                "CompletionTokenRate",
-                "CachedPromptTokenRate",
-                1.0,
-            )
-        prompt = _number(row.get(prompt_col, ""), prompt_col, line)
-        completion = _number(row.get(completion_col, ""), completion_col, line)
-        cached = _number(row.get(cached_col, ""), cached_col, line)
-        if prompt is None:
-            raise ConfigError(f"rates line {line}: {prompt_col} is required")
-        start = _date(
-            row.get("effective_from") or row.get("EffectiveFrom") or "", "effective_from", line
-        )
-        end = _date(row.get("effective_to") or row.get("EffectiveTo") or "", "effective_to", line)
-        try:
-            rate = make_rate(
-                raw_model,
-                prompt / scale,
-                (completion or 0.0) / scale,
-                None if cached is None else cached / scale,
-                currency=row.get("currency") or row.get("Currency") or "USD",
-                effective_from=start,
-                effective_to=end,
-                source=row.get("source") or row.get("Source") or default_source,
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"rates line {line}: {exc}") from None
-        rates.append(rate)
+        cells = {(k or "").strip(): (v or "") for k, v in row.items()}
+        if any(v.strip() for v in cells.values()):
+            rates.append(_rate_row(cells, columns, reader.line_num, default_source))
     return rates
+
+
+def _rate_row(
+    row: dict[str, str],
+    columns: tuple[str, str, str, str, float],
+    line: int,
+    default_source: str,
+) -> Rate:
+    """One CSV line of :func:`parse_rates_csv` as a :class:`Rate` (errors name the line)."""
+    model_col, prompt_col, completion_col, cached_col, scale = columns
+    prompt = _number(row.get(prompt_col, ""), prompt_col, line)
+    completion = _number(row.get(completion_col, ""), completion_col, line)
+    cached = _number(row.get(cached_col, ""), cached_col, line)
+    if prompt is None:
+        raise ConfigError(f"rates line {line}: {prompt_col} is required")
+    start = _date(
+        row.get("effective_from") or row.get("EffectiveFrom") or "", "effective_from", line
+    )
+    end = _date(row.get("effective_to") or row.get("EffectiveTo") or "", "effective_to", line)
+    try:
+        return make_rate(
+            row.get(model_col, ""),
+            prompt / scale,
+            (completion or 0.0) / scale,
+            None if cached is None else cached / scale,
+            currency=row.get("currency") or row.get("Currency") or "USD",
+            effective_from=start,
+            effective_to=end,
+            source=row.get("source") or row.get("Source") or default_source,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"rates line {line}: {exc}") from None
 
 
 def rates_to_csv(rates: Sequence[Rate]) -> str:

@@ -13,7 +13,8 @@ reconciled). APIM's ``log-to-eventhub`` cuts messages at 200 KB, so a big reques
 
 Either way the shrunk copy gets ``"_truncated": {"items": …, "strings": …, "chars": …}``,
 measured on the **whole** request: the prompt's items (messages, input items, prompts), the
-non-empty strings among them, and the characters of every string. :func:`proven_tokens` turns
+non-empty strings among them, and the characters of every string.
+:func:`aoai_helpers.core.tokens.proven_tokens` (it needs the vocabulary) turns
 those into a floor no count of the shrunk copy may go below — a chat is at least 3 tokens per
 message plus 3, and every non-empty string is at least one token; any text is at least its
 characters divided by the longest token of the vocabulary (in bytes) — so 20,000 messages of "hi" are
@@ -26,14 +27,12 @@ the same cases.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from functools import cache
 from typing import Any, Final
 
 import orjson
 
-__all__ = ["MARKER", "MIN_CAP", "OMITTED", "proven_tokens", "request_stats", "shrink_request"]
+__all__ = ["MARKER", "MIN_CAP", "OMITTED", "request_stats", "shrink_request"]
 
 MARKER: Final = "_truncated"
 OMITTED: Final = "_omitted"
@@ -182,31 +181,3 @@ def _lists(node: Any) -> list[list[Any]]:
         elif isinstance(item, list):
             stack.extend(item)
     return found
-
-
-@cache
-def _longest_token_chars(encoding: str) -> int:
-    """The most characters one token of ``encoding`` can stand for: its longest token in
-    bytes (a character is at least one byte)."""
-    from aoai_helpers.core.tokens import get_encoding
-
-    ranks = get_encoding(encoding)._mergeable_ranks  # the vocabulary, as its file gives it
-    return max(len(token) for token in ranks)
-
-
-def proven_tokens(operation: str, request: Mapping[str, Any], encoding: str) -> int:
-    """The fewest prompt tokens a request shrunk by :func:`shrink_request` can have had (0 for
-    a request that was not shrunk)."""
-    stats = request.get(MARKER)
-    if not isinstance(stats, Mapping):
-        return 0
-    items = _whole(stats.get("items"))
-    strings = _whole(stats.get("strings"))
-    chars = _whole(stats.get("chars"))
-    by_structure = strings + (3 * items + 3 if operation == "chat" else 0)
-    by_text = math.ceil(chars / _longest_token_chars(encoding)) if chars else 0
-    return max(by_structure, by_text)
-
-
-def _whole(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

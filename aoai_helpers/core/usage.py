@@ -8,7 +8,7 @@ Three layers, all pure:
 - :func:`summarize_stream` reads a captured streamed body (chat / completions chunks or
   Responses API named events): the usage chunk when there is one, the model, and the
   output text reassembled per choice;
-- :func:`resolve_usage` applies the resolution order of ARCHITECTURE.md §5 to one
+- :func:`resolve_usage` applies the resolution order of docs/architecture.md to one
   :class:`~aoai_helpers.core.events.UsageEvent` and says where the numbers came from::
 
       non-2xx status, no reported usage  -> "unbilled"     (zeros: the backend served nothing)
@@ -410,7 +410,7 @@ def _from_response(event: UsageEvent, raw: str, default: str | None) -> Resolved
 def resolve_usage(
     event: UsageEvent, models: Mapping[str, str] | None = None, default_model: str | None = None
 ) -> ResolvedUsage:
-    """Resolve the usage of one event (ARCHITECTURE.md §5; see the module docstring).
+    """Resolve the usage of one event (docs/architecture.md; see the module docstring).
 
     ``models`` optionally maps deployment names (lower-case) to models, for events whose
     response names no model; ``default_model`` is the model of events that name none at all. Pure and total: never raises for a malformed event (only

@@ -1,4 +1,4 @@
-"""``sql/migrate_from_original.sql``: the T-SQL twin of :func:`aoai_helpers.db.migrate.upgrade`.
+"""``sql/migrate_from_original.sql``: the T-SQL twin of :func:`aoai_helpers.pipeline.upgrade.upgrade`.
 
 Generated from the same models and the same constants as the Python upgrade, for Azure SQL
 DBAs who run scripts rather than tools (``python -m aoai_helpers db ddl --from-original``).
@@ -14,7 +14,7 @@ from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from aoai_helpers.core.events import V1_OPERATION_IDS
 from aoai_helpers.core.pricing import EPOCH
-from aoai_helpers.db.migrate import (
+from aoai_helpers.db.migrations.original import (
     _FILLED,
     _HASH_DIGITS,
     _ORIGINAL,
@@ -24,10 +24,11 @@ from aoai_helpers.db.migrate import (
     ORIGINAL_TOKEN_COLUMNS,
     _nullable_ddl,
     _primary_key,
-    _required,
     _set_not_null,
+    required,
 )
-from aoai_helpers.db.store import SCHEMA_VERSION, metadata, rate_table, schema_version, token_table
+from aoai_helpers.db.schema import SCHEMA_VERSION
+from aoai_helpers.db.tables import SCHEMA_TABLES, rate_table, schema_version, token_table
 
 __all__ = ["migration_tsql"]
 
@@ -63,15 +64,23 @@ def migration_tsql() -> str:
     whole. ``ModelKnown`` is left at its default (1) here: ``db upgrade`` computes it.
     """
     d = _tsql_dialect()
+    parts = (_preamble, _create_tables, _add_columns, _fill_rows, _constrain_and_index)
+    out = [line for part in (*parts, _cost_and_record) for line in part(d)]
+    return "\n".join(line.rstrip() for line in "\n".join(out).splitlines()) + "\n"
+
+
+def _preamble(d: Dialect) -> list[str]:
+    """The header comment and step 0 (refuse duplicate rates)."""
     q = d.identifier_preparer
-    tok, rate = q.format_table(token_table), q.format_table(rate_table)
+    rate = q.format_table(rate_table)
     c = q.quote
-    out: list[str] = [
+    out: list[str] = []
+    out += [
         f"-- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its"
         f" aoaieventdb.sql) to schema v{SCHEMA_VERSION}, in place.",
-        "-- Generated from aoai_helpers.db.store; regenerate with:"
+        "-- Generated from aoai_helpers.db.tables; regenerate with:"
         " python -m aoai_helpers db ddl --from-original",
-        "-- The T-SQL twin of `python -m aoai_helpers db upgrade` (see aoai_helpers/db/migrate.py).",
+        "-- The T-SQL twin of `python -m aoai_helpers db upgrade` (see aoai_helpers/pipeline/upgrade.py).",
         "--",
         "-- Every row is kept and the original columns are not changed: Power BI reports on them",
         "-- keep working. Every step is guarded, so the script does nothing on an upgraded",
@@ -104,7 +113,13 @@ def migration_tsql() -> str:
         "",
         "-- 1. Tables that do not exist yet.",
     ]
-    for tbl in metadata.sorted_tables:
+    return out
+
+
+def _create_tables(d: Dialect) -> list[str]:
+    """Step 1: the tables that do not exist yet."""
+    out: list[str] = []
+    for tbl in SCHEMA_TABLES:
         create = str(CreateTable(tbl).compile(dialect=d)).strip()
         out += [
             f"IF OBJECT_ID(N'{tbl.name}', N'U') IS NULL",
@@ -114,17 +129,24 @@ def migration_tsql() -> str:
             "GO",
             "",
         ]
+    return out
+
+
+def _add_columns(d: Dialect) -> list[str]:
+    """Step 2: the new columns (NOT NULL ones nullable first), then the primary keys."""
+    q = d.identifier_preparer
+    out: list[str] = []
     out += [
         "-- 2. New columns. Those the schema wants NOT NULL without a default are added",
         "--    nullable, filled (3), then made NOT NULL (4).",
     ]
-    for tbl in metadata.sorted_tables:
+    for tbl in SCHEMA_TABLES:
         upgradable = tbl.name in _FILLED
         lines = []
         for col in tbl.columns:
             if col.name in _ORIGINAL.get(tbl.name, ()):
                 continue
-            if col.primary_key or _required(col):
+            if col.primary_key or required(col):
                 if not upgradable:
                     continue  # created with its table, never added
                 ddl = (
@@ -148,6 +170,15 @@ def migration_tsql() -> str:
             "GO",
             "",
         ]
+    return out
+
+
+def _fill_rows(d: Dialect) -> list[str]:
+    """Step 3: fill the rows and rates that predate the schema."""
+    q = d.identifier_preparer
+    tok, rate = q.format_table(token_table), q.format_table(rate_table)
+    c = q.quote
+    out: list[str] = []
     ops = " ".join(
         f"WHEN {_tsql_literal(k)} THEN {_tsql_literal(v)}" for k, v in V1_OPERATION_IDS.items()
     )
@@ -174,17 +205,24 @@ def migration_tsql() -> str:
         "",
         "-- 4. NOT NULL, now that every row has a value.",
     ]
+    return out
+
+
+def _constrain_and_index(d: Dialect) -> list[str]:
+    """Steps 4 and 5: NOT NULL once filled; the indexes."""
+    q = d.identifier_preparer
+    out: list[str] = []
     for tbl in (token_table, rate_table):
         lines = []
         for col in tbl.columns:
-            if _required(col) and not col.primary_key and col.name not in _ORIGINAL[tbl.name]:
+            if required(col) and not col.primary_key and col.name not in _ORIGINAL[tbl.name]:
                 lines += [
                     f"IF COLUMNPROPERTY(OBJECT_ID(N'{tbl.name}'), N'{col.name}', 'AllowsNull') = 1",
                     f"    {_set_not_null(q.format_table(tbl), col, d)};",
                 ]
         out += [*lines, "GO", ""]
     out.append("-- 5. Indexes (the unique RequestId index among them).")
-    for tbl in metadata.sorted_tables:
+    for tbl in SCHEMA_TABLES:
         lines = []
         for ix in sorted(tbl.indexes, key=lambda i: i.name or ""):
             lines += [
@@ -194,6 +232,15 @@ def migration_tsql() -> str:
             ]
         if lines:
             out += [*lines, "GO", ""]
+    return out
+
+
+def _cost_and_record(d: Dialect) -> list[str]:
+    """Steps 6 and 7: price the upgraded calls; record the version."""
+    q = d.identifier_preparer
+    tok, rate = q.format_table(token_table), q.format_table(rate_table)
+    c = q.quote
+    out: list[str] = []
     cached = (
         f"CASE WHEN t.{c('CachedTokens')} < t.{c('PromptTokens')}"
         f" THEN t.{c('CachedTokens')} ELSE t.{c('PromptTokens')} END"
@@ -226,4 +273,4 @@ def migration_tsql() -> str:
         "SET NOEXEC OFF;",
         "GO",
     ]
-    return "\n".join(line.rstrip() for line in "\n".join(out).splitlines()) + "\n"
+    return out

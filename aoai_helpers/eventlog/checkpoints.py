@@ -29,8 +29,8 @@ Tables
 
 :func:`checkpoint_store_for` picks the store a spec's ``consumer.checkpoint_store`` names.
 
-The tables live on their own :data:`checkpoint_metadata` (not the billing schema of
-:mod:`aoai_helpers.db.store`) and are created with ``create_all(checkfirst=True)``.
+The tables are defined with every other in :mod:`aoai_helpers.db.tables` (``checkpoint_metadata``
+is its one ``MetaData``) and are created here, when first needed, with ``checkfirst``.
 """
 
 from __future__ import annotations
@@ -39,17 +39,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     ColumnElement,
-    DateTime,
-    Float,
-    MetaData,
-    PrimaryKeyConstraint,
-    String,
     Table,
     and_,
     insert,
@@ -63,7 +56,10 @@ from sqlalchemy.exc import IntegrityError
 from aoai_helpers.auth import credential as default_credential
 from aoai_helpers.clock import system_utcnow
 from aoai_helpers.clouds import Cloud, get_cloud
-from aoai_helpers.db.store import engine_from_url, masked_url, transaction
+from aoai_helpers.db.engine import engine_from_url, masked_url, transaction
+from aoai_helpers.db.tables import CHECKPOINT_KEY as _KEY
+from aoai_helpers.db.tables import CHECKPOINT_TABLES, checkpoint_table, ownership_table
+from aoai_helpers.db.tables import metadata as checkpoint_metadata
 from aoai_helpers.exceptions import ConfigError, DatabaseError
 from aoai_helpers.spec import Spec
 
@@ -83,42 +79,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_KEY: Final = ("Namespace", "EventHub", "ConsumerGroup", "PartitionId")
-
-checkpoint_metadata = MetaData()
-
-
-def _key_columns() -> list[Column[str]]:
-    # ASCII names (DNS host, hub, group): VARCHAR keeps the key at 607 bytes, under SQL Server's
-    # 900-byte limit for a clustered primary key.
-    return [
-        Column("Namespace", String(255), nullable=False, comment="fully qualified, lower case"),
-        Column("EventHub", String(256), nullable=False, comment="lower case"),
-        Column("ConsumerGroup", String(64), nullable=False, comment="lower case"),
-        Column("PartitionId", String(32), nullable=False),
-    ]
-
-
-ownership_table = Table(
-    "EventHubOwnership",
-    checkpoint_metadata,
-    *_key_columns(),
-    Column("OwnerId", String(128), nullable=False, comment="'' when released"),
-    Column("ETag", String(64), nullable=False),
-    Column("LastModifiedTime", Float(), nullable=False, comment="Unix time (UTC), seconds"),
-    PrimaryKeyConstraint(*_KEY, name="pk_EventHubOwnership"),
-)
-
-checkpoint_table = Table(
-    "EventHubCheckpoint",
-    checkpoint_metadata,
-    *_key_columns(),
-    Column("EventOffset", String(100), nullable=False),
-    Column("SequenceNumber", BigInteger(), nullable=False),
-    Column("UpdatedAtUTC", DateTime(), nullable=False),
-    PrimaryKeyConstraint(*_KEY, name="pk_EventHubCheckpoint"),
-)
 
 
 def _key(namespace: object, hub: object, group: object, partition: object = None) -> dict[str, str]:
@@ -153,11 +113,11 @@ class DatabaseCheckpointStore(CheckpointStore):
         """Create ``EventHubOwnership`` and ``EventHubCheckpoint`` if they do not exist."""
         try:
             with transaction(self.engine) as conn:
-                checkpoint_metadata.create_all(conn, checkfirst=True)
+                checkpoint_metadata.create_all(conn, tables=CHECKPOINT_TABLES, checkfirst=True)
         except DatabaseError:
             with transaction(self.engine) as conn:  # another process may have won the race
                 existing = set(inspect(conn).get_table_names())
-            if not {t.name for t in checkpoint_metadata.sorted_tables} <= existing:
+            if not {t.name for t in CHECKPOINT_TABLES} <= existing:
                 raise
 
     # ------------------------------------------------------------------------- ownership

@@ -244,12 +244,17 @@ class LogAnalyticsLlmLog:
                 else:
                     return _rows(result.tables)
             if attempt < self.max_attempts:
-                delay = min(_FIRST_DELAY * 2 ** (attempt - 1), _MAX_DELAY)
-                self._sleep(max(delay, min(retry_after, _MAX_RETRY_AFTER)))
+                self._backoff(attempt, retry_after)
         raise ReconcileError(
             f"Log Analytics query of workspace {self.workspace_id} still failing after "
             f"{self.max_attempts} attempts (last: {last}); nothing was changed"
         )
+
+    def _backoff(self, attempt: int, retry_after: float) -> None:
+        """Wait before the next attempt: doubling from the first delay (capped), or longer when
+        the service said so (``Retry-After``, capped too)."""
+        delay = min(_FIRST_DELAY * 2 ** (attempt - 1), _MAX_DELAY)
+        self._sleep(max(delay, min(retry_after, _MAX_RETRY_AFTER)))
 
     def _permanent(self, status: int | None, code: str) -> ReconcileError | None:
         """The error for a status that retrying cannot fix (all but 429 and 5xx), else None."""

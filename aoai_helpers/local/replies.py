@@ -1,4 +1,5 @@
 """Pure data for the AOAI simulator: deterministic replies, Azure-shaped bodies and SSE frames.
+(The reply's types and vocabulary: :mod:`aoai_helpers.local.reply_types`.)
 
 Nothing here does I/O or keeps state: :func:`make_plan` turns a request into a :class:`Plan`
 (the reply text per choice, token counts), and the ``*_body`` / :func:`stream_frames`
@@ -18,13 +19,22 @@ import random
 import struct
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from itertools import zip_longest
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 
 from aoai_helpers.core.tokens import count_completion_text, count_prompt, encoding_for_model
+from aoai_helpers.local.reply_types import (
+    CHOICE_FILTER_RESULTS,
+    PROMPT_FILTER_RESULTS,
+    VOCABULARY,
+    Choice,
+    Frame,
+    Plan,
+    ToolCall,
+    output_text,
+)
 
 __all__ = [
     "CHOICE_FILTER_RESULTS",
@@ -42,111 +52,13 @@ __all__ = [
     "stream_frames",
 ]
 
-_WORDS: Final = (
-    "the of and to in is it that for on with as was at by from this have not are but be or "
-    "one all can more will about time some which their when so what up out there like just "
-    "other over new also after into than then only two use first most well these way good "
-    "make any very know back"
-)
-VOCABULARY: Final = tuple(_WORDS.split())
 
-_SAFE: Final = {"filtered": False, "severity": "safe"}
-_NOT_DETECTED: Final = {"filtered": False, "detected": False}
-#: Azure's ``prompt_filter_results`` for a prompt that passed the default content filter.
-PROMPT_FILTER_RESULTS: Final = [
-    {
-        "prompt_index": 0,
-        "content_filter_results": {
-            "hate": _SAFE,
-            "jailbreak": _NOT_DETECTED,
-            "self_harm": _SAFE,
-            "sexual": _SAFE,
-            "violence": _SAFE,
-        },
-    }
-]
-#: Azure's per-choice ``content_filter_results`` for output that passed the filter.
-CHOICE_FILTER_RESULTS: Final = {
-    "hate": _SAFE,
-    "protected_material_code": _NOT_DETECTED,
-    "protected_material_text": _NOT_DETECTED,
-    "self_harm": _SAFE,
-    "sexual": _SAFE,
-    "violence": _SAFE,
-}
 _REQUEST_LIMIT: Final = {
     "chat": ("max_completion_tokens", "max_tokens"),
     "completions": ("max_tokens",),
     "responses": ("max_output_tokens",),
 }
 _MAX_CHOICES: Final = 128
-
-Stage = Literal["pre", "gen", "content", "post"]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str
-    pieces: tuple[str, ...]  # the arguments as streamed, one token each
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    index: int
-    pieces: tuple[str, ...]  # the text, one token per piece (empty for a tool call)
-    tool: ToolCall | None
-    finish_reason: str
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-
-def output_text(content: str, name: str = "", arguments: str = "") -> str:
-    """One choice's output as :mod:`aoai_helpers.core.usage` reassembles it (what gets counted)."""
-    return "\n".join(p for p in (content, name, arguments) if p)
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Everything the simulator will answer to one request, before latency and faults."""
-
-    operation: str
-    deployment: str
-    model: str
-    request: Mapping[str, Any]
-    stream: bool
-    include_usage: bool
-    response_id: str
-    created: int
-    prompt_tokens: int
-    choices: tuple[Choice, ...]
-    completion_tokens: int
-    capped: bool  # the request's own token limit shortened the reply
-
-    def usage(self) -> dict[str, int]:
-        """The usage this call consumes, in the five-key shape of ``SimCall.usage``."""
-        total = self.prompt_tokens + self.completion_tokens
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": total,
-            "cached_tokens": 0,
-            "reasoning_tokens": 0,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One SSE event; ``choice``/``field``/``text`` say what output it delivers (for a cut)."""
-
-    data: bytes
-    stage: Stage  # pre: before the first token; content: one paced token; gen/post: others
-    choice: int = -1
-    field: str = ""  # "content" | "name" | "arguments"
-    text: str = ""
 
 
 # --------------------------------------------------------------------------- planning

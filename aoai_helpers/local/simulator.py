@@ -68,7 +68,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs
@@ -76,6 +76,15 @@ from urllib.parse import parse_qs
 import orjson
 
 from aoai_helpers.core.tokens import count_completion_text
+from aoai_helpers.local.asgi import (
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    read_whole,
+    send_whole,
+)
 from aoai_helpers.local.replies import (
     Frame,
     Plan,
@@ -95,10 +104,6 @@ __all__ = [
     "StreamCutError",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Sleep = Callable[[float], Awaitable[None]]
 
 REQUESTS_PER_MINUTE: Final = 1_000
@@ -228,17 +233,10 @@ class Simulator:
         self._window = (-1, 0, 0)  # minute, requests, tokens
         self.records: list[SimCall] = []
 
-    # ------------------------------------------------------------------ ASGI entry point
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         await self._http(scope, receive, send)
@@ -254,8 +252,9 @@ class Simulator:
         if route is None or scope["method"] != "POST" or (route[2] and not api_version):
             return await self._json(send, request_id, 404, _error("404", "Resource not found"))
         operation, in_path, _ = route
-        body = await _read_body(receive)
-        if body is None:
+        try:
+            body = await read_whole(receive)
+        except ClientGone:
             return  # the client went away before sending its request
         try:
             request = orjson.loads(body)
@@ -403,8 +402,7 @@ class Simulator:
         data = orjson.dumps(body)
         headers = self._headers(request_id, status, b"application/json")
         headers += [(b"content-length", str(len(data)).encode()), *(extra or [])]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data, "more_body": False})
+        await send_whole(send, status, headers, data)
 
     async def _wait(self, seconds: float) -> None:
         if seconds > 0:
@@ -499,15 +497,3 @@ def _account(sent: dict[int, dict[str, str]], frame: Frame) -> None:
     if frame.choice >= 0:
         parts = sent.setdefault(frame.choice, {"content": "", "name": "", "arguments": ""})
         parts[frame.field] += frame.text
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or ``None`` if the client disconnected first."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)

@@ -1,6 +1,6 @@
 """The local stack: AOAI simulator + APIM-emulating gateway + event log + consumer, on loopback.
 
-Local mode swaps exactly three boxes of the Azure path (ARCHITECTURE.md §1): AOAI (the
+Local mode swaps exactly three boxes of the Azure path (docs/architecture.md): AOAI (the
 simulator), APIM (the gateway) and Event Hubs (the on-disk event log). The consumer runs the
 same ingest code as the Azure Function, into the same database.
 
@@ -28,36 +28,32 @@ across restarts, so a client's key stays valid.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-import queue
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 import orjson
-import uvicorn
 
 from aoai_helpers.clock import system_now
 from aoai_helpers.core.files import write_private
-from aoai_helpers.db.rates import BusinessUnit, set_bu
-from aoai_helpers.db.store import engine_from_url, transaction
-from aoai_helpers.eventlog.eventhub import EventProducer, LocalEventLog
+from aoai_helpers.db.business_units import BusinessUnit, set_bu
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.eventlog.eventhub import LocalEventLog
 from aoai_helpers.eventlog.llmlog import LocalLlmLog
-from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.local.gateway import BackendCut, Gateway
+from aoai_helpers.local.gateway import Gateway
 from aoai_helpers.local.limits import TokenLimiter
-from aoai_helpers.local.llm_records import Exchange, llm_log_records
-from aoai_helpers.local.simulator import Simulator, StreamCutError
+from aoai_helpers.local.servers import ServerThread
+from aoai_helpers.local.simulator import Simulator
+from aoai_helpers.local.writers import EventWriter
+from aoai_helpers.local.writers import LlmLogWriter as LlmLogWriter
 from aoai_helpers.pipeline.consume import ConsumeStats, consume
 from aoai_helpers.pipeline.ingest import Ingestor
 from aoai_helpers.pipeline.reconcile import ReconcileResult, reconcile
@@ -69,9 +65,6 @@ __all__ = ["STATE_FILE", "EventWriter", "LocalStack", "ServerThread", "StackInfo
 STATE_FILE: Final = "stack.json"
 KEYS_FILE: Final = "keys.json"
 _log = logging.getLogger("aoai_helpers.local")
-T = TypeVar("T")
-#: Seconds after a failed write before the gateway tries to serve (and log) calls again.
-RETRY_AFTER: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -94,221 +87,6 @@ class StackInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StackInfo:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-
-class _QuietCut(logging.Filter):
-    """Hide the server's traceback for a connection aborted on purpose (a configured stream cut)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, (BackendCut, StreamCutError))
-
-
-def _timed_protocol(header_timeout: float) -> type[Any]:
-    """uvicorn's HTTP protocol (httptools when installed, else h11) closing a connection that has
-    not sent its first request's headers within ``header_timeout`` seconds (after a response,
-    uvicorn's own keep-alive timeout bounds the wait for the next request)."""
-    base: type[Any]
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
-    except ImportError:  # pragma: no cover - the local extra installs httptools
-        from uvicorn.protocols.http.h11_impl import H11Protocol as base
-
-    class HeaderTimeout(base):  # type: ignore[misc]
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
-
-        def _headers_late(self) -> None:
-            if self.cycle is None:  # no request has started on this connection
-                self.transport.close()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._header_timer.cancel()
-            super().connection_lost(exc)
-
-    return HeaderTimeout
-
-
-class ServerThread:
-    """An ASGI app served by uvicorn on a pre-bound loopback socket, in a daemon thread.
-
-    ``header_timeout``: a connection that sends no request headers within it is closed.
-    """
-
-    def __init__(
-        self,
-        app: Any,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        name: str = "server",
-        header_timeout: float = 10.0,
-    ):
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on accepted sockets whose
-        # proto is TCP, and without it every keep-alive response (headers and body are two
-        # writes) waited ~40 ms for the client's delayed ACK.
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((host, port))
-        except OSError as exc:
-            self.sock.close()
-            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-        self.sock.listen(2048)
-        self.port: int = self.sock.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
-        config = uvicorn.Config(
-            app,
-            lifespan="auto",
-            log_level="warning",
-            access_log=False,
-            timeout_keep_alive=30,
-            http=_timed_protocol(header_timeout),
-        )
-        self.server = uvicorn.Server(config)
-        logging.getLogger("uvicorn.error").addFilter(_QuietCut())
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _run(self) -> None:
-        serve = self.server.serve(sockets=[self.sock])
-        try:
-            import uvloop  # the ``local`` extra (not on Windows): a faster event loop
-        except ImportError:
-            asyncio.run(serve)
-        else:
-            uvloop.run(serve)
-
-    def start(self) -> ServerThread:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"{self._thread.name} did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(timeout=10)
-        self.sock.close()
-
-
-class _QueueWriter(Generic[T]):
-    """Queues items from the gateway and writes them from a thread of its own, in batches of
-    whatever accumulated, off the gateway's event loop; :meth:`close` flushes everything queued
-    before returning. Each item's future completes once its batch is written (or fails with the
-    batch's error, which is also logged once): the gateway waits on it before it completes a
-    response. After a failed batch :meth:`healthy` is False until a write succeeds again or
-    :data:`RETRY_AFTER` seconds passed (then the gateway tries again)."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[T, Future[None]] | None] = queue.SimpleQueue()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._pending = 0
-        self._failed_at: float | None = None
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def __call__(self, item: T) -> Future[None]:
-        done: Future[None] = Future()
-        with self._lock:
-            self._pending += 1
-            self._idle.clear()
-        self._queue.put((item, done))
-        return done
-
-    def healthy(self) -> bool:
-        """Whether the last write worked (or the last failure is old enough to try again)."""
-        failed = self._failed_at
-        return failed is None or time.monotonic() - failed > RETRY_AFTER
-
-    def _write(self, items: list[T]) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in batch
-            entries = [b for b in batch if b is not None]
-            if entries:
-                error: BaseException | None = None
-                try:
-                    self._write([item for item, _ in entries])
-                    self._failed_at = None
-                except Exception as exc:  # keep the gateway alive; the error is logged once
-                    error = exc
-                    self._failed_at = time.monotonic()
-                    _log.exception("%s could not write %d item(s)", self._thread.name, len(entries))
-                for _, done in entries:
-                    if error is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(error)
-            with self._lock:
-                self._pending -= len(entries)
-                if self._pending == 0:
-                    self._idle.set()
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued item has been written."""
-        return self._idle.wait(timeout)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-
-class EventWriter(_QueueWriter[bytes]):
-    """The gateway's event sink: appends events to the log (one append, one fsync, per batch)."""
-
-    def __init__(self, producer: EventProducer) -> None:
-        self._producer = producer
-        super().__init__("event-writer")
-
-    def _write(self, items: list[bytes]) -> None:
-        self._producer.send(items)
-
-    def close(self) -> None:
-        super().close()
-        self._producer.close()
-
-
-class LlmLogWriter(_QueueWriter[Exchange]):
-    """The gateway's language-model sink: turns exchanges into log records and appends them.
-
-    Counting a stream's tokens (when it carried no usage) happens in this thread, never on the
-    gateway's event loop; ``consumed(subscription, tokens)`` hears of what each call of a
-    stream without reported usage consumed (the local token limits count it).
-    """
-
-    def __init__(
-        self,
-        log: LocalLlmLog,
-        deployment_models: dict[str, str],
-        consumed: Callable[[str, int], None] | None = None,
-    ) -> None:
-        self._log = log
-        self._models = deployment_models
-        self._consumed = consumed
-        super().__init__("llm-log-writer")
-
-    def _write(self, items: list[Exchange]) -> None:
-        records = []
-        for exchange in items:
-            found = llm_log_records(exchange, self._models)
-            records += found
-            if self._consumed and exchange.usage is None and exchange.subscription:
-                for record in found:
-                    self._consumed(exchange.subscription, record.total_tokens or 0)
-        self._log.append(records)
 
 
 def _load_keys(state_dir: Path, spec: Spec) -> tuple[dict[str, str], str]:
@@ -384,14 +162,7 @@ class LocalStack:
 
     def start(self) -> StackInfo:
         """Start everything; returns what clients need (also written to ``stack.json``)."""
-        engine = engine_from_url(self.db_url)
-        ensure_db(engine)
-        units = [
-            BusinessUnit(s.id, s.business_unit, s.display_name, s.cost_center, s.monthly_budget)
-            for s in self.spec.subscriptions
-        ]
-        with transaction(engine) as conn:
-            set_bu(conn, units)
+        engine = self._open_db()
         keys, backend_key = _load_keys(self.state_dir, self.spec)
         host = self.spec.local.host
         self.simulator = Simulator(self.spec, keys=[backend_key])
@@ -425,16 +196,7 @@ class LocalStack:
         )
         self._servers.append(gw.start())
         if self._consumer_on:
-            ingestor = Ingestor(engine, deployment_models=self.spec.deployment_models())
-            self._consumer_thread = threading.Thread(
-                target=self._consume, args=(ingestor,), name="consumer", daemon=True
-            )
-            self._consumer_thread.start()
-            self._engine = engine
-            self._reconciler = threading.Thread(
-                target=self._reconcile_loop, name="reconciler", daemon=True
-            )
-            self._reconciler.start()
+            self._start_consumer(engine)
         else:
             engine.dispose()
         self._info = StackInfo(
@@ -451,6 +213,31 @@ class LocalStack:
         if self._write_state:
             write_private(self.state_dir / STATE_FILE, self._info.as_dict())
         return self._info
+
+    def _open_db(self) -> Any:
+        """The database, its schema made and the spec's business units written."""
+        engine = engine_from_url(self.db_url)
+        ensure_db(engine)
+        units = [
+            BusinessUnit(s.id, s.business_unit, s.display_name, s.cost_center, s.monthly_budget)
+            for s in self.spec.subscriptions
+        ]
+        with transaction(engine) as conn:
+            set_bu(conn, units)
+        return engine
+
+    def _start_consumer(self, engine: Any) -> None:
+        """The consumer and reconciler threads, on ``engine``."""
+        ingestor = Ingestor(engine, deployment_models=self.spec.deployment_models())
+        self._consumer_thread = threading.Thread(
+            target=self._consume, args=(ingestor,), name="consumer", daemon=True
+        )
+        self._consumer_thread.start()
+        self._engine = engine
+        self._reconciler = threading.Thread(
+            target=self._reconcile_loop, name="reconciler", daemon=True
+        )
+        self._reconciler.start()
 
     def _consume(self, ingestor: Ingestor) -> None:
         consumer = self.event_log.consumer(self.spec.event_hub.consumer_group)

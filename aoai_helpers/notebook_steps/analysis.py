@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from aoai_helpers.analysis import charts
+from aoai_helpers.analysis.narrative import changed_since_issue, drift_line
 from aoai_helpers.analysis.report import (
     MIXED,
     BuCharge,
@@ -25,8 +26,10 @@ from aoai_helpers.analysis.report import (
     month_bounds,
     unpriced_models,
 )
-from aoai_helpers.analysis.statement import MonthReport, month_report, statement_drift
-from aoai_helpers.db.store import masked_url, require_schema
+from aoai_helpers.analysis.statement import MonthReport, month_report
+from aoai_helpers.analysis.text import UNPRICED, totals_by_currency
+from aoai_helpers.db.engine import masked_url
+from aoai_helpers.db.schema import require_schema
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.notebook_steps.display import Chart, chart
 from aoai_helpers.notebook_steps.shown import Shown
@@ -88,9 +91,7 @@ class CostReport:
         lines = self.lines
         calls = sum(r.calls for r in lines)
         tokens = sum(r.total_tokens for r in lines)
-        totals: dict[str, float] = {}
-        for r in lines:
-            totals[r.currency or "unpriced"] = totals.get(r.currency or "unpriced", 0.0) + r.cost
+        totals = totals_by_currency(lines)
         cost = sum(r.cost for r in lines)
         estimated = sum(r.estimated_cost for r in lines)
         unpriced = sum(r.unpriced_calls for r in lines)
@@ -101,8 +102,7 @@ class CostReport:
             f"{calls:,} calls, {tokens:,} tokens, {len(lines)} business units",
             "cost: "
             + (
-                ", ".join(_money(v, k) for k, v in totals.items() if k != "unpriced")
-                or "none priced"
+                ", ".join(_money(v, k) for k, v in totals.items() if k != UNPRICED) or "none priced"
             ),
             f"provisional share of cost: {_pct(estimated, cost)} (tokens counted by us, not yet "
             "given by the API or APIM's language-model log)",
@@ -142,16 +142,10 @@ class CostReport:
             ]
         )
         notes = [f"statement {self.data.statement.describe()}"]
-        drift = (
-            [d for d in statement_drift(self.engine, self.month) if abs(d.cost_delta) > 1e-9]
-            if self.data.statement.issued
-            else []
-        )
-        if drift:
+        changed = changed_since_issue(self.engine, self.month)
+        if changed:
             notes.append(
-                "rates or calls changed since the statement was issued: "
-                + ", ".join(f"{d.business_unit} {d.cost_delta:+.4f}" for d in drift)
-                + " (the issued figures stand; reissue to replace them)"
+                drift_line(changed, f"python -m aoai_helpers report --month {self.month} --reissue")
             )
         return Shown(
             f"chargeback per business unit, {self.month}", "ok", notes, tables=[("", frame)]

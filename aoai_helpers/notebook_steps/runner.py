@@ -5,7 +5,7 @@ writes the executed copy to ``out_dir`` (never over the committed notebook). A f
 becomes a :class:`~aoai_helpers.exceptions.AoaiHelpersError` naming the notebook, the cell and
 the error, with the path of the executed copy to look at.
 
-:func:`run_demo` is ``make demo``: the bundled sample history of an existing deployment (v1 and
+:func:`run_notebook_demo` is ``make demo``: the bundled sample history of an existing deployment (v1 and
 v2 events, ingested from file), a month of mixed traffic from every BU through a throwaway
 local gateway (:mod:`aoai_helpers.synthetic.history`), then notebooks 00→04 in local mode against
 a fresh database, then the HTML report; whatever it started is stopped at the end, failed or
@@ -26,7 +26,8 @@ from typing import Any, Final
 
 from aoai_helpers import clock
 from aoai_helpers.clock import month_bounds
-from aoai_helpers.db.store import engine_from_url, require_schema, sqlite_path
+from aoai_helpers.db.engine import engine_from_url, sqlite_path
+from aoai_helpers.db.schema import require_schema
 from aoai_helpers.exceptions import AoaiHelpersError, ConfigError
 from aoai_helpers.pipeline.service import SAMPLE_MONTH
 
@@ -36,8 +37,8 @@ __all__ = [
     "DemoRun",
     "notebooks_dir",
     "render_report",
-    "run_demo",
     "run_notebook",
+    "run_notebook_demo",
 ]
 
 GUIDE: Final = (
@@ -139,7 +140,7 @@ def run_notebook(
 
 @dataclass
 class DemoRun:
-    """What :func:`run_demo` produced."""
+    """What :func:`run_notebook_demo` produced."""
 
     month: str
     db_url: str
@@ -160,7 +161,68 @@ def _fresh_sqlite(db_url: str) -> None:
             p.unlink(missing_ok=True)
 
 
-def run_demo(
+def _check_demo_month(month: str) -> None:
+    """The demo never makes calls dated in the future: its month must be over by the clock."""
+    if not clock.is_complete(month):
+        _, end = month_bounds(month)
+        raise ConfigError(
+            f"the demo reports {month}, the month of its bundled history, and the clock "
+            f"({clock.now():%Y-%m-%dT%H:%M:%SZ}) is before its end: set {clock.ENV_VAR} to "
+            f"{end:%Y-%m-%d} or later, or unset it"
+        )
+
+
+def _demo_traffic(spec: Any, run: DemoRun, say: Callable[[str], None]) -> None:
+    """The bundled sample history, then a month of traffic through a throwaway gateway."""
+    from aoai_helpers.synthetic.demo import run_demo as ingest_sample
+    from aoai_helpers.synthetic.history import drive_history, plan_history
+
+    say("sample: the history of an existing deployment (original-policy v1 and v2 events)")
+    engine = engine_from_url(run.db_url)
+    try:
+        sample = ingest_sample(engine)
+    finally:
+        engine.dispose()
+    run.sample_summary = sample.ingest.summary()
+    say(f"  {run.sample_summary}")
+    planned = plan_history(spec, run.month, now=clock.now())
+    say(
+        f"history: {len(planned)} calls from {len(spec.subscriptions)} BUs over {run.month} through a throwaway local gateway"
+    )
+    step = max(1, len(planned) // 5)
+    history = drive_history(
+        spec,
+        run.db_url,
+        planned,
+        progress=lambda n, total: (
+            say(f"  {n}/{total} calls") if n % step == 0 or n == total else None
+        ),
+    )
+    run.history_calls, run.history_stored = len(history.calls), history.stored
+
+
+def _demo_notebooks(
+    run: DemoRun, spec_file: Path, out: Path, state: Path, say: Callable[[str], None]
+) -> None:
+    """Notebooks 00→04 in local mode on the demo's database; the finance files checked."""
+    parameters = {
+        "mode": "local",
+        "spec_path": str(spec_file),
+        "db_url": run.db_url,
+        "state_dir": str(state),
+        "out_dir": str(out),
+        "month": run.month,
+    }
+    # The demo's finance report also splits a month of provisioned throughput by token share.
+    extra = {REPORT_NOTEBOOK: {"allocate_amount": DEMO_ALLOCATION}}
+    for name in GUIDE:
+        say(f"notebook {name} (local mode)")
+        run.notebooks.append(
+            run_notebook(name, out / "notebooks", {**parameters, **extra.get(name, {})})
+        )
+
+
+def run_notebook_demo(
     out_dir: str | os.PathLike[str],
     *,
     spec_path: str | os.PathLike[str],
@@ -175,77 +237,33 @@ def run_demo(
     (``AOAI_NOW``) is refused: the demo never makes calls dated in the future.
 
     ``db_url`` defaults to ``<out_dir>/demo.db``, recreated on every run; a database given
-    explicitly is used as it is (the demo adds to it).
+    explicitly is used as it is (the demo adds to it). (Not
+    :func:`aoai_helpers.synthetic.demo.run_demo`, which only ingests the bundled sample.)
     """
     from aoai_helpers.analysis.html_report import render_html
     from aoai_helpers.local.control import down
     from aoai_helpers.spec import load_spec
-    from aoai_helpers.synthetic.history import drive_history, plan_history
 
     say = progress or (lambda _line: None)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     spec_file = Path(spec_path).resolve()
     spec = load_spec(spec_file)
-    month, now = SAMPLE_MONTH, clock.now()
-    if not clock.is_complete(month):
-        _, end = month_bounds(month)
-        raise ConfigError(
-            f"the demo reports {month}, the month of its bundled history, and the clock "
-            f"({now:%Y-%m-%dT%H:%M:%SZ}) is before its end: set {clock.ENV_VAR} to "
-            f"{end:%Y-%m-%d} or later, or unset it"
-        )
+    _check_demo_month(SAMPLE_MONTH)
     if db_url is None:
         db_url = f"sqlite:///{out / 'demo.db'}"
         _fresh_sqlite(db_url)
     state = out / ".aoai-local"
-    run = DemoRun(month, db_url)
+    run = DemoRun(SAMPLE_MONTH, db_url)
     down(spec, str(state))  # a stack left running by an interrupted demo
-    from aoai_helpers.pipeline.service import run_demo as ingest_sample
-
-    say("sample: the history of an existing deployment (original-policy v1 and v2 events)")
-    engine = engine_from_url(db_url)
+    _demo_traffic(spec, run, say)
     try:
-        sample = ingest_sample(engine)
-    finally:
-        engine.dispose()
-    run.sample_summary = sample.ingest.summary()
-    say(f"  {run.sample_summary}")
-    planned = plan_history(spec, month, now=now)
-    say(
-        f"history: {len(planned)} calls from {len(spec.subscriptions)} BUs over {month} through a throwaway local gateway"
-    )
-    step = max(1, len(planned) // 5)
-    history = drive_history(
-        spec,
-        db_url,
-        planned,
-        progress=lambda n, total: (
-            say(f"  {n}/{total} calls") if n % step == 0 or n == total else None
-        ),
-    )
-    run.history_calls, run.history_stored = len(history.calls), history.stored
-    parameters = {
-        "mode": "local",
-        "spec_path": str(spec_file),
-        "db_url": db_url,
-        "state_dir": str(state),
-        "out_dir": str(out),
-        "month": month,
-    }
-    # The demo's finance report also splits a month of provisioned throughput by token share.
-    extra = {REPORT_NOTEBOOK: {"allocate_amount": DEMO_ALLOCATION}}
-    try:
-        for name in GUIDE:
-            say(f"notebook {name} (local mode)")
-            run.notebooks.append(
-                run_notebook(name, out / "notebooks", {**parameters, **extra.get(name, {})})
-            )
+        _demo_notebooks(run, spec_file, out, state, say)
     finally:
         down(spec, str(state))
     run.report = render_html(run.notebooks[-1], out / "report.html")
-    run.statement_xlsx = out / f"chargeback-{month}.xlsx"
-    run.statement_csv = out / f"chargeback-{month}.csv"
+    run.statement_xlsx = out / f"chargeback-{run.month}.xlsx"
+    run.statement_csv = out / f"chargeback-{run.month}.csv"
     for produced in (run.statement_xlsx, run.statement_csv):
         if not produced.exists():
             raise AoaiHelpersError(f"notebook {REPORT_NOTEBOOK} did not write {produced}")

@@ -22,7 +22,7 @@ from aoai_helpers.clouds import CLOUDS
 from aoai_helpers.config import secret_from_env
 from aoai_helpers.core.masking import mask
 from aoai_helpers.core.tokens import verify_tokenizer_files
-from aoai_helpers.db.store import engine_from_url, masked_url
+from aoai_helpers.db.engine import engine_from_url, masked_url
 from aoai_helpers.notebook_steps.shown import Shown
 from aoai_helpers.notebook_steps.target import Target, masked_keys
 

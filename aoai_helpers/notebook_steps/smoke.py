@@ -24,7 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from aoai_helpers import clock
-from aoai_helpers.db.store import engine_from_url, token_table, transaction
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.notebook_steps.shown import Shown, Status
 from aoai_helpers.notebook_steps.target import Target
@@ -147,6 +148,35 @@ def rows_beside_usage(target: Target, smoke: Shown, timeout: float = 120.0) -> S
     run = smoke.data
     if not isinstance(run, SmokeRun):
         raise ConfigError("pass the result of smoke_test(…) (the previous cell)")
+    rows = _wait_for_rows(target, run, timeout)
+    out, matched = _beside(run, rows)
+    complete = matched == len(run.calls)
+    disagreeing = [r["call"] for r in out if r["agrees"] == "NO"]
+    unseen = [r["call"] for r in out if r["agrees"] == "not yet reconciled"]
+    lines = [
+        "reported: the API's own usage, in the event; reconciled: a pass-through stream, billed "
+        "by its prompt at ingest ('at ingest'), then given its exact usage by APIM's "
+        "language-model log; prompt_only / estimated: counted by us, still provisional",
+    ]
+    if unseen:
+        lines.append(
+            f"{', '.join(unseen)}: still provisional — APIM's language-model log reaches Log "
+            "Analytics minutes after a call, and the function's reconcile timer (or `python -m "
+            "aoai_helpers reconcile`) then gives these rows their exact usage"
+        )
+    status: Status = "fail" if not complete or disagreeing else ("warn" if unseen else "ok")
+    title = (
+        f"all {len(run.calls)} calls stored"
+        if complete
+        else f"{matched} of {len(run.calls)} calls stored after {timeout:.0f} s"
+    )
+    if disagreeing:
+        title += f"; stored usage differs from the API's for {', '.join(disagreeing)}"
+    return Shown(title, status, lines, tables=[("", pd.DataFrame(out))], data=rows)
+
+
+def _wait_for_rows(target: Target, run: SmokeRun, timeout: float) -> list[Any]:
+    """The smoke test's rows, once all are stored (and, locally, reconciled) or at ``timeout``."""
     deadline = time.monotonic() + timeout
     engine = engine_from_url(target.db_url)  # one engine (and pool) for every poll
     # local mode reconciles within a second (the stack's reconciler); on Azure the language-
@@ -165,6 +195,12 @@ def rows_beside_usage(target: Target, smoke: Shown, timeout: float = 120.0) -> S
             rows = _rows_since(engine, run)
     finally:
         engine.dispose()
+    return rows
+
+
+def _beside(run: SmokeRun, rows: list[Any]) -> tuple[list[dict[str, str]], int]:
+    """One table row per call (its row matched by operation and streaming, in order) and how
+    many calls found their row."""
     pending = list(rows)
     out = []
     matched = 0
@@ -196,29 +232,7 @@ def rows_beside_usage(target: Target, smoke: Shown, timeout: float = 120.0) -> S
                 "agrees": _agreement(row, api),
             }
         )
-    complete = matched == len(run.calls)
-    disagreeing = [r["call"] for r in out if r["agrees"] == "NO"]
-    unseen = [r["call"] for r in out if r["agrees"] == "not yet reconciled"]
-    lines = [
-        "reported: the API's own usage, in the event; reconciled: a pass-through stream, billed "
-        "by its prompt at ingest ('at ingest'), then given its exact usage by APIM's "
-        "language-model log; prompt_only / estimated: counted by us, still provisional",
-    ]
-    if unseen:
-        lines.append(
-            f"{', '.join(unseen)}: still provisional — APIM's language-model log reaches Log "
-            "Analytics minutes after a call, and the function's reconcile timer (or `python -m "
-            "aoai_helpers reconcile`) then gives these rows their exact usage"
-        )
-    status: Status = "fail" if not complete or disagreeing else ("warn" if unseen else "ok")
-    title = (
-        f"all {len(run.calls)} calls stored"
-        if complete
-        else f"{matched} of {len(run.calls)} calls stored after {timeout:.0f} s"
-    )
-    if disagreeing:
-        title += f"; stored usage differs from the API's for {', '.join(disagreeing)}"
-    return Shown(title, status, lines, tables=[("", pd.DataFrame(out))], data=rows)
+    return out, matched
 
 
 def _at_ingest(row: Any) -> str:

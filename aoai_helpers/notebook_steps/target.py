@@ -20,7 +20,7 @@ from aoai_helpers.clouds import Cloud, get_cloud
 from aoai_helpers.config import db_url as resolve_db_url
 from aoai_helpers.config import spec_path as resolve_spec_path
 from aoai_helpers.core.masking import mask
-from aoai_helpers.db.store import masked_url
+from aoai_helpers.db.engine import masked_url
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.notebook_steps.shown import Shown
 from aoai_helpers.spec import Spec, load_spec
@@ -78,7 +78,7 @@ class Target:
             mode=cast(Mode, mode),
             spec=spec,
             spec_path=path,
-            db_url=resolve_db_url(db_url, default=spec.database.url),
+            db_url=resolve_db_url(db_url, spec, spec_file=path),
             state_dir=Path(state_dir or spec.local.state_dir),
             out_dir=Path(out_dir),
             credential=cast(CredentialMethod, credential),

@@ -48,10 +48,12 @@ from sqlalchemy.engine import Connection, Engine
 from aoai_helpers import clock
 from aoai_helpers.core.events import Usage
 from aoai_helpers.core.model_names import normalize_model
-from aoai_helpers.core.pricing import RateBook, cost_of
+from aoai_helpers.core.pricing import RateBook, price_call
+from aoai_helpers.db.engine import transaction
 from aoai_helpers.db.rates import read_rates
-from aoai_helpers.db.store import reconcile_state, token_table, transaction
+from aoai_helpers.db.tables import reconcile_state, token_table
 from aoai_helpers.eventlog.llmlog import LlmLogSource, LoggedUsage, assemble
+from aoai_helpers.pipeline.writer import RowWriter
 from aoai_helpers.spec import Reconcile
 
 __all__ = [
@@ -230,6 +232,7 @@ def _upgrade(
         # ids as APIM writes them (context.RequestId: a lower-case GUID); the unique index serves
         select(*(t[c] for c in _COLUMNS)).where(t.RequestId.in_(list(by_id)))
     ).all()
+    writer = RowWriter(conn.dialect)
     for row in rows:
         logged = by_id[row.RequestId.lower()]
         change = _change(row, logged, rates, now)
@@ -237,9 +240,8 @@ def _upgrade(
             result.unchanged += 1
             continue
         values, guard = change
-        done = conn.execute(update(token_table).where(t.Id == row.Id, *guard).values(**values))
-        if done.rowcount != 1:  # a concurrent reconciler got there first
-            result.unchanged += 1
+        if not writer.update_guarded(conn, row.Id, guard, values):
+            result.unchanged += 1  # a concurrent reconciler got there first
             continue
         if row.UsageSource == "reconciled":
             result.corrected += 1
@@ -252,10 +254,11 @@ def _upgrade(
         result.added_cost += (values.get("Cost") or 0.0) - (row.Cost or 0.0)
 
 
-def _change(
-    row: Any, logged: LoggedUsage, rates: RateBook, now: datetime
-) -> tuple[dict[str, Any], list[Any]] | None:
-    """The new values of a matched row and the guard of its update; None when nothing changes."""
+def _counts(
+    row: Any, logged: LoggedUsage
+) -> tuple[int, int, int, list[Any], dict[str, Any]] | None:
+    """The new counts of a matched row, its update's guard and the prior values it keeps;
+    None when nothing changes (not provisional, or a reconciled row the log does not raise)."""
     t = token_table.c
     if row.UsageSource == "reconciled":
         raised = (
@@ -274,25 +277,30 @@ def _change(
             t.CompletionTokens == row.CompletionTokens,
             t.TotalTokens == row.TotalTokens,
         ]
-        values: dict[str, Any] = {}
-    elif row.UsageSource in PROVISIONAL_SOURCES:
-        prompt, completion, total = (
-            logged.prompt_tokens,
-            logged.completion_tokens,
-            logged.total_tokens,
-        )
-        guard = [t.UsageSource == row.UsageSource]
-        values = {
-            "PriorUsageSource": row.UsageSource,
-            "PriorPromptTokens": row.PromptTokens,
-            "PriorCompletionTokens": row.CompletionTokens,
-            "PriorTotalTokens": row.TotalTokens,
-            "PriorModelName": row.ModelName,
-            "PriorCost": row.Cost,
-            "UsageSource": "reconciled",
-        }
-    else:
+        return prompt, completion, total, guard, {}
+    if row.UsageSource not in PROVISIONAL_SOURCES:
         return None  # reported or unbilled: the API's own numbers, or nothing served
+    prior = {
+        "PriorUsageSource": row.UsageSource,
+        "PriorPromptTokens": row.PromptTokens,
+        "PriorCompletionTokens": row.CompletionTokens,
+        "PriorTotalTokens": row.TotalTokens,
+        "PriorModelName": row.ModelName,
+        "PriorCost": row.Cost,
+        "UsageSource": "reconciled",
+    }
+    guard = [t.UsageSource == row.UsageSource]
+    return logged.prompt_tokens, logged.completion_tokens, logged.total_tokens, guard, prior
+
+
+def _change(
+    row: Any, logged: LoggedUsage, rates: RateBook, now: datetime
+) -> tuple[dict[str, Any], list[Any]] | None:
+    """The new values of a matched row and the guard of its update; None when nothing changes."""
+    counts = _counts(row, logged)
+    if counts is None:
+        return None
+    prompt, completion, total, guard, values = counts
     model, known = row.ModelName, bool(row.ModelKnown)
     if not known and logged.model_name:
         info = normalize_model(logged.model_name)
@@ -302,8 +310,8 @@ def _change(
     if isinstance(when, str):  # SQLite through a text column read
         when = datetime.fromisoformat(when)
     cached = min(row.CachedTokens or 0, prompt)
-    rate = rates.lookup(model, when)
     usage = Usage(prompt, completion, total, cached, 0)
+    cost, currency, rate_id = price_call(usage, "reconciled", rates, model, when)
     values.update(
         PromptTokens=prompt,
         CompletionTokens=completion,
@@ -311,9 +319,9 @@ def _change(
         CachedTokens=cached,
         ModelName=model,
         ModelKnown=1 if known else 0,
-        Cost=None if rate is None else cost_of(usage, rate),
-        Currency=None if rate is None else rate.currency,
-        RateId=None if rate is None else rate.rate_id,
+        Cost=cost,
+        Currency=currency,
+        RateId=rate_id,
         ReconciledAtUTC=now,
     )
     if row.ReportedModel is None and logged.model_name:

@@ -1,6 +1,8 @@
-"""Library entry points shared by the CLI, the notebooks and the function host.
+"""Pipeline entry points shared by the CLI, the notebooks and the function host.
 
-Each opens what it needs (engine, files) and returns plain results; none prints.
+:func:`ensure_db` (schema, default rates), :func:`ingest_files` and the bundled sample files.
+Each opens what it needs (engine, files) and returns plain results; none prints. The demo
+(sample in, chargeback out) is :mod:`aoai_helpers.synthetic.demo`.
 """
 
 from __future__ import annotations
@@ -8,28 +10,26 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.analysis.report import BuCharge, chargeback_by_bu, unpriced_models
 from aoai_helpers.core.pricing import default_rates
-from aoai_helpers.db.rates import BusinessUnit, import_bu_csv, set_bu, set_rates
-from aoai_helpers.db.store import init_db, rate_table, transaction
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.rates import store_rates
+from aoai_helpers.db.schema import init_db
+from aoai_helpers.db.tables import rate_table
 from aoai_helpers.pipeline.files import iter_file_events
 from aoai_helpers.pipeline.ingest import DEFAULT_BATCH_SIZE, BatchResult, Ingestor
 
 __all__ = [
     "PARALLEL_THRESHOLD",
     "SAMPLE_MONTH",
-    "DemoResult",
     "auto_workers",
     "ensure_db",
     "ingest_files",
-    "run_demo",
     "sample_path",
 ]
 
@@ -41,7 +41,7 @@ def ensure_db(engine: Engine, *, seed_default_rates: bool = True) -> list[str]:
         with transaction(engine) as conn:
             if not conn.execute(select(func.count()).select_from(rate_table)).scalar():
                 defaults = default_rates()
-                set_rates(conn, defaults, reprice_rows=False)
+                store_rates(conn, defaults)
                 changes.append(
                     f"seeded {len(defaults)} default rates (edit them: rates list / rates set)"
                 )
@@ -92,27 +92,3 @@ SAMPLE_MONTH: Final = "2026-11"
 def sample_path(name: str) -> Path:
     """Path of a bundled sample file (``sample_events.jsonl``, ``sample_bu.csv``)."""
     return Path(__file__).resolve().parents[1] / "data" / name
-
-
-@dataclass(frozen=True, slots=True)
-class DemoResult:
-    """What :func:`run_demo` did and the chargeback it produced."""
-
-    schema_changes: list[str]
-    ingest: BatchResult
-    month: str | None
-    charges: list[BuCharge]
-    unpriced: list[tuple[str, int]]
-
-
-def run_demo(engine: Engine) -> DemoResult:
-    """Ingest the bundled sample (v1 and v2 events); the chargeback of its month (:data:`SAMPLE_MONTH`)."""
-    changes = ensure_db(engine)
-    units: list[BusinessUnit] = import_bu_csv(sample_path("sample_bu.csv").read_text("utf-8"))
-    with transaction(engine) as conn:
-        set_bu(conn, units)
-    result = ingest_files(engine, [sample_path("sample_events.jsonl")])
-    month = SAMPLE_MONTH
-    return DemoResult(
-        changes, result, month, chargeback_by_bu(engine, month), unpriced_models(engine, month)
-    )

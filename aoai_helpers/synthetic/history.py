@@ -156,6 +156,17 @@ def _fast(spec: Spec) -> Spec:
     return spec.with_simulator(ttft_ms=0.0, tokens_per_second=0.0, max_reply_tokens=480, faults=())
 
 
+def _check_plan(spec: Spec, calls: Sequence[PlannedCall]) -> None:
+    """Refuse an empty plan, unknown subscriptions and unknown call kinds (one line each)."""
+    if not calls:
+        raise ConfigError("no calls planned: the month has no calls before now")
+    unknown = {c.subscription for c in calls} - {s.id for s in spec.subscriptions}
+    if unknown:
+        raise ConfigError(f"planned calls for unknown subscriptions: {', '.join(sorted(unknown))}")
+    if any(c.kind not in CALL_KINDS for c in calls):
+        raise ConfigError(f"planned call kinds must be among {', '.join(CALL_KINDS)}")
+
+
 def drive_history(
     spec: Spec,
     db_url: str,
@@ -169,13 +180,7 @@ def drive_history(
     The stack (own temporary state directory, free ports) writes to ``db_url``; its gateway's
     clock is set to each call's planned time. ``progress(done, total)`` is called per call.
     """
-    if not calls:
-        raise ConfigError("no calls planned: the month has no calls before now")
-    unknown = {c.subscription for c in calls} - {s.id for s in spec.subscriptions}
-    if unknown:
-        raise ConfigError(f"planned calls for unknown subscriptions: {', '.join(sorted(unknown))}")
-    if any(c.kind not in CALL_KINDS for c in calls):
-        raise ConfigError(f"planned call kinds must be among {', '.join(CALL_KINDS)}")
+    _check_plan(spec, calls)
     rng = random.Random(seed)
     clock = SimulatedClock(calls[0].when)
     result = HistoryResult(calls[0].when.date(), calls[-1].when.date())

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from aoai_helpers.core.events import v1_request_id
-from aoai_helpers.db.store import dead_letter, token_table, transaction
+from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.tables import dead_letter, token_table
 from aoai_helpers.eventlog.eventhub import LocalEventLog
 
 Event = dict[str, Any]

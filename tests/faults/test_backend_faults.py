@@ -38,7 +38,8 @@ from secrets_registry import record_event_log, register_secret
 from sqlalchemy import select
 from waiting import wait_until
 
-from aoai_helpers.db.store import engine_from_url, token_table
+from aoai_helpers.db.engine import engine_from_url
+from aoai_helpers.db.tables import token_table
 from aoai_helpers.local.simulator import SimCall
 from aoai_helpers.local.stack import LocalStack
 from aoai_helpers.spec import CaptureMode, Spec, load_spec, parse_spec

@@ -31,7 +31,7 @@ from fault_helpers import (
 )
 from pg import PgServer
 
-from aoai_helpers.db.store import engine_from_url
+from aoai_helpers.db.engine import engine_from_url
 from aoai_helpers.pipeline.service import ensure_db
 
 PROCESSES = 4

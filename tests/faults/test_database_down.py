@@ -37,7 +37,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from waiting import wait_until
 
-from aoai_helpers.db.store import engine_from_url
+from aoai_helpers.db.engine import engine_from_url
 from aoai_helpers.eventlog.eventhub import LocalEventLog
 from aoai_helpers.pipeline.consume import ConsumeStats, consume
 from aoai_helpers.pipeline.ingest import BatchResult, Ingestor

@@ -35,10 +35,11 @@ from conftest import new_v2
 from secrets_registry import register_secret
 
 from aoai_helpers.analysis.export import write_csv, write_xlsx
-from aoai_helpers.analysis.report import chargeback_by_bu, render_table
+from aoai_helpers.analysis.report import chargeback_by_bu
 from aoai_helpers.analysis.statement import month_report
+from aoai_helpers.analysis.text import render_table
 from aoai_helpers.core.terminal import UNSAFE, safe
-from aoai_helpers.db.store import engine_from_url
+from aoai_helpers.db.engine import engine_from_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

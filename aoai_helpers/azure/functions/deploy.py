@@ -41,10 +41,7 @@ a missing one.
 
 from __future__ import annotations
 
-import json
-import re
 import time
-import zipfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +50,6 @@ from typing import Any, Final
 from aoai_helpers.azure.functions.hosting import (
     FLEX_REJECTED_SETTINGS,
     Hosting,
-    detect_hosting,
-    needs_server_farm,
-    server_farm_ref,
 )
 from aoai_helpers.azure.functions.identity import (
     RoleCheck,
@@ -72,10 +66,19 @@ from aoai_helpers.azure.functions.settings import (
     app_settings,
     secret_settings,
 )
+from aoai_helpers.azure.functions.site import (
+    SettingChange,
+    WebClients,
+    arm_get,
+    carries_packages,
+    read_hosting,
+    read_site,
+    settings_changes,
+    zip_batch_size,
+)
 from aoai_helpers.azure.functions.upload import DeployError, one_deploy, zip_deploy
 from aoai_helpers.azure.roles import required_roles
 from aoai_helpers.clouds import Cloud, get_cloud
-from aoai_helpers.core.masking import mask
 from aoai_helpers.exceptions import ConfigError
 from aoai_helpers.spec import Spec
 
@@ -96,26 +99,6 @@ __all__ = [
 DEPLOYER: Final = "aoai-helpers"
 #: The functions of the package, all of which must be indexed after a deployment.
 FUNCTIONS: Final = (FUNCTION_NAME, RECONCILE_FUNCTION_NAME)
-_SITE_PACKAGES: Final = ".python_packages/lib/site-packages/"
-
-
-@dataclass(frozen=True)
-class SettingChange:
-    """One row of the settings diff, as shown: ``old`` and ``new`` are masked when secret, and
-    a removed setting has no ``old`` (its value is never kept or shown)."""
-
-    name: str
-    action: str  # add | change | same | remove
-    old: str | None
-    new: str
-
-
-@dataclass
-class WebClients:
-    web: Any
-    rg: str
-    app: str
-    subscription: str = ""
 
 
 def make_web_clients(
@@ -159,45 +142,10 @@ def upload_url(base: str, hosting: Hosting | None, *, remote_build: bool = True)
     return f"{base}/api/zipdeploy?isAsync=true"
 
 
-def carries_packages(zip_path: Path | None) -> bool:
-    """Whether the zip holds its installed packages (then Flex needs no remote build)."""
-    if zip_path is None:
-        return False
-    with zipfile.ZipFile(zip_path) as zf:
-        return any(name.startswith(_SITE_PACKAGES) for name in zf.namelist())
-
-
-def zip_batch_size(zip_path: Path | None) -> int | None:
-    """``extensions.eventHubs.maxEventBatchSize`` of the zip's ``host.json``, if it says."""
-    if zip_path is None:
-        return None
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            host = json.loads(zf.read("host.json"))
-        value = host["extensions"]["eventHubs"]["maxEventBatchSize"]
-    except (KeyError, TypeError, ValueError, zipfile.BadZipFile):
-        return None
-    return value if isinstance(value, int) else None
-
-
-#: Values that carry a credential whatever the setting's name: a storage or Event Hubs key, a
-#: SAS signature, a password in a connection string or URL.
-_SECRET_VALUE: Final = re.compile(
-    r"AccountKey=|SharedAccessKey=|SharedAccessSignature|[?&]sig=|Password=|Pwd=|://[^/@\s]+:[^/@\s]+@",
-    re.IGNORECASE,
-)
 #: What the plan shows for a setting it removes: never its value (settings we do not own can
 #: hold a storage key — WEBSITE_CONTENTAZUREFILECONNECTIONSTRING — or a SAS URL —
 #: WEBSITE_RUN_FROM_PACKAGE).
 VALUE_NOT_SHOWN: Final = "(set; value not shown)"
-
-
-def _mask(name: str, value: str | None, secrets: frozenset[str]) -> str | None:
-    """The value as the plan may show it: masked when the setting is a secret or the value
-    looks like one (:data:`_SECRET_VALUE`)."""
-    if value is None or (name not in secrets and not _SECRET_VALUE.search(value)):
-        return value
-    return mask(value)
 
 
 _OFFLINE_HOSTING: Final = (
@@ -315,75 +263,6 @@ class DeployPlan:
 _FLEX: Final = Hosting("flex", True, "FlexConsumption", "offline")
 
 
-def _raw(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
-    """``cls`` of a generated operation: the response's JSON as ARM sent it."""
-    return pipeline_response.http_response.json()
-
-
-def _read_site(clients: WebClients) -> dict[str, Any] | None:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        site = clients.web.web_apps.get(clients.rg, clients.app, cls=_raw)
-    except ResourceNotFoundError:
-        return None
-    return dict(site) if isinstance(site, Mapping) else {}
-
-
-def _read_hosting(clients: WebClients, site: Mapping[str, Any], warnings: list[str]) -> Hosting:
-    farm: Mapping[str, Any] | None = None
-    ref = server_farm_ref(site)
-    if needs_server_farm(site) and ref is not None:
-        from azure.core.exceptions import HttpResponseError
-
-        try:
-            farm = clients.web.app_service_plans.get(ref[0], ref[1], cls=_raw)
-        except HttpResponseError as exc:
-            warnings.append(f"the server farm {ref[1]} could not be read (HTTP {exc.status_code})")
-    hosting = detect_hosting(site, farm)
-    if hosting.plan == "unknown":
-        warnings.append(
-            f"the hosting plan could not be told ({hosting.evidence}): zip deploy is used, as "
-            "on Consumption, Elastic Premium and Dedicated plans"
-        )
-    return hosting
-
-
-def _arm_get(clients: WebClients) -> Callable[[str, Mapping[str, str]], tuple[int, Any]]:
-    from azure.core.rest import HttpRequest
-
-    def get(path: str, params: Mapping[str, str]) -> tuple[int, Any]:
-        response = clients.web.send_request(HttpRequest("GET", path, params=dict(params)))
-        try:
-            body = response.json() if response.content else None
-        except ValueError:
-            body = None
-        return int(response.status_code), body
-
-    return get
-
-
-def _settings_changes(
-    wanted: Mapping[str, str],
-    existing: Mapping[str, str],
-    secrets: frozenset[str],
-    remove: Collection[str],
-) -> list[SettingChange]:
-    changes = [
-        SettingChange(
-            name,
-            "add" if name not in existing else ("same" if existing[name] == value else "change"),
-            _mask(name, existing.get(name), secrets),
-            _mask(name, value, secrets) or "",
-        )
-        for name, value in wanted.items()
-    ]
-    for name in sorted(remove):
-        reason = FLEX_REJECTED_SETTINGS[name]
-        changes.append(SettingChange(name, "remove", None, f"Flex: {reason}"))
-    return changes
-
-
 def _who(spec: Spec) -> str:
     fn = spec.function
     assert fn is not None
@@ -413,7 +292,7 @@ def _role_checks(
     stored = storage_needs(site, existing, _who(spec), fn.name)
     found = site_principal(site, fn.identity_client_id)
     principal, described = found
-    get = _arm_get(clients)
+    get = arm_get(clients)
     if principal is None:
         plan.identity = "none found"
         if needs or fn.identity_client_id:
@@ -444,6 +323,46 @@ def _role_checks(
                 f"'{check.need.role}' for {check.need.identity}: {check.detail}. If it is "
                 f"missing, {check.need.why}; grant it with: {check.command}"
             )
+
+
+def _read_app(
+    clients: WebClients | None, name: str, problems: list[str], warnings: list[str]
+) -> tuple[dict[str, Any] | None, Hosting | None, dict[str, str]]:
+    """The site, its hosting plan and its app settings (nothing offline); a missing app or a
+    hosting deploy refuses is a problem."""
+    site: dict[str, Any] | None = None
+    hosting: Hosting | None = None
+    existing: dict[str, str] = {}
+    if clients is not None:
+        site = read_site(clients)
+        if site is None:
+            problems.append(
+                f"function app {name} was not found in resource group {clients.rg} "
+                f"(GET …/sites/{name}: 404): create it first"
+            )
+        else:
+            hosting = read_hosting(clients, site, warnings)
+            if hosting.refusal:
+                problems.append(f"function app {name} {hosting.refusal}")
+            found = clients.web.web_apps.list_application_settings(clients.rg, clients.app)
+            existing = dict(found.properties or {})
+    return site, hosting, existing
+
+
+def _flex_removals(
+    existing: Mapping[str, str], flex: bool, keep_settings: Collection[str], warnings: list[str]
+) -> list[str]:
+    """The settings Flex Consumption rejects that the app has, minus those kept (a warning)."""
+    keep = {k.upper() for k in keep_settings}
+    remove = [
+        name
+        for name in existing
+        if flex and name in FLEX_REJECTED_SETTINGS and name.upper() not in keep
+    ]
+    for name in existing:
+        if flex and name in FLEX_REJECTED_SETTINGS and name.upper() in keep:
+            warnings.append(f"{name} is kept (--keep-setting) although Flex Consumption rejects it")
+    return remove
 
 
 def plan_deploy(
@@ -479,38 +398,15 @@ def plan_deploy(
             f"the package's host.json has maxEventBatchSize {batch}, the spec's "
             f"function.max_batch_size is {fn.max_batch_size}: rebuild it (function build)"
         )
-    site: dict[str, Any] | None = None
-    hosting: Hosting | None = None
-    existing: dict[str, str] = {}
-    if clients is not None:
-        site = _read_site(clients)
-        if site is None:
-            problems.append(
-                f"function app {fn.name} was not found in resource group {clients.rg} "
-                f"(GET …/sites/{fn.name}: 404): create it first"
-            )
-        else:
-            hosting = _read_hosting(clients, site, warnings)
-            if hosting.refusal:
-                problems.append(f"function app {fn.name} {hosting.refusal}")
-            found = clients.web.web_apps.list_application_settings(clients.rg, clients.app)
-            existing = dict(found.properties or {})
+    site, hosting, existing = _read_app(clients, fn.name, problems, warnings)
     flex = hosting is not None and hosting.flex
     wanted = app_settings(spec, db_url=db_url, eventhub_connection=eventhub_connection, flex=flex)
-    keep = {k.upper() for k in keep_settings}
-    remove = [
-        name
-        for name in existing
-        if flex and name in FLEX_REJECTED_SETTINGS and name.upper() not in keep
-    ]
-    for name in existing:
-        if flex and name in FLEX_REJECTED_SETTINGS and name.upper() in keep:
-            warnings.append(f"{name} is kept (--keep-setting) although Flex Consumption rejects it")
+    remove = _flex_removals(existing, flex, keep_settings, warnings)
     the_plan = DeployPlan(
         spec,
         the_cloud,
         wanted,
-        _settings_changes(wanted, existing, secret_settings(spec), remove),
+        settings_changes(wanted, existing, secret_settings(spec), remove),
         zip_path,
         zip_sha256,
         clients is None,

@@ -63,7 +63,7 @@ from aoai_helpers.azure.functions.settings import (
     reconcile_config,
 )
 from aoai_helpers.clouds import get_cloud
-from aoai_helpers.db.store import engine_from_url, masked_url
+from aoai_helpers.db.engine import engine_from_url, masked_url
 from aoai_helpers.exceptions import AoaiHelpersError
 from aoai_helpers.pipeline.ingest import BatchResult, Ingestor, RawEvent
 from aoai_helpers.pipeline.service import ensure_db
@@ -237,13 +237,7 @@ def reconcile_timer(
     from aoai_helpers.pipeline.reconcile import reconcile
 
     if credential is None:
-        from azure.identity import ManagedIdentityCredential
-
-        credential = (
-            ManagedIdentityCredential(client_id=cfg.identity_client_id)
-            if cfg.identity_client_id
-            else ManagedIdentityCredential()
-        )
+        credential = _managed_identity(cfg.identity_client_id)
     try:
         source = LogAnalyticsLlmLog(
             cfg.workspace_id,
@@ -266,3 +260,13 @@ def reconcile_timer(
     elapsed = (time.perf_counter() - started) * 1000
     log.info("%s: %s; %.0f ms", RECONCILE_FUNCTION_NAME, result.summary(), elapsed)
     return result
+
+
+def _managed_identity(client_id: str | None) -> Any:
+    """The function app's managed identity: the user-assigned one ``client_id`` names, else the
+    system-assigned one."""
+    from azure.identity import ManagedIdentityCredential
+
+    if client_id:
+        return ManagedIdentityCredential(client_id=client_id)
+    return ManagedIdentityCredential()

@@ -307,7 +307,13 @@ def storage_needs(
     site: Mapping[str, Any], settings: Mapping[str, str], who: str, app: str
 ) -> list[StorageNeed]:
     """The storage roles ``site`` with app ``settings`` needs (see the module docstring)."""
-    out: list[StorageNeed] = []
+    host = _host_storage_need(settings, who, app)
+    deployment = _deployment_storage_need(site, app)
+    return [n for n in (host, deployment) if n is not None]
+
+
+def _host_storage_need(settings: Mapping[str, str], who: str, app: str) -> StorageNeed | None:
+    """Identity-based host storage (``AzureWebJobsStorage__*``): Storage Blob Data Owner."""
     if _setting(settings, "AzureWebJobsStorage") is None:
         account = _setting(settings, _HOST_STORAGE_KEYS[0])
         source = _HOST_STORAGE_KEYS[0]
@@ -321,24 +327,27 @@ def storage_needs(
                 source = ""
         if source:
             client_id = _setting(settings, "AzureWebJobsStorage__clientId")
-            out.append(
-                StorageNeed(
-                    RoleNeed(
-                        "function",
-                        f"function app {app}'s identity {client_id} (AzureWebJobsStorage__clientId)"
-                        if client_id
-                        else who,
-                        "Storage Blob Data Owner",
-                        STORAGE_BLOB_DATA_OWNER,
-                        f"storage account {account or '(not named: ' + source + ')'} "
-                        f"(host storage, {source})",
-                        "the Functions host cannot use its storage (keys, timer locks, Event "
-                        "Hubs checkpoints): the triggers do not run",
-                    ),
-                    account.lower() if account else None,
-                    client_id=client_id,
-                )
+            return StorageNeed(
+                RoleNeed(
+                    "function",
+                    f"function app {app}'s identity {client_id} (AzureWebJobsStorage__clientId)"
+                    if client_id
+                    else who,
+                    "Storage Blob Data Owner",
+                    STORAGE_BLOB_DATA_OWNER,
+                    f"storage account {account or '(not named: ' + source + ')'} "
+                    f"(host storage, {source})",
+                    "the Functions host cannot use its storage (keys, timer locks, Event "
+                    "Hubs checkpoints): the triggers do not run",
+                ),
+                account.lower() if account else None,
+                client_id=client_id,
             )
+    return None
+
+
+def _deployment_storage_need(site: Mapping[str, Any], app: str) -> StorageNeed | None:
+    """Flex deployment storage with a managed identity: blob data access on its container."""
     props = site.get("properties")
     config = props.get("functionAppConfig") if isinstance(props, Mapping) else None
     deployment = config.get("deployment") if isinstance(config, Mapping) else None
@@ -360,27 +369,25 @@ def storage_needs(
             if kind.lower() == "userassignedidentity"
             else None
         )
-        out.append(
-            StorageNeed(
-                RoleNeed(
-                    "function",
-                    f"function app {app}'s user-assigned identity {rid}"
-                    if rid
-                    else (f"function app {app}'s system-assigned identity"),
-                    "Storage Blob Data Contributor",
-                    STORAGE_BLOB_DATA_CONTRIBUTOR,
-                    f"storage account {account or '(not named)'} container "
-                    f"{container or '?'} (Flex deployment storage, {kind}; Storage Blob Data "
-                    "Owner also counts — which one is required is NOT CONFIRMED)",
-                    "One Deploy cannot write the package to the deployment container (403 on "
-                    "the blob upload)",
-                ),
-                account,
-                container,
-                identity_resource_id=rid,
-            )
+        return StorageNeed(
+            RoleNeed(
+                "function",
+                f"function app {app}'s user-assigned identity {rid}"
+                if rid
+                else (f"function app {app}'s system-assigned identity"),
+                "Storage Blob Data Contributor",
+                STORAGE_BLOB_DATA_CONTRIBUTOR,
+                f"storage account {account or '(not named)'} container "
+                f"{container or '?'} (Flex deployment storage, {kind}; Storage Blob Data "
+                "Owner also counts — which one is required is NOT CONFIRMED)",
+                "One Deploy cannot write the package to the deployment container (403 on "
+                "the blob upload)",
+            ),
+            account,
+            container,
+            identity_resource_id=rid,
         )
-    return out
+    return None
 
 
 def storage_principal(

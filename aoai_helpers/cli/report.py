@@ -1,0 +1,128 @@
+"""CLI: ``report`` — the month's per-BU chargeback; issue its statement; write XLSX/CSV.
+
+What it says about the statement (issued, drift, allocation) is
+:mod:`aoai_helpers.analysis.narrative`, which notebook 04 uses too.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+from typing import Any
+
+from aoai_helpers.cli._argtypes import whole
+from aoai_helpers.cli._options import existing_engine, with_db, with_spec
+from aoai_helpers.exceptions import ConfigError
+
+__all__ = ["add_report_parser", "cmd_report"]
+
+
+def _grace(args: argparse.Namespace) -> timedelta:
+    """The spec's ``reconcile.grace_hours`` (``--spec``, ``$AOAI_SPEC``, ``./gateway.yaml`` or
+    the bundled sample) as a timedelta."""
+    from aoai_helpers.config import spec_path
+    from aoai_helpers.spec import load_spec
+
+    return timedelta(hours=load_spec(spec_path(args.spec)).reconcile.grace_hours)
+
+
+def _write_files(args: argparse.Namespace, engine: Any, month: str, amount: Any) -> None:
+    from aoai_helpers.analysis.export import write_csv, write_xlsx
+    from aoai_helpers.analysis.statement import month_report
+    from aoai_helpers.core.terminal import safe
+
+    report = month_report(engine, month, allocate_amount=amount, top=args.top)
+    if args.xlsx:
+        print(f"wrote {safe(write_xlsx(args.xlsx, report))}")
+    if args.csv:
+        print(f"wrote {safe(write_csv(args.csv, report))}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import importlib
+
+    from aoai_helpers.analysis.budget import parse_amount
+    from aoai_helpers.analysis.narrative import allocation_line, statement_lines
+    from aoai_helpers.analysis.report import latest_month, month_bounds, unpriced_models
+    from aoai_helpers.analysis.statement import issue_statement, statement
+    from aoai_helpers.analysis.text import render_table
+
+    # the user's first mistakes to hear about, before the database is opened
+    if args.month:
+        month_bounds(args.month)
+    amount = None if args.allocate is None else parse_amount(args.allocate)
+    if args.xlsx:  # a missing extra is a one-line error (main) before any work
+        importlib.import_module("openpyxl")
+    engine = existing_engine(args)
+    month = args.month or latest_month(engine)
+    issuing = bool(args.issue or args.reissue)
+    if month is None:
+        if issuing:
+            raise ConfigError("no calls stored yet: there is no statement to issue")
+        print("no calls stored yet")
+        return 0
+    if issuing:
+        stmt = issue_statement(
+            engine,
+            month,
+            reissue=args.reissue,
+            grace=_grace(args),
+            allow_provisional=args.allow_provisional,
+        )
+    else:
+        stmt = statement(engine, month)
+    print(render_table(stmt.lines, month, None if stmt.issued else unpriced_models(engine, month)))
+    for line in statement_lines(engine, stmt, just_issued=issuing):
+        print(line)
+    if amount is not None:
+        print(allocation_line(amount, stmt.lines))
+    if args.xlsx or args.csv:
+        _write_files(args, engine, month, amount)
+    return 0
+
+
+def add_report_parser(sub: Any) -> None:
+    """Register ``report``."""
+    p = with_db(
+        sub.add_parser(
+            "report",
+            help="print the per-BU chargeback for a month; issue its statement; write XLSX/CSV",
+        )
+    )
+    p.add_argument("--month", help="YYYY-MM (default: the month of the latest call)")
+    p.add_argument(
+        "--xlsx",
+        metavar="FILE",
+        help="also write the month as an Excel workbook (Summary + one sheet per BU; needs the notebooks extra)",
+    )
+    p.add_argument(
+        "--csv", metavar="FILE", help="also write the per-BU statement as CSV (one row per BU)"
+    )
+    p.add_argument(
+        "--allocate",
+        metavar="AMOUNT",
+        help="split a fixed monthly amount (e.g. provisioned throughput) across BUs by token share",
+    )
+    p.add_argument(
+        "--top", type=whole(1), default=10, help="top users per BU in the workbook (default 10)"
+    )
+    issue = p.add_mutually_exclusive_group()
+    issue.add_argument(
+        "--issue",
+        action="store_true",
+        help="snapshot the month's figures as its issued statement (refused if already issued)",
+    )
+    issue.add_argument(
+        "--reissue", action="store_true", help="replace the issued statement with the live figures"
+    )
+    p.add_argument(
+        "--allow-provisional",
+        action="store_true",
+        help="issue even with provisional calls inside the reconcile grace window",
+    )
+    with_spec(
+        p,
+        "spec whose database and reconcile.grace_hours apply (default: $AOAI_SPEC, "
+        "./gateway.yaml, else the bundled sample)",
+    )
+    p.set_defaults(func=cmd_report)

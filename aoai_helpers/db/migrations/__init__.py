@@ -1,0 +1,10 @@
+"""Numbered schema migrations: ``vNNNN_*.py``, one per schema version, applied in order by
+:mod:`~aoai_helpers.db.migrations.runner` and recorded in ``AoaiSchemaVersion``.
+
+``v0001_original``  v1: the original APIM-AOAI-Proxy schema migrated in place (``original``),
+                    the new tables created
+``v0002_reconcile`` v2: reconciliation columns and ``ReconcileState``
+
+Every step is guarded (``steps``): it does only what the database lacks. Imports ``core``,
+the db tables and the top level.
+"""

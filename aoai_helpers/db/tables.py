@@ -1,0 +1,308 @@
+"""Every table the project creates, on one :data:`metadata` (contract §4).
+
+These models are the source of truth for the schema (``db ddl`` prints them). The original
+APIM-AOAI-Proxy tables keep their names, columns and Azure SQL types (so existing Power BI
+reports keep working); new columns sit beside them.
+
+Tables
+------
+``ApimAoaiToken``        one priced row per call, unique on ``RequestId`` (the idempotency key)
+``AoaiTokenRate``        per-token rates with effective dates and currency
+``BusinessUnitMap``      APIM subscription → business unit and cost centre
+``IngestDeadLetter``     events that could not be ingested: raw body, reason, source, time
+``ReconcileState``       the language-model log's watermark (:mod:`aoai_helpers.pipeline.reconcile`)
+``AoaiSchemaVersion``    applied schema migrations (:mod:`aoai_helpers.db.migrations`)
+``ChargebackStatement``  issued monthly statements (:mod:`aoai_helpers.analysis.statement`)
+``EventHubOwnership``    partition claims of ``consume`` (:mod:`aoai_helpers.eventlog.checkpoints`)
+``EventHubCheckpoint``   partition checkpoints of ``consume``
+
+The first six are the schema ``db init`` / ``db upgrade`` create (:data:`SCHEMA_TABLES`); the
+statement and checkpoint tables are created when first needed (:data:`STATEMENT_TABLES`,
+:data:`CHECKPOINT_TABLES`), so a database that never issues a statement or keeps checkpoints
+elsewhere never gets them. Pure definitions: no engine, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Unicode,
+    text,
+)
+from sqlalchemy.dialects import mssql
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "CHECKPOINT_TABLES",
+    "RECONCILE_COLUMNS",
+    "SCHEMA_TABLES",
+    "STATEMENT_TABLES",
+    "STRING_LIMITS",
+    "all_tables",
+    "bu_map",
+    "checkpoint_table",
+    "dead_letter",
+    "metadata",
+    "ownership_table",
+    "rate_table",
+    "reconcile_state",
+    "schema_version",
+    "statement_table",
+    "token_table",
+]
+
+# Identity primary keys: BIGINT IDENTITY on SQL Server / PostgreSQL, rowid alias on SQLite.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+_TinyInt = SmallInteger().with_variant(mssql.TINYINT(), "mssql")
+
+metadata = MetaData()
+
+token_table = Table(
+    "ApimAoaiToken",
+    metadata,
+    Column("Id", _BigId, primary_key=True, autoincrement=True),
+    # --- the original columns (names and Azure SQL types unchanged) ---
+    Column("ExecTimeUTC", DateTime(), nullable=False),
+    Column("ExecDateUTC", DateTime(), nullable=False),
+    Column("GatewayRegion", Unicode(100)),
+    Column("GatewayServiceName", Unicode(150)),
+    Column("SubscriptionId", Unicode(50)),
+    Column("SubscriptionName", Unicode(100)),
+    Column("UserName", Unicode(50)),
+    Column("UserEmail", Unicode(50)),
+    Column("ProductName", Unicode(100)),
+    Column("ApiName", Unicode(100)),
+    Column("OperationId", Unicode(100)),
+    Column("ModelName", Unicode(100), comment="normalised model: the pricing key"),
+    Column("IsStreaming", _TinyInt, nullable=False),
+    Column("PromptTokens", Integer(), nullable=False),
+    Column("CompletionTokens", Integer(), nullable=False),
+    Column("TotalTokens", Integer(), nullable=False),
+    # --- added by apim-aoai-proxy ---
+    Column(
+        "RequestId",
+        Unicode(64),
+        nullable=False,
+        comment="APIM context.RequestId, or v1: content hash",
+    ),
+    Column("EventVersion", SmallInteger(), nullable=False),
+    Column("Operation", Unicode(16), nullable=False),
+    Column("DeploymentName", Unicode(100)),
+    Column("ApiVersion", Unicode(40)),
+    Column("StatusCode", SmallInteger()),
+    Column("ReportedModel", Unicode(100), comment="model as the API reported it"),
+    Column("CachedTokens", Integer(), nullable=False, server_default=text("0")),
+    Column("ReasoningTokens", Integer(), nullable=False, server_default=text("0")),
+    Column(
+        "UsageSource",
+        Unicode(16),
+        nullable=False,
+        comment="reported | estimated | prompt_only | unbilled | reconciled",
+    ),
+    Column("EstimateEncoding", Unicode(20), comment="tokenizer used for an estimate"),
+    Column("ModelKnown", _TinyInt, nullable=False, server_default=text("1")),
+    Column("Cost", Float(), comment="NULL = unpriced (no rate in effect), never 0"),
+    Column("Currency", Unicode(3)),
+    Column("RateId", Integer()),
+    Column("IngestedAtUTC", DateTime(), nullable=False),
+    # --- reconciliation (aoai_helpers.pipeline.reconcile): what a row had before APIM's language-model
+    # log gave its exact usage (UsageSource 'reconciled'); NULL on rows never reconciled ---
+    Column("PriorUsageSource", Unicode(16)),
+    Column("PriorPromptTokens", Integer()),
+    Column("PriorCompletionTokens", Integer()),
+    Column("PriorTotalTokens", Integer()),
+    Column("PriorModelName", Unicode(100)),
+    Column("PriorCost", Float()),
+    Column("ReconciledAtUTC", DateTime()),
+    Index("indx_ExecDate", "ExecDateUTC"),
+    Index("indx_ExecTime", "ExecTimeUTC"),
+    Index("ux_ApimAoaiToken_RequestId", "RequestId", unique=True),
+    Index("ix_ApimAoaiToken_Sub_Time", "SubscriptionId", "ExecTimeUTC"),
+    # Covers the monthly reports (aoai_helpers.analysis.report): a month is a range of its leading
+    # ExecDateUTC, rows come out grouped by day and subscription (no sort), and no table row
+    # is read (1M-row month on SQLite: ~0.4 s instead of ~4 s through indx_ExecDate).
+    Index(
+        "ix_ApimAoaiToken_Report",
+        "ExecDateUTC",
+        "SubscriptionId",
+        "SubscriptionName",
+        "ModelName",
+        "DeploymentName",
+        "UsageSource",
+        "Currency",
+        "PromptTokens",
+        "CompletionTokens",
+        "CachedTokens",
+        "TotalTokens",
+        "Cost",
+    ),
+)
+
+rate_table = Table(
+    "AoaiTokenRate",
+    metadata,
+    Column("RateId", Integer(), primary_key=True, autoincrement=True),
+    Column("ModelName", Unicode(100), nullable=False),
+    Column("PromptTokenRate", Float(), nullable=False),
+    Column("CompletionTokenRate", Float(), nullable=False),
+    Column("CachedPromptTokenRate", Float()),
+    Column("Currency", Unicode(3), nullable=False, server_default=text("'USD'")),
+    Column("EffectiveFrom", DateTime(), nullable=False),
+    Column("EffectiveTo", DateTime()),
+    Column("Source", Unicode(200)),
+    Index("ix_AoaiTokenRate_Model_From", "ModelName", "EffectiveFrom", unique=True),
+)
+
+bu_map = Table(
+    "BusinessUnitMap",
+    metadata,
+    Column("SubscriptionId", Unicode(50), primary_key=True),
+    Column("SubscriptionName", Unicode(100)),
+    Column("BusinessUnit", Unicode(100), nullable=False),
+    Column("CostCentre", Unicode(50)),
+    Column("MonthlyBudget", Float()),
+)
+
+dead_letter = Table(
+    "IngestDeadLetter",
+    metadata,
+    Column("Id", _BigId, primary_key=True, autoincrement=True),
+    Column("ReceivedAtUTC", DateTime(), nullable=False),
+    Column("Source", Unicode(200)),
+    Column("Reason", Unicode(400), nullable=False),
+    Column("RequestId", Unicode(64)),
+    Column("RawSha256", String(64), nullable=False),
+    Column("RawBody", LargeBinary(), nullable=False),
+    Column("RawSize", Integer(), nullable=False),
+    Index("ux_IngestDeadLetter_RawSha256", "RawSha256", unique=True),
+)
+
+reconcile_state = Table(
+    "ReconcileState",
+    metadata,
+    Column("Source", Unicode(200), primary_key=True, comment="the language-model log read"),
+    Column("WatermarkUTC", DateTime(), nullable=False, comment="end of the last window read"),
+    Column("UpdatedAtUTC", DateTime(), nullable=False),
+    Column("LastRecords", Integer(), nullable=False, server_default=text("0")),
+    Column("LastUpgraded", Integer(), nullable=False, server_default=text("0")),
+)
+
+schema_version = Table(
+    "AoaiSchemaVersion",
+    metadata,
+    Column("Version", Integer(), primary_key=True, autoincrement=False),
+    Column("AppliedAtUTC", DateTime(), nullable=False),
+    Column("Description", Unicode(200), comment="how it was applied (db init, db upgrade, …)"),
+)
+
+#: Columns only reconciliation writes (NULL when a row is inserted).
+RECONCILE_COLUMNS: Final[tuple[str, ...]] = (
+    "PriorUsageSource",
+    "PriorPromptTokens",
+    "PriorCompletionTokens",
+    "PriorTotalTokens",
+    "PriorModelName",
+    "PriorCost",
+    "ReconciledAtUTC",
+)
+
+#: Column lengths of the string columns, used to truncate values before insert.
+STRING_LIMITS: Final[dict[str, int]] = {
+    c.name: c.type.length
+    for c in token_table.columns
+    if isinstance(c.type, String) and c.type.length
+}
+
+
+# --- issued chargeback statements (aoai_helpers.analysis.statement) ---
+
+statement_table = Table(
+    "ChargebackStatement",
+    metadata,
+    Column("Month", Unicode(7), primary_key=True, comment="YYYY-MM"),
+    Column("Line", Integer(), primary_key=True, autoincrement=False),
+    Column("BusinessUnit", Unicode(100), nullable=False),
+    Column("CostCentre", Unicode(50)),
+    Column("Calls", BigInteger(), nullable=False),
+    Column("PromptTokens", BigInteger(), nullable=False),
+    Column("CompletionTokens", BigInteger(), nullable=False),
+    Column("TotalTokens", BigInteger(), nullable=False),
+    Column("Cost", Float(), nullable=False, comment="priced calls only; see UnpricedCalls"),
+    Column("Currency", Unicode(5), comment="ISO code, or MIXED"),
+    Column("EstimatedCost", Float(), nullable=False),
+    Column("UnpricedCalls", BigInteger(), nullable=False),
+    Column("EstimatedCalls", BigInteger(), nullable=False),
+    Column("IssuedAtUTC", DateTime(), nullable=False),
+)
+
+# --- Event Hubs checkpoints of consume (aoai_helpers.eventlog.checkpoints) ---
+
+CHECKPOINT_KEY: Final = ("Namespace", "EventHub", "ConsumerGroup", "PartitionId")
+
+
+def _key_columns() -> list[Column[str]]:
+    # ASCII names (DNS host, hub, group): VARCHAR keeps the key at 607 bytes, under SQL Server's
+    # 900-byte limit for a clustered primary key.
+    return [
+        Column("Namespace", String(255), nullable=False, comment="fully qualified, lower case"),
+        Column("EventHub", String(256), nullable=False, comment="lower case"),
+        Column("ConsumerGroup", String(64), nullable=False, comment="lower case"),
+        Column("PartitionId", String(32), nullable=False),
+    ]
+
+
+ownership_table = Table(
+    "EventHubOwnership",
+    metadata,
+    *_key_columns(),
+    Column("OwnerId", String(128), nullable=False, comment="'' when released"),
+    Column("ETag", String(64), nullable=False),
+    Column("LastModifiedTime", Float(), nullable=False, comment="Unix time (UTC), seconds"),
+    PrimaryKeyConstraint(*CHECKPOINT_KEY, name="pk_EventHubOwnership"),
+)
+
+checkpoint_table = Table(
+    "EventHubCheckpoint",
+    metadata,
+    *_key_columns(),
+    Column("EventOffset", String(100), nullable=False),
+    Column("SequenceNumber", BigInteger(), nullable=False),
+    Column("UpdatedAtUTC", DateTime(), nullable=False),
+    PrimaryKeyConstraint(*CHECKPOINT_KEY, name="pk_EventHubCheckpoint"),
+)
+
+#: Created when ``report --issue`` first issues a statement.
+STATEMENT_TABLES: Final[tuple[Table, ...]] = (statement_table,)
+#: Created when ``consume`` first keeps checkpoints in the database.
+CHECKPOINT_TABLES: Final[tuple[Table, ...]] = (checkpoint_table, ownership_table)
+#: The schema proper: what ``db init`` / ``db upgrade`` create, in dependency order.
+SCHEMA_TABLES: Final[tuple[Table, ...]] = tuple(
+    t for t in metadata.sorted_tables if t not in STATEMENT_TABLES + CHECKPOINT_TABLES
+)
+
+
+def all_tables() -> list[tuple[str, list[Table]]]:
+    """Every table, grouped by who creates it: the schema (``db init``), the issued statements
+    (``report --issue``) and the database checkpoints of ``consume``
+    (``consumer.checkpoint_store: database``)."""
+    return [
+        ("", list(SCHEMA_TABLES)),
+        ("Issued chargeback statements (created by report --issue)", list(STATEMENT_TABLES)),
+        (
+            "Event Hubs checkpoints of consume (created when consumer.checkpoint_store is database)",
+            list(CHECKPOINT_TABLES),
+        ),
+    ]

@@ -1,0 +1,80 @@
+"""One MetaData for every table, and the numbered migrations (aoai_helpers.db.migrations)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from sqlalchemy import MetaData, inspect, text
+
+import aoai_helpers
+from aoai_helpers.db.engine import engine_from_url, transaction
+from aoai_helpers.db.migrations.runner import HEAD, MIGRATIONS, applied_versions, pending
+from aoai_helpers.db.schema import SCHEMA_VERSION, ddl, init_db
+from aoai_helpers.db.tables import SCHEMA_TABLES, metadata, token_table
+
+EVERY_TABLE = {
+    "ApimAoaiToken",
+    "AoaiTokenRate",
+    "BusinessUnitMap",
+    "IngestDeadLetter",
+    "ReconcileState",
+    "AoaiSchemaVersion",
+    "ChargebackStatement",
+    "EventHubCheckpoint",
+    "EventHubOwnership",
+}
+
+
+def test_one_metadata_in_the_package_holds_every_table() -> None:
+    found: dict[int, list[str]] = {}
+    for info in pkgutil.walk_packages(aoai_helpers.__path__, "aoai_helpers."):
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:
+            continue  # an optional extra that is not installed
+        for name, value in vars(module).items():
+            if isinstance(value, MetaData):
+                found.setdefault(id(value), []).append(f"{info.name}.{name}")
+    assert len(found) == 1, found
+    assert set(metadata.tables) == EVERY_TABLE
+
+
+def test_ddl_names_every_table() -> None:
+    script = ddl("mssql")
+    for name in EVERY_TABLE:
+        assert f"CREATE TABLE [{name}]" in script, name
+
+
+def test_migrations_are_numbered_in_order() -> None:
+    versions = [m.VERSION for m in MIGRATIONS]
+    assert versions == list(range(1, len(versions) + 1))
+    assert HEAD == SCHEMA_VERSION == versions[-1]
+    assert all(m.DESCRIPTION for m in MIGRATIONS)
+    assert [m.VERSION for m in pending([])] == versions
+    assert pending([HEAD]) == []
+
+
+def test_a_v1_database_gets_migration_2_recorded(tmp_path: Path) -> None:
+    engine = engine_from_url(str(tmp_path / "v1.db"))
+    try:
+        init_db(engine)
+        with transaction(engine) as conn:  # back to v1: what migration 0002 added, removed
+            conn.execute(text("DROP TABLE ReconcileState"))
+            conn.execute(text("DELETE FROM AoaiSchemaVersion"))
+            conn.execute(
+                text(
+                    "INSERT INTO AoaiSchemaVersion (Version, AppliedAtUTC) "
+                    "VALUES (1, '2026-01-01 00:00:00')"
+                )
+            )
+        changes = init_db(engine)
+        assert changes == ["created table ReconcileState", "schema version 2"]
+        with transaction(engine) as conn:
+            assert sorted(applied_versions(conn)) == [1, 2]
+        assert {t.name for t in SCHEMA_TABLES} <= set(inspect(engine).get_table_names())
+        assert "ChargebackStatement" not in inspect(engine).get_table_names()  # made when issued
+        assert token_table.name in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
