@@ -32,7 +32,7 @@ from aoai_helpers.synthetic.events import v2_reported_events
 import function_app
 
 batch, batches = int(sys.argv[1]), int(sys.argv[2])
-(fn,) = function_app.app.get_functions()
+(fn,) = [f for f in function_app.app.get_functions() if f.get_function_name() == "ingest_usage"]
 user = fn.get_user_function()
 events = list(v2_reported_events(batch * (batches + 1), seed=11))
 def hub(chunk, first):
