@@ -292,14 +292,12 @@ class EventHub(_Model):
     create: bool = False
     partition_count: int = Field(default=4, ge=1, le=32)
     retention_days: int = Field(default=7, ge=1, le=90)
-    #: the namespace's tier when known offline (``provision plan`` reads the live one); the
-    #: retention must fit it (:data:`MAX_RETENTION_DAYS`)
-    tier: EventHubTier | None = None
+    tier: EventHubTier | None = None  # known offline; provision plan reads the live one
 
     @model_validator(mode="after")
     def _retention_fits_tier(self) -> EventHub:
-        if self.tier is not None and self.retention_days > MAX_RETENTION_DAYS[self.tier]:
-            raise ValueError(retention_problem(self.tier, self.retention_days))
+        if self.tier is not None and (problem := retention_problem(self.tier, self.retention_days)):
+            raise ValueError(problem)
         return self
 
     send_rule: Ident = "apim-send"
@@ -452,9 +450,11 @@ def token_limit_problem(spec: Spec, sku: str) -> str | None:
     return None
 
 
-def retention_problem(tier: str, days: int) -> str:
-    """The one-line error for ``days`` of retention on an Event Hubs namespace of ``tier``."""
+def retention_problem(tier: str, days: int) -> str | None:
+    """Why ``days`` of retention do not fit a ``tier`` namespace, if so (unknown tier: 90 days)."""
     most = MAX_RETENTION_DAYS.get(tier, 90)
+    if days <= most:
+        return None
     return (
         f"event_hub.retention_days {days} exceeds the {tier} tier's maximum of {most} "
         f"day{'s' if most != 1 else ''} (Event Hubs quotas); use a Premium or Dedicated namespace "

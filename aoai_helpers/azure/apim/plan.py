@@ -17,7 +17,7 @@ from aoai_helpers.azure.apim.resources import (
 from aoai_helpers.azure.roles import Principal, render_roles, required_roles
 from aoai_helpers.clouds import Cloud
 from aoai_helpers.core.masking import mask
-from aoai_helpers.spec import MAX_RETENTION_DAYS, Spec, retention_problem, token_limit_problem
+from aoai_helpers.spec import Spec, retention_problem, token_limit_problem
 
 __all__ = [
     "Action",
@@ -199,8 +199,9 @@ class Plan:
                 out.append(problem)
         eh = self.spec.event_hub
         tier = self.eventhub_tier
-        if eh.create and tier is not None and eh.retention_days > MAX_RETENTION_DAYS.get(tier, 90):
-            out.append(retention_problem(tier, eh.retention_days))
+        retention = None if tier is None else retention_problem(tier, eh.retention_days)
+        if eh.create and retention:
+            out.append(retention)
         if eh.create and tier == "Basic" and eh.consumer_group.lower() != "$default":
             # Event Hubs quotas: "Number of consumer groups per event hub: Basic 1", $Default
             out.append(
