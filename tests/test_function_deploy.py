@@ -271,6 +271,14 @@ def _clients(
     return make_web_clients(SPEC, get_cloud(cloud), SUB, DryRunCredential(), transport), transport
 
 
+def _deploy(the_plan: Any, clients: Any, kudu: Any, **options: Any) -> Any:
+    """``deploy`` against the loopback SCM server ``kudu``, signed in with the dry-run
+    credential, polling without waiting."""
+    return deploy(
+        the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0, **options
+    )
+
+
 @pytest.mark.parametrize("cloud", list(CLOUDS))
 def test_deploy_sets_settings_uploads_polls_and_verifies(
     cloud: str, kudu: Kudu, package: Path
@@ -282,12 +290,10 @@ def test_deploy_sets_settings_uploads_polls_and_verifies(
     actions = {c.name: c.action for c in the_plan.changes}
     assert actions["AOAI_EVENTHUB_NAME"] == "change" and actions["AOAI_DB_URL"] == "add"
     steps: list[str] = []
-    result = deploy(
+    result = _deploy(
         the_plan,
         clients,
-        credential=DryRunCredential(),
-        scm=kudu.url,
-        poll_interval=0,
+        kudu,
         on_progress=steps.append,
     )
     assert result.settings_updated and result.deployment_status["status"] == 4
@@ -332,11 +338,11 @@ def test_deploy_sets_settings_uploads_polls_and_verifies(
 def test_unchanged_settings_are_not_written_again(kudu: Kudu, package: Path) -> None:
     clients, transport = _clients()
     first = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
-    deploy(first, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+    _deploy(first, clients, kudu)
     transport.requests.clear()
     again = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
     assert not again.settings_changed and "(no change)" in again.render()
-    deploy(again, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+    _deploy(again, clients, kudu)
     # read the site, list settings, two role lookups, list functions: no PUT
     assert [r.method for r in transport.requests] == ["GET", "POST", "GET", "GET", "GET"]
 
@@ -349,7 +355,7 @@ def test_a_failed_deployment_is_a_clear_error(kudu: Kudu, package: Path) -> None
         DeployError,
         match=r"the deployment failed: pip install failed \(log: http://127\.0\.0\.1:\d+/api/deployments/d1/log\)",
     ):
-        deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+        _deploy(the_plan, clients, kudu)
 
 
 def test_an_unauthorized_upload_says_what_is_missing(kudu: Kudu, package: Path) -> None:
@@ -357,30 +363,26 @@ def test_an_unauthorized_upload_says_what_is_missing(kudu: Kudu, package: Path) 
     clients, _ = _clients()
     the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
     with pytest.raises(DeployError, match=r"refused the upload \(HTTP 401\).*Contributor"):
-        deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+        _deploy(the_plan, clients, kudu)
 
 
 def test_a_function_that_is_not_indexed_fails_the_deploy(kudu: Kudu, package: Path) -> None:
     clients, _ = _clients(indexed=())
     the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
     with pytest.raises(DeployError, match="ingest_usage, reconcile_usage are not indexed"):
-        deploy(
+        _deploy(
             the_plan,
             clients,
-            credential=DryRunCredential(),
-            scm=kudu.url,
-            poll_interval=0,
+            kudu,
             index_attempts=2,
         )
     clients, _ = _clients(indexed=(FUNCTION_NAME,))
     the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
     with pytest.raises(DeployError, match=r"reconcile_usage is not indexed \(functions: "):
-        deploy(
+        _deploy(
             the_plan,
             clients,
-            credential=DryRunCredential(),
-            scm=kudu.url,
-            poll_interval=0,
+            kudu,
             index_attempts=1,
         )
 
@@ -520,12 +522,10 @@ def test_flex_consumption_uses_one_deploy_and_drops_the_settings_flex_rejects(
     assert "remove FUNCTIONS_WORKER_RUNTIME" in " ".join(text.split())
     assert not {"FUNCTIONS_WORKER_RUNTIME", "ENABLE_ORYX_BUILD"} & set(the_plan.settings)
     steps: list[str] = []
-    result = deploy(
+    result = _deploy(
         the_plan,
         clients,
-        credential=DryRunCredential(),
-        scm=kudu.url,
-        poll_interval=0,
+        kudu,
         on_progress=steps.append,
     )
     put = next(r for r in transport.requests if r.method == "PUT").body["properties"]
@@ -566,7 +566,7 @@ def test_a_one_deploy_that_does_not_succeed_is_an_error(
     with pytest.raises(
         DeployError, match=rf"the deployment {word}.*\(status {status}\): oryx said no"
     ):
-        deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+        _deploy(the_plan, clients, kudu)
 
 
 def test_a_one_deploy_conflict_says_another_deployment_runs(kudu: Kudu, package: Path) -> None:
@@ -574,7 +574,7 @@ def test_a_one_deploy_conflict_says_another_deployment_runs(kudu: Kudu, package:
     clients, _ = _clients(site=flex_site())
     the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
     with pytest.raises(DeployError, match=r"HTTP 409.*another deployment"):
-        deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+        _deploy(the_plan, clients, kudu)
 
 
 def test_a_zip_with_its_packages_needs_no_remote_build(tmp_path: Path) -> None:
@@ -620,7 +620,7 @@ def test_without_the_sites_sku_the_server_farm_is_read(kudu: Kudu, package: Path
         "hosting plan: Elastic Premium (ElasticPremium/EP1) — from the server farm's sku"
         in the_plan.render()
     )
-    deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+    _deploy(the_plan, clients, kudu)
     assert [p for p, _ in kudu.posts] == ["/api/zipdeploy?isAsync=true"]
 
 
@@ -644,7 +644,7 @@ def test_a_plan_with_a_problem_changes_nothing(
     the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
     assert the_plan.problems and said in the_plan.render()
     with pytest.raises(DeployError, match=f"cannot deploy: .*{said}"):
-        deploy(the_plan, clients, credential=DryRunCredential(), scm=kudu.url, poll_interval=0)
+        _deploy(the_plan, clients, kudu)
     assert not [r for r in transport.requests if r.method == "PUT"] and not kudu.uploads
 
 
@@ -702,12 +702,10 @@ def test_a_role_not_seen_is_a_loud_warning_with_the_command_not_a_silent_success
     assert "APIM's roles: see `python -m aoai_helpers provision plan`" in text
     assert len(the_plan.warnings) == 2  # the receiver on the hub, the reader on the workspace
     steps: list[str] = []
-    result = deploy(
+    result = _deploy(
         the_plan,
         clients,
-        credential=DryRunCredential(),
-        scm=kudu.url,
-        poll_interval=0,
+        kudu,
         on_progress=steps.append,
     )
     assert result.warnings == the_plan.warnings
@@ -807,12 +805,10 @@ def test_the_plan_never_shows_values_of_settings_it_removes_or_keeps(
     assert all(c.old is None for c in the_plan.changes if c.action == "remove")
     assert _leaked(repr(the_plan)) == [] and _leaked(repr(the_plan.changes)) == []
     steps: list[str] = []
-    deploy(
+    _deploy(
         the_plan,
         clients,
-        credential=DryRunCredential(),
-        scm=kudu.url,
-        poll_interval=0,
+        kudu,
         on_progress=steps.append,
     )
     progress = "\n".join(steps)
@@ -1081,12 +1077,10 @@ def test_a_publish_answer_that_is_no_deployment_id_takes_the_first_final_status(
     clients, _ = _clients(site=flex_site())
     the_plan = plan_deploy(SPEC, clients=clients, db_url=DB, zip_path=package)
     steps: list[str] = []
-    result = deploy(
+    result = _deploy(
         the_plan,
         clients,
-        credential=DryRunCredential(),
-        scm=kudu.url,
-        poll_interval=0,
+        kudu,
         timeout=5,
         on_progress=steps.append,
     )
