@@ -12,13 +12,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
-from urllib.parse import quote_plus
+from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+# the URL rules are configuration's (one copy); re-exported here for the engine's callers
+from aoai_helpers.config import DEFAULT_DB_URL, normalize_url, url_from_odbc
 from aoai_helpers.exceptions import ConfigError, DatabaseError
 
 __all__ = [
@@ -34,14 +35,6 @@ __all__ = [
     "url_from_odbc",
 ]
 
-DEFAULT_DB_URL: Final = "sqlite:///data/aoai_usage.db"
-
-
-def url_from_odbc(connection_string: str) -> str:
-    """A SQLAlchemy URL for an ODBC connection string (the original ``AOAI_DB_STORE_CONNECTION``)."""
-    return "mssql+pyodbc:///?odbc_connect=" + quote_plus(connection_string)
-
-
 _ODBC_SECRET = re.compile(r"(?i)((?:pwd|password)(?:=|%3D))(.*?)(;|%3B|&|$)")
 
 
@@ -52,16 +45,6 @@ def masked_url(url: str) -> str:
     except ArgumentError:
         return "<unparsable database URL>"
     return _ODBC_SECRET.sub(r"\1***\3", rendered)
-
-
-def normalize_url(url: str | os.PathLike[str] | None) -> str:
-    """Accept a SQLAlchemy URL, a bare file path (SQLite) or None (the default file)."""
-    if url is None or str(url).strip() == "":
-        return DEFAULT_DB_URL
-    s = str(url).strip()
-    if "://" not in s:
-        return "sqlite:///" + s
-    return s
 
 
 def parse_url(url: str | os.PathLike[str] | None) -> URL:
