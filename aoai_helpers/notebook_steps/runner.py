@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -64,20 +63,6 @@ def notebooks_dir() -> Path:
     return here
 
 
-#: Lines a kernel prints on stderr while it is shut down that are not errors: jupyter_client
-#: interrupts a kernel before asking it to shut down, and an ipykernel busy with that request
-#: logs the interrupt at ERROR level.
-KERNEL_SHUTDOWN_NOISE: Final = re.compile(
-    r"^\[IPKernelApp\] ERROR \| KeyboardInterrupt caught in kernel\.?$"
-)
-
-
-def kernel_stderr(text: str) -> str:
-    """What a notebook run printed on stderr, less :data:`KERNEL_SHUTDOWN_NOISE`."""
-    kept = [line for line in text.splitlines() if not KERNEL_SHUTDOWN_NOISE.match(line.strip())]
-    return "".join(f"{line}\n" for line in kept)
-
-
 def run_notebook(
     name: str,
     out_dir: str | os.PathLike[str],
@@ -89,8 +74,8 @@ def run_notebook(
     """Execute ``<name>.ipynb`` with ``parameters``; return the executed copy in ``out_dir``.
 
     papermill runs in a child process (``_execute.py``) that returns only once its kernel is
-    shut down; what the kernel printed on stderr is passed on to this process's stderr, less
-    the shutdown notice that is not an error. ``timeout`` bounds each cell.
+    shut down; what the kernel printed on stderr is passed on to this process's stderr.
+    ``timeout`` bounds each cell.
     """
     try:
         import papermill  # noqa: F401  (the child imports it; a missing extra is one line here)
@@ -118,9 +103,8 @@ def run_notebook(
         text=True,
         check=False,
     )
-    noise_free = kernel_stderr(done.stderr)
-    if noise_free:
-        sys.stderr.write(noise_free)
+    if done.stderr:
+        sys.stderr.write(done.stderr)
         sys.stderr.flush()
     lines = done.stdout.strip().splitlines()
     try:
@@ -128,7 +112,7 @@ def run_notebook(
     except ValueError:
         report = None
     if not isinstance(report, dict):
-        last = (noise_free.strip().splitlines() or ["no output"])[-1]
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise AoaiHelpersError(f"notebook {name} could not run (exit {done.returncode}): {last}")
     if not report.get("ok"):
         raise AoaiHelpersError(
