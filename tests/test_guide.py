@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -162,6 +163,30 @@ def test_a_finished_kernel_is_not_interrupted_on_its_way_out(
     run_notebook("no_sigint", tmp_path / "out", {"mode": "local"}, source_dir=source)
     assert capsys.readouterr().err == ""
     assert not marker.exists()
+
+
+def test_what_is_printed_after_the_last_cell_is_filed_beside_the_executed_copy(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """fd 2 after the last cell is the kernel's shutdown (ipykernel 7 under load: flush time-outs,
+    tornado tracebacks, libzmq assertions): kept in ``<executed>.exit.log``, not passed on; what
+    was printed while cells ran is passed on; a quiet exit leaves no file."""
+    from aoai_helpers.notebook_steps._execute import _StderrSplit
+
+    split = _StderrSplit()
+    os.write(2, b"kernel: during a cell\n")
+    split.cell_executed(cell=None)
+    os.write(2, b"Assertion failed: pfd.revents & POLLIN (src/signaler.cpp:238)\n")
+    log = tmp_path / "book.ipynb.exit.log"
+    split.finish(log)
+    assert capfd.readouterr().err == "kernel: during a cell\n"
+    assert log.read_text() == "Assertion failed: pfd.revents & POLLIN (src/signaler.cpp:238)\n"
+
+    split = _StderrSplit()
+    split.cell_executed(cell=None)
+    split.finish(log)  # a quiet exit: no file (an old one is not left behind)
+    assert not log.exists()
+    assert capfd.readouterr().err == ""
 
 
 def test_runner_refuses_a_missing_notebook(tmp_path: Path) -> None:
