@@ -52,6 +52,7 @@ bench: venv
 	$(PY) benchmarks/function.py
 	$(PY) benchmarks/report.py
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/accuracy.py
 
 ## bench-peers: the gateway benchmark with LiteLLM's proxy measured beside it, in the same run
 ##              (installed, pinned, into bench-results/.peers/, never into .venv)

@@ -1,4 +1,4 @@
--- apim-aoai-proxy schema v2 (mssql), generated from aoai_helpers.db.tables.
+-- apim-aoai-proxy schema v3 (mssql), generated from aoai_helpers.db.tables.
 -- Regenerate with: python -m aoai_helpers db ddl --dialect mssql
 
 CREATE TABLE [AoaiSchemaVersion] (
@@ -55,6 +55,7 @@ CREATE TABLE [ApimAoaiToken] (
 	[ReasoningTokens] INTEGER NOT NULL DEFAULT 0,
 	[UsageSource] NVARCHAR(16) NOT NULL,
 	[EstimateEncoding] NVARCHAR(20) NULL,
+	[EstimateQuality] NVARCHAR(16) NULL,
 	[ModelKnown] TINYINT NOT NULL DEFAULT 1,
 	[Cost] FLOAT NULL,
 	[Currency] NVARCHAR(3) NULL,

@@ -1,4 +1,4 @@
--- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its aoaieventdb.sql) to schema v2, in place.
+-- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its aoaieventdb.sql) to schema v3, in place.
 -- Generated from aoai_helpers.db.tables; regenerate with: python -m aoai_helpers db ddl --from-original
 -- The T-SQL twin of `python -m aoai_helpers db upgrade` (see aoai_helpers/pipeline/upgrade.py).
 --
@@ -88,6 +88,7 @@ CREATE TABLE [ApimAoaiToken] (
 	[ReasoningTokens] INTEGER NOT NULL DEFAULT 0,
 	[UsageSource] NVARCHAR(16) NOT NULL,
 	[EstimateEncoding] NVARCHAR(20) NULL,
+	[EstimateQuality] NVARCHAR(16) NULL,
 	[ModelKnown] TINYINT NOT NULL DEFAULT 1,
 	[Cost] FLOAT NULL,
 	[Currency] NVARCHAR(3) NULL,
@@ -191,6 +192,8 @@ IF COL_LENGTH(N'ApimAoaiToken', N'UsageSource') IS NULL
     ALTER TABLE [ApimAoaiToken] ADD [UsageSource] NVARCHAR(16) NULL;
 IF COL_LENGTH(N'ApimAoaiToken', N'EstimateEncoding') IS NULL
     ALTER TABLE [ApimAoaiToken] ADD [EstimateEncoding] NVARCHAR(20) NULL;
+IF COL_LENGTH(N'ApimAoaiToken', N'EstimateQuality') IS NULL
+    ALTER TABLE [ApimAoaiToken] ADD [EstimateQuality] NVARCHAR(16) NULL;
 IF COL_LENGTH(N'ApimAoaiToken', N'ModelKnown') IS NULL
     ALTER TABLE [ApimAoaiToken] ADD [ModelKnown] TINYINT NOT NULL DEFAULT 1;
 IF COL_LENGTH(N'ApimAoaiToken', N'Cost') IS NULL
@@ -316,9 +319,9 @@ WHERE t.[Cost] IS NULL AND t.[RequestId] LIKE N'legacy:%' AND t.[UsageSource] <>
 GO
 
 -- 7. Record the migration.
-IF NOT EXISTS (SELECT 1 FROM [AoaiSchemaVersion] WHERE [Version] = 2)
+IF NOT EXISTS (SELECT 1 FROM [AoaiSchemaVersion] WHERE [Version] = 3)
     INSERT INTO [AoaiSchemaVersion] ([Version], [AppliedAtUTC], [Description])
-    VALUES (2, GETUTCDATE(), N'upgraded in place from the original APIM-AOAI-Proxy schema (sql/migrate_from_original.sql)');
+    VALUES (3, GETUTCDATE(), N'upgraded in place from the original APIM-AOAI-Proxy schema (sql/migrate_from_original.sql)');
 GO
 
 SET NOEXEC OFF;

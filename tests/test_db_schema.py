@@ -56,7 +56,7 @@ def test_migrations_are_numbered_in_order() -> None:
     assert pending([HEAD]) == []
 
 
-def test_a_v1_database_gets_migration_2_recorded(tmp_path: Path) -> None:
+def test_a_v1_database_gets_migrations_2_and_3_recorded(tmp_path: Path) -> None:
     engine = engine_from_url(str(tmp_path / "v1.db"))
     try:
         init_db(engine)
@@ -70,11 +70,31 @@ def test_a_v1_database_gets_migration_2_recorded(tmp_path: Path) -> None:
                 )
             )
         changes = init_db(engine)
-        assert changes == ["created table ReconcileState", "schema version 2"]
+        assert changes == ["created table ReconcileState", "schema version 2", "schema version 3"]
         with transaction(engine) as conn:
-            assert sorted(applied_versions(conn)) == [1, 2]
+            assert sorted(applied_versions(conn)) == [1, 2, 3]
         assert {t.name for t in SCHEMA_TABLES} <= set(inspect(engine).get_table_names())
         assert "ChargebackStatement" not in inspect(engine).get_table_names()  # made when issued
         assert token_table.name in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_a_v2_database_gets_the_estimate_quality_column(tmp_path: Path) -> None:
+    """Migration 0003 adds ``EstimateQuality`` (nullable) to a database written before it."""
+    engine = engine_from_url(str(tmp_path / "v2.db"))
+    try:
+        init_db(engine)
+        with transaction(engine) as conn:  # back to v2
+            conn.execute(text("DROP INDEX IF EXISTS ix_ApimAoaiToken_Report"))
+            conn.execute(text("ALTER TABLE ApimAoaiToken DROP COLUMN EstimateQuality"))
+            conn.execute(text("DELETE FROM AoaiSchemaVersion WHERE Version = 3"))
+        columns = {c["name"] for c in inspect(engine).get_columns(token_table.name)}
+        assert "EstimateQuality" not in columns
+        changes = init_db(engine)
+        assert any("EstimateQuality" in change for change in changes), changes
+        assert changes[-1] == "schema version 3"
+        columns = {c["name"]: c for c in inspect(engine).get_columns(token_table.name)}
+        assert columns["EstimateQuality"]["nullable"] is True
     finally:
         engine.dispose()

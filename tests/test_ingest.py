@@ -301,6 +301,7 @@ def test_v2_reported_row_has_every_column(
         "ReasoningTokens": 40,
         "UsageSource": "reported",
         "EstimateEncoding": None,
+        "EstimateQuality": None,
         "ModelKnown": 1,
         "Currency": "USD",
         "RateId": gpt4o_rate_id(engine),
@@ -348,6 +349,8 @@ def test_v1_streamed_capture_is_estimated(
     assert completion != count_completion_text([escaped], "gpt-4o")  # the escapes were undone
     assert row["UsageSource"] == "estimated"
     assert row["EstimateEncoding"] == "o200k_base"
+    assert count_prompt("chat", request, "gpt-4o").quality == "exact"
+    assert row["EstimateQuality"] == "approximate"  # the output: sometimes one token above it
     assert (row["PromptTokens"], row["CompletionTokens"], row["TotalTokens"]) == (
         prompt,
         completion,

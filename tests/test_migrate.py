@@ -750,7 +750,7 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     out = first.stdout.splitlines()
     assert out[0] == f"database sqlite:///{path}: upgraded from the original APIM-AOAI-Proxy schema"
-    assert out[1].startswith("  ApimAoaiToken: 24 column(s) added (Id, RequestId, ")
+    assert out[1].startswith("  ApimAoaiToken: 25 column(s) added (Id, RequestId, ")
     assert f"{N_ROWS + N_COPIES} row(s) backfilled" in out[1]
     assert out[2].startswith("  AoaiTokenRate: 6 column(s) added (RateId, ")
     assert any(line.startswith(f"  {N_ROWS + N_COPIES} call(s) repriced: ") for line in out)

@@ -9,11 +9,13 @@ import asyncio
 import base64
 import contextlib
 import json
+import random
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,18 @@ import pytest
 import uvicorn
 from secrets_registry import register_secret
 
-from aoai_helpers.core.tokens import count_completion_text, count_prompt, count_text
-from aoai_helpers.core.usage import summarize_stream
-from aoai_helpers.local.replies import VOCABULARY
-from aoai_helpers.local.simulator import SimCall, Simulator, StreamCutError
+from aoai_helpers.core.tokens import call_framing, count_completion_text, count_prompt, count_text
+from aoai_helpers.core.tool_schema import render_calls
+from aoai_helpers.core.usage import outputs_from_body, summarize_stream
+from aoai_helpers.local.replies import PROMPT_FILTER_RESULTS, VOCABULARY, make_plan
+from aoai_helpers.local.reply_types import reply_words
+from aoai_helpers.local.simulator import (
+    PromptCache,
+    SimCall,
+    Simulator,
+    StreamCutError,
+    StreamShape,
+)
 from aoai_helpers.spec import Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +48,8 @@ MODELS = {
     "gpt-35-turbo": "gpt-35-turbo-0125",
     "text-embedding-3-small": "text-embedding-3-small",
     "text-embedding-3-large": "text-embedding-3-large",
+    "o3-mini": "o3-mini-2025-01-31",
+    "gpt-5": "gpt-5-2025-08-07",
 }
 MESSAGES: list[Any] = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -130,10 +142,15 @@ class Clock:
 
 
 async def drive(
-    sim: Simulator, body: dict[str, Any], log: list[tuple[str, Any]], *, disconnect_after: int = -1
+    sim: Simulator,
+    body: dict[str, Any],
+    log: list[tuple[str, Any]],
+    *,
+    disconnect_after: int = -1,
+    deployment: str = "gpt-4o",
 ) -> None:
     """Call the ASGI app by hand, logging each message sent; the client may leave mid-body."""
-    path = "/openai/deployments/gpt-4o/chat/completions"
+    path = f"/openai/deployments/{deployment}/chat/completions"
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -163,9 +180,23 @@ async def drive(
     await sim(scope, receive, send)
 
 
+def sent_body(log: list[tuple[str, Any]]) -> str:
+    return b"".join(m["body"] for kind, m in log if kind == "send" and "body" in m).decode()
+
+
 def sent_frames(log: list[tuple[str, Any]]) -> list[tuple[str | None, Any]]:
-    body = b"".join(m["body"] for kind, m in log if kind == "send" and "body" in m)
-    return sse(body.decode())
+    return sse(sent_body(log))
+
+
+def long_messages(tag: str, words: int = 1400) -> list[dict[str, Any]]:
+    """A conversation of over 1024 prompt tokens (one-token words), its system text per ``tag``."""
+    text = "".join(reply_words(random.Random(tag), words))
+    return [{"role": "system", "content": text}, {"role": "user", "content": f"Question {tag}?"}]
+
+
+def cacheable(tokens: int) -> int:
+    """What the prompt cache serves of a ``tokens``-long prefix: 128-token steps from 1024."""
+    return 0 if tokens < 1024 else 1024 + (tokens - 1024) // 128 * 128
 
 
 # ----------------------------------------------------------------------------- loopback server
@@ -557,19 +588,30 @@ def test_sdk_chat_tool_calls(live: tuple[Simulator, str], stream: bool) -> None:
     parsed = json.loads(args)
     assert name == "get_weather" and set(parsed) == {"city", "days", "unit"}
     assert isinstance(parsed["days"], int) and parsed["unit"] in ("c", "f")
-    completion = count_text(f"{name}\n{args}", "gpt-4o")
+    # counted as the model writes the call, plus its framing (the real API's count)
+    completion = count_text(render_calls([(name, args)]), "gpt-4o") + call_framing(1)
+    assert completion == count_text(f" to=functions.{name}{args}", "gpt-4o") + 4
     usage = sim.records[-1].usage
     assert usage is not None and usage["completion_tokens"] == completion
 
 
 def test_streamed_tool_calls_reassemble_to_the_reported_usage() -> None:
-    """The project's own stream estimator (usage.summarize_stream) agrees with the simulator."""
+    """The refitted estimator's count of the reassembled stream (texts as the model writes them,
+    plus the calls' framing) is what the simulator reports, as the real API does."""
     sim = Simulator(make_spec(), keys=[KEY])
     for extra in ({}, {"tools": [WEATHER_TOOL], "tool_choice": "required"}):
         body = CHAT | extra | {"stream": True, "stream_options": {"include_usage": True}}
         summary = summarize_stream(post(sim, CHAT_URL, body).text)
         assert summary.done and summary.usage is not None
-        assert count_completion_text(summary.texts, "gpt-4o") == summary.usage.completion_tokens
+        counted = count_completion_text(summary.texts, "gpt-4o")
+        counted += sum(call_framing(n) for n in summary.tool_calls)
+        assert counted == summary.usage.completion_tokens
+        assert summary.tool_calls == ([1] if extra else [0])
+        whole = post(sim, CHAT_URL, CHAT | extra).json()
+        texts, calls = outputs_from_body(whole)[:2]  # (its third item: hidden output)
+        framing = sum(call_framing(n) for n in calls)
+        assert count_completion_text(texts, "gpt-4o") + framing == counted
+        assert whole["usage"]["completion_tokens"] == counted
 
 
 @pytest.mark.parametrize("kind", ["azure", "v1"])
@@ -763,3 +805,321 @@ def test_a_cut_responses_stream_records_the_deltas_sent() -> None:
     prompt = count_prompt("responses", request, "gpt-4o").tokens
     [call] = sim.records
     assert (call.operation, call.cut, call.usage) == ("responses", True, usage5(prompt, 5))
+
+
+# ----------------------------------------------------------------------------- tool calls as written
+
+
+def test_a_cut_tool_call_stream_records_the_call_as_written_so_far() -> None:
+    spec = make_spec(faults=[{"kind": "stream_cut", "cut_after_chunks": 3}])
+    sim = Simulator(spec, keys=[KEY])
+    log: list[tuple[str, Any]] = []
+    body = CHAT | {"stream": True, "tools": [WEATHER_TOOL], "tool_choice": "required"}
+    with pytest.raises(StreamCutError):
+        asyncio.run(drive(sim, body, log))
+    calls = [
+        d["choices"][0]["delta"]["tool_calls"][0]["function"]
+        for _, d in sent_frames(log)
+        if d["choices"] and d["choices"][0]["delta"].get("tool_calls")
+    ]
+    name, args = calls[0]["name"], "".join(c["arguments"] for c in calls)
+    assert name == "get_weather" and len(calls) == 4  # the name chunk, three argument tokens
+    expected = count_text(render_calls([(name, args)]), "gpt-4o") + call_framing(1)
+    [call] = sim.records
+    assert call.cut and call.usage is not None and call.usage["completion_tokens"] == expected
+    summary = summarize_stream(sent_body(log))  # the estimator's view of the cut stream
+    estimate = count_completion_text(summary.texts, "gpt-4o") + call_framing(summary.tool_calls[0])
+    assert estimate == expected
+
+
+# ----------------------------------------------------------------------------- reasoning models
+
+REASONING_URL = CHAT_URL.replace("gpt-4o", "o3-mini")
+
+
+def test_reasoning_models_bill_hidden_tokens_in_every_usage_shape() -> None:
+    sim = Simulator(make_spec(), keys=[KEY])
+    body = post(sim, REASONING_URL, CHAT).json()
+    usage = body["usage"]
+    reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+    assert reasoning % 64 == 0 and 64 <= reasoning <= 512
+    text = body["choices"][0]["message"]["content"]
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert usage["completion_tokens"] == count_text(text, "o3-mini") + reasoning == 12 + reasoning
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    served = usage5(usage["prompt_tokens"], 12 + reasoning) | {"reasoning_tokens": reasoning}
+    assert sim.records[-1].usage == served
+    assert post(sim, REASONING_URL, CHAT).json()["usage"] == usage  # seeded from the request
+    stream = CHAT | {"stream": True, "stream_options": {"include_usage": True}}
+    streamed = post(sim, REASONING_URL, stream).text
+    assert [d for _, d in sse(streamed)[:-1]][-1]["usage"] == usage
+    assert sim.records[-1].usage == served and sim.records[-1].stream
+    summary = summarize_stream(streamed)  # visible output is all a stream shows
+    assert count_completion_text(summary.texts, "o3-mini") + reasoning == usage["completion_tokens"]
+    two = post(sim, REASONING_URL, CHAT | {"n": 2}).json()["usage"]
+    hidden = two["completion_tokens_details"]["reasoning_tokens"]  # both choices reason
+    assert two["completion_tokens"] == 24 + hidden and hidden % 64 == 0 and 128 <= hidden <= 1024
+    drawn = {
+        post(sim, REASONING_URL, {"messages": [{"role": "user", "content": f"q{i}"}]}).json()[
+            "usage"
+        ]["completion_tokens_details"]["reasoning_tokens"]
+        for i in range(12)
+    }
+    assert len(drawn) > 1 and all(r % 64 == 0 and 64 <= r <= 512 for r in drawn)
+    plain = post(sim, CHAT_URL, CHAT).json()["usage"]  # not a reasoning model
+    assert plain["completion_tokens_details"]["reasoning_tokens"] == 0
+    assert plain["completion_tokens"] == 12
+
+
+def test_reasoning_counts_toward_the_request_limit() -> None:
+    sim = Simulator(make_spec(), keys=[KEY])
+    for limit in (30, 100, 200, 600):
+        body = post(sim, REASONING_URL, CHAT | {"max_completion_tokens": limit}).json()
+        usage, choice = body["usage"], body["choices"][0]
+        reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+        visible = count_text(choice["message"]["content"], "o3-mini")
+        assert usage["completion_tokens"] == visible + reasoning <= limit
+        assert reasoning == (30 if limit == 30 else reasoning) and reasoning <= 512
+        assert visible == min(12, limit - reasoning)
+        assert choice["finish_reason"] == ("length" if limit - reasoning < 12 else "stop")
+    assert sim.records[0].usage is not None and sim.records[0].usage["completion_tokens"] == 30
+
+
+def test_reasoning_time_comes_before_the_first_token_and_a_cut_bills_it() -> None:
+    log: list[tuple[str, Any]] = []
+    clock = Clock(log)
+    sim = Simulator(make_spec(ttft_ms=100, tokens_per_second=100), keys=[KEY], sleep=clock)
+    asyncio.run(drive(sim, CHAT | {"stream": True}, log, deployment="o3-mini"))
+    usage = sim.records[0].usage
+    assert usage is not None and usage["reasoning_tokens"] >= 64
+    assert clock.slept[0] == pytest.approx(0.1 + usage["reasoning_tokens"] / 100)
+    assert clock.slept[1:] == [pytest.approx(1 / 100)] * 12
+    cut = Simulator(make_spec(faults=[{"kind": "stream_cut", "cut_after_chunks": 4}]), keys=[KEY])
+    with pytest.raises(StreamCutError):
+        post(cut, REASONING_URL, CHAT | {"stream": True})
+    assert cut.records[0].cut and cut.records[0].usage == usage5(
+        usage["prompt_tokens"], 4 + usage["reasoning_tokens"]
+    ) | {"reasoning_tokens": usage["reasoning_tokens"]}
+
+
+@pytest.mark.parametrize("kind", ["azure", "v1"])
+def test_sdk_responses_report_reasoning_tokens(live: tuple[Simulator, str], kind: str) -> None:
+    sim, url = live
+    request: dict[str, Any] = {"model": "gpt-5", "input": "Plan a trip."}
+    with client_for(kind, url) as client:
+        with client_for(kind, url, _strict_response_validation=True) as strict:
+            r = strict.responses.create(**request)
+        events = list(client.responses.create(**request, stream=True))
+        capped = client.responses.create(**request, max_output_tokens=16)
+    assert r.usage is not None and r.status == "completed"
+    reasoning = r.usage.output_tokens_details.reasoning_tokens
+    assert reasoning % 64 == 0 and 64 <= reasoning <= 512
+    assert r.usage.output_tokens == count_text(r.output_text, "gpt-5") + reasoning
+    assert events[-1].type == "response.completed" and events[-1].response.usage == r.usage
+    assert capped.status == "incomplete" and capped.usage is not None and capped.output_text == ""
+    assert capped.usage.output_tokens == capped.usage.output_tokens_details.reasoning_tokens == 16
+    last = sim.records[-1].usage
+    assert last is not None and (last["reasoning_tokens"], last["completion_tokens"]) == (16, 16)
+
+
+# ----------------------------------------------------------------------------- prompt caching
+
+
+def test_repeated_long_prompts_report_their_cached_prefix() -> None:
+    sim = Simulator(make_spec(), keys=[KEY])
+    first: dict[str, Any] = {"messages": long_messages("a")}
+    prompt = count_prompt("chat", first, "gpt-4o").tokens
+    assert prompt > 1200 and prompt - 128 < cacheable(prompt) <= prompt
+
+    def cached(url: str, body: dict[str, Any]) -> int:
+        return int(post(sim, url, body).json()["usage"]["prompt_tokens_details"]["cached_tokens"])
+
+    assert cached(CHAT_URL, first) == 0  # nothing seen yet
+    assert cached(CHAT_URL, first) == cacheable(prompt)
+    turn = [{"role": "assistant", "content": "Sure."}, {"role": "user", "content": "More?"}]
+    longer = {"messages": [*first["messages"], *turn]}  # the conversation goes on
+    assert count_prompt("chat", longer, "gpt-4o").tokens > prompt
+    assert cached(CHAT_URL, longer) == cacheable(prompt)  # its earlier messages are cached
+    assert cached(CHAT_URL, longer) == cacheable(count_prompt("chat", longer, "gpt-4o").tokens)
+    assert cached(CHAT_URL.replace("gpt-4o", "gpt-35-turbo"), first) == 0  # per deployment
+    assert cached(CHAT_URL, first | {"tools": [WEATHER_TOOL]}) == 0  # tools come first
+    assert cached(CHAT_URL, {"messages": long_messages("b")}) == 0  # another system prompt
+    assert cached(CHAT_URL, CHAT) == cached(CHAT_URL, CHAT) == 0  # short prompts never are
+    records = [c.usage["cached_tokens"] for c in sim.records if c.usage]
+    assert records[:4] == [0, cacheable(prompt), cacheable(prompt), records[3]] and records[3] > 0
+    assert records[4:] == [0, 0, 0, 0, 0]
+
+
+def test_cached_tokens_appear_in_every_usage_shape() -> None:
+    sim = Simulator(make_spec(), keys=[KEY])
+    chat: dict[str, Any] = {"messages": long_messages("c")}
+    post(sim, CHAT_URL, chat)
+    stream = chat | {"stream": True, "stream_options": {"include_usage": True}}
+    chunk = [d for _, d in sse(post(sim, CHAT_URL, stream).text)[:-1]][-1]
+    cached = chunk["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached == cacheable(chunk["usage"]["prompt_tokens"]) >= 1024
+    request = {"model": "gpt-4o", "input": long_messages("d")}
+    assert post(sim, "/openai/v1/responses", request).json()["usage"]["input_tokens_details"] == {
+        "cached_tokens": 0,
+        "cache_write_tokens": 0,
+    }
+    usage = post(sim, "/openai/v1/responses", request).json()["usage"]
+    assert usage["input_tokens_details"]["cached_tokens"] == cacheable(usage["input_tokens"])
+    frames = sse(post(sim, "/openai/v1/responses", request | {"stream": True}).text)
+    assert frames[-1][0] == "response.completed" and frames[-1][1]["response"]["usage"] == usage
+    url = f"/openai/deployments/gpt-35-turbo/completions?api-version={API_VERSION}"
+    legacy = {"prompt": long_messages("e")[0]["content"], "max_tokens": 2}
+    post(sim, url, legacy)
+    again = post(sim, url, legacy).json()["usage"]
+    assert again["prompt_tokens_details"]["cached_tokens"] == cacheable(again["prompt_tokens"])
+    served = [c.usage["cached_tokens"] for c in sim.records if c.usage]
+    hit = usage["input_tokens_details"]["cached_tokens"]
+    legacy_hit = again["prompt_tokens_details"]["cached_tokens"]
+    assert served == [0, cached, 0, hit, hit, 0, legacy_hit]
+
+
+def test_sdk_reports_cached_tokens(live: tuple[Simulator, str]) -> None:
+    sim, url = live
+    messages: Any = long_messages("sdk")
+    with azure(url, _strict_response_validation=True) as client:
+        client.chat.completions.create(model="gpt-4o", messages=messages)
+        r = client.chat.completions.create(model="gpt-4o", messages=messages)
+    assert r.usage is not None and r.usage.prompt_tokens_details is not None
+    assert r.usage.prompt_tokens_details.cached_tokens == cacheable(r.usage.prompt_tokens)
+    last = sim.records[-1].usage
+    assert last is not None and last["cached_tokens"] == cacheable(r.usage.prompt_tokens)
+
+
+def plans(count: int) -> list[Any]:
+    return [
+        make_plan(
+            "chat",
+            "gpt-4o",
+            "gpt-4o",
+            {"messages": long_messages(f"p{i}")},
+            max_reply_tokens=1,
+            created=0,
+        )
+        for i in range(count)
+    ]
+
+
+def test_prompt_cache_is_a_bounded_lru() -> None:
+    first, second, third = plans(3)  # two prefix keys each: system, system + user
+    cache = PromptCache(size=4)
+    assert [cache.cached_tokens(p) for p in (first, second)] == [0, 0] and len(cache) == 4
+    assert cache.cached_tokens(first) == cacheable(first.prompt_tokens)  # now the most recent
+    assert cache.cached_tokens(third) == 0 and len(cache) == 4  # evicts the second's keys
+    assert cache.cached_tokens(second) == 0
+    assert cache.cached_tokens(third) == cacheable(third.prompt_tokens)
+
+
+def test_prompt_cache_is_thread_safe() -> None:
+    shared = PromptCache(size=8)
+    many = plans(6) * 30
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(shared.cached_tokens, many))
+    assert len(shared) <= 8
+    assert all(
+        r == 0 or r == cacheable(p.prompt_tokens) for r, p in zip(results, many, strict=True)
+    )
+    assert any(results)
+
+
+# ----------------------------------------------------------------------------- stream shapes
+
+
+def test_obfuscation_pads_every_chunk_when_asked() -> None:
+    plain_sim = Simulator(make_spec(), keys=[KEY])
+    shaped = Simulator(make_spec(), keys=[KEY], shape=StreamShape(obfuscation=True))
+    stream = CHAT | {"stream": True, "stream_options": {"include_usage": True}}
+    plain, padded = (post(s, CHAT_URL, stream).text for s in (plain_sim, shaped))
+    frames = sse(padded)
+    assert frames[-1] == (None, "[DONE]") and len(frames) == len(sse(plain))
+    pads = [d["obfuscation"] for _, d in frames[:-1]]
+    assert all(isinstance(p, str) and p.isalnum() and 1 <= len(p) <= 16 for p in pads)
+    assert len(set(pads)) > 1 and all("obfuscation" not in d for _, d in sse(plain)[:-1])
+    assert summarize_stream(padded).texts == summarize_stream(plain).texts
+    assert summarize_stream(padded).usage == summarize_stream(plain).usage
+    off = {"stream": True, "stream_options": {"include_obfuscation": False}}
+    assert all("obfuscation" not in d for _, d in sse(post(shaped, CHAT_URL, CHAT | off).text)[:-1])
+    on = {"stream": True, "stream_options": {"include_obfuscation": True}}
+    assert all("obfuscation" in d for _, d in sse(post(plain_sim, CHAT_URL, CHAT | on).text)[:-1])
+    request = {"model": "gpt-4o", "input": "hi", "stream": True}
+    events = sse(post(shaped, "/openai/v1/responses", request).text)
+    deltas = [d for name, d in events if name == "response.output_text.delta"]
+    assert len(deltas) == 12 and all(d["obfuscation"].isalnum() for d in deltas)
+    assert all("obfuscation" not in d for name, d in events if name != "response.output_text.delta")
+
+
+def test_async_filter_shape_sends_annotation_chunks_with_offsets() -> None:
+    sim = Simulator(make_spec(), keys=[KEY], shape=StreamShape(filter_offsets=True))
+    body = CHAT | {"stream": True, "n": 2, "stream_options": {"include_usage": True}}
+    text = post(sim, CHAT_URL, body).text
+    chunks = [d for _, d in sse(text)[:-1]]
+    content = [
+        c for c in chunks if c["choices"] and c["choices"][0].get("delta", {}).get("content")
+    ]
+    assert len(content) == 24 and all(
+        c["choices"][0]["content_filter_results"] == {} for c in content
+    )
+    notes = [c for c in chunks if c["choices"] and "content_filter_offsets" in c["choices"][0]]
+    whole = post(sim, CHAT_URL, CHAT | {"n": 2}).json()
+    texts = [c["message"]["content"] for c in whole["choices"]]
+    assert [
+        (n["choices"][0]["index"], n["choices"][0]["content_filter_offsets"]) for n in notes
+    ] == [(i, {"check_offset": 0, "start_offset": 0, "end_offset": len(texts[i])}) for i in (0, 1)]
+    for note in notes:
+        assert (note["id"], note["model"], note["created"]) == ("", "", 0)
+        assert "delta" not in note["choices"][0] and note["choices"][0]["finish_reason"] is None
+        assert note["choices"][0]["content_filter_results"]["violence"]["filtered"] is False
+    last_finish = max(
+        i for i, c in enumerate(chunks) if c["choices"] and c["choices"][0]["finish_reason"]
+    )
+    assert last_finish < chunks.index(notes[0]) and chunks[-1]["choices"] == []
+    summary = summarize_stream(text)  # the estimator skips annotation chunks
+    assert summary.texts == texts and summary.usage is not None
+    assert summary.usage.completion_tokens == whole["usage"]["completion_tokens"]
+
+
+def test_completions_streams_can_skip_the_preamble() -> None:
+    url = f"/openai/deployments/gpt-35-turbo/completions?api-version={API_VERSION}"
+    req = {"prompt": "Say hi", "max_tokens": 3, "stream": True}
+    sim = Simulator(make_spec(), keys=[KEY], shape=StreamShape(completions_preamble=False))
+    chunks = [d for _, d in sse(post(sim, url, req).text)[:-1]]
+    assert chunks[0]["id"].startswith("cmpl-") and chunks[0]["choices"][0]["text"]
+    assert chunks[0]["prompt_filter_results"] == PROMPT_FILTER_RESULTS
+    assert sum("prompt_filter_results" in c for c in chunks) == 1 and all(
+        c["choices"] for c in chunks
+    )
+    default = [d for _, d in sse(post(Simulator(make_spec(), keys=[KEY]), url, req).text)[:-1]]
+    assert (
+        default[0]["choices"] == [] and default[0]["id"] == "" and len(default) == len(chunks) + 1
+    )
+    assert "".join(c["choices"][0]["text"] for c in default[1:]) == "".join(
+        c["choices"][0]["text"] for c in chunks
+    )
+    chat = sse(post(sim, CHAT_URL, CHAT | {"stream": True}).text)  # chat keeps its preamble
+    assert chat[0][1]["choices"] == [] and chat[0][1]["prompt_filter_results"]
+
+
+def test_sdk_reads_the_optional_stream_shapes() -> None:
+    shape = StreamShape(obfuscation=True, completions_preamble=False)
+    sim = Simulator(make_spec(), keys=[KEY], shape=shape)
+    with serve(sim) as url, azure(url) as client:
+        whole = client.completions.create(model="gpt-35-turbo", prompt="Say hello", max_tokens=4)
+        chunks = list(
+            client.completions.create(
+                model="gpt-35-turbo",
+                prompt="Say hello",
+                max_tokens=4,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        chat = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert chunks[-1].usage == whole.usage and chunks[0].model_extra
+    assert chunks[0].model_extra["obfuscation"] and chunks[0].model_extra["prompt_filter_results"]
+    assert all(c.obfuscation and c.obfuscation.isalnum() for c in chat)  # a field of the SDK
+    assert "".join(c.choices[0].delta.content or "" for c in chat if c.choices)

@@ -220,7 +220,9 @@ def test_count_completion_text_sums_choices() -> None:
 def test_cookbook_example_messages(model: str, expected: int) -> None:
     count = count_chat_prompt({"messages": EXAMPLE_MESSAGES}, model)
     assert count.tokens == expected
-    assert count.exact is True
+    # the cookbook's count, but messages with a name are not claimed exact: real captures of
+    # other projects (tests/data/captures, autogen's name="user") counted one token fewer
+    assert count.exact is False
     assert count.model_known is True
     assert count_prompt("chat", {"messages": EXAMPLE_MESSAGES}, model) == count
 
@@ -312,8 +314,8 @@ def test_tool_calls_and_tool_messages() -> None:
         base
         + 3
         + len(enc.encode("assistant"))
-        + len(enc.encode("get_current_weather"))
-        + len(enc.encode(args))
+        + len(enc.encode(f" to=functions.get_current_weather{args}"))  # as the model wrote it
+        + 4  # one call's framing (fitted on real captures: tokens.call_framing)
         + 3
         + len(enc.encode("tool"))
         + len(enc.encode("22 C"))  # tool_call_id is not counted

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from aoai_helpers.core import tokens
+from aoai_helpers.core.chat_format import completion_framing
 from aoai_helpers.core.events import V2_FIELDS, Usage, UsageEvent, parse_event
 from aoai_helpers.core.usage import (
     ResolvedUsage,
@@ -337,7 +338,13 @@ def test_summarize_tool_call_stream() -> None:
         chunk([delta(finish="tool_calls")]),
     )
     s = summarize_stream(body)
-    assert s.texts == ['get_weather\n{"city": "Paris"}\nget_time\n{"tz": "CET"}']
+    # several calls: one multi_tool_use.parallel call, as the model writes it
+    assert s.texts == [
+        'multi_tool_use.parallel{"tool_uses":['
+        '{"recipient_name":"functions.get_weather","parameters":{"city":"Paris"}},'
+        '{"recipient_name":"functions.get_time","parameters":{"tz":"CET"}}]}'
+    ]
+    assert s.tool_calls == [2]
     assert s.finish_reasons == {0: "tool_calls"}
 
 
@@ -466,7 +473,7 @@ def test_summarize_responses_stream() -> None:
     s = summarize_stream(responses_stream())
     assert s.usage == Usage(31, 17, 48, 0, 0)
     assert s.model == "gpt-4.1-2025-04-14"
-    assert s.texts == ['Bonjour\nlookup\n{"q": "x"}']
+    assert s.texts == ['Bonjour to=functions.lookup{"q": "x"}']
     assert s.done is True
     assert s.chunks == 11
     assert s.finish_reasons == {0: "completed"}
@@ -479,7 +486,7 @@ def test_summarize_responses_stream_without_event_lines_uses_type() -> None:
     )
     s = summarize_stream(body)
     assert s.usage == Usage(31, 17, 48)
-    assert s.texts == ['Bonjour\nlookup\n{"q": "x"}']
+    assert s.texts == ['Bonjour to=functions.lookup{"q": "x"}']
 
 
 def test_summarize_stream_cut_midway() -> None:
@@ -537,7 +544,7 @@ def test_texts_from_body_shapes() -> None:
             }
         ]
     }
-    assert texts_from_body(chat) == ["f\n{}"]
+    assert texts_from_body(chat) == [" to=functions.f{}"]
     responses = {
         "output": [
             {"type": "reasoning", "summary": []},
@@ -632,8 +639,14 @@ def test_resolve_captured_responses_stream() -> None:
     )
     res = resolve_usage(cut)
     assert res.source == "estimated"
-    assert res.usage == expected_estimate(
-        "responses", request, ['Bonjour\nlookup\n{"q": "x"}'], "gpt-4.1-2025-04-14"
+    texts = ['Bonjour to=functions.lookup{"q": "x"}']
+    expected = expected_estimate("responses", request, texts, "gpt-4.1-2025-04-14")
+    framing = completion_framing("responses", False, texts, [1])
+    assert framing == 4 + 1  # one call (+4), a Responses function_call (+1)
+    assert res.usage == Usage(
+        expected.prompt_tokens,
+        expected.completion_tokens + framing,
+        expected.total_tokens + framing,
     )
 
 
@@ -805,4 +818,6 @@ def test_resolve_tokenizer_failures(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_usage(ev)
     monkeypatch.setattr(tokens, "count_prompt", buggy)
     monkeypatch.setattr(tokens, "count_completion_text", buggy)
-    assert resolve_usage(ev) == ResolvedUsage(Usage(), "estimated", None, None, False)
+    assert resolve_usage(ev) == ResolvedUsage(
+        Usage(), "estimated", None, None, False, "lower_bound"
+    )  # garbage the tokenizer could not digest: a floor, never a claim

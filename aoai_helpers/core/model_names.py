@@ -41,6 +41,7 @@ __all__ = [
     "O200K",
     "UNKNOWN_MODEL",
     "ModelInfo",
+    "is_reasoning_model",
     "normalize_model",
 ]
 
@@ -51,11 +52,30 @@ UNKNOWN_MODEL: Final = "unknown"
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """A normalised model: canonical pricing key, tiktoken encoding, and whether it is known."""
+    """A normalised model: canonical pricing key, tiktoken encoding, and whether it is known.
+
+    ``reasoning`` marks the reasoning families (o-series, GPT-5 but its ``-chat`` models,
+    codex-mini): they bill hidden reasoning tokens no visible text shows.
+    """
 
     name: str
     encoding: str
     known: bool
+
+    @property
+    def reasoning(self) -> bool:
+        """Whether the model thinks in tokens nobody sees (:func:`is_reasoning_model`)."""
+        return is_reasoning_model(self.name)
+
+
+def is_reasoning_model(key: str) -> bool:
+    """``o1``, ``o3-mini``, ``o4-mini``, ``gpt-5``, ``gpt-5.1-codex``, ``codex-mini`` …; not
+    ``gpt-5-chat`` (GPT-5's non-reasoning chat model) nor the GPT-4o family."""
+    if len(key) > 1 and key[0] == "o" and key[1].isdigit():
+        return True
+    if key.startswith("gpt-5"):
+        return "-chat" not in key
+    return key.startswith("codex-mini")
 
 
 _O200K_MODELS: Final = (
@@ -130,7 +150,15 @@ _ALIASES: Final[dict[str, str]] = {
     "gpt-4-vision-preview": "gpt-4-turbo",
     "gpt-4-1106-vision-preview": "gpt-4-turbo",
     "chatgpt-4o-latest": "gpt-4o",
+    "gpt-5-chat-latest": "gpt-5-chat",
+    # names the APIs reported in real responses: Azure embeddings (2023) said "ada", OpenAI
+    # reports text-embedding-ada-002 as "-v2" and davinci-002 / babbage-002 by snapshot
+    "ada": "text-embedding-ada-002",
+    "text-embedding-ada-002-v2": "text-embedding-ada-002",
 }
+
+# davinci:2023-07-21-v2 / babbage:2023-07-21-v2: how the API names davinci-002 / babbage-002.
+_BASE_SNAPSHOT = re.compile(r"^(davinci|babbage):\d{4}-\d{2}-\d{2}-v2$")
 
 # -2024-11-20 | -0613 (a plausible MMDD) | -1106-preview, at the end of the name.
 _DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|(?:0[1-9]|1[0-2])\d{2}(?:-preview)?)$")
@@ -185,6 +213,9 @@ def normalize_model(name: str | None) -> ModelInfo:
         return ModelInfo(UNKNOWN_MODEL, O200K, False)
 
     candidate = _ALIASES.get(cleaned)
+    snapshot = _BASE_SNAPSHOT.match(cleaned)
+    if snapshot:
+        candidate = f"{snapshot.group(1)}-002"
     if candidate is None:
         candidate = _strip_dates(cleaned)
         candidate = _ALIASES.get(candidate, candidate)

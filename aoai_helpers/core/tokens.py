@@ -6,27 +6,23 @@ against the sha256 tiktoken itself pins (:data:`PINNED_SHA256`) and turned into
 :class:`tiktoken.Encoding` objects here; ``tiktoken.get_encoding`` is never called, so tiktoken
 never attempts a download and never writes to its cache directory.
 
-Counting rules
---------------
-*Chat* prompts follow the OpenAI cookbook "How to count tokens with tiktoken"
-(https://github.com/openai/openai-cookbook/blob/main/examples/How_to_count_tokens_with_tiktoken.ipynb),
-whose counts were checked against the API: 3 tokens per message, every string value of a
-message encoded (role, content, name …), 1 more per ``name``, 3 to prime the reply. Function /
-tool definitions add ``func_init`` per function, its ``name:description`` line, ``prop_init``
-once if it has properties, per property ``prop_key`` + its ``key:type:description`` line (+
-``enum_init`` and ``enum_item`` + the item per enum value) and ``func_end`` once.
+Counting rules (fitted on real captures of other projects, ``tests/data/captures``;
+``benchmarks/accuracy.py`` prints how close they come per shape): chat messages cost 3 tokens
+each plus their string values, 1 more per ``name``, 3 to prime the reply — 2 for reasoning
+models (o-series, GPT-5). Function tools are the ``namespace functions`` block of
+:mod:`aoai_helpers.core.tool_schema` (+3 as a system message of its own, -1 joined to the chat's
+system message, -3 on the Responses API); a ``json_schema`` format is its ``# Response
+Formats`` section; tool calls, in a prompt or a completion, are what the model writes
+(``render_calls``) plus :func:`call_framing`.
 
-Estimates (``exact=False``), with the choices made:
-
-- image parts: ``detail: low`` = 85 tokens, anything else = 765 (a 1024x1024 image, 85 + 4
-  tiles x 170); audio / file parts count 0 (their tokens are not text tokens);
-- content given as a list of parts (not verified against the API), assistant ``tool_calls`` /
-  ``function_call`` (function name + arguments encoded; ids and ``type`` not counted), ``tool``
-  role messages (content encoded, ``tool_call_id`` not counted), non-function tools and
-  nested parameter schemas, ``response_format`` JSON schemas (not counted);
-- anything that is not the expected shape (numbers, nested objects) is encoded as its JSON;
-- the Responses API (``instructions`` counted as a system message, ``input`` items like chat
-  messages), completions lists and every call for an unrecognised model.
+How sure a count is (:attr:`TokenCount.quality`, the ``EstimateQuality`` column): ``exact`` for
+the shapes the captures prove (text chats without names, flat tool definitions, completions
+and embeddings of a known model); ``lower_bound`` when something is opaque (Responses
+``reasoning`` / ``compaction`` items — items before a compaction are replaced by it — item
+references, ``previous_response_id`` / ``conversation``, built-in tools, a shrunk request), for
+a reasoning model's output (hidden reasoning) and when no output was seen (``prompt_only``);
+``approximate`` otherwise (content parts — images 85 at ``detail: low``, else 765; audio and
+files 0 —, names, tool calls and results, response formats, the Responses API, unknown models).
 
 Nothing here raises for a malformed request: counting is best effort over arbitrary JSON.
 """
@@ -42,7 +38,22 @@ from typing import Any, Final
 
 import tiktoken
 
-from aoai_helpers.core.model_names import CL100K, O200K, ModelInfo, normalize_model
+from aoai_helpers.core.chat_format import (
+    ECHOED_FIELDS,
+    PER_MESSAGE,
+    PER_MESSAGE_0301,
+    PER_NAME,
+    PER_NAME_0301,
+    REASONING_PRIMING,
+    REPLY_PRIMING,
+    RESPONSES_TOOLS_FRAME,
+    SCHEMA_FRAME,
+    TOOLS_FRAME,
+    TOOLS_IN_SYSTEM,
+    UNPROVEN_CHAT_MODELS,
+    call_framing,
+)
+from aoai_helpers.core.model_names import ModelInfo, normalize_model
 from aoai_helpers.core.shrink import MARKER
 from aoai_helpers.core.tokenizer_files import (
     DATA_DIR,
@@ -52,12 +63,25 @@ from aoai_helpers.core.tokenizer_files import (
     load_encoding,
     verify_tokenizer_files,
 )
+from aoai_helpers.core.tool_schema import (
+    function_of,
+    proven_function,
+    render_calls,
+    render_functions,
+    schema_section,
+    undescribed_properties,
+)
 
 __all__ = [
+    "APPROXIMATE",
     "DATA_DIR",
     "ENCODING_NAMES",
+    "EXACT",
+    "LOWER_BOUND",
     "PINNED_SHA256",
     "TokenCount",
+    "call_framing",
+    "completion_quality",
     "count_chat_prompt",
     "count_completion_text",
     "count_prompt",
@@ -69,33 +93,41 @@ __all__ = [
     "verify_tokenizer_files",
 ]
 
-_PER_MESSAGE: Final = 3
-_PER_NAME: Final = 1
-_REPLY_PRIMING: Final = 3
-_FUNC_INIT: Final[dict[str, int]] = {O200K: 7, CL100K: 10}
-_PROP_INIT: Final = 3
-_PROP_KEY: Final = 3
-_ENUM_INIT: Final = -3
-_ENUM_ITEM: Final = 3
-_FUNC_END: Final = 12
-
 # Image estimates (a 1024x1024 image at high detail: 85 base + 4 tiles x 170).
 _IMAGE_LOW: Final = 85
 _IMAGE_HIGH: Final = 85 + 4 * 170
 
 _CACHEABLE_LEN: Final = 2048  # only short strings are memoised (system prompts, roles …)
-_SIMPLE_PROPERTY_KEYS: Final = frozenset({"type", "description", "enum"})
 _COUNTED_OPERATIONS: Final = frozenset({"chat", "completions", "embeddings", "responses"})
+
+
+#: How sure a count is (the ``EstimateQuality`` column): the formula is proven exact on real
+#: captures of this shape; an approximation; or a floor (opaque input, hidden reasoning).
+EXACT: Final = "exact"
+APPROXIMATE: Final = "approximate"
+LOWER_BOUND: Final = "lower_bound"
 
 
 @dataclass(frozen=True, slots=True)
 class TokenCount:
-    """A token count, whether it is exact, the encoding used and whether the model was known."""
+    """A token count, whether it is exact, the encoding used and whether the model was known.
+
+    ``lower_bound`` says the request held something whose tokens cannot be counted here
+    (encrypted reasoning, compaction items, a shrunk copy): the true count is at least this.
+    """
 
     tokens: int
     exact: bool
     encoding: str
     model_known: bool
+    lower_bound: bool = False
+
+    @property
+    def quality(self) -> str:
+        """:data:`EXACT`, :data:`LOWER_BOUND` or :data:`APPROXIMATE`."""
+        if self.exact:
+            return EXACT
+        return LOWER_BOUND if self.lower_bound else APPROXIMATE
 
 
 # --------------------------------------------------------------------------- loading
@@ -134,6 +166,17 @@ def count_completion_text(texts: Iterable[str], model: str | None) -> int:
     return sum(_count(enc, _as_text(t)) for t in texts if t is not None)
 
 
+def completion_quality(model: str | None, prompt_quality: str) -> str:
+    """How sure a prompt + visible-output estimate is: a lower bound for a reasoning model (its
+    hidden reasoning is billed, not seen) or after a lower-bound prompt; else an approximation
+    — real captures count a text reply one token above its text about a third of the time,
+    with no rule that tells when (``benchmarks/accuracy.py``)."""
+    _, info = encoding_for_model(model)
+    if info.reasoning or prompt_quality == LOWER_BOUND:
+        return LOWER_BOUND
+    return APPROXIMATE
+
+
 def _as_text(value: Any) -> str:
     """A string as is; anything else as compact JSON (never raises)."""
     if isinstance(value, str):
@@ -147,12 +190,30 @@ def _as_text(value: Any) -> str:
 class _Counter:
     """Accumulates tokens and exactness for one request."""
 
-    __slots__ = ("enc", "exact", "tokens")
+    __slots__ = (
+        "enc",
+        "exact",
+        "has_system",
+        "lower",
+        "per_message",
+        "per_name",
+        "tokens",
+        "tools_frame",
+    )
 
-    def __init__(self, enc: tiktoken.Encoding, exact: bool) -> None:
+    def __init__(self, enc: tiktoken.Encoding, exact: bool, has_system: bool = False) -> None:
         self.enc = enc
         self.tokens = 0
         self.exact = exact
+        self.lower = False
+        self.has_system = has_system
+        self.tools_frame = TOOLS_IN_SYSTEM if has_system else TOOLS_FRAME
+        self.per_message, self.per_name = PER_MESSAGE, PER_NAME
+
+    def opaque(self) -> None:
+        """Something is in the request whose tokens cannot be counted: the count is a floor."""
+        self.exact = False
+        self.lower = True
 
     def text(self, value: Any) -> None:
         if isinstance(value, str):
@@ -183,18 +244,28 @@ class _Counter:
                 self.text(part.get("refusal"))
             # audio, files and unknown parts: no text tokens to count
 
-    def function_call(self, call: Any) -> None:
+    def tool_calls(self, calls: list[Any]) -> None:
+        """An assistant message's tool calls, as the model wrote them (:func:`render_calls`)."""
         self.exact = False
-        if isinstance(call, Mapping):
-            fn = call.get("function", call)
-            if isinstance(fn, Mapping):
-                self.text(fn.get("name"))
-                self.text(fn.get("arguments"))
-                return
-        self.text(call)
+        rendered = []
+        for call in calls:
+            fn = call.get("function", call) if isinstance(call, Mapping) else None
+            if not isinstance(fn, Mapping):
+                self.text(call)
+                continue
+            name, args = fn.get("name"), fn.get("arguments")
+            rendered.append(
+                (_as_text(name or ""), args if isinstance(args, str) else _as_text(args))
+            )
+        if rendered:
+            self.tokens += _count(self.enc, render_calls(rendered)) + call_framing(len(rendered))
+
+    def function_call(self, call: Any) -> None:
+        """A Responses ``function_call`` input item: one call, as the model wrote it."""
+        self.tool_calls([call])
 
     def message(self, message: Any) -> None:
-        self.tokens += _PER_MESSAGE
+        self.tokens += self.per_message
         if not isinstance(message, Mapping):
             self.text(message)
             return
@@ -202,17 +273,18 @@ class _Counter:
             if key == "content":
                 self.content(value)
             elif key == "tool_calls":
-                calls = value if isinstance(value, list) else [value]
-                for call in calls:
-                    self.function_call(call)
+                self.tool_calls(value if isinstance(value, list) else [value])
             elif key == "function_call":
-                self.function_call(value)
+                self.tool_calls([value])
             elif key == "tool_call_id":
                 self.exact = False  # documented choice: the id is not counted
+            elif key in ECHOED_FIELDS or value is None or value == []:
+                continue  # a response's fields echoed back (annotations, refusal, audio …)
             else:
                 self.text(value)
                 if key == "name":
-                    self.tokens += _PER_NAME
+                    self.tokens += self.per_name
+                    self.exact = False  # real captures disagree on the +1 per name
         if message.get("role") in ("tool", "function"):
             self.exact = False
 
@@ -222,73 +294,52 @@ class _Counter:
             messages = [] if messages is None else [messages]
         for message in messages:
             self.message(message)
-        self.tokens += _REPLY_PRIMING
+        self.tokens += REPLY_PRIMING
 
     def functions(self, tools: Any) -> None:
-        """Add the cookbook's function-definition tokens for ``tools`` or legacy ``functions``."""
+        """Add the tokens of function definitions (``tools`` or the legacy ``functions``) as
+        the model reads them (:func:`~aoai_helpers.core.tool_schema.render_functions`); other
+        tools (built-in, custom) as their JSON, an approximation."""
         if tools is None:
             return
         if not isinstance(tools, list):
             tools = [tools]
-        func_init = _FUNC_INIT.get(self.enc.name, _FUNC_INIT[O200K])
-        seen = False
+        functions = []
         for tool in tools:
-            fn = _function_of(tool)
+            fn = function_of(tool)
             if fn is None:
                 self.exact = False
                 self.text(tool)  # built-in / custom tool: its JSON as a rough estimate
-                continue
-            seen = True
-            self.tokens += func_init
-            desc = _strip_period(fn.get("description"))
-            self.tokens += _count(self.enc, f"{_as_text(fn.get('name') or '')}:{desc}")
-            params = fn.get("parameters")
-            props = params.get("properties") if isinstance(params, Mapping) else None
-            if params is not None and not isinstance(props, Mapping):
+            else:
+                functions.append(fn)
+        if functions:
+            frame = self.tools_frame
+            undescribed = sum(map(undescribed_properties, functions))
+            self.tokens += _count(self.enc, render_functions(functions)) + frame - undescribed
+            if not all(map(proven_function, functions)):
                 self.exact = False
-            if isinstance(props, Mapping) and props:
-                self.tokens += _PROP_INIT
-                for key, prop in props.items():
-                    self._property(str(key), prop)
-        if seen:
-            self.tokens += _FUNC_END
 
-    def _property(self, key: str, prop: Any) -> None:
-        self.tokens += _PROP_KEY
-        if not isinstance(prop, Mapping):
+    def response_format(self, fmt: Any) -> None:
+        """A ``json_schema`` response format, as the model reads it (:data:`SCHEMA_FRAME`)."""
+        if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
+            return
+        spec = fmt.get("json_schema", fmt)  # chat: {json_schema: {...}}; Responses: flat
+        if not isinstance(spec, Mapping):
             self.exact = False
-            prop = {}
-        elif not _SIMPLE_PROPERTY_KEYS.issuperset(prop):
-            self.exact = False  # nested schemas, defaults …: beyond the verified formula
-        enum = prop.get("enum")
-        if isinstance(enum, list):
-            self.tokens += _ENUM_INIT
-            for item in enum:
-                self.tokens += _ENUM_ITEM + _count(self.enc, _as_text(item))
-        ptype = prop.get("type") or ""
-        desc = _strip_period(prop.get("description"))
-        self.tokens += _count(self.enc, f"{key}:{_as_text(ptype)}:{desc}")
+            return
+        self.exact = False  # fitted on few captures: an approximation until proven
+        text = schema_section(spec)
+        self.tokens += _count(self.enc, text) + SCHEMA_FRAME
 
     def result(self, info: ModelInfo) -> TokenCount:
-        return TokenCount(self.tokens, self.exact and info.known, self.enc.name, info.known)
+        exact = self.exact and info.known
+        return TokenCount(self.tokens, exact, self.enc.name, info.known, self.lower and not exact)
 
 
-def _strip_period(desc: Any) -> str:
-    text = _as_text(desc) if desc is not None else ""
-    return text[:-1] if text.endswith(".") else text
-
-
-def _function_of(tool: Any) -> Mapping[str, Any] | None:
-    """The function object of a chat tool, a Responses function tool or a legacy function."""
-    if not isinstance(tool, Mapping):
-        return None
-    fn = tool.get("function")
-    if isinstance(fn, Mapping):
-        return fn
-    kind = tool.get("type")
-    if (kind is None or kind == "function") and "name" in tool:
-        return tool
-    return None
+def _has_system(messages: Any) -> bool:
+    return isinstance(messages, list) and any(
+        isinstance(m, Mapping) and m.get("role") in ("system", "developer") for m in messages
+    )
 
 
 def count_chat_prompt(request: Mapping[str, Any] | None, model: str | None) -> TokenCount:
@@ -300,13 +351,21 @@ def count_chat_prompt(request: Mapping[str, Any] | None, model: str | None) -> T
     enc, info = encoding_for_model(model)
     if not isinstance(request, Mapping):
         return TokenCount(0, False, enc.name, info.known)
-    counter = _Counter(enc, exact=True)
+    messages = request.get("messages")
+    counter = _Counter(enc, exact=True, has_system=_has_system(messages))
+    if isinstance(model, str) and info.name == "gpt-35-turbo" and "0301" in model:
+        counter.per_message, counter.per_name = PER_MESSAGE_0301, PER_NAME_0301
     counter.functions(request.get("tools"))
     counter.functions(request.get("functions"))
-    response_format = request.get("response_format")
-    if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
-        counter.exact = False  # the schema costs tokens the formula does not cover
-    counter.messages(request.get("messages"))
+    counter.response_format(request.get("response_format"))
+    search = "web_search_options" in request or info.name.endswith("-search-preview")
+    if search and isinstance(messages, list):  # search models drop system messages (captures)
+        messages = [m for m in messages if not _has_system([m])]
+    counter.messages(messages)
+    if info.reasoning or search:
+        counter.tokens += REASONING_PRIMING - REPLY_PRIMING
+    if search or info.name in UNPROVEN_CHAT_MODELS:
+        counter.exact = False  # search models and o1-mini / o1-preview add prompt of their own
     return counter.result(info)
 
 
@@ -329,31 +388,57 @@ def _count_inputs(counter: _Counter, value: Any) -> None:
         counter.text(value)
 
 
-def _count_responses(counter: _Counter, request: Mapping[str, Any]) -> None:
+#: Responses API input items the model sees only as opaque, encrypted state.
+_OPAQUE_ITEMS: Final = frozenset({"reasoning", "compaction"})
+
+
+def _live_items(items: list[Any]) -> list[Any]:
+    """The input items the model reads: a ``compaction`` item replaces every item before it."""
+    last = -1
+    for pos, item in enumerate(items):
+        if isinstance(item, Mapping) and item.get("type") == "compaction":
+            last = pos
+    return items[last:] if last >= 0 else items
+
+
+def _count_responses(counter: _Counter, request: Mapping[str, Any], info: ModelInfo) -> None:
+    """The Responses API: tools, ``text.format``, ``instructions`` and the live input items."""
     counter.exact = False
+    counter.tools_frame = RESPONSES_TOOLS_FRAME
     counter.functions(request.get("tools"))
+    tools = request.get("tools")
+    if isinstance(tools, list) and any(function_of(t) is None for t in tools):
+        counter.opaque()  # built-in tools (web search, file search …) add input nobody sees
+    if request.get("previous_response_id") or request.get("conversation"):
+        counter.opaque()  # the stored conversation is part of the input
+    text = request.get("text")
+    if isinstance(text, Mapping):
+        counter.response_format(text.get("format"))  # Responses: text.format, flat
     instructions = request.get("instructions")
-    if instructions is not None:
+    if instructions is not None and instructions != "":  # "" adds no system message
         counter.message({"role": "system", "content": instructions})
     items = request.get("input")
     if isinstance(items, str) or not isinstance(items, list):
         items = [] if items is None else [{"role": "user", "content": items}]
-    for item in items:
+    for item in _live_items(items):
+        kind = item.get("type") if isinstance(item, Mapping) else None
         if not isinstance(item, Mapping):
             counter.message(item)
+        elif kind in _OPAQUE_ITEMS:
+            counter.opaque()  # encrypted_content / a compacted history: not text to count
         elif "role" in item:
             counter.message({k: item[k] for k in ("role", "content", "name") if k in item})
-        elif item.get("type") == "function_call":
-            counter.tokens += _PER_MESSAGE
+        elif kind == "function_call":
+            counter.tokens += PER_MESSAGE
             counter.function_call(item)
-        elif item.get("type") == "function_call_output":
-            counter.tokens += _PER_MESSAGE
+        elif kind == "function_call_output":
+            counter.tokens += PER_MESSAGE
             counter.text(item.get("output"))
-        elif item.get("type") == "item_reference":
-            continue  # refers to stored state we cannot see
+        elif kind == "item_reference":
+            counter.opaque()  # refers to stored state we cannot see
         else:
             counter.message(item)
-    counter.tokens += _REPLY_PRIMING
+    counter.tokens += REASONING_PRIMING if info.reasoning else REPLY_PRIMING
 
 
 def count_prompt(
@@ -369,7 +454,8 @@ def count_prompt(
         # a request shrunk to fit the event: never below what its recorded size proves
         counted = count_prompt(operation, {k: v for k, v in request.items() if k != MARKER}, model)
         floor = proven_tokens(operation, request, counted.encoding)
-        return TokenCount(max(counted.tokens, floor), False, counted.encoding, counted.model_known)
+        tokens = max(counted.tokens, floor)
+        return TokenCount(tokens, False, counted.encoding, counted.model_known, True)
     if operation == "chat":
         return count_chat_prompt(request, model)
     enc, info = encoding_for_model(model)
@@ -381,7 +467,7 @@ def count_prompt(
     elif operation == "embeddings":
         _count_inputs(counter, request.get("input"))
     else:
-        _count_responses(counter, request)
+        _count_responses(counter, request, info)
     return counter.result(info)
 
 

@@ -27,14 +27,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from aoai_helpers.core.chat_format import completion_framing
 from aoai_helpers.core.events import Usage, UsageEvent
 from aoai_helpers.core.sse import json_object, parse_stream, unescape_json_fragment
+from aoai_helpers.core.tool_schema import render_calls
 from aoai_helpers.exceptions import TokenizerError
 
 __all__ = [
     "ResolvedUsage",
     "StreamSummary",
     "UsageSource",
+    "outputs_from_body",
     "resolve_usage",
     "summarize_stream",
     "texts_from_body",
@@ -63,7 +66,10 @@ class ResolvedUsage:
     (both translated through the optional ``models`` map of :func:`resolve_usage`).
     ``encoding`` names the encoding used when tokens were counted (``None`` if none were);
     ``model_known`` is ``False`` only when counting fell back to a default encoding because
-    the tokenizer did not recognise the model (``True`` for reported usage).
+    the tokenizer did not recognise the model (``True`` for reported usage). ``quality`` says
+    how sure an estimate is (``exact`` | ``approximate`` | ``lower_bound``; ``None`` when
+    nothing was estimated): a ``prompt_only`` row, opaque input and the visible output of a
+    reasoning model (its hidden reasoning is billed but not seen) are lower bounds.
     """
 
     usage: Usage
@@ -71,6 +77,7 @@ class ResolvedUsage:
     model: str | None
     encoding: str | None
     model_known: bool
+    quality: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +85,10 @@ class StreamSummary:
     """What a captured streamed body says.
 
     ``texts`` holds the output reassembled per choice, ordered by choice index: content (and
-    refusal) text, then each tool call's name and arguments, non-empty parts joined by
-    ``"\\n"``. ``done`` means the stream reached its end marker (``[DONE]``, or a terminal
+    refusal) text, then the tool calls as the model writes them
+    (:func:`~aoai_helpers.core.tool_schema.render_calls`);
+    ``tool_calls`` how many calls each choice made; ``hidden_output`` that some output was
+    billed but not seen (a ``content_filter`` finish, a built-in tool's call). ``done`` means the stream reached its end marker (``[DONE]``, or a terminal
     Responses event: ``response.completed`` / ``.incomplete`` / ``.failed``); ``truncated``
     means the body ended inside an event. ``finish_reasons`` maps choice index to its
     ``finish_reason`` (Responses API: the final ``status``).
@@ -93,6 +102,8 @@ class StreamSummary:
     bad_lines: int
     finish_reasons: dict[int, str]
     truncated: bool = False
+    tool_calls: list[int] = field(default_factory=list)
+    hidden_output: bool = False
 
 
 class _Bad(Exception):
@@ -173,12 +184,15 @@ class _Choice:
         if isinstance(args, str):
             self.tool(key)[1].append(args)
 
+    def calls(self) -> int:
+        """How many tool (or function) calls the choice made."""
+        return len(self.tools)
+
     def text(self) -> str:
-        parts = ["".join(self.content)]
-        for key in sorted(self.tools):
-            names, args = self.tools[key]
-            parts += ["".join(names), "".join(args)]
-        return "\n".join(p for p in parts if p)
+        """Content, then the tool calls as the model writes them
+        (:func:`~aoai_helpers.core.tool_schema.render_calls`)."""
+        calls = [("".join(n), "".join(a)) for _k, (n, a) in sorted(self.tools.items())]
+        return "".join(self.content) + render_calls(calls)
 
 
 @dataclass(slots=True)
@@ -190,6 +204,13 @@ class _Reassembly:
     usage: Usage | None = None
     model: str | None = None
     done: bool = False
+    hidden: bool = False  # output billed but not seen: filtered, or a built-in tool's call
+
+    def see_item(self, item: Any) -> None:
+        """A Responses output item: a built-in tool's call (web search …) is output unseen."""
+        kind = item.get("type") if isinstance(item, dict) else None
+        if isinstance(kind, str) and kind.endswith("_call") and kind != "function_call":
+            self.hidden = True
 
     def choice(self, index: int) -> _Choice:
         return self.choices.setdefault(index, _Choice())
@@ -200,6 +221,9 @@ class _Reassembly:
 
     def texts(self) -> list[str]:
         return [self.choices[i].text() for i in sorted(self.choices)]
+
+    def calls(self) -> list[int]:
+        return [self.choices[i].calls() for i in sorted(self.choices)]
 
     def chat(self, obj: dict[str, Any]) -> None:
         """A chat / completions chunk, or a non-streamed chat / completions body."""
@@ -217,6 +241,7 @@ class _Reassembly:
             reason = _nonempty(c.get("finish_reason"))
             if reason:
                 self.finish[idx] = reason
+                self.hidden = self.hidden or reason == "content_filter"
             if isinstance(c.get("text"), str):
                 ch.content.append(c["text"])  # legacy completions
             delta = c.get("delta", c.get("message"))
@@ -250,6 +275,7 @@ class _Reassembly:
                 ch.tool(_index(obj.get("output_index"), 0))[1].append(delta)
         elif kind == "response.output_item.added":
             item = obj.get("item")
+            self.see_item(item)
             if isinstance(item, dict) and item.get("type") == "function_call":
                 ch.add_function(_index(obj.get("output_index"), 0), {"name": item.get("name")})
 
@@ -259,6 +285,7 @@ class _Reassembly:
         for pos, item in enumerate(output):
             if not isinstance(item, dict):
                 continue
+            self.see_item(item)
             if item.get("type") == "function_call":
                 ch.add_function(pos, item)
             parts = item.get("content") if item.get("type") == "message" else None
@@ -292,11 +319,19 @@ def summarize_stream(text: str) -> StreamSummary:
         bad_lines=parsed.bad_lines,
         finish_reasons=acc.finish,
         truncated=parsed.truncated,
+        tool_calls=acc.calls(),
+        hidden_output=acc.hidden,
     )
 
 
 def texts_from_body(body: dict[str, Any]) -> list[str]:
     """The output of a non-streamed body per choice (chat, completions or Responses API)."""
+    return outputs_from_body(body)[0]
+
+
+def outputs_from_body(body: dict[str, Any]) -> tuple[list[str], list[int], bool]:
+    """The output of a non-streamed body per choice, how many tool calls each made, and
+    whether some output was billed but not seen (see :class:`StreamSummary`)."""
     acc = _Reassembly()
     inner = body.get("response")
     body = inner if isinstance(inner, dict) and "output" in inner else body
@@ -305,7 +340,7 @@ def texts_from_body(body: dict[str, Any]) -> list[str]:
         acc.responses_output(output)
     else:
         acc.chat(body)
-    return acc.texts()
+    return acc.texts(), acc.calls(), acc.hidden
 
 
 def _usage_from_fragment(text: str) -> tuple[Usage, str | None] | None:
@@ -327,12 +362,15 @@ def _event_model(
     else ``default_model`` (e.g. for v1 events of deployments whose requests name no model).
 
     ``models`` maps deployment names (lower-case) to models; it translates the request's
-    ``model`` (a deployment name on the ``/openai/v1/`` API) and the deployment name.
+    ``model`` (a deployment name on the ``/openai/v1/`` API) and the deployment name. A v1
+    event's model is the request's (the original policy logged no other), so it is translated
+    too: a v1 stream whose body names a deployment is counted and priced as its model.
     """
-    if event.model:
+    if event.model and event.event_version != 1:
         return event.model
     request = event.request
-    name = _nonempty(request.get("model")) if isinstance(request, dict) else None
+    name = _nonempty(event.model)
+    name = name or (_nonempty(request.get("model")) if isinstance(request, dict) else None)
     name = name or _nonempty(event.deployment_name)
     if name and models:
         return models.get(name.lower(), name)
@@ -350,29 +388,46 @@ def _reported(usage: Usage, model: str | None) -> ResolvedUsage:
     return ResolvedUsage(usage, "reported", model, None, True)
 
 
-def _estimate(event: UsageEvent, texts: list[str] | None, model: str | None) -> ResolvedUsage:
-    """Count the prompt, and the output when ``texts`` is given (``None``: prompt only)."""
+def _estimate(
+    event: UsageEvent,
+    texts: list[str] | None,
+    model: str | None,
+    calls: list[int] | None = None,
+    hidden: bool = False,
+) -> ResolvedUsage:
+    """Count the prompt, and the output when ``texts`` is given (``None``: prompt only);
+    ``calls`` is how many tool calls each choice made (their framing tokens), ``hidden`` that
+    some output was billed unseen (the count is then a lower bound)."""
     from aoai_helpers.core import tokens  # lazy: only events without reported usage need it
 
     request = event.request if isinstance(event.request, dict) else None
     try:
         count = tokens.count_prompt(event.operation, request, model)
         prompt, encoding, known = count.tokens, count.encoding, count.model_known
+        quality = count.quality
     except TokenizerError:
         raise  # tokenizer data missing: a deployment problem, never a silent zero
     except Exception:  # garbage the tokenizer could not digest: bill what we can
-        prompt, encoding, known = 0, None, False
+        prompt, encoding, known, quality = 0, None, False, tokens.LOWER_BOUND
     completion = 0
     if texts is not None and event.operation != "embeddings":
         try:
             completion = tokens.count_completion_text(texts, model)
+            has_tools = bool(request and (request.get("tools") or request.get("functions")))
+            framing = completion_framing(
+                event.operation, has_tools, texts, calls or (), encoding or "o200k_base"
+            )
+            completion += framing
         except TokenizerError:
             raise
         except Exception:
-            completion = 0
+            completion, quality = 0, tokens.LOWER_BOUND
+        quality = tokens.LOWER_BOUND if hidden else tokens.completion_quality(model, quality)
+    elif event.operation != "embeddings":
+        quality = tokens.LOWER_BOUND  # the output was not seen: its tokens are not counted
     source: UsageSource = "prompt_only" if texts is None else "estimated"
     usage = Usage(prompt, completion, prompt + completion)
-    return ResolvedUsage(usage, source, model, encoding, known)
+    return ResolvedUsage(usage, source, model, encoding, known, quality)
 
 
 def _from_response(event: UsageEvent, raw: str, default: str | None) -> ResolvedUsage | None:
@@ -388,8 +443,8 @@ def _from_response(event: UsageEvent, raw: str, default: str | None) -> Resolved
             if usage is not None:
                 return _reported(usage, model)
             if not streaming:
-                texts = texts_from_body(body)
-                return _estimate(event, texts, model) if any(texts) else None
+                texts, calls, hidden = outputs_from_body(body)
+                return _estimate(event, texts, model, calls, hidden) if any(texts) else None
         elif not streaming:
             fragment = _usage_from_fragment(text)
             return _reported(fragment[0], fragment[1] or default) if fragment else None
@@ -399,7 +454,7 @@ def _from_response(event: UsageEvent, raw: str, default: str | None) -> Resolved
             model = summary.model or default
             if summary.usage is not None:
                 return _reported(summary.usage, model)
-            return _estimate(event, summary.texts, model)
+            return _estimate(event, summary.texts, model, summary.tool_calls, summary.hidden_output)
         if "\n" in text:  # SSE with nothing usable (escaped content is always one line)
             return None
     if streaming:

@@ -113,6 +113,11 @@ token_table = Table(
         comment="reported | estimated | prompt_only | unbilled | reconciled",
     ),
     Column("EstimateEncoding", Unicode(20), comment="tokenizer used for an estimate"),
+    Column(
+        "EstimateQuality",
+        Unicode(16),
+        comment="exact | approximate | lower_bound: how sure an estimate is; NULL = reported",
+    ),
     Column("ModelKnown", _TinyInt, nullable=False, server_default=text("1")),
     Column("Cost", Float(), comment="NULL = unpriced (no rate in effect), never 0"),
     Column("Currency", Unicode(3)),

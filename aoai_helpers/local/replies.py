@@ -8,7 +8,14 @@ functions render a plan as the JSON body or the SSE frames Azure OpenAI would se
 
 Reply text is drawn from :data:`VOCABULARY`, words that are one token each (with a leading
 space, and capitalised at the start) in both ``o200k_base`` and ``cl100k_base``, so a reply
-of *n* words is *n* completion tokens and each streamed content chunk is one token.
+of *n* words is *n* visible completion tokens and each streamed content chunk is one token.
+
+Completion tokens are counted as the real API counts them (and as the refitted estimator,
+:mod:`aoai_helpers.core.usage`, reassembles a reply): content, then a tool call as the model
+writes it (:func:`~aoai_helpers.core.tool_schema.render_calls`) plus
+:func:`~aoai_helpers.core.tokens.call_framing`. A reasoning model (``normalize_model(model)
+.reasoning``) also bills 64-512 hidden reasoning tokens per choice (a multiple of 64, drawn
+from the request's seed, cut to the request's limit, which they count toward).
 """
 
 from __future__ import annotations
@@ -18,13 +25,20 @@ import hashlib
 import random
 import struct
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import zip_longest
 from typing import Any, Final
 
 import orjson
 
-from aoai_helpers.core.tokens import count_completion_text, count_prompt, encoding_for_model
+from aoai_helpers.core.model_names import normalize_model
+from aoai_helpers.core.tokens import (
+    call_framing,
+    count_completion_text,
+    count_prompt,
+    encoding_for_model,
+)
+from aoai_helpers.core.tool_schema import render_calls
 from aoai_helpers.local.reply_types import (
     CHOICE_FILTER_RESULTS,
     PROMPT_FILTER_RESULTS,
@@ -32,24 +46,38 @@ from aoai_helpers.local.reply_types import (
     Choice,
     Frame,
     Plan,
+    StreamShape,
     ToolCall,
-    output_text,
+    chat_usage,
+    fingerprint,
+    forced_function,
+    item_id,
+    obfuscation,
+    output_item,
+    reply_words,
+    tool_arguments,
 )
 
 __all__ = [
+    "CACHE_MIN_TOKENS",
+    "CACHE_STEP_TOKENS",
     "CHOICE_FILTER_RESULTS",
     "PROMPT_FILTER_RESULTS",
     "VOCABULARY",
     "Choice",
     "Frame",
     "Plan",
+    "StreamShape",
     "ToolCall",
+    "cached_prefix_tokens",
     "chat_usage",
     "embeddings_body",
     "make_plan",
     "output_text",
+    "prefix_keys",
     "reply_body",
     "stream_frames",
+    "visible_tokens",
 ]
 
 
@@ -59,6 +87,16 @@ _REQUEST_LIMIT: Final = {
     "responses": ("max_output_tokens",),
 }
 _MAX_CHOICES: Final = 128
+_AZURE_SHAPE: Final = StreamShape()
+_REASONING_STEP: Final = 64
+_REASONING_STEPS: Final = 8  # at most 512 hidden reasoning tokens per choice
+#: Prompt caching: shorter prompts are never cached; cached counts grow in these steps.
+CACHE_MIN_TOKENS: Final = 1024
+CACHE_STEP_TOKENS: Final = 128
+#: The request field whose items make message-level prefixes (prompt caching).
+_PREFIX_FIELD: Final = {"chat": "messages", "completions": "prompt", "responses": "input"}
+#: Request fields rendered before the messages / input (their change breaks every prefix).
+_PREFIX_HEAD: Final = ("functions", "instructions", "response_format", "text", "tools")
 
 
 # --------------------------------------------------------------------------- planning
@@ -73,11 +111,6 @@ def _seed(operation: str, request: Mapping[str, Any]) -> int:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _words(rng: random.Random, count: int) -> tuple[str, ...]:
-    words = [rng.choice(VOCABULARY) for _ in range(count)]
-    return tuple(w.capitalize() if i == 0 else " " + w for i, w in enumerate(words))
 
 
 def _token_pieces(text: str, model: str) -> tuple[str, ...]:
@@ -95,44 +128,6 @@ def _token_pieces(text: str, model: str) -> tuple[str, ...]:
     return tuple(pieces)
 
 
-def _forced_function(request: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The function a chat request forces (``tool_choice`` required / named), if any."""
-    tools = request.get("tools")
-    functions: list[Mapping[str, Any]] = [
-        t["function"]
-        for t in (tools if isinstance(tools, list) else ())
-        if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)
-    ]
-    choice = request.get("tool_choice")
-    if choice == "required" and functions:
-        return functions[0]
-    if isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
-        name = choice["function"].get("name")
-        if isinstance(name, str):
-            return next((f for f in functions if f.get("name") == name), {"name": name})
-    return None
-
-
-def _arguments(function: Mapping[str, Any], rng: random.Random) -> str:
-    params = function.get("parameters")
-    props = params.get("properties") if isinstance(params, Mapping) else None
-    args: dict[str, Any] = {}
-    for key, prop in (props if isinstance(props, Mapping) else {}).items():
-        kind = prop.get("type") if isinstance(prop, Mapping) else None
-        enum = prop.get("enum") if isinstance(prop, Mapping) else None
-        if isinstance(enum, list) and enum:
-            args[str(key)] = rng.choice(enum)
-        elif kind in ("integer", "number"):
-            args[str(key)] = rng.randint(1, 100)
-        elif kind == "boolean":
-            args[str(key)] = rng.random() < 0.5
-        elif kind in ("array", "object"):
-            args[str(key)] = [] if kind == "array" else {}
-        else:
-            args[str(key)] = rng.choice(VOCABULARY)
-    return orjson.dumps(args).decode()
-
-
 def _choice_count(operation: str, request: Mapping[str, Any]) -> int:
     n = _int(request.get("n")) or 1
     if operation == "completions":
@@ -140,6 +135,51 @@ def _choice_count(operation: str, request: Mapping[str, Any]) -> int:
         if isinstance(prompt, list) and prompt and not all(isinstance(p, int) for p in prompt):
             n *= len(prompt)
     return max(1, min(n, _MAX_CHOICES)) if operation != "responses" else 1
+
+
+def output_text(content: str, name: str = "", arguments: str = "") -> str:
+    """One choice's output as :mod:`aoai_helpers.core.usage` reassembles it: the content, then
+    the tool call as the model writes it (`` to=functions.NAME`` and its arguments)."""
+    return content + (render_calls([(name, arguments)]) if name or arguments else "")
+
+
+def visible_tokens(outputs: Iterable[tuple[str, str, str]], model: str) -> int:
+    """Visible completion tokens of choices given as (content, tool name, tool arguments): their
+    :func:`output_text` plus :func:`~aoai_helpers.core.tokens.call_framing` per tool call."""
+    outputs = list(outputs)
+    texts = [output_text(*o) for o in outputs]
+    return count_completion_text(texts, model) + sum(call_framing(1) for o in outputs if any(o[1:]))
+
+
+def _reasoning(model: str, seed: int, index: int, limit: int | None) -> int:
+    """Hidden reasoning tokens of one choice: 0 unless ``model`` reasons; never over ``limit``."""
+    if not normalize_model(model).reasoning:
+        return 0
+    steps = random.Random(f"reasoning:{seed}:{index}").randint(1, _REASONING_STEPS)
+    drawn = _REASONING_STEP * steps
+    return drawn if limit is None else min(drawn, limit)
+
+
+def _choices(
+    operation: str, model: str, request: Mapping[str, Any], limit: int | None, most: int
+) -> list[Choice]:
+    """The choices of a reply of at most ``most`` visible tokens, under the request ``limit``."""
+    seed = _seed(operation, request)
+    forced = forced_function(request) if operation == "chat" else None
+    choices: list[Choice] = []
+    for index in range(_choice_count(operation, request) if operation != "embeddings" else 0):
+        rng = random.Random(seed + index)
+        reasoning = _reasoning(model, seed, index, limit)
+        if forced is not None:
+            args = tool_arguments(forced, rng)
+            name = str(forced.get("name") or "function")
+            call = ToolCall(f"call_{uuid.uuid4().hex[:24]}", name, args, _token_pieces(args, model))
+            choices.append(Choice(index, (), call, "tool_calls", reasoning))
+            continue
+        budget = most if limit is None else min(most, limit - reasoning)
+        reason = "length" if limit is not None and limit - reasoning < most else "stop"
+        choices.append(Choice(index, reply_words(rng, budget), None, reason, reasoning))
+    return choices
 
 
 def make_plan(
@@ -150,29 +190,18 @@ def make_plan(
     *,
     max_reply_tokens: int,
     created: int,
+    shape: StreamShape = _AZURE_SHAPE,
 ) -> Plan:
     """Decide the reply: texts (or tool calls), finish reasons and usage for ``request``."""
-    seed = _seed(operation, request)
     limit = next(
         (v for k in _REQUEST_LIMIT.get(operation, ()) if (v := _int(request.get(k))) is not None),
         None,
     )
-    length = max_reply_tokens if limit is None else min(limit, max_reply_tokens)
-    capped = limit is not None and limit < max_reply_tokens
-    forced = _forced_function(request) if operation == "chat" else None
-    choices: list[Choice] = []
-    for index in range(_choice_count(operation, request) if operation != "embeddings" else 0):
-        rng = random.Random(seed + index)
-        if forced is not None:
-            args = _arguments(forced, rng)
-            name = str(forced.get("name") or "function")
-            call = ToolCall(f"call_{uuid.uuid4().hex[:24]}", name, args, _token_pieces(args, model))
-            choices.append(Choice(index, (), call, "tool_calls"))
-        else:
-            choices.append(Choice(index, _words(rng, length), None, "length" if capped else "stop"))
-    texts = [
-        output_text(c.text, *((c.tool.name, c.tool.arguments) if c.tool else ())) for c in choices
+    choices = _choices(operation, model, request, limit, max_reply_tokens)
+    outputs = [
+        (c.text, c.tool.name, c.tool.arguments) if c.tool else (c.text, "", "") for c in choices
     ]
+    visible = visible_tokens(outputs, model)
     prefix = {"chat": "chatcmpl-", "completions": "cmpl-", "responses": "resp_"}.get(operation)
     return Plan(
         operation=operation,
@@ -185,8 +214,9 @@ def make_plan(
         created=created,
         prompt_tokens=count_prompt(operation, request, model).tokens,
         choices=tuple(choices),
-        completion_tokens=count_completion_text(texts, model),
-        capped=capped,
+        completion_tokens=visible + sum(c.reasoning for c in choices),
+        capped=any(c.finish_reason == "length" for c in choices),
+        shape=shape.for_request(request),
     )
 
 
@@ -195,38 +225,42 @@ def _include_usage(request: Mapping[str, Any]) -> bool:
     return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
+def _prefix_items(operation: str, request: Mapping[str, Any]) -> list[Any]:
+    value = request.get(_PREFIX_FIELD.get(operation, ""))
+    return list(value) if operation != "completions" and isinstance(value, list) else [value]
+
+
+def prefix_keys(operation: str, deployment: str, request: Mapping[str, Any]) -> list[str]:
+    """Keys of the message-level prefixes of the prompt (key *i*: the first *i* + 1 messages /
+    input items, with the tools and formats rendered before them); none for embeddings."""
+    if operation not in _PREFIX_FIELD:
+        return []
+    head = {k: request.get(k) for k in _PREFIX_HEAD}
+    raw = orjson.dumps(
+        [deployment.lower(), operation, head], option=orjson.OPT_SORT_KEYS, default=str
+    )
+    digest = hashlib.sha256(raw)
+    keys: list[str] = []
+    for item in _prefix_items(operation, request):
+        digest.update(orjson.dumps(item, option=orjson.OPT_SORT_KEYS, default=str))
+        keys.append(digest.copy().hexdigest())
+    return keys
+
+
+def cached_prefix_tokens(plan: Plan, items: int) -> int:
+    """Prompt tokens of ``plan``'s first ``items`` messages / input items as the prompt cache
+    serves them: whole :data:`CACHE_STEP_TOKENS` steps from :data:`CACHE_MIN_TOKENS`, else 0."""
+    whole = _prefix_items(plan.operation, plan.request)
+    tokens = plan.prompt_tokens
+    if items < len(whole):
+        cut = {**plan.request, _PREFIX_FIELD[plan.operation]: whole[:items]}
+        tokens = min(tokens, count_prompt(plan.operation, cut, plan.model).tokens)
+    if tokens < CACHE_MIN_TOKENS:
+        return 0
+    return tokens - (tokens - CACHE_MIN_TOKENS) % CACHE_STEP_TOKENS
+
+
 # --------------------------------------------------------------------------- bodies
-
-
-def chat_usage(prompt: int, completion: int) -> dict[str, Any]:
-    """A chat / completions ``usage`` object as Azure reports it (2024-10-21 and later)."""
-    return {
-        "completion_tokens": completion,
-        "completion_tokens_details": {
-            "accepted_prediction_tokens": 0,
-            "audio_tokens": 0,
-            "reasoning_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-        "prompt_tokens": prompt,
-        "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
-        "total_tokens": prompt + completion,
-    }
-
-
-def _responses_usage(prompt: int, completion: int) -> dict[str, Any]:
-    # cache_write_tokens is not in azure-facts.md; the openai SDK's model requires it.
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": prompt + completion,
-    }
-
-
-def _fingerprint(model: str) -> str:
-    return "fp_" + hashlib.sha256(model.encode()).hexdigest()[:10]
 
 
 def _message(choice: Choice) -> dict[str, Any]:
@@ -257,8 +291,8 @@ def reply_body(plan: Plan, now: float) -> dict[str, Any]:
         "model": plan.model,
         "object": "chat.completion" if plan.operation == "chat" else "text_completion",
         "prompt_filter_results": PROMPT_FILTER_RESULTS,
-        "system_fingerprint": _fingerprint(plan.model),
-        "usage": chat_usage(plan.prompt_tokens, plan.completion_tokens),
+        "system_fingerprint": fingerprint(plan.model),
+        "usage": plan.chat_usage(),
     }
 
 
@@ -295,21 +329,6 @@ def embeddings_body(request: Mapping[str, Any], model: str) -> tuple[dict[str, A
     return body, prompt
 
 
-def _item_id(plan: Plan) -> str:
-    return "msg_" + plan.response_id.removeprefix("resp_")
-
-
-def _output_item(plan: Plan, status: str, text: str | None) -> dict[str, Any]:
-    content = [] if text is None else [{"annotations": [], "text": text, "type": "output_text"}]
-    return {
-        "content": content,
-        "id": _item_id(plan),
-        "role": "assistant",
-        "status": status,
-        "type": "message",
-    }
-
-
 def _response_object(plan: Plan, now: float, *, done: bool) -> dict[str, Any]:
     """A Responses API ``response`` object: in progress (no output) or finished."""
     request = plan.request
@@ -327,7 +346,7 @@ def _response_object(plan: Plan, now: float, *, done: bool) -> dict[str, Any]:
         "metadata": request.get("metadata") or {},
         "model": plan.model,
         "object": "response",
-        "output": [_output_item(plan, status, text)] if done else [],
+        "output": [output_item(plan, status, text)] if done else [],
         "parallel_tool_calls": request.get("parallel_tool_calls", True),
         "previous_response_id": request.get("previous_response_id"),
         "reasoning": {"effort": None, "summary": None},
@@ -340,7 +359,7 @@ def _response_object(plan: Plan, now: float, *, done: bool) -> dict[str, Any]:
         "tools": request.get("tools") or [],
         "top_p": request.get("top_p", 1.0),
         "truncation": "disabled",
-        "usage": _responses_usage(plan.prompt_tokens, plan.completion_tokens) if done else None,
+        "usage": plan.responses_usage() if done else None,
         "user": request.get("user"),
     }
 
@@ -359,51 +378,86 @@ def stream_frames(plan: Plan, now: float) -> list[Frame]:
     return list(_chunk_frames(plan))
 
 
-def _chunk_frames(plan: Plan) -> Iterator[Frame]:
-    """Chat / completions chunks in Azure's order: preamble, roles, tokens, finish, usage."""
-    chat = plan.operation == "chat"
-    extra = {"usage": None} if plan.include_usage else {}
-    head = {
-        "created": plan.created,
-        "id": plan.response_id,
-        "model": plan.model,
-        "object": "chat.completion.chunk" if chat else "text_completion",
-        "system_fingerprint": _fingerprint(plan.model),
-    }
+class _Chunks:
+    """Writes one chat / completions stream's chunks with the plan's :class:`StreamShape`."""
 
-    def chunk(index: int, delta: dict[str, Any], filters: Any, reason: str | None = None) -> bytes:
+    def __init__(self, plan: Plan) -> None:
+        self.plan, self.chat = plan, plan.operation == "chat"
+        self.extra: dict[str, Any] = {"usage": None} if plan.include_usage else {}
+        self.head = {
+            "created": plan.created,
+            "id": plan.response_id,
+            "model": plan.model,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "system_fingerprint": fingerprint(plan.model),
+        }
+        preamble = self.chat or plan.shape.completions_preamble
+        self.prompt_filters: dict[str, Any] = (
+            {} if preamble else {"prompt_filter_results": PROMPT_FILTER_RESULTS}
+        )
+
+    def data(self, obj: dict[str, Any]) -> bytes:
+        if self.plan.shape.obfuscation:
+            obj = obj | {"obfuscation": obfuscation(orjson.dumps(obj))}
+        return _data(obj)
+
+    def chunk(
+        self, index: int, delta: dict[str, Any], filters: Any, reason: str | None = None
+    ) -> bytes:
+        """A one-choice chunk (the first of a preamble-less completions stream: with the prompt's
+        filter results)."""
         choice: dict[str, Any] = {"content_filter_results": filters}
-        choice |= {"delta": delta} if chat else {"text": delta.get("content", "")}
+        choice |= {"delta": delta} if self.chat else {"text": delta.get("content", "")}
         choice |= {"finish_reason": reason, "index": index, "logprobs": None}
-        return _data({"choices": [choice], **head, **extra})
+        first, self.prompt_filters = self.prompt_filters, {}
+        return self.data({"choices": [choice], **self.head, **self.extra, **first})
 
-    preamble = {"choices": [], "created": 0, "id": "", "model": "", "object": ""}
-    yield Frame(_data(preamble | {"prompt_filter_results": PROMPT_FILTER_RESULTS} | extra), "pre")
-    if chat:
-        for c in plan.choices:
-            delta: dict[str, Any] = {"content": "", "refusal": None, "role": "assistant"}
-            if c.tool is None:
-                yield Frame(chunk(c.index, delta, {}), "gen")
-                continue
-            fn = {"arguments": "", "name": c.tool.name}
-            call = {"function": fn, "id": c.tool.id, "index": 0, "type": "function"}
-            delta |= {"content": None, "tool_calls": [call]}
-            yield Frame(chunk(c.index, delta, {}), "gen", c.index, "name", c.tool.name)
+    def annotation(self, choice: Choice) -> bytes:
+        """Azure's asynchronous-filter verdict on a whole choice, with its character offsets."""
+        text = choice.tool.arguments if choice.tool else choice.text
+        offsets = {"check_offset": 0, "start_offset": 0, "end_offset": len(text)}
+        item = {"content_filter_offsets": offsets, "content_filter_results": CHOICE_FILTER_RESULTS}
+        item |= {"finish_reason": None, "index": choice.index}
+        return self.data(
+            {"choices": [item], "created": 0, "id": "", "model": "", "object": ""} | self.extra
+        )
+
+
+def _chunk_frames(plan: Plan) -> Iterator[Frame]:
+    """Chat / completions chunks in Azure's order: preamble, roles, tokens, finish, annotations
+    (asynchronous filter), usage."""
+    out = _Chunks(plan)
+    if not out.prompt_filters:
+        preamble = {"choices": [], "created": 0, "id": "", "model": "", "object": ""}
+        yield Frame(
+            out.data(preamble | {"prompt_filter_results": PROMPT_FILTER_RESULTS} | out.extra), "pre"
+        )
+    for c in plan.choices if out.chat else ():
+        delta: dict[str, Any] = {"content": "", "refusal": None, "role": "assistant"}
+        if c.tool is None:
+            yield Frame(out.chunk(c.index, delta, {}), "gen")
+            continue
+        fn = {"arguments": "", "name": c.tool.name}
+        call = {"function": fn, "id": c.tool.id, "index": 0, "type": "function"}
+        delta |= {"content": None, "tool_calls": [call]}
+        yield Frame(out.chunk(c.index, delta, {}), "gen", c.index, "name", c.tool.name)
+    verdict = {} if plan.shape.filter_offsets else CHOICE_FILTER_RESULTS
     for row in zip_longest(*(c.tool.pieces if c.tool else c.pieces for c in plan.choices)):
         for c, piece in zip(plan.choices, row, strict=True):
             if piece is None:
                 continue
             if c.tool is None:
-                data = chunk(c.index, {"content": piece}, CHOICE_FILTER_RESULTS)
+                data = out.chunk(c.index, {"content": piece}, verdict)
                 yield Frame(data, "content", c.index, "content", piece)
             else:
                 args = {"tool_calls": [{"function": {"arguments": piece}, "index": 0}]}
-                yield Frame(chunk(c.index, args, {}), "content", c.index, "arguments", piece)
+                yield Frame(out.chunk(c.index, args, {}), "content", c.index, "arguments", piece)
     for c in plan.choices:
-        yield Frame(chunk(c.index, {}, {}, c.finish_reason), "post")
+        yield Frame(out.chunk(c.index, {}, {}, c.finish_reason), "post")
+    for c in plan.choices if plan.shape.filter_offsets else ():
+        yield Frame(out.annotation(c), "post")
     if plan.include_usage:
-        usage = chat_usage(plan.prompt_tokens, plan.completion_tokens)
-        yield Frame(_data({"choices": [], **head, "usage": usage}), "post")
+        yield Frame(out.data({"choices": [], **out.head, "usage": plan.chat_usage()}), "post")
     yield Frame(b"data: [DONE]\n\n", "post")
 
 
@@ -417,16 +471,17 @@ def _responses_frames(plan: Plan, now: float) -> Iterator[Frame]:
 
     started = _response_object(plan, plan.created, done=False)
     final = _response_object(plan, now, done=True)
-    where = {"item_id": _item_id(plan), "output_index": 0, "content_index": 0}
+    where = {"item_id": item_id(plan), "output_index": 0, "content_index": 0}
     text = plan.choices[0].text if plan.choices else ""
     empty_part = {"annotations": [], "text": "", "type": "output_text"}
     yield Frame(event("response.created", response=started), "pre")
     yield Frame(event("response.in_progress", response=started), "pre")
-    added = _output_item(plan, "in_progress", None)
+    added = output_item(plan, "in_progress", None)
     yield Frame(event("response.output_item.added", output_index=0, item=added), "pre")
     yield Frame(event("response.content_part.added", **where, part=empty_part), "pre")
     for piece in plan.choices[0].pieces if plan.choices else ():
-        delta = event("response.output_text.delta", **where, delta=piece, logprobs=[])
+        pad = {"obfuscation": obfuscation(piece.encode())} if plan.shape.obfuscation else {}
+        delta = event("response.output_text.delta", **where, delta=piece, logprobs=[], **pad)
         yield Frame(delta, "content", 0, "content", piece)
     yield Frame(event("response.output_text.done", **where, text=text, logprobs=[]), "post")
     part = empty_part | {"text": text}

@@ -14,17 +14,20 @@ Azure OpenAI inference spec ``2024-10-21``):
   ``api-version``; 404 ``DeploymentNotFound``; 400 for a body that is not a JSON object or
   lacks ``model`` (v1) / ``messages`` / ``prompt`` / ``input``.
 - **Replies.** Deterministic text from a hash of the request (its streaming options aside, so
-  a streamed and a non-streamed call get the same words): ``min(request limit,
-  max_reply_tokens)`` one-token words; ``finish_reason`` ``length`` when the request's own
-  limit (``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens``) cut it, else
-  ``stop``. Chat with ``tool_choice`` ``"required"`` or a named function answers with a tool
+  a streamed and a non-streamed call get the same words): up to ``max_reply_tokens``
+  one-token words within the request's own limit (``max_tokens`` / ``max_completion_tokens``
+  / ``max_output_tokens``, less any reasoning); ``finish_reason`` ``length`` when that limit
+  cut it, else ``stop``. Chat with ``tool_choice`` ``"required"`` or a named function answers with a tool
   call whose arguments have the function's parameter names (the Responses API always answers
   with text; its ``tools`` are echoed, never called). Embeddings are deterministic unit
   vectors (``dimensions``, else 1536; 3072 for text-embedding-3-large), float or base64.
-- **Usage** is counted with :mod:`aoai_helpers.core.tokens` for the deployment's model: the prompt
-  with ``count_prompt``, the output as :mod:`aoai_helpers.core.usage` reassembles it (content; tool
-  name and arguments joined by newlines), so a gateway's estimate from the stream equals the
-  reported usage. Cached and reasoning tokens are always 0.
+- **Usage** is what the real API reports, counted with :mod:`aoai_helpers.core.tokens` for the
+  deployment's model: the prompt with ``count_prompt``; the visible output as the refitted
+  estimator reassembles it (content, then tool calls as the model writes them, plus
+  ``call_framing``); a reasoning model adds 64-512 seeded hidden reasoning tokens per choice
+  (``reasoning_tokens``; they count toward the request's limit). ``cached_tokens``: a prompt of
+  at least 1024 tokens whose message-level prefix the deployment served recently
+  (:class:`PromptCache`) reports that prefix, in whole 128-token steps from 1024.
 - **Streams.** Chat / completions: the Azure preamble chunk (empty ``id``/``model``/``object``,
   ``created: 0``, ``prompt_filter_results``), a role chunk per choice, one chunk per token
   with ``content_filter_results``, a ``finish_reason`` chunk per choice, with
@@ -32,11 +35,12 @@ Azure OpenAI inference spec ``2024-10-21``):
   ``usage: null``), then ``data: [DONE]``. Responses API: named events ``response.created`` …
   ``response.completed`` with ``sequence_number``, no ``[DONE]``. A Responses reply cut by
   ``max_output_tokens`` is ``status: incomplete`` (event ``response.incomplete``), as OpenAI's
-  API does.
+  API does. Other real shapes are options: ``Simulator(shape=StreamShape(...))``.
 - **Latency** (``spec.local.simulator``): ``ttft_ms`` before the first generated chunk (the
   preamble goes first) or before a non-streamed body, plus ``completion_tokens /
-  tokens_per_second`` spread evenly over the content chunks (or slept at once for a
-  non-streamed reply). Waits go through the injected ``sleep``.
+  tokens_per_second``: the reasoning part before the first generated chunk, the visible part
+  spread evenly over the content chunks (all at once for a non-streamed reply). Waits go
+  through the injected ``sleep``.
 - **Faults** (configuration only, never prompt text): each fault counts the requests it
   matches (its ``deployments``, or all; ``stream_cut`` only counts streamed requests) and fires
   on every ``every``-th; when several fire at once the first in the spec wins.
@@ -53,8 +57,9 @@ just before the last byte of its response is handed to the server (a client that
 the whole response always finds it) or when the stream is cut / the client disconnects.
 Choices made: an error (429/500/400) records ``usage=None`` (nothing was served); a cut or
 disconnected stream records status 200, ``cut=True`` and the usage actually consumed: the
-prompt plus the output tokens of the chunks sent so far. ``response_id`` is the body's ``id``
-(``chatcmpl-…``, ``cmpl-…``, ``resp_…``), else the ``x-request-id``.
+prompt plus the output tokens of the chunks sent so far and all reasoning tokens (the model
+reasons before it writes). ``response_id`` is the body's ``id`` (``chatcmpl-…``, ``cmpl-…``,
+``resp_…``), else the ``x-request-id``.
 
 The ``x-ratelimit-remaining-*`` headers count down from fixed per-minute quotas
 (:data:`REQUESTS_PER_MINUTE`, :data:`TOKENS_PER_MINUTE`) that are reported, never enforced.
@@ -66,16 +71,17 @@ import asyncio
 import hmac
 import math
 import re
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import parse_qs
 
 import orjson
 
-from aoai_helpers.core.tokens import count_completion_text
 from aoai_helpers.local.asgi import (
     ClientGone,
     Receive,
@@ -86,28 +92,42 @@ from aoai_helpers.local.asgi import (
     send_whole,
 )
 from aoai_helpers.local.replies import (
+    CACHE_MIN_TOKENS,
     Frame,
     Plan,
+    StreamShape,
+    cached_prefix_tokens,
     embeddings_body,
     make_plan,
-    output_text,
+    prefix_keys,
     reply_body,
+    visible_tokens,
 )
 from aoai_helpers.local.replies import stream_frames as _stream_frames
+from aoai_helpers.local.reply_types import (
+    NOT_DEPLOYED,
+    SERVER_ERROR,
+    UNAUTHORIZED,
+    content_filter_error,
+    rate_limit_error,
+)
+from aoai_helpers.local.reply_types import error_body as _error
 from aoai_helpers.spec import Fault, Spec
 
 __all__ = [
+    "PROMPT_CACHE_SIZE",
     "REQUESTS_PER_MINUTE",
     "TOKENS_PER_MINUTE",
+    "PromptCache",
     "SimCall",
     "Simulator",
     "StreamCutError",
+    "StreamShape",
 ]
-
-Sleep = Callable[[float], Awaitable[None]]
 
 REQUESTS_PER_MINUTE: Final = 1_000
 TOKENS_PER_MINUTE: Final = 1_000_000
+PROMPT_CACHE_SIZE: Final = 4096  # prefix keys remembered, all deployments together
 
 _OPERATIONS: Final = {
     "chat/completions": "chat",
@@ -121,31 +141,6 @@ _CLASSIC: Final = re.compile(
 _V1: Final = re.compile(r"^/openai/v1/(chat/completions|completions|embeddings|responses)$")
 _REQUIRED: Final = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 _FAULT_STATUS: Final = {"rate_limit": 429, "server_error": 500, "content_filter": 400}
-_OPERATION_IDS: Final = {
-    "chat": "ChatCompletions_Create",
-    "completions": "Completions_Create",
-    "embeddings": "Embeddings_Create",
-    "responses": "Responses_Create",
-}
-
-_UNAUTHORIZED: Final = (
-    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide "
-    "a valid key for an active subscription and use a correct regional API endpoint for your "
-    "resource."
-)
-_NOT_DEPLOYED: Final = (
-    "The API deployment for this resource does not exist. If you created the deployment "
-    "within the last 5 minutes, please wait a moment and try again."
-)
-_FILTERED: Final = (
-    "The response was filtered due to the prompt triggering Azure OpenAI's content management "
-    "policy. Please modify your prompt and retry. To learn more about our content filtering "
-    "policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766"
-)
-_SERVER_ERROR: Final = (
-    "The server had an error while processing your request. Sorry about that! You can retry "
-    "your request, or contact us through an Azure support request if the error persists."
-)
 
 
 class StreamCutError(RuntimeError):
@@ -184,10 +179,6 @@ class _Call:
     stream: bool
 
 
-def _error(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
-
-
 def _route(path: str) -> tuple[str, str | None, bool] | None:
     """(operation, deployment from the path or None, api-version required) for a known path."""
     path = path.rstrip("/")
@@ -198,19 +189,32 @@ def _route(path: str) -> tuple[str, str | None, bool] | None:
     return ("responses", None, True) if path == "/openai/responses" else None
 
 
-def _content_filter_error() -> dict[str, Any]:
-    safe = {"filtered": False, "severity": "safe"}
-    result = {
-        "hate": safe,
-        "jailbreak": {"filtered": False, "detected": False},
-        "self_harm": safe,
-        "sexual": safe,
-        "violence": {"filtered": True, "severity": "medium"},
-    }
-    inner = {"code": "ResponsibleAIPolicyViolation", "content_filter_result": result}
-    return _error(
-        "content_filter", _FILTERED, param="prompt", type=None, status=400, innererror=inner
-    )
+class PromptCache:
+    """The prompt prefixes served recently, per deployment: an LRU of ``size`` prefix keys
+    (:func:`~aoai_helpers.local.replies.prefix_keys`), safe to share between threads."""
+
+    def __init__(self, size: int = PROMPT_CACHE_SIZE) -> None:
+        self._size = max(1, size)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def cached_tokens(self, plan: Plan) -> int:
+        """The prompt tokens of ``plan`` served from the cache: its longest prefix seen before
+        (:func:`~aoai_helpers.local.replies.cached_prefix_tokens`). Remembers its prefixes."""
+        if plan.prompt_tokens < CACHE_MIN_TOKENS:
+            return 0
+        keys = prefix_keys(plan.operation, plan.deployment, plan.request)
+        with self._lock:
+            hit = next((n for n in range(len(keys), 0, -1) if keys[n - 1] in self._seen), 0)
+            for key in keys:
+                self._seen[key] = None
+                self._seen.move_to_end(key)
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+        return cached_prefix_tokens(plan, hit) if hit else 0
 
 
 class Simulator:
@@ -223,7 +227,10 @@ class Simulator:
         keys: Collection[str],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         now: Callable[[], float] = time.time,
+        shape: StreamShape | None = None,
     ) -> None:
+        self._shape = shape or StreamShape()
+        self._prompt_cache = PromptCache()
         self._keys = tuple(k.encode() for k in ((keys,) if isinstance(keys, str) else keys))
         self._sleep = sleep
         self._now = now
@@ -245,7 +252,7 @@ class Simulator:
         request_id = str(uuid.uuid4())
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if not self._authorized(headers):
-            return await self._json(send, request_id, 401, _error("401", _UNAUTHORIZED))
+            return await self._json(send, request_id, 401, _error("401", UNAUTHORIZED))
         route = _route(scope["path"])
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         api_version = (query.get("api-version") or [None])[0]
@@ -271,7 +278,7 @@ class Simulator:
         found = self._deployments.get(name.lower())
         if found is None:
             return await self._json(
-                send, request_id, 404, _error("DeploymentNotFound", _NOT_DEPLOYED)
+                send, request_id, 404, _error("DeploymentNotFound", NOT_DEPLOYED)
             )
         required = _REQUIRED.get(operation, "input")
         if required not in request:
@@ -291,7 +298,9 @@ class Simulator:
             request,
             max_reply_tokens=self._config.max_reply_tokens,
             created=int(self._now()),
+            shape=self._shape,
         )
+        plan = replace(plan, cached_tokens=self._prompt_cache.cached_tokens(plan))
         if stream:
             return await self._stream(send, receive, call, plan, fault)
         return await self._reply(send, call, plan)
@@ -331,22 +340,16 @@ class Simulator:
         self._record(call, call.request_id, status, None, False)
         if fault.kind == "rate_limit":
             seconds = max(1, math.ceil(fault.retry_after_ms / 1000))
-            message = (
-                f"Requests to the {_OPERATION_IDS[call.operation]} Operation under Azure OpenAI "
-                f"API version {call.api_version or 'v1'} have exceeded call rate limit of your "
-                f"current OpenAI S0 pricing tier. Please retry after {seconds} second"
-                f"{'s' if seconds != 1 else ''}. Please contact Azure support service if you "
-                "would like to further increase the default rate limit."
-            )
+            body = rate_limit_error(call.operation, call.api_version, seconds)
             extra = [
                 (b"retry-after-ms", str(fault.retry_after_ms).encode()),
                 (b"retry-after", str(seconds).encode()),
             ]
-            return await self._json(send, call.request_id, status, _error("429", message), extra)
+            return await self._json(send, call.request_id, status, body, extra)
         if fault.kind == "server_error":
-            body = _error("InternalServerError", _SERVER_ERROR)
+            body = _error("InternalServerError", SERVER_ERROR)
             return await self._json(send, call.request_id, status, body)
-        await self._json(send, call.request_id, status, _content_filter_error())
+        await self._json(send, call.request_id, status, content_filter_error())
 
     def _record(
         self, call: _Call, response_id: str, status: int, usage: dict[str, int] | None, cut: bool
@@ -422,13 +425,8 @@ class Simulator:
     async def _embeddings(self, send: Send, call: _Call, request: Mapping[str, Any]) -> None:
         await self._wait(self._config.ttft_ms / 1000)
         body, prompt = embeddings_body(request, call.model)
-        usage = {
-            "prompt_tokens": prompt,
-            "completion_tokens": 0,
-            "total_tokens": prompt,
-            "cached_tokens": 0,
-            "reasoning_tokens": 0,
-        }
+        usage = dict.fromkeys(("completion_tokens", "cached_tokens", "reasoning_tokens"), 0)
+        usage |= {"prompt_tokens": prompt, "total_tokens": prompt}
         self._record(call, call.request_id, 200, usage, False)
         await self._json(send, call.request_id, 200, body)
 
@@ -438,8 +436,9 @@ class Simulator:
         """Send ``plan`` as SSE, pacing content chunks; cut it for a ``stream_cut`` fault."""
         frames = _stream_frames(plan, self._now())
         n_content = sum(f.stage == "content" for f in frames)
-        generation = self._generation_time(plan.completion_tokens)
-        per_chunk = generation / n_content if n_content else 0.0  # no content: no tokens
+        visible = self._generation_time(plan.completion_tokens - plan.reasoning_tokens)
+        per_chunk = visible / n_content if n_content else 0.0  # no content: no tokens
+        first_wait = self._config.ttft_ms / 1000 + self._generation_time(plan.reasoning_tokens)
         sent: dict[int, dict[str, str]] = {}
         headers = self._headers(call.request_id, 200, b"text/event-stream; charset=utf-8")
         headers.append((b"cache-control", b"no-cache"))
@@ -456,7 +455,7 @@ class Simulator:
                         )
                     if not generating:
                         generating = True
-                        await self._wait(self._config.ttft_ms / 1000)
+                        await self._wait(first_wait)
                 if frame.stage == "content":
                     await self._wait(per_chunk)
                     content_sent += 1
@@ -481,8 +480,8 @@ class Simulator:
         self, call: _Call, plan: Plan, sent: dict[int, dict[str, str]], *, cut: bool
     ) -> None:
         if cut:
-            texts = [output_text(**parts) for _, parts in sorted(sent.items())]
-            completion = count_completion_text(texts, plan.model)
+            outputs = [(p["content"], p["name"], p["arguments"]) for _, p in sorted(sent.items())]
+            completion = visible_tokens(outputs, plan.model) + plan.reasoning_tokens
         else:
             completion = plan.completion_tokens
         usage = plan.usage() | {

@@ -342,6 +342,7 @@ class Ingestor:
             info.known,
             price_call(res.usage, res.source, rates, info.name, ev.exec_time),
             now,
+            res.quality,
         )
 
 

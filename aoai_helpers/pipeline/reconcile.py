@@ -319,6 +319,7 @@ def _change(
         CachedTokens=cached,
         ModelName=model,
         ModelKnown=1 if known else 0,
+        EstimateQuality=None,  # exact now: APIM's log reported it
         Cost=cost,
         Currency=currency,
         RateId=rate_id,

@@ -58,7 +58,15 @@ _LIMITS: Final = [
     (ROW_COLUMNS.index(k), n)
     for k, n in STRING_LIMITS.items()
     if k in ROW_COLUMNS
-    and k not in {"RequestId", "Operation", "UsageSource", "EstimateEncoding", "Currency"}
+    and k
+    not in {
+        "RequestId",
+        "Operation",
+        "UsageSource",
+        "EstimateEncoding",
+        "EstimateQuality",
+        "Currency",
+    }
 ]
 _CHECKED_STRINGS: Final = operator.itemgetter(*(i for i, _n in _LIMITS))
 _SHORTEST_LIMIT: Final = min(n for _i, n in _LIMITS)
@@ -90,6 +98,7 @@ def call_row(
     known: bool,
     price: Price,
     stamp: Any,
+    quality: str | None = None,
 ) -> tuple[Any, ...]:
     """The row of one call, in :data:`ROW_COLUMNS` order (strings cut to their column size).
 
@@ -113,6 +122,7 @@ def call_row(
         usage.reasoning_tokens,
         source,
         encoding,
+        quality,
         1 if known else 0,
         *price,
         stamp,

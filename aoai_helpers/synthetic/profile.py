@@ -68,10 +68,6 @@ class Profile:
     hour_weights: tuple[float, ...]
 
 
-def _is_reasoning(model: str) -> bool:
-    return (len(model) > 1 and model[0] == "o" and model[1].isdigit()) or model.startswith("gpt-5")
-
-
 def _users(sub: Subscription, rng: random.Random) -> tuple[tuple[str, str], ...]:
     domain = "".join(c for c in sub.business_unit.lower() if c.isalnum()) or "bu"
     people: list[tuple[str, str]] = []
@@ -100,7 +96,7 @@ def _deployments(spec: Spec) -> list[_Deployment]:
                 encoding=info.encoding,
                 known=info.known,
                 operation="embeddings" if "embedding" in info.name else "chat",
-                reasoning=_is_reasoning(info.name),
+                reasoning=info.reasoning,
             )
         )
     return deployments

@@ -94,6 +94,8 @@ _STREAM_SHARE: Final = 0.35
 _ESTIMATED_SHARE: Final = 0.08  # of streamed calls
 _PROMPT_ONLY_SHARE: Final = 0.02  # of streamed calls
 _THROTTLED_SHARE: Final = 0.015
+#: EstimateQuality of the generated estimates: visible output counted, or no output seen.
+_QUALITY: Final = {"estimated": "approximate", "prompt_only": "lower_bound"}
 _FAILED_SHARE: Final = 0.003
 #: (median prompt, prompt spread, median completion, completion spread) per operation.
 _SIZES: Final[dict[str, tuple[float, float, float, float]]] = {
@@ -203,6 +205,7 @@ class _Hour:
             dep.known,
             price,
             self.stamp,
+            _QUALITY.get(source),
         )
         return micros, row
 

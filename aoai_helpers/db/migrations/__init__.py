@@ -4,6 +4,7 @@
 ``v0001_original``  v1: the original APIM-AOAI-Proxy schema migrated in place (``original``),
                     the new tables created
 ``v0002_reconcile`` v2: reconciliation columns and ``ReconcileState``
+``v0003_estimate_quality`` v3: ``EstimateQuality`` (how sure an estimate is)
 
 Every step is guarded (``steps``): it does only what the database lacks. Imports ``core``,
 the db tables and the top level.

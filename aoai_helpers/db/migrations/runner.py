@@ -22,14 +22,18 @@ from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection
 
 from aoai_helpers.clock import utcnow
-from aoai_helpers.db.migrations import v0001_original, v0002_reconcile
+from aoai_helpers.db.migrations import v0001_original, v0002_reconcile, v0003_estimate_quality
 from aoai_helpers.db.migrations.steps import MigrationRun, refuse_behind
 from aoai_helpers.db.tables import SCHEMA_TABLES, schema_version
 
 __all__ = ["HEAD", "MIGRATIONS", "MigrationRun", "applied_versions", "apply_pending", "pending"]
 
 #: Every migration, in order (a new one: a module ``vNNNN_name.py`` appended here).
-MIGRATIONS: Final[tuple[ModuleType, ...]] = (v0001_original, v0002_reconcile)
+MIGRATIONS: Final[tuple[ModuleType, ...]] = (
+    v0001_original,
+    v0002_reconcile,
+    v0003_estimate_quality,
+)
 #: The schema version this code writes: the last migration's.
 HEAD: Final[int] = MIGRATIONS[-1].VERSION
 
