@@ -20,9 +20,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from test_usage import v1_event, v2_event
 
 from aoai_helpers.core.accuracy import completion_check, prompt_check, score
-from aoai_helpers.core.events import V2_FIELDS, Usage, UsageEvent, parse_event
+from aoai_helpers.core.events import Usage, UsageEvent
 from aoai_helpers.core.usage import resolve_usage
 
 CAPTURES = Path(__file__).parent / "data" / "captures"
@@ -68,37 +69,17 @@ def _reported(pair: dict[str, Any]) -> Usage:
 
 
 def _v2(pair: dict[str, Any]) -> UsageEvent:
-    body: dict[str, Any] = dict.fromkeys(V2_FIELDS)
-    body.update(
-        EventVersion=2,
-        RequestId="5f1f2c1e-0000-4000-8000-000000000001",
-        ExecTimeUTC="2026-11-02T10:00:00.123Z",
-        SubscriptionId="bu-sales",
+    return v2_event(
         OperationId=OPERATION_IDS[pair["operation"]],
         Operation=pair["operation"],
-        DeploymentName="dep",
-        ApiVersion="2024-10-21",
         IsStreaming=bool(pair["stream"]),
-        StatusCode=200,
         Request=pair["request"],
         ResponseString=pair["response_body"],
     )
-    event = parse_event(json.dumps(body))
-    assert isinstance(event, UsageEvent), event
-    return event
 
 
 def _v1(pair: dict[str, Any]) -> UsageEvent:
-    body = {
-        "ExecTimeUTC": "2026-11-02 10:00:00",
-        "SubscriptionId": "bu-finance",
-        "OperationId": OPERATION_IDS[pair["operation"]],
-        "Request": pair["request"],
-        "ResponseString": pair["response_body"],
-    }
-    event = parse_event(json.dumps(body))
-    assert isinstance(event, UsageEvent), event
-    return event
+    return v1_event(pair["request"], pair["response_body"], OPERATION_IDS[pair["operation"]])
 
 
 def test_the_corpus_is_what_rebuild_makes_of_the_stored_captures() -> None:
