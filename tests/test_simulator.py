@@ -25,6 +25,8 @@ import pytest
 import uvicorn
 from secrets_registry import register_secret
 
+from aoai_helpers.core.chat_format import TEXT_REPLY_FRAME
+from aoai_helpers.core.decoding import FORCED_CALL_FRAME
 from aoai_helpers.core.tokens import call_framing, count_completion_text, count_prompt, count_text
 from aoai_helpers.core.tool_schema import render_calls
 from aoai_helpers.core.usage import outputs_from_body, summarize_stream
@@ -588,11 +590,16 @@ def test_sdk_chat_tool_calls(live: tuple[Simulator, str], stream: bool) -> None:
     parsed = json.loads(args)
     assert name == "get_weather" and set(parsed) == {"city", "days", "unit"}
     assert isinstance(parsed["days"], int) and parsed["unit"] in ("c", "f")
-    # counted as the model writes the call, plus its framing (the real API's count)
-    completion = count_text(render_calls([(name, args)]), "gpt-4o") + call_framing(1)
-    assert completion == count_text(f" to=functions.{name}{args}", "gpt-4o") + 4
+    if stream:  # a named call: the API writes its name into the prompt, the model the arguments
+        completion = count_text(args, "gpt-4o") + FORCED_CALL_FRAME
+    else:  # counted as the model writes the call, plus its framing (the real API's count)
+        completion = count_text(render_calls([(name, args)]), "gpt-4o") + call_framing(1)
+        assert completion == count_text(f" to=functions.{name}{args}", "gpt-4o") + 4
     usage = sim.records[-1].usage
     assert usage is not None and usage["completion_tokens"] == completion
+    forced = {"tool_choice": named} if stream else {"tool_choice": "required"}
+    request = {"messages": MESSAGES, "tools": [WEATHER_TOOL]} | forced
+    assert usage["prompt_tokens"] == count_prompt("chat", request, "gpt-4o").tokens
 
 
 def test_streamed_tool_calls_reassemble_to_the_reported_usage() -> None:
@@ -614,20 +621,21 @@ def test_streamed_tool_calls_reassemble_to_the_reported_usage() -> None:
         assert whole["usage"]["completion_tokens"] == counted
 
 
+def _say_hello(client: Any) -> tuple[Any, list[Any]]:
+    """A legacy completion of 4 tokens, whole and streamed with its usage chunk."""
+    kwargs: dict[str, Any] = {"model": "gpt-35-turbo", "prompt": "Say hello", "max_tokens": 4}
+    whole = client.completions.create(**kwargs)
+    stream = client.completions.create(
+        **kwargs, stream=True, stream_options={"include_usage": True}
+    )
+    return whole, list(stream)
+
+
 @pytest.mark.parametrize("kind", ["azure", "v1"])
 def test_sdk_legacy_completions(live: tuple[Simulator, str], kind: str) -> None:
     _, url = live
     with client_for(kind, url) as client:
-        r = client.completions.create(model="gpt-35-turbo", prompt="Say hello", max_tokens=4)
-        chunks = list(
-            client.completions.create(
-                model="gpt-35-turbo",
-                prompt="Say hello",
-                max_tokens=4,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        )
+        r, chunks = _say_hello(client)
     assert r.object == "text_completion" and r.choices[0].finish_reason == "length"
     assert r.usage is not None and r.usage.prompt_tokens == count_text("Say hello", "gpt-35-turbo")
     assert r.usage.completion_tokens == count_text(r.choices[0].text, "gpt-35-turbo") == 4
@@ -676,7 +684,8 @@ def test_sdk_responses(live: tuple[Simulator, str], kind: str) -> None:
     assert r.id.startswith("resp_") and r.status == "completed" and r.model == "gpt-4o-2024-11-20"
     assert r.usage is not None
     assert r.usage.input_tokens == count_prompt("responses", request, "gpt-4o").tokens
-    assert r.usage.output_tokens == count_text(r.output_text, "gpt-4o") == 12
+    # a Responses text reply bills one token beyond its text, as the real API does
+    assert r.usage.output_tokens == count_text(r.output_text, "gpt-4o") + TEXT_REPLY_FRAME == 13
     assert r.usage.input_tokens_details.cached_tokens == 0
     assert r.usage.output_tokens_details.reasoning_tokens == 0
     types = [e.type for e in events]
@@ -804,7 +813,11 @@ def test_a_cut_responses_stream_records_the_deltas_sent() -> None:
         post(sim, "/openai/v1/responses", request)
     prompt = count_prompt("responses", request, "gpt-4o").tokens
     [call] = sim.records
-    assert (call.operation, call.cut, call.usage) == ("responses", True, usage5(prompt, 5))
+    assert (call.operation, call.cut, call.usage) == (
+        "responses",
+        True,
+        usage5(prompt, 5 + TEXT_REPLY_FRAME),
+    )
 
 
 # ----------------------------------------------------------------------------- tool calls as written
@@ -914,7 +927,9 @@ def test_sdk_responses_report_reasoning_tokens(live: tuple[Simulator, str], kind
     assert r.usage is not None and r.status == "completed"
     reasoning = r.usage.output_tokens_details.reasoning_tokens
     assert reasoning % 64 == 0 and 64 <= reasoning <= 512
-    assert r.usage.output_tokens == count_text(r.output_text, "gpt-5") + reasoning
+    assert (
+        r.usage.output_tokens == count_text(r.output_text, "gpt-5") + TEXT_REPLY_FRAME + reasoning
+    )
     assert events[-1].type == "response.completed" and events[-1].response.usage == r.usage
     assert capped.status == "incomplete" and capped.usage is not None and capped.output_text == ""
     assert capped.usage.output_tokens == capped.usage.output_tokens_details.reasoning_tokens == 16
@@ -1107,16 +1122,7 @@ def test_sdk_reads_the_optional_stream_shapes() -> None:
     shape = StreamShape(obfuscation=True, completions_preamble=False)
     sim = Simulator(make_spec(), keys=[KEY], shape=shape)
     with serve(sim) as url, azure(url) as client:
-        whole = client.completions.create(model="gpt-35-turbo", prompt="Say hello", max_tokens=4)
-        chunks = list(
-            client.completions.create(
-                model="gpt-35-turbo",
-                prompt="Say hello",
-                max_tokens=4,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        )
+        whole, chunks = _say_hello(client)
         chat = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
     assert chunks[-1].usage == whole.usage and chunks[0].model_extra

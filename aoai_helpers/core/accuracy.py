@@ -22,17 +22,19 @@ choices and built-in tools' calls (web search …). Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
-from aoai_helpers.core.chat_format import completion_framing
+from aoai_helpers.core.decoding import constrained_output
 from aoai_helpers.core.sse import json_object
 from aoai_helpers.core.tokens import (
     APPROXIMATE,
     LOWER_BOUND,
-    count_completion_text,
+    count_completion,
     count_prompt,
     encoding_for_model,
 )
@@ -140,6 +142,16 @@ def _model(pair: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
+_CREATED: Final = re.compile(r'"created(?:_at)?"\s*:\s*(\d{9,11})')
+
+
+def _when(pair: Mapping[str, Any]) -> datetime | None:
+    """When the API answered: the response's ``created`` / ``created_at`` (its first one)."""
+    body = pair.get("response_body")
+    found = _CREATED.search(body) if isinstance(body, str) else None
+    return datetime.fromtimestamp(int(found.group(1)), UTC) if found else None
+
+
 def prompt_check(pair: Mapping[str, Any]) -> Check | None:
     """The prompt estimate of a pair beside the reported prompt tokens (``None``: none reported)."""
     usage = pair.get("usage") or {}
@@ -147,7 +159,7 @@ def prompt_check(pair: Mapping[str, Any]) -> Check | None:
     request = pair.get("request")
     if not isinstance(reported, int) or not isinstance(request, Mapping):
         return None
-    count = count_prompt(str(pair.get("operation")), request, _model(pair))
+    count = count_prompt(str(pair.get("operation")), request, _model(pair), _when(pair))
     shape = "opaque input (lower bound)" if count.quality == LOWER_BOUND else shape_of(pair)
     return Check(str(pair.get("id")), shape, count.tokens, reported, count.quality)
 
@@ -175,14 +187,14 @@ def completion_check(pair: Mapping[str, Any]) -> Check | None:
     texts, calls, hidden = outputs
     visible = completion - int(usage.get("reasoning_tokens") or 0)
     request = pair.get("request")
-    has_tools = isinstance(request, Mapping) and bool(
-        request.get("tools") or request.get("functions")
-    )
+    request = request if isinstance(request, Mapping) else None
+    operation = str(pair.get("operation"))
     _, info = encoding_for_model(_model(pair))
-    framing = completion_framing(str(pair.get("operation")), has_tools, texts, calls, info.encoding)
-    estimated = count_completion_text(texts, _model(pair)) + framing
+    estimated = count_completion(operation, request, _model(pair), texts, calls)
     if info.reasoning or hidden:  # hidden reasoning / filtered / built-in tool output
         shape, quality = "hidden output (lower bound)", LOWER_BOUND
+    elif constrained_output(operation, request):  # decoded under a grammar
+        shape, quality = "constrained output (lower bound)", LOWER_BOUND
     else:
         shape = "streams" if pair.get("stream") else "non-streamed bodies"
         quality = APPROXIMATE

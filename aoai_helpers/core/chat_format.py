@@ -10,11 +10,13 @@ the local simulator reports usage with them, as the real API does. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Final
 
 __all__ = [
     "CL100K_ONE_CALL_FRAME",
     "ECHOED_FIELDS",
+    "HISTORY_CALL_FRAME",
     "ONE_CALL_FRAME",
     "PARALLEL_CALLS_FRAME",
     "PER_MESSAGE",
@@ -24,6 +26,7 @@ __all__ = [
     "REASONING_PRIMING",
     "REPLY_PRIMING",
     "RESPONSES_ONE_CALL_EXTRA",
+    "RESPONSES_PLAIN_SINCE",
     "RESPONSES_TOOLS_FRAME",
     "SCHEMA_FRAME",
     "TEXT_REPLY_FRAME",
@@ -54,9 +57,17 @@ TOOLS_FRAME: Final = 3
 TOOLS_IN_SYSTEM: Final = -1
 #: The Responses API's function tools: six tokens fewer than chat's block of its own.
 RESPONSES_TOOLS_FRAME: Final = -3
+#: The Responses API's first weeks (March 2025) billed input the request does not hold: 18
+#: tokens more on a bare prompt, 198-216 more with a function tool (real captures of three
+#: projects, gpt-4o); from April 2025 on the same requests count as the rule says. Responses
+#: calls made before this are lower bounds.
+RESPONSES_PLAIN_SINCE: Final = datetime(2025, 4, 1, tzinfo=UTC)
 #: Tokens a completion's tool calls cost beyond their rendered text (:func:`call_framing`).
 ONE_CALL_FRAME: Final = 4
 PARALLEL_CALLS_FRAME: Final = 6
+#: An assistant message's tool calls read back in a later prompt: 2 tokens beyond their
+#: rendered text (arguments compacted), one call or several (real captures, 23 of 31 exact).
+HISTORY_CALL_FRAME: Final = 2
 #: A single tool call written by a cl100k model (GPT-3.5, GPT-4) costs 1 token of framing, not 4.
 CL100K_ONE_CALL_FRAME: Final = 1
 #: A single function_call output item of the Responses API costs one token more than chat's.

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 __all__ = [
     "function_of",
+    "history_arguments",
     "proven_function",
     "render_calls",
     "render_functions",
@@ -140,6 +141,20 @@ def _json_object(text: str) -> Any:
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def history_arguments(arguments: str) -> str:
+    """A tool call's arguments as the model reads them back in a later request: the JSON
+    re-serialised compactly (``{"city":"Paris"}`` however the client spaced it; real
+    captures), text that is not JSON as it is."""
+    text = arguments.strip()
+    if not text.startswith(("{", "[")):
+        return arguments
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return arguments
+    return _compact(value)
 
 
 def render_calls(calls: list[tuple[str, str]]) -> str:

@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from aoai_helpers.core.chat_format import completion_framing
 from aoai_helpers.core.events import Usage, UsageEvent
 from aoai_helpers.core.sse import json_object, parse_stream, unescape_json_fragment
 from aoai_helpers.core.tool_schema import render_calls
@@ -402,7 +401,7 @@ def _estimate(
 
     request = event.request if isinstance(event.request, dict) else None
     try:
-        count = tokens.count_prompt(event.operation, request, model)
+        count = tokens.count_prompt(event.operation, request, model, event.exec_time)
         prompt, encoding, known = count.tokens, count.encoding, count.model_known
         quality = count.quality
     except TokenizerError:
@@ -412,17 +411,18 @@ def _estimate(
     completion = 0
     if texts is not None and event.operation != "embeddings":
         try:
-            completion = tokens.count_completion_text(texts, model)
-            has_tools = bool(request and (request.get("tools") or request.get("functions")))
-            framing = completion_framing(
-                event.operation, has_tools, texts, calls or (), encoding or "o200k_base"
+            completion = tokens.count_completion(
+                event.operation, request, model, texts, calls or ()
             )
-            completion += framing
         except TokenizerError:
             raise
         except Exception:
             completion, quality = 0, tokens.LOWER_BOUND
-        quality = tokens.LOWER_BOUND if hidden else tokens.completion_quality(model, quality)
+        quality = (
+            tokens.LOWER_BOUND
+            if hidden
+            else tokens.completion_quality(model, quality, event.operation, request)
+        )
     elif event.operation != "embeddings":
         quality = tokens.LOWER_BOUND  # the output was not seen: its tokens are not counted
     source: UsageSource = "prompt_only" if texts is None else "estimated"

@@ -10,12 +10,13 @@ Reply text is drawn from :data:`VOCABULARY`, words that are one token each (with
 space, and capitalised at the start) in both ``o200k_base`` and ``cl100k_base``, so a reply
 of *n* words is *n* visible completion tokens and each streamed content chunk is one token.
 
-Completion tokens are counted as the real API counts them (and as the refitted estimator,
-:mod:`aoai_helpers.core.usage`, reassembles a reply): content, then a tool call as the model
-writes it (:func:`~aoai_helpers.core.tool_schema.render_calls`) plus
-:func:`~aoai_helpers.core.tokens.call_framing`. A reasoning model (``normalize_model(model)
-.reasoning``) also bills 64-512 hidden reasoning tokens per choice (a multiple of 64, drawn
-from the request's seed, cut to the request's limit, which they count toward).
+Completion tokens are counted as the real API counts them (and as the estimator does,
+:func:`~aoai_helpers.core.tokens.count_completion`): content, then a tool call as the model
+writes it (:func:`~aoai_helpers.core.tool_schema.render_calls`) plus its framing; a text reply
+where a call was possible one token more; a forced call its arguments and one token. A
+reasoning model (``normalize_model(model).reasoning``) also bills 64-512 hidden reasoning
+tokens per choice (a multiple of 64, drawn from the request's seed, cut to the request's limit,
+which they count toward).
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ import orjson
 
 from aoai_helpers.core.model_names import normalize_model
 from aoai_helpers.core.tokens import (
-    call_framing,
-    count_completion_text,
+    count_completion,
     count_prompt,
     encoding_for_model,
 )
@@ -143,12 +143,18 @@ def output_text(content: str, name: str = "", arguments: str = "") -> str:
     return content + (render_calls([(name, arguments)]) if name or arguments else "")
 
 
-def visible_tokens(outputs: Iterable[tuple[str, str, str]], model: str) -> int:
+def visible_tokens(
+    outputs: Iterable[tuple[str, str, str]],
+    model: str,
+    operation: str = "chat",
+    request: Mapping[str, Any] | None = None,
+) -> int:
     """Visible completion tokens of choices given as (content, tool name, tool arguments): their
-    :func:`output_text` plus :func:`~aoai_helpers.core.tokens.call_framing` per tool call."""
+    :func:`output_text` as the real API bills it (``tokens.count_completion``)."""
     outputs = list(outputs)
     texts = [output_text(*o) for o in outputs]
-    return count_completion_text(texts, model) + sum(call_framing(1) for o in outputs if any(o[1:]))
+    calls = [1 if any(o[1:]) else 0 for o in outputs]
+    return count_completion(operation, request, model, texts, calls)
 
 
 def _reasoning(model: str, seed: int, index: int, limit: int | None) -> int:
@@ -201,7 +207,9 @@ def make_plan(
     outputs = [
         (c.text, c.tool.name, c.tool.arguments) if c.tool else (c.text, "", "") for c in choices
     ]
-    visible = visible_tokens(outputs, model)
+    billed = visible_tokens(outputs, model, operation, request) + sum(c.reasoning for c in choices)
+    if limit is not None:  # the reply's framing never takes a capped reply over its limit
+        billed = min(billed, limit * len(choices))
     prefix = {"chat": "chatcmpl-", "completions": "cmpl-", "responses": "resp_"}.get(operation)
     return Plan(
         operation=operation,
@@ -214,7 +222,7 @@ def make_plan(
         created=created,
         prompt_tokens=count_prompt(operation, request, model).tokens,
         choices=tuple(choices),
-        completion_tokens=visible + sum(c.reasoning for c in choices),
+        completion_tokens=billed,
         capped=any(c.finish_reason == "length" for c in choices),
         shape=shape.for_request(request),
     )

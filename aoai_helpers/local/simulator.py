@@ -481,7 +481,8 @@ class Simulator:
     ) -> None:
         if cut:
             outputs = [(p["content"], p["name"], p["arguments"]) for _, p in sorted(sent.items())]
-            completion = visible_tokens(outputs, plan.model) + plan.reasoning_tokens
+            completion = visible_tokens(outputs, plan.model, plan.operation, plan.request)
+            completion += plan.reasoning_tokens
         else:
             completion = plan.completion_tokens
         usage = plan.usage() | {
