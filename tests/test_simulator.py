@@ -1129,3 +1129,34 @@ def test_sdk_reads_the_optional_stream_shapes() -> None:
     assert chunks[0].model_extra["obfuscation"] and chunks[0].model_extra["prompt_filter_results"]
     assert all(c.obfuscation and c.obfuscation.isalnum() for c in chat)  # a field of the SDK
     assert "".join(c.choices[0].delta.content or "" for c in chat if c.choices)
+
+
+@pytest.mark.parametrize("offsets", [False, True])
+def test_azure_2023_chunks_keep_their_key_order_and_reassemble(offsets: bool) -> None:
+    """Microsoft's content-streaming page shows 2023 chunks: ``index, finish_reason, delta``
+    before the filter results, ``usage: null`` last, ``prompt_annotations`` first."""
+    shape = StreamShape(azure_2023=True, filter_offsets=offsets)
+    sim = Simulator(make_spec(), keys=[KEY], shape=shape)
+    raw = post(sim, CHAT_URL, CHAT | {"stream": True, "stream_options": {"include_usage": True}})
+    chunks = [d for _, d in sse(raw.text)[:-1]]
+    head = ["id", "object", "created", "model"]
+    assert list(chunks[0]) == [*head, "prompt_annotations", "choices", "usage"]
+    role, first = chunks[1], chunks[2]
+    assert list(role) == [*head, "choices", "usage"]
+    assert role["choices"][0] == {"index": 0, "finish_reason": None, "delta": {"role": "assistant"}}
+    wanted = ["index", "finish_reason", "delta"] + ([] if offsets else ["content_filter_results"])
+    assert list(first["choices"][0]) == wanted
+    annotations = [
+        c for c in chunks if c["choices"] and "content_filter_offsets" in c["choices"][0]
+    ]
+    assert len(annotations) == (1 if offsets else 0)
+    summary = summarize_stream(raw.text)
+    assert summary.usage is not None and summary.done
+    assert count_completion_text(summary.texts, "gpt-4o") == summary.usage.completion_tokens
+    with serve(sim) as url, azure(url) as client:  # the SDK reads them too
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+            if c.choices and c.choices[0].delta  # an annotation chunk has no delta
+        )
+    assert text and count_text(text, "gpt-4o") == summary.usage.completion_tokens

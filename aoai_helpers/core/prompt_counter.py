@@ -40,12 +40,14 @@ from aoai_helpers.core.tool_schema import (
 )
 
 __all__ = [
+    "OPAQUE_ITEMS",
     "PromptCounter",
     "as_text",
     "count_inputs",
     "count_responses",
     "count_tokens",
     "has_system",
+    "live_items",
 ]
 
 # Image estimates (a 1024x1024 image at high detail: 85 base + 4 tiles x 170).
@@ -265,10 +267,10 @@ def count_inputs(counter: PromptCounter, value: Any) -> None:
 
 
 #: Responses API input items the model sees only as opaque, encrypted state.
-_OPAQUE_ITEMS: Final = frozenset({"reasoning", "compaction"})
+OPAQUE_ITEMS: Final = frozenset({"reasoning", "compaction"})
 
 
-def _live_items(items: list[Any]) -> list[Any]:
+def live_items(items: list[Any]) -> list[Any]:
     """The input items the model reads: a ``compaction`` item replaces every item before it."""
     last = -1
     for pos, item in enumerate(items):
@@ -294,11 +296,11 @@ def count_responses(counter: PromptCounter, request: Mapping[str, Any], info: Mo
     items = request.get("input")
     if isinstance(items, str) or not isinstance(items, list):
         items = [] if items is None else [{"role": "user", "content": items}]
-    for item in _live_items(items):
+    for item in live_items(items):
         kind = item.get("type") if isinstance(item, Mapping) else None
         if not isinstance(item, Mapping):
             counter.message(item)
-        elif kind in _OPAQUE_ITEMS:
+        elif kind in OPAQUE_ITEMS:
             counter.opaque()  # encrypted_content / a compacted history: not text to count
         elif "role" in item:
             counter.message({k: item[k] for k in ("role", "content", "name") if k in item})

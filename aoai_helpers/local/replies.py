@@ -48,14 +48,18 @@ from aoai_helpers.local.reply_types import (
     Plan,
     StreamShape,
     ToolCall,
+    called_function,
     chat_usage,
     fingerprint,
-    forced_function,
-    item_id,
     obfuscation,
-    output_item,
     reply_words,
+    sse_data,
     tool_arguments,
+)
+from aoai_helpers.local.responses_api import (
+    hidden_input_tokens,
+    response_object,
+    responses_frames,
 )
 
 __all__ = [
@@ -171,7 +175,7 @@ def _choices(
 ) -> list[Choice]:
     """The choices of a reply of at most ``most`` visible tokens, under the request ``limit``."""
     seed = _seed(operation, request)
-    forced = forced_function(request) if operation == "chat" else None
+    forced = called_function(operation, request) if operation in ("chat", "responses") else None
     choices: list[Choice] = []
     for index in range(_choice_count(operation, request) if operation != "embeddings" else 0):
         rng = random.Random(seed + index)
@@ -220,7 +224,8 @@ def make_plan(
         include_usage=_include_usage(request),
         response_id=f"{prefix}{uuid.uuid4().hex}" if prefix else "",
         created=created,
-        prompt_tokens=count_prompt(operation, request, model).tokens,
+        prompt_tokens=count_prompt(operation, request, model).tokens
+        + hidden_input_tokens(operation, request),
         choices=tuple(choices),
         completion_tokens=billed,
         capped=any(c.finish_reason == "length" for c in choices),
@@ -285,7 +290,7 @@ def _message(choice: Choice) -> dict[str, Any]:
 def reply_body(plan: Plan, now: float) -> dict[str, Any]:
     """The non-streamed JSON body for a chat, completions or Responses plan."""
     if plan.operation == "responses":
-        return _response_object(plan, now, done=True)
+        return response_object(plan, now, done=True)
     choices: list[dict[str, Any]] = []
     for c in plan.choices:
         item: dict[str, Any] = {"content_filter_results": CHOICE_FILTER_RESULTS}
@@ -337,53 +342,18 @@ def embeddings_body(request: Mapping[str, Any], model: str) -> tuple[dict[str, A
     return body, prompt
 
 
-def _response_object(plan: Plan, now: float, *, done: bool) -> dict[str, Any]:
-    """A Responses API ``response`` object: in progress (no output) or finished."""
-    request = plan.request
-    status = ("incomplete" if plan.capped else "completed") if done else "in_progress"
-    text = plan.choices[0].text if plan.choices else ""
-    return {
-        "background": False,
-        "completed_at": int(now) if done else None,
-        "created_at": plan.created,
-        "error": None,
-        "id": plan.response_id,
-        "incomplete_details": {"reason": "max_output_tokens"} if done and plan.capped else None,
-        "instructions": request.get("instructions"),
-        "max_output_tokens": _int(request.get("max_output_tokens")),
-        "metadata": request.get("metadata") or {},
-        "model": plan.model,
-        "object": "response",
-        "output": [output_item(plan, status, text)] if done else [],
-        "parallel_tool_calls": request.get("parallel_tool_calls", True),
-        "previous_response_id": request.get("previous_response_id"),
-        "reasoning": {"effort": None, "summary": None},
-        "service_tier": "default",
-        "status": status,
-        "store": request.get("store", True),
-        "temperature": request.get("temperature", 1.0),
-        "text": {"format": {"type": "text"}},
-        "tool_choice": request.get("tool_choice", "auto"),
-        "tools": request.get("tools") or [],
-        "top_p": request.get("top_p", 1.0),
-        "truncation": "disabled",
-        "usage": plan.responses_usage() if done else None,
-        "user": request.get("user"),
-    }
-
-
 # --------------------------------------------------------------------------- streams
-
-
-def _data(obj: Any) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 def stream_frames(plan: Plan, now: float) -> list[Frame]:
     """Every SSE event of the streamed reply to ``plan``, in order (the last ends the body)."""
     if plan.operation == "responses":
-        return list(_responses_frames(plan, now))
+        return list(responses_frames(plan, now))
     return list(_chunk_frames(plan))
+
+
+#: The head of Azure's chunks that belong to no completion (filter results, annotations).
+_EMPTY_HEAD: Final = {"id": "", "object": "", "created": 0, "model": ""}
 
 
 class _Chunks:
@@ -392,13 +362,17 @@ class _Chunks:
     def __init__(self, plan: Plan) -> None:
         self.plan, self.chat = plan, plan.operation == "chat"
         self.extra: dict[str, Any] = {"usage": None} if plan.include_usage else {}
-        self.head = {
+        kind = "chat.completion.chunk" if self.chat else "text_completion"
+        self.head: dict[str, Any] = {
             "created": plan.created,
             "id": plan.response_id,
             "model": plan.model,
-            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "object": kind,
             "system_fingerprint": fingerprint(plan.model),
         }
+        if plan.shape.azure_2023:  # id, object, created, model; no fingerprint yet
+            self.head = {"id": plan.response_id, "object": kind, "created": plan.created}
+            self.head["model"] = plan.model
         preamble = self.chat or plan.shape.completions_preamble
         self.prompt_filters: dict[str, Any] = (
             {} if preamble else {"prompt_filter_results": PROMPT_FILTER_RESULTS}
@@ -407,28 +381,43 @@ class _Chunks:
     def data(self, obj: dict[str, Any]) -> bytes:
         if self.plan.shape.obfuscation:
             obj = obj | {"obfuscation": obfuscation(orjson.dumps(obj))}
-        return _data(obj)
+        return sse_data(obj)
 
     def chunk(
         self, index: int, delta: dict[str, Any], filters: Any, reason: str | None = None
     ) -> bytes:
         """A one-choice chunk (the first of a preamble-less completions stream: with the prompt's
         filter results)."""
-        choice: dict[str, Any] = {"content_filter_results": filters}
-        choice |= {"delta": delta} if self.chat else {"text": delta.get("content", "")}
-        choice |= {"finish_reason": reason, "index": index, "logprobs": None}
+        body = {"delta": delta} if self.chat else {"text": delta.get("content", "")}
         first, self.prompt_filters = self.prompt_filters, {}
+        if self.plan.shape.azure_2023:  # index, finish_reason, delta, then the filter results
+            choice = {"index": index, "finish_reason": reason, **body}
+            choice |= {"content_filter_results": filters} if filters else {}
+            return self.data({**self.head, **first, "choices": [choice], "usage": None})
+        choice = {"content_filter_results": filters, **body}
+        choice |= {"finish_reason": reason, "index": index, "logprobs": None}
         return self.data({"choices": [choice], **self.head, **self.extra, **first})
 
     def annotation(self, choice: Choice) -> bytes:
         """Azure's asynchronous-filter verdict on a whole choice, with its character offsets."""
         text = choice.tool.arguments if choice.tool else choice.text
         offsets = {"check_offset": 0, "start_offset": 0, "end_offset": len(text)}
+        if self.plan.shape.azure_2023:
+            item: dict[str, Any] = {"index": choice.index, "finish_reason": None}
+            item |= {"content_filter_results": CHOICE_FILTER_RESULTS}
+            item |= {"content_filter_offsets": offsets}
+            return self.data(_EMPTY_HEAD | {"choices": [item], "usage": None})
         item = {"content_filter_offsets": offsets, "content_filter_results": CHOICE_FILTER_RESULTS}
         item |= {"finish_reason": None, "index": choice.index}
-        return self.data(
-            {"choices": [item], "created": 0, "id": "", "model": "", "object": ""} | self.extra
-        )
+        return self.data({"choices": [item], **_EMPTY_HEAD} | self.extra)
+
+    def preamble(self) -> bytes:
+        """The prompt's filter results before any choice (2023: ``prompt_annotations``)."""
+        if self.plan.shape.azure_2023:
+            notes = {"prompt_annotations": PROMPT_FILTER_RESULTS, "choices": [], "usage": None}
+            return self.data(_EMPTY_HEAD | notes)
+        body = {"choices": [], **_EMPTY_HEAD, "prompt_filter_results": PROMPT_FILTER_RESULTS}
+        return self.data(body | self.extra)
 
 
 def _chunk_frames(plan: Plan) -> Iterator[Frame]:
@@ -436,12 +425,11 @@ def _chunk_frames(plan: Plan) -> Iterator[Frame]:
     (asynchronous filter), usage."""
     out = _Chunks(plan)
     if not out.prompt_filters:
-        preamble = {"choices": [], "created": 0, "id": "", "model": "", "object": ""}
-        yield Frame(
-            out.data(preamble | {"prompt_filter_results": PROMPT_FILTER_RESULTS} | out.extra), "pre"
-        )
+        yield Frame(out.preamble(), "pre")
     for c in plan.choices if out.chat else ():
         delta: dict[str, Any] = {"content": "", "refusal": None, "role": "assistant"}
+        if plan.shape.azure_2023:
+            delta = {"role": "assistant"}
         if c.tool is None:
             yield Frame(out.chunk(c.index, delta, {}), "gen")
             continue
@@ -467,34 +455,3 @@ def _chunk_frames(plan: Plan) -> Iterator[Frame]:
     if plan.include_usage:
         yield Frame(out.data({"choices": [], **out.head, "usage": plan.chat_usage()}), "post")
     yield Frame(b"data: [DONE]\n\n", "post")
-
-
-def _responses_frames(plan: Plan, now: float) -> Iterator[Frame]:
-    """Named Responses API events, each with ``type`` and ``sequence_number``; no ``[DONE]``."""
-    seq = iter(range(1 << 30))
-
-    def event(kind: str, **fields: Any) -> bytes:
-        obj = {"type": kind, "sequence_number": next(seq), **fields}
-        return f"event: {kind}\n".encode() + _data(obj)
-
-    started = _response_object(plan, plan.created, done=False)
-    final = _response_object(plan, now, done=True)
-    where = {"item_id": item_id(plan), "output_index": 0, "content_index": 0}
-    text = plan.choices[0].text if plan.choices else ""
-    empty_part = {"annotations": [], "text": "", "type": "output_text"}
-    yield Frame(event("response.created", response=started), "pre")
-    yield Frame(event("response.in_progress", response=started), "pre")
-    added = output_item(plan, "in_progress", None)
-    yield Frame(event("response.output_item.added", output_index=0, item=added), "pre")
-    yield Frame(event("response.content_part.added", **where, part=empty_part), "pre")
-    for piece in plan.choices[0].pieces if plan.choices else ():
-        pad = {"obfuscation": obfuscation(piece.encode())} if plan.shape.obfuscation else {}
-        delta = event("response.output_text.delta", **where, delta=piece, logprobs=[], **pad)
-        yield Frame(delta, "content", 0, "content", piece)
-    yield Frame(event("response.output_text.done", **where, text=text, logprobs=[]), "post")
-    part = empty_part | {"text": text}
-    yield Frame(event("response.content_part.done", **where, part=part), "post")
-    item = final["output"][0]
-    yield Frame(event("response.output_item.done", output_index=0, item=item), "post")
-    kind = "response.incomplete" if plan.capped else "response.completed"
-    yield Frame(event(kind, response=final), "post")

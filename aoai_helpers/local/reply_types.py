@@ -29,17 +29,18 @@ __all__ = [
     "Stage",
     "StreamShape",
     "ToolCall",
+    "called_function",
     "chat_usage",
     "content_filter_error",
     "error_body",
     "fingerprint",
-    "forced_function",
     "item_id",
     "obfuscation",
     "output_item",
     "rate_limit_error",
     "reply_words",
     "responses_usage",
+    "sse_data",
     "tool_arguments",
 ]
 
@@ -61,19 +62,24 @@ def reply_words(rng: random.Random, count: int) -> tuple[str, ...]:
     return tuple(w.capitalize() if i == 0 else " " + w for i, w in enumerate(words))
 
 
-def forced_function(request: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The function a chat request forces (``tool_choice`` required / named), if any."""
+def called_function(operation: str, request: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The function a chat or Responses request makes the model call (``tool_choice``
+    ``"required"``: the first function; or one named), if any. Chat tools nest the function
+    (``{"type": "function", "function": {...}}``); Responses function tools are flat."""
     tools = request.get("tools")
-    functions: list[Mapping[str, Any]] = [
-        t["function"]
-        for t in (tools if isinstance(tools, list) else ())
-        if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)
-    ]
+    functions: list[Mapping[str, Any]] = []
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, Mapping):
+            continue
+        inner = tool.get("function") if operation == "chat" else tool
+        if isinstance(inner, Mapping) and (operation == "chat" or tool.get("type") == "function"):
+            functions.append(inner)
     choice = request.get("tool_choice")
     if choice == "required" and functions:
         return functions[0]
-    if isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
-        name = choice["function"].get("name")
+    if isinstance(choice, Mapping):
+        spec = choice.get("function") if operation == "chat" else choice
+        name = spec.get("name") if isinstance(spec, Mapping) else None
         if isinstance(name, str):
             return next((f for f in functions if f.get("name") == name), {"name": name})
     return None
@@ -158,11 +164,16 @@ class StreamShape:
     choice after its finish chunk carries them with ``content_filter_offsets``.
     ``completions_preamble``: ``False`` drops the ``prompt_filter_results`` preamble chunk of
     legacy completions streams (the prompt results then ride on the first choice chunk).
+    ``azure_2023``: Azure's 2023 chunks (Microsoft's content-streaming page shows them): keys
+    ``id, object, created, model, choices, usage: null``, no ``system_fingerprint``; a choice's
+    ``index, finish_reason, delta`` before its ``content_filter_results``; the role chunk's
+    delta only ``{"role": "assistant"}``; the prompt's results as ``prompt_annotations``.
     """
 
     obfuscation: bool = False
     filter_offsets: bool = False
     completions_preamble: bool = True
+    azure_2023: bool = False
 
     def for_request(self, request: Mapping[str, Any]) -> StreamShape:
         """This shape with the request's ``stream_options.include_obfuscation``, if it has one."""
@@ -339,6 +350,11 @@ def content_filter_error() -> dict[str, Any]:
     return error_body(
         "content_filter", _FILTERED, param="prompt", type=None, status=400, innererror=inner
     )
+
+
+def sse_data(obj: Any) -> bytes:
+    """One server-sent event's ``data:`` line for ``obj`` (and the blank line ending it)."""
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 def item_id(plan: Plan) -> str:
