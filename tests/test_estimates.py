@@ -156,6 +156,16 @@ def test_constrained_output_is_a_lower_bound_never_above_what_was_billed() -> No
     assert not constrained_output("chat", {"response_format": {"type": "json_object"}})
 
 
+def test_a_reasoning_model_with_tools_is_a_lower_bound() -> None:
+    """gpt-5-nano with one function (crewAI) billed 89 tokens beyond the rendered tools: a
+    reasoning model's tool preamble; without tools its prompts follow the rule exactly."""
+    pair = _pair("TestOpenAINativeToolCalling.test_openai_agent_with_native_tool_calling.yaml#0")
+    count = count_chat_prompt(pair["request"], pair["response_model"])
+    assert count.quality == "lower_bound" and count.tokens < pair["usage"]["prompt_tokens"]
+    plain = {k: v for k, v in pair["request"].items() if k not in ("tools", "tool_choice")}
+    assert count_chat_prompt(plain, pair["response_model"]).quality == "exact"
+
+
 def test_responses_calls_of_the_apis_first_weeks_are_lower_bounds() -> None:
     """March 2025: the Responses API billed 18 tokens more than the request holds (weave,
     gpt-4o); the same request later counts as the rule says."""

@@ -48,6 +48,7 @@ __all__ = [
     "count_tokens",
     "has_system",
     "live_items",
+    "reasoning_with_tools",
 ]
 
 # Image estimates (a 1024x1024 image at high detail: 85 base + 4 tiles x 170).
@@ -85,6 +86,7 @@ class PromptCounter:
         "call_names",
         "enc",
         "exact",
+        "has_functions",
         "has_system",
         "lower",
         "per_message",
@@ -102,6 +104,7 @@ class PromptCounter:
         self.tools_frame = TOOLS_IN_SYSTEM if has_system else TOOLS_FRAME
         self.per_message, self.per_name = PER_MESSAGE, PER_NAME
         self.call_names: dict[str, str] = {}
+        self.has_functions = False
 
     def opaque(self) -> None:
         """Something is in the request whose tokens cannot be counted: the count is a floor."""
@@ -221,6 +224,7 @@ class PromptCounter:
             else:
                 functions.append(fn)
         if functions:
+            self.has_functions = True
             frame = self.tools_frame
             undescribed = sum(map(undescribed_properties, functions))
             self.tokens += count_tokens(self.enc, render_functions(functions)) + frame - undescribed
@@ -270,6 +274,13 @@ def count_inputs(counter: PromptCounter, value: Any) -> None:
 OPAQUE_ITEMS: Final = frozenset({"reasoning", "compaction"})
 
 
+def reasoning_with_tools(counter: PromptCounter, info: ModelInfo) -> None:
+    """A reasoning model given function tools bills input beyond their rendering (a preamble
+    of its own: 7 of 7 real captures, chat and Responses, 5-89 tokens more): a lower bound."""
+    if info.reasoning and counter.has_functions:
+        counter.opaque()
+
+
 def live_items(items: list[Any]) -> list[Any]:
     """The input items the model reads: a ``compaction`` item replaces every item before it."""
     last = -1
@@ -284,7 +295,10 @@ def count_responses(counter: PromptCounter, request: Mapping[str, Any], info: Mo
     counter.exact = False
     counter.tools_frame = RESPONSES_TOOLS_FRAME
     if counter.functions(request.get("tools")):
-        counter.opaque()  # built-in tools (web search, file search …) add input nobody sees
+        counter.opaque()
+    reasoning_with_tools(
+        counter, info
+    )  # built-in tools (web search, file search …) add input nobody sees
     if request.get("previous_response_id") or request.get("conversation"):
         counter.opaque()  # the stored conversation is part of the input
     text = request.get("text")

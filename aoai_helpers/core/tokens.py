@@ -22,7 +22,8 @@ How sure a count is (:attr:`TokenCount.quality`, the ``EstimateQuality`` column)
 the shapes the captures prove (text chats without names, flat tool definitions, completions
 and embeddings of a known model); ``lower_bound`` when something is opaque (Responses
 ``reasoning`` / ``compaction`` items — items before a compaction are replaced by it — item
-references, ``previous_response_id`` / ``conversation``, built-in tools, a shrunk request), for
+references, ``previous_response_id`` / ``conversation``, built-in tools, a shrunk request, a
+reasoning model given function tools), for
 a reasoning model's output (hidden reasoning), output decoded under a constraint (strict
 schemas, ``tool_choice: "required"``), Responses calls of the API's first weeks (before
 :data:`~aoai_helpers.core.chat_format.RESPONSES_PLAIN_SINCE`) and when no output was seen
@@ -63,6 +64,7 @@ from aoai_helpers.core.prompt_counter import (
     count_responses,
     count_tokens,
     has_system,
+    reasoning_with_tools,
 )
 from aoai_helpers.core.shrink import MARKER
 from aoai_helpers.core.tokenizer_files import (
@@ -231,6 +233,7 @@ def count_chat_prompt(request: Mapping[str, Any] | None, model: str | None) -> T
         counter.per_message, counter.per_name = PER_MESSAGE_0301, PER_NAME_0301
     counter.functions(request.get("tools"))
     counter.functions(request.get("functions"))
+    reasoning_with_tools(counter, info)
     counter.response_format(request.get("response_format"))
     search = "web_search_options" in request or info.name.endswith("-search-preview")
     if search and isinstance(messages, list):  # search models drop system messages (captures)
