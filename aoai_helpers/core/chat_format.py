@@ -66,7 +66,7 @@ RESPONSES_PLAIN_SINCE: Final = datetime(2025, 4, 1, tzinfo=UTC)
 ONE_CALL_FRAME: Final = 4
 PARALLEL_CALLS_FRAME: Final = 6
 #: An assistant message's tool calls read back in a later prompt: 2 tokens beyond their
-#: rendered text (arguments compacted), one call or several (real captures, 23 of 31 exact).
+#: rendered text (arguments compacted), one call or several (real captures, 25 of 36 exact).
 HISTORY_CALL_FRAME: Final = 2
 #: A single tool call written by a cl100k model (GPT-3.5, GPT-4) costs 1 token of framing, not 4.
 CL100K_ONE_CALL_FRAME: Final = 1

@@ -11,7 +11,7 @@ request alone (pure; no I/O). Facts from real captures of other projects
   captures (cl100k and o200k, chat and Responses) agree.
 - **Constrained output** (a ``strict`` JSON schema as ``response_format`` / ``text.format``;
   chat's ``tool_choice: "required"``): decoding under a grammar may split text into more tokens
-  than the canonical tokenisation counts, never fewer — in 19 captures the reported figure is
+  than the canonical tokenisation counts, never fewer — in 21 captures the reported figure is
   never below the count, up to 13 tokens above it. A count is then a lower bound
   (:func:`constrained_output`).
 """

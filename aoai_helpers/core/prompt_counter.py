@@ -144,7 +144,7 @@ class PromptCounter:
         """An assistant message's tool calls, as the model reads them back: its arguments as
         compact JSON whatever the client sent (:func:`history_arguments`), the tool results
         that follow under the role ``functions.NAME`` (:meth:`message`), and
-        :data:`HISTORY_CALL_FRAME` per message — real captures: 23 of 31 exact, where the
+        :data:`HISTORY_CALL_FRAME` per message — real captures: 25 of 36 exact, where the
         calls as sent with the completion's framing were 10 of 31."""
         self.exact = False
         rendered = []

@@ -296,8 +296,8 @@ def _longest_token_chars(encoding: str) -> int:
 
 
 def proven_tokens(operation: str, request: Mapping[str, Any], encoding: str) -> int:
-    """The fewest prompt tokens a request shrunk by :func:`~aoai_helpers.core.shrink.shrink_request` can have had (0 for
-    a request that was not shrunk)."""
+    """The fewest prompt tokens a request shrunk by
+    :func:`~aoai_helpers.core.shrink.shrink_request` can have had (0 for one not shrunk)."""
     stats = request.get(MARKER)
     if not isinstance(stats, Mapping):
         return 0

@@ -4,10 +4,11 @@ The chat models see function tools as a ``namespace functions`` of TypeScript ty
 declarations in their system prompt, and a ``response_format`` JSON schema as a type of its
 own; tool calls are written as one ``to=functions.NAME`` call or a ``multi_tool_use.parallel``
 of several. :func:`render_functions`, :func:`render_schema` and :func:`render_calls` write that
-text — in the prompt and in a completion alike — so its tokens can be counted (:mod:`aoai_helpers.core.tokens`); the constants that frame it were fitted on real
-captures (``tests/data/captures``, ``benchmarks/accuracy.py``), not taken from a formula.
+text — in the prompt and in a completion alike — so its tokens can be counted
+(:mod:`aoai_helpers.core.tokens`); the constants that frame it were fitted on real captures (``tests/data/captures``, ``benchmarks/accuracy.py``), not taken from a formula.
 
-Rules: a description becomes a ``// `` comment line above what it describes; a property not in
+Rules: a description becomes a ``// `` comment line above what it describes (a property's
+``title`` one more, above it: within a token of real captures, not settled); a property not in
 ``required`` is optional (``name?: type``); ``string`` / ``number`` / ``integer`` (as
 ``number``) / ``boolean`` / ``null`` keep their names; ``enum`` / ``const`` values become a
 union of JSON literals; ``array`` becomes ``T[]``; an object with properties becomes a nested
@@ -102,6 +103,9 @@ def _properties(schema: Mapping[str, Any], depth: int) -> str:
     lines: list[str] = []
     for name, prop in props.items() if isinstance(props, Mapping) else ():
         if isinstance(prop, Mapping):
+            title = prop.get("title")
+            if isinstance(title, str) and title:  # read, as the captures show (not settled)
+                lines.append(f"// {title}")
             _comment(prop, lines)
         mark = "" if name in needed else "?"
         lines.append(f"{name}{mark}: {_type(prop, depth)},")
