@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -54,7 +54,9 @@ from aoai_helpers.db.rates import read_rates
 from aoai_helpers.db.tables import reconcile_state, token_table
 from aoai_helpers.eventlog.llmlog import LlmLogSource, LoggedUsage, assemble
 from aoai_helpers.pipeline.writer import RowWriter
-from aoai_helpers.spec import Reconcile
+
+if TYPE_CHECKING:  # the spec's pydantic models cost ~140 ms to import: report never needs them
+    from aoai_helpers.spec import Reconcile
 
 __all__ = [
     "PROVISIONAL_SOURCES",
