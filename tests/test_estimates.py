@@ -189,8 +189,9 @@ def test_render_functions_reads_a_property_title_before_its_description() -> Non
 
 
 def test_a_reasoning_model_with_tools_is_a_lower_bound() -> None:
-    """gpt-5-nano with one function (crewAI) billed 89 tokens beyond the rendered tools: a
-    reasoning model's tool preamble; without tools its prompts follow the rule exactly."""
+    """gpt-5-nano with one function (crewAI) billed 86 tokens beyond the rendered tools: a
+    reasoning model's tool preamble (without tools, gpt-5-nano's prompts are exact: the
+    reasoning-priming captures above)."""
     pair = _pair("TestOpenAINativeToolCalling.test_openai_agent_with_native_tool_calling.yaml#0")
     count = count_chat_prompt(pair["request"], pair["response_model"])
     assert count.quality == "lower_bound" and count.tokens < pair["usage"]["prompt_tokens"]

@@ -1,10 +1,12 @@
 """The simulator's Responses API beyond text: function calls, reasoning items, encrypted input.
 
 Read with the real ``openai`` SDK (strict response validation where it applies) and with the
-project's own stream reassembly (:func:`aoai_helpers.core.usage.summarize_stream`): what the
-simulator reports is what the real API bills (a forced call's name in the prompt, hidden
-reasoning, encrypted input items), and the estimator's count of the same stream agrees where
-it can see everything and stays a lower bound where it cannot.
+project's own stream reassembly (:func:`aoai_helpers.core.usage.summarize_stream`). The
+simulator bills with the rules fitted on real captures — the same functions the estimator
+counts with, so where the two agree these tests check the shapes and the reassembly, not the
+rules (``tests/test_estimates.py`` checks those against captures); where the real API bills
+what no request shows (hidden reasoning, encrypted input items), the simulator bills it too and
+the estimator's count must stay a floor.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from test_simulator import KEY, client_for, live  # noqa: F401  (live: a module 
 from aoai_helpers.core.decoding import FORCED_CALL_FRAME
 from aoai_helpers.core.tokens import count_completion, count_prompt, count_text
 from aoai_helpers.core.usage import summarize_stream
+from aoai_helpers.local.replies import make_plan
 from aoai_helpers.local.simulator import Simulator
 
 CITY_TOOL: dict[str, Any] = {
@@ -138,3 +141,31 @@ def test_encrypted_input_is_billed_and_the_estimate_says_it_is_a_floor(
     hidden = (len(compaction["encrypted_content"]) + len(reasoning["encrypted_content"])) * 3 // 16
     assert second.usage is not None and second.usage.input_tokens == count.tokens + hidden
     assert count.tokens < second.usage.input_tokens  # the floor holds
+
+
+def test_each_capped_choice_bills_at_most_its_limit() -> None:
+    """A text reply's framing (+1 where a call was possible) never takes a choice over the
+    request's limit, whatever the other choices bill (o3-mini, four choices, hidden reasoning)."""
+    request: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "Plan a trip."}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "n": 4,
+        "max_completion_tokens": 300,
+    }
+    over = 0
+    for seed in range(40):
+        asked = request | {"seed": seed}
+        plan = make_plan("chat", "o3-mini", "o3-mini", asked, max_reply_tokens=600, created=0)
+        raw = [
+            count_completion("chat", asked, "o3-mini", [c.text], [0]) + c.reasoning
+            for c in plan.choices
+        ]
+        over += sum(r > 300 for r in raw)
+        assert plan.completion_tokens == sum(min(r, 300) for r in raw), seed
+    assert over > 0  # the case the cap is for did occur
+
+
+def test_a_call_time_that_is_not_a_datetime_is_ignored() -> None:
+    request = {"input": "hello"}
+    for when in ("2025-03-01", 0, None):
+        assert count_prompt("responses", request, "gpt-4o", when).quality == "approximate"  # type: ignore[arg-type]

@@ -15,9 +15,11 @@ schema), ``chat with parts`` (content lists: images, audio, files — outside th
 conversations, encrypted items) is ``opaque input (lower bound)`` whatever its shape.
 
 A completion is compared on what can be seen: the reported completion tokens less the reasoning
-tokens; outputs billed but not seen are a shape of their own (``hidden output (lower bound)``):
-reasoning models' (hidden tokens beyond what the reasoning count reports), content-filtered
-choices and built-in tools' calls (web search …). Pure: no I/O.
+tokens, as ``non-streamed bodies`` or ``streams``; outputs billed but not seen are a shape of
+their own (``hidden output (lower bound)``): reasoning models' (hidden tokens beyond what the
+reasoning count reports), content-filtered choices and built-in tools' calls (web search …);
+output decoded under a constraint (a strict JSON schema, chat's ``tool_choice: "required"``)
+is ``constrained output (lower bound)``. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ SHAPES: Final = (
     "completions",
     "embeddings",
     "opaque input (lower bound)",
+    "constrained output (lower bound)",
+    "hidden output (lower bound)",
+    "non-streamed bodies",
+    "streams",
 )
 _PART_TYPES: Final = frozenset({"input_image", "input_file", "input_audio", "image_url", "file"})
 

@@ -276,7 +276,7 @@ OPAQUE_ITEMS: Final = frozenset({"reasoning", "compaction"})
 
 def reasoning_with_tools(counter: PromptCounter, info: ModelInfo) -> None:
     """A reasoning model given function tools bills input beyond their rendering (a preamble
-    of its own: 7 of 7 real captures, chat and Responses, 5-89 tokens more): a lower bound."""
+    of its own: 7 of 7 real captures, chat and Responses, 5-86 tokens more): a lower bound."""
     if info.reasoning and counter.has_functions:
         counter.opaque()
 
@@ -295,10 +295,8 @@ def count_responses(counter: PromptCounter, request: Mapping[str, Any], info: Mo
     counter.exact = False
     counter.tools_frame = RESPONSES_TOOLS_FRAME
     if counter.functions(request.get("tools")):
-        counter.opaque()
-    reasoning_with_tools(
-        counter, info
-    )  # built-in tools (web search, file search …) add input nobody sees
+        counter.opaque()  # built-in tools (web search, file search …) add input nobody sees
+    reasoning_with_tools(counter, info)
     if request.get("previous_response_id") or request.get("conversation"):
         counter.opaque()  # the stored conversation is part of the input
     text = request.get("text")
@@ -318,7 +316,7 @@ def count_responses(counter: PromptCounter, request: Mapping[str, Any], info: Mo
             counter.opaque()  # encrypted_content / a compacted history: not text to count
         elif "role" in item:
             counter.message({k: item[k] for k in ("role", "content", "name") if k in item})
-        elif kind == "function_call":
+        elif kind == "function_call":  # chat's history rule; fitted on chat captures only
             counter.tokens += PER_MESSAGE
             counter.function_call(item)
         elif kind == "function_call_output":

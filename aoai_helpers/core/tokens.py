@@ -25,7 +25,7 @@ and embeddings of a known model); ``lower_bound`` when something is opaque (Resp
 references, ``previous_response_id`` / ``conversation``, built-in tools, a shrunk request, a
 reasoning model given function tools), for
 a reasoning model's output (hidden reasoning), output decoded under a constraint (strict
-schemas, ``tool_choice: "required"``), Responses calls of the API's first weeks (before
+schemas, chat's ``tool_choice: "required"``), Responses calls of the API's first weeks (before
 :data:`~aoai_helpers.core.chat_format.RESPONSES_PLAIN_SINCE`) and when no output was seen
 (``prompt_only``);
 ``approximate`` otherwise (content parts — images 85 at ``detail: low``, else 765; audio and
@@ -166,8 +166,8 @@ def completion_quality(
     """How sure a prompt + visible-output estimate is: a lower bound for a reasoning model (its
     hidden reasoning is billed, not seen), after a lower-bound prompt, or for output decoded
     under a constraint (:func:`~aoai_helpers.core.decoding.constrained_output`); else an
-    approximation — real captures count a text reply one token above its text about a third
-    of the time, with no rule that tells when (``benchmarks/accuracy.py``)."""
+    approximation — real captures bill a chat's text reply one token above its text in 11 of 55
+    (20 %), with no rule that tells when (``benchmarks/accuracy.py``)."""
     _, info = encoding_for_model(model)
     if info.reasoning or prompt_quality == LOWER_BOUND:
         return LOWER_BOUND
@@ -207,7 +207,7 @@ def count_completion(
     total += completion_framing(operation, has_tools, texts, calls, enc.name)
     prefix = forced_prefix(operation, request, enc.name)
     if prefix:
-        total -= prefix * sum(1 for made in calls if made == 1)
+        total -= prefix * sum(1 for _, made in zip(texts, calls, strict=False) if made == 1)
     return max(total, 0)
 
 
@@ -261,7 +261,8 @@ def count_prompt(
     """
     if isinstance(request, Mapping) and isinstance(request.get(MARKER), Mapping):
         # a request shrunk to fit the event: never below what its recorded size proves
-        counted = count_prompt(operation, {k: v for k, v in request.items() if k != MARKER}, model)
+        unshrunk = {k: v for k, v in request.items() if k != MARKER}
+        counted = count_prompt(operation, unshrunk, model, when)
         floor = proven_tokens(operation, request, counted.encoding)
         tokens = max(counted.tokens, floor)
         return TokenCount(tokens, False, counted.encoding, counted.model_known, True)
@@ -278,7 +279,7 @@ def count_prompt(
     else:
         count_responses(counter, request, info)
         counter.tokens += forced_prefix("responses", request, enc.name)
-        if when is not None and _utc(when) < RESPONSES_PLAIN_SINCE:
+        if isinstance(when, datetime) and _utc(when) < RESPONSES_PLAIN_SINCE:
             counter.opaque()  # the API's first weeks added input the request does not hold
     return _result(counter, info)
 

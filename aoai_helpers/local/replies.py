@@ -26,19 +26,20 @@ import hashlib
 import random
 import struct
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import zip_longest
 from typing import Any, Final
 
 import orjson
 
+from aoai_helpers.core.decoding import forced_function
 from aoai_helpers.core.model_names import normalize_model
 from aoai_helpers.core.tokens import (
     count_completion,
     count_prompt,
     encoding_for_model,
 )
-from aoai_helpers.core.tool_schema import render_calls
+from aoai_helpers.core.tool_schema import function_of, render_calls
 from aoai_helpers.local.reply_types import (
     CHOICE_FILTER_RESULTS,
     PROMPT_FILTER_RESULTS,
@@ -48,7 +49,6 @@ from aoai_helpers.local.reply_types import (
     Plan,
     StreamShape,
     ToolCall,
-    called_function,
     chat_usage,
     fingerprint,
     obfuscation,
@@ -73,6 +73,7 @@ __all__ = [
     "Plan",
     "StreamShape",
     "ToolCall",
+    "billed_tokens",
     "cached_prefix_tokens",
     "chat_usage",
     "embeddings_body",
@@ -80,8 +81,9 @@ __all__ = [
     "output_text",
     "prefix_keys",
     "reply_body",
+    "request_limit",
+    "sent_outputs",
     "stream_frames",
-    "visible_tokens",
 ]
 
 
@@ -147,18 +149,39 @@ def output_text(content: str, name: str = "", arguments: str = "") -> str:
     return content + (render_calls([(name, arguments)]) if name or arguments else "")
 
 
-def visible_tokens(
-    outputs: Iterable[tuple[str, str, str]],
+def request_limit(operation: str, request: Mapping[str, Any]) -> int | None:
+    """The request's own cap on completion tokens (``max_tokens`` and its kin), if any."""
+    keys = _REQUEST_LIMIT.get(operation, ())
+    return next((v for k in keys if (v := _int(request.get(k))) is not None), None)
+
+
+def sent_outputs(plan: Plan, sent: Mapping[int, Mapping[str, str]]) -> list[tuple[str, str, str]]:
+    """What a cut stream delivered of each of ``plan``'s choices, as (content, name,
+    arguments); a choice that sent nothing still reasoned (its tokens are billed)."""
+    got = [sent.get(c.index, {}) for c in plan.choices]
+    return [(p.get("content", ""), p.get("name", ""), p.get("arguments", "")) for p in got]
+
+
+def billed_tokens(
+    outputs: Sequence[tuple[str, str, str]],
+    reasoning: Sequence[int],
     model: str,
     operation: str = "chat",
     request: Mapping[str, Any] | None = None,
 ) -> int:
-    """Visible completion tokens of choices given as (content, tool name, tool arguments): their
-    :func:`output_text` as the real API bills it (``tokens.count_completion``)."""
-    outputs = list(outputs)
-    texts = [output_text(*o) for o in outputs]
-    calls = [1 if any(o[1:]) else 0 for o in outputs]
-    return count_completion(operation, request, model, texts, calls)
+    """Completion tokens of choices given as (content, tool name, tool arguments) and their
+    hidden reasoning, as the real API bills them: each choice's :func:`output_text`
+    (``tokens.count_completion``) plus its reasoning — a text reply never above the request's
+    limit, its framing included; a tool call as written."""
+    limit = request_limit(operation, request) if request is not None else None
+    total = 0
+    for index, (content, name, arguments) in enumerate(outputs):
+        call = 1 if name or arguments else 0
+        text = output_text(content, name, arguments)
+        billed = count_completion(operation, request, model, [text], [call])
+        billed += reasoning[index] if index < len(reasoning) else 0
+        total += billed if call or limit is None else min(billed, limit)
+    return total
 
 
 def _reasoning(model: str, seed: int, index: int, limit: int | None) -> int:
@@ -168,6 +191,18 @@ def _reasoning(model: str, seed: int, index: int, limit: int | None) -> int:
     steps = random.Random(f"reasoning:{seed}:{index}").randint(1, _REASONING_STEPS)
     drawn = _REASONING_STEP * steps
     return drawn if limit is None else min(drawn, limit)
+
+
+def called_function(operation: str, request: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The function a reply calls: the one ``tool_choice`` forces
+    (:func:`~aoai_helpers.core.decoding.forced_function`), or the first function when a call
+    is ``"required"``; ``None`` when the model may answer in text."""
+    tools = request.get("tools")
+    functions = [f for f in map(function_of, tools if isinstance(tools, list) else []) if f]
+    name = forced_function(operation, request)
+    if name is not None:
+        return next((f for f in functions if f.get("name") == name), {"name": name})
+    return functions[0] if request.get("tool_choice") == "required" and functions else None
 
 
 def _choices(
@@ -203,17 +238,12 @@ def make_plan(
     shape: StreamShape = _AZURE_SHAPE,
 ) -> Plan:
     """Decide the reply: texts (or tool calls), finish reasons and usage for ``request``."""
-    limit = next(
-        (v for k in _REQUEST_LIMIT.get(operation, ()) if (v := _int(request.get(k))) is not None),
-        None,
-    )
+    limit = request_limit(operation, request)
     choices = _choices(operation, model, request, limit, max_reply_tokens)
     outputs = [
         (c.text, c.tool.name, c.tool.arguments) if c.tool else (c.text, "", "") for c in choices
     ]
-    billed = visible_tokens(outputs, model, operation, request) + sum(c.reasoning for c in choices)
-    if limit is not None:  # the reply's framing never takes a capped reply over its limit
-        billed = min(billed, limit * len(choices))
+    billed = billed_tokens(outputs, [c.reasoning for c in choices], model, operation, request)
     prefix = {"chat": "chatcmpl-", "completions": "cmpl-", "responses": "resp_"}.get(operation)
     return Plan(
         operation=operation,
@@ -453,5 +483,8 @@ def _chunk_frames(plan: Plan) -> Iterator[Frame]:
     for c in plan.choices if plan.shape.filter_offsets else ():
         yield Frame(out.annotation(c), "post")
     if plan.include_usage:
-        yield Frame(out.data({"choices": [], **out.head, "usage": plan.chat_usage()}), "post")
+        usage = {"choices": [], **out.head, "usage": plan.chat_usage()}
+        if plan.shape.azure_2023:  # the head first, as in every 2023 chunk
+            usage = {**out.head, "choices": [], "usage": plan.chat_usage()}
+        yield Frame(out.data(usage), "post")
     yield Frame(b"data: [DONE]\n\n", "post")

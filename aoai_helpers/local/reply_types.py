@@ -29,7 +29,6 @@ __all__ = [
     "Stage",
     "StreamShape",
     "ToolCall",
-    "called_function",
     "chat_usage",
     "content_filter_error",
     "error_body",
@@ -60,29 +59,6 @@ def reply_words(rng: random.Random, count: int) -> tuple[str, ...]:
     """``count`` words of :data:`VOCABULARY`, capitalised first, space-led after."""
     words = [rng.choice(VOCABULARY) for _ in range(count)]
     return tuple(w.capitalize() if i == 0 else " " + w for i, w in enumerate(words))
-
-
-def called_function(operation: str, request: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The function a chat or Responses request makes the model call (``tool_choice``
-    ``"required"``: the first function; or one named), if any. Chat tools nest the function
-    (``{"type": "function", "function": {...}}``); Responses function tools are flat."""
-    tools = request.get("tools")
-    functions: list[Mapping[str, Any]] = []
-    for tool in tools if isinstance(tools, list) else ():
-        if not isinstance(tool, Mapping):
-            continue
-        inner = tool.get("function") if operation == "chat" else tool
-        if isinstance(inner, Mapping) and (operation == "chat" or tool.get("type") == "function"):
-            functions.append(inner)
-    choice = request.get("tool_choice")
-    if choice == "required" and functions:
-        return functions[0]
-    if isinstance(choice, Mapping):
-        spec = choice.get("function") if operation == "chat" else choice
-        name = spec.get("name") if isinstance(spec, Mapping) else None
-        if isinstance(name, str):
-            return next((f for f in functions if f.get("name") == name), {"name": name})
-    return None
 
 
 def tool_arguments(function: Mapping[str, Any], rng: random.Random) -> str:

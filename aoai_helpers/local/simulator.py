@@ -96,12 +96,13 @@ from aoai_helpers.local.replies import (
     Frame,
     Plan,
     StreamShape,
+    billed_tokens,
     cached_prefix_tokens,
     embeddings_body,
     make_plan,
     prefix_keys,
     reply_body,
-    visible_tokens,
+    sent_outputs,
 )
 from aoai_helpers.local.replies import stream_frames as _stream_frames
 from aoai_helpers.local.reply_types import (
@@ -480,9 +481,8 @@ class Simulator:
         self, call: _Call, plan: Plan, sent: dict[int, dict[str, str]], *, cut: bool
     ) -> None:
         if cut:
-            outputs = [(p["content"], p["name"], p["arguments"]) for _, p in sorted(sent.items())]
-            completion = visible_tokens(outputs, plan.model, plan.operation, plan.request)
-            completion += plan.reasoning_tokens
+            outputs, hidden = sent_outputs(plan, sent), [c.reasoning for c in plan.choices]
+            completion = billed_tokens(outputs, hidden, plan.model, plan.operation, plan.request)
         else:
             completion = plan.completion_tokens
         usage = plan.usage() | {
