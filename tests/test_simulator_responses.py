@@ -35,6 +35,12 @@ CITY_TOOL: dict[str, Any] = {
     },
 }
 NAMED: dict[str, Any] = {"type": "function", "name": "get_city"}
+#: A Responses request whose one function tool the model may be made to call.
+ASK_CITY: dict[str, Any] = {
+    "model": "gpt-4o",
+    "input": "Where is the Eiffel Tower?",
+    "tools": [CITY_TOOL],
+}
 
 
 @pytest.mark.parametrize("kind", ["azure", "v1"])
@@ -45,12 +51,7 @@ def test_a_forced_function_call_is_a_function_call_item(
     choice: Any,
 ) -> None:
     sim, url = live
-    request: dict[str, Any] = {
-        "model": "gpt-4o",
-        "input": "Where is the Eiffel Tower?",
-        "tools": [CITY_TOOL],
-        "tool_choice": choice,
-    }
+    request = ASK_CITY | {"tool_choice": choice}
     with client_for(kind, url, _strict_response_validation=True) as strict:
         r = strict.responses.create(**request)
     [call] = r.output
@@ -71,12 +72,7 @@ def test_a_streamed_function_call_reassembles_to_the_reported_usage(
     kind: str,
 ) -> None:
     _, url = live
-    request: dict[str, Any] = {
-        "model": "gpt-4o",
-        "input": "Where is the Eiffel Tower?",
-        "tools": [CITY_TOOL],
-        "tool_choice": NAMED,
-    }
+    request = ASK_CITY | {"tool_choice": NAMED}
     with client_for(kind, url) as client:
         events = list(client.responses.create(**request, stream=True))
     types = [e.type for e in events]

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from aoai_helpers.core.tool_schema import function_of
+from aoai_helpers.core.tool_schema import function_of, json_schema_spec
 
 __all__ = ["FORCED_CALL_FRAME", "constrained_output", "forced_function"]
 
@@ -57,10 +57,8 @@ def forced_function(operation: str, request: Mapping[str, Any] | None) -> str | 
 
 
 def _strict_schema(fmt: Any) -> bool:
-    if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
-        return False
-    spec = fmt.get("json_schema", fmt)  # chat: nested; Responses: flat
-    return isinstance(spec, Mapping) and spec.get("strict") is True
+    spec = json_schema_spec(fmt)
+    return spec is not None and spec.get("strict") is True
 
 
 def constrained_output(operation: str, request: Mapping[str, Any] | None) -> bool:

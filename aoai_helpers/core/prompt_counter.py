@@ -32,6 +32,7 @@ from aoai_helpers.core.tokenizer_files import get_encoding
 from aoai_helpers.core.tool_schema import (
     function_of,
     history_arguments,
+    json_schema_spec,
     proven_function,
     render_calls,
     render_functions,
@@ -236,8 +237,8 @@ class PromptCounter:
         """A ``json_schema`` response format, as the model reads it (:data:`SCHEMA_FRAME`)."""
         if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
             return
-        spec = fmt.get("json_schema", fmt)  # chat: {json_schema: {...}}; Responses: flat
-        if not isinstance(spec, Mapping):
+        spec = json_schema_spec(fmt)
+        if spec is None:
             self.exact = False
             return
         self.exact = False  # fitted on few captures: an approximation until proven

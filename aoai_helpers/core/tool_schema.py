@@ -25,6 +25,7 @@ from typing import Any, Final
 __all__ = [
     "function_of",
     "history_arguments",
+    "json_schema_spec",
     "proven_function",
     "render_calls",
     "render_functions",
@@ -215,6 +216,16 @@ def proven_function(fn: Mapping[str, Any]) -> bool:
         if "enum" not in prop and prop.get("type") not in _PROVEN_TYPES:
             return False
     return True
+
+
+def json_schema_spec(fmt: Any) -> Mapping[str, Any] | None:
+    """The schema spec of a ``json_schema`` response format — chat nests it
+    (``{"type": "json_schema", "json_schema": {...}}``), the Responses API's ``text.format``
+    is flat — or ``None`` (another format, or no spec to read)."""
+    if not isinstance(fmt, Mapping) or fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema", fmt)
+    return spec if isinstance(spec, Mapping) else None
 
 
 def schema_section(spec: Mapping[str, Any]) -> str:

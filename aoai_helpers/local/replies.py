@@ -51,6 +51,7 @@ from aoai_helpers.local.reply_types import (
     ToolCall,
     chat_usage,
     fingerprint,
+    non_negative_int,
     obfuscation,
     reply_words,
     sse_data,
@@ -115,10 +116,6 @@ def _seed(operation: str, request: Mapping[str, Any]) -> int:
     return int.from_bytes(hashlib.sha256(raw).digest()[:8], "big")
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
 def _token_pieces(text: str, model: str) -> tuple[str, ...]:
     """``text`` split at token boundaries (bytes regrouped into whole UTF-8 characters)."""
     enc, _ = encoding_for_model(model)
@@ -135,7 +132,7 @@ def _token_pieces(text: str, model: str) -> tuple[str, ...]:
 
 
 def _choice_count(operation: str, request: Mapping[str, Any]) -> int:
-    n = _int(request.get("n")) or 1
+    n = non_negative_int(request.get("n")) or 1
     if operation == "completions":
         prompt = request.get("prompt")
         if isinstance(prompt, list) and prompt and not all(isinstance(p, int) for p in prompt):
@@ -152,7 +149,7 @@ def output_text(content: str, name: str = "", arguments: str = "") -> str:
 def request_limit(operation: str, request: Mapping[str, Any]) -> int | None:
     """The request's own cap on completion tokens (``max_tokens`` and its kin), if any."""
     keys = _REQUEST_LIMIT.get(operation, ())
-    return next((v for k in keys if (v := _int(request.get(k))) is not None), None)
+    return next((v for k in keys if (v := non_negative_int(request.get(k))) is not None), None)
 
 
 def sent_outputs(plan: Plan, sent: Mapping[int, Mapping[str, str]]) -> list[tuple[str, str, str]]:
@@ -347,7 +344,9 @@ def _embedding_inputs(value: Any) -> list[Any]:
 
 def embeddings_body(request: Mapping[str, Any], model: str) -> tuple[dict[str, Any], int]:
     """The embeddings body (deterministic unit vectors) and its prompt tokens."""
-    dims = _int(request.get("dimensions")) or (3072 if "embedding-3-large" in model else 1536)
+    dims = non_negative_int(request.get("dimensions")) or (
+        3072 if "embedding-3-large" in model else 1536
+    )
     base64_wanted = request.get("encoding_format") == "base64"
     data = []
     for index, item in enumerate(_embedding_inputs(request.get("input"))):

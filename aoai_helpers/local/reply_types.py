@@ -34,6 +34,7 @@ __all__ = [
     "error_body",
     "fingerprint",
     "item_id",
+    "non_negative_int",
     "obfuscation",
     "output_item",
     "rate_limit_error",
@@ -326,6 +327,11 @@ def content_filter_error() -> dict[str, Any]:
     return error_body(
         "content_filter", _FILTERED, param="prompt", type=None, status=400, innererror=inner
     )
+
+
+def non_negative_int(value: Any) -> int | None:
+    """``value`` if it is an int of 0 or more (not a bool), else ``None``: request fields."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def sse_data(obj: Any) -> bytes:

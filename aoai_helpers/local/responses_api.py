@@ -26,6 +26,7 @@ from aoai_helpers.local.reply_types import (
     Plan,
     ToolCall,
     item_id,
+    non_negative_int,
     obfuscation,
     output_item,
     sse_data,
@@ -49,10 +50,6 @@ def hidden_input_tokens(operation: str, request: Mapping[str, Any]) -> int:
             blob = item.get("encrypted_content")
             hidden += len(blob) * 3 // 16 if isinstance(blob, str) else 0
     return hidden
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _suffix(plan: Plan) -> str:
@@ -105,7 +102,7 @@ def response_object(plan: Plan, now: float, *, done: bool) -> dict[str, Any]:
         "id": plan.response_id,
         "incomplete_details": {"reason": "max_output_tokens"} if done and plan.capped else None,
         "instructions": request.get("instructions"),
-        "max_output_tokens": _int(request.get("max_output_tokens")),
+        "max_output_tokens": non_negative_int(request.get("max_output_tokens")),
         "metadata": request.get("metadata") or {},
         "model": plan.model,
         "object": "response",
