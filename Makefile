@@ -51,6 +51,7 @@ bench: venv
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/function.py
 	$(PY) benchmarks/report.py
+	$(PY) benchmarks/consumers.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/accuracy.py
 

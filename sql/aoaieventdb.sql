@@ -1,4 +1,4 @@
--- apim-aoai-proxy schema v3 (mssql), generated from aoai_helpers.db.tables.
+-- apim-aoai-proxy schema v4 (mssql), generated from aoai_helpers.db.tables.
 -- Regenerate with: python -m aoai_helpers db ddl --dialect mssql
 
 CREATE TABLE [AoaiSchemaVersion] (
@@ -24,6 +24,26 @@ CREATE TABLE [AoaiTokenRate] (
 GO
 
 CREATE UNIQUE INDEX [ix_AoaiTokenRate_Model_From] ON [AoaiTokenRate] ([ModelName], [EffectiveFrom])
+GO
+
+CREATE TABLE [AoaiUsageDaily] (
+	[ExecDateUTC] DATETIME NOT NULL,
+	[SubscriptionId] NVARCHAR(50) NOT NULL,
+	[SubscriptionName] NVARCHAR(100) NOT NULL,
+	[ModelName] NVARCHAR(100) NOT NULL,
+	[DeploymentName] NVARCHAR(100) NOT NULL,
+	[UsageSource] NVARCHAR(16) NOT NULL,
+	[Currency] NVARCHAR(3) NOT NULL,
+	[Calls] BIGINT NOT NULL,
+	[PricedCalls] BIGINT NOT NULL,
+	[PromptTokens] BIGINT NOT NULL,
+	[CompletionTokens] BIGINT NOT NULL,
+	[CachedTokens] BIGINT NOT NULL,
+	[ReasoningTokens] BIGINT NOT NULL,
+	[TotalTokens] BIGINT NOT NULL,
+	[Cost] FLOAT NULL,
+	CONSTRAINT [pk_AoaiUsageDaily] PRIMARY KEY ([ExecDateUTC], [SubscriptionId], [SubscriptionName], [ModelName], [DeploymentName], [UsageSource], [Currency])
+)
 GO
 
 CREATE TABLE [ApimAoaiToken] (

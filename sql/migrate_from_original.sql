@@ -1,4 +1,4 @@
--- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its aoaieventdb.sql) to schema v3, in place.
+-- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its aoaieventdb.sql) to schema v4, in place.
 -- Generated from aoai_helpers.db.tables; regenerate with: python -m aoai_helpers db ddl --from-original
 -- The T-SQL twin of `python -m aoai_helpers db upgrade` (see aoai_helpers/pipeline/upgrade.py).
 --
@@ -53,6 +53,29 @@ CREATE TABLE [AoaiTokenRate] (
 	[EffectiveTo] DATETIME NULL,
 	[Source] NVARCHAR(200) NULL,
 	PRIMARY KEY ([RateId])
+);
+END
+GO
+
+IF OBJECT_ID(N'AoaiUsageDaily', N'U') IS NULL
+BEGIN
+CREATE TABLE [AoaiUsageDaily] (
+	[ExecDateUTC] DATETIME NOT NULL,
+	[SubscriptionId] NVARCHAR(50) NOT NULL,
+	[SubscriptionName] NVARCHAR(100) NOT NULL,
+	[ModelName] NVARCHAR(100) NOT NULL,
+	[DeploymentName] NVARCHAR(100) NOT NULL,
+	[UsageSource] NVARCHAR(16) NOT NULL,
+	[Currency] NVARCHAR(3) NOT NULL,
+	[Calls] BIGINT NOT NULL,
+	[PricedCalls] BIGINT NOT NULL,
+	[PromptTokens] BIGINT NOT NULL,
+	[CompletionTokens] BIGINT NOT NULL,
+	[CachedTokens] BIGINT NOT NULL,
+	[ReasoningTokens] BIGINT NOT NULL,
+	[TotalTokens] BIGINT NOT NULL,
+	[Cost] FLOAT NULL,
+	CONSTRAINT [pk_AoaiUsageDaily] PRIMARY KEY ([ExecDateUTC], [SubscriptionId], [SubscriptionName], [ModelName], [DeploymentName], [UsageSource], [Currency])
 );
 END
 GO
@@ -166,6 +189,10 @@ IF COL_LENGTH(N'AoaiTokenRate', N'EffectiveTo') IS NULL
     ALTER TABLE [AoaiTokenRate] ADD [EffectiveTo] DATETIME NULL;
 IF COL_LENGTH(N'AoaiTokenRate', N'Source') IS NULL
     ALTER TABLE [AoaiTokenRate] ADD [Source] NVARCHAR(200) NULL;
+GO
+
+IF COL_LENGTH(N'AoaiUsageDaily', N'Cost') IS NULL
+    ALTER TABLE [AoaiUsageDaily] ADD [Cost] FLOAT NULL;
 GO
 
 IF COL_LENGTH(N'ApimAoaiToken', N'Id') IS NULL
@@ -318,10 +345,16 @@ JOIN [AoaiTokenRate] AS r ON r.[ModelName] = t.[ModelName] AND r.[EffectiveFrom]
 WHERE t.[Cost] IS NULL AND t.[RequestId] LIKE N'legacy:%' AND t.[UsageSource] <> N'unbilled';
 GO
 
+-- 6b. The daily rollup [AoaiUsageDaily], summed from the calls (as db upgrade).
+DELETE FROM [AoaiUsageDaily];
+INSERT INTO [AoaiUsageDaily] ([ExecDateUTC], [SubscriptionId], [SubscriptionName], [ModelName], [DeploymentName], [UsageSource], [Currency], [Calls], [PricedCalls], [PromptTokens], [CompletionTokens], [CachedTokens], [ReasoningTokens], [TotalTokens], [Cost]) SELECT [ApimAoaiToken].[ExecDateUTC], coalesce([ApimAoaiToken].[SubscriptionId], '') AS coalesce_1, coalesce([ApimAoaiToken].[SubscriptionName], '') AS coalesce_2, coalesce([ApimAoaiToken].[ModelName], '') AS coalesce_3, coalesce([ApimAoaiToken].[DeploymentName], '') AS coalesce_4, coalesce([ApimAoaiToken].[UsageSource], '') AS coalesce_5, coalesce([ApimAoaiToken].[Currency], '') AS coalesce_6, count(*) AS count_1, count([ApimAoaiToken].[Cost]) AS count_2, sum(CAST([ApimAoaiToken].[PromptTokens] AS BIGINT)) AS sum_1, sum(CAST([ApimAoaiToken].[CompletionTokens] AS BIGINT)) AS sum_2, sum(CAST([ApimAoaiToken].[CachedTokens] AS BIGINT)) AS sum_3, sum(CAST([ApimAoaiToken].[ReasoningTokens] AS BIGINT)) AS sum_4, sum(CAST([ApimAoaiToken].[TotalTokens] AS BIGINT)) AS sum_5, sum([ApimAoaiToken].[Cost]) AS sum_6
+FROM [ApimAoaiToken] GROUP BY [ApimAoaiToken].[ExecDateUTC], coalesce([ApimAoaiToken].[SubscriptionId], ''), coalesce([ApimAoaiToken].[SubscriptionName], ''), coalesce([ApimAoaiToken].[ModelName], ''), coalesce([ApimAoaiToken].[DeploymentName], ''), coalesce([ApimAoaiToken].[UsageSource], ''), coalesce([ApimAoaiToken].[Currency], '');
+GO
+
 -- 7. Record the migration.
-IF NOT EXISTS (SELECT 1 FROM [AoaiSchemaVersion] WHERE [Version] = 3)
+IF NOT EXISTS (SELECT 1 FROM [AoaiSchemaVersion] WHERE [Version] = 4)
     INSERT INTO [AoaiSchemaVersion] ([Version], [AppliedAtUTC], [Description])
-    VALUES (3, GETUTCDATE(), N'upgraded in place from the original APIM-AOAI-Proxy schema (sql/migrate_from_original.sql)');
+    VALUES (4, GETUTCDATE(), N'upgraded in place from the original APIM-AOAI-Proxy schema (sql/migrate_from_original.sql)');
 GO
 
 SET NOEXEC OFF;

@@ -229,6 +229,7 @@ def test_commands_read_aoai_now(tmp_path: Path) -> None:
 SYSTEM_CLOCK_READERS = {
     "clock.py": "the clock itself",
     "eventlog/checkpoints.py": "Event Hubs partition-ownership leases are compared with other hosts' times",
+    "eventlog/sharing.py": "a local consumer's member id begins with its physical start time",
     "azure/dryrun.py": "the expiry of the dry run's fake access token",
     "local/simulator.py": "AOAI's per-minute rate-limit window and the `created` of its replies",
 }

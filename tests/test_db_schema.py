@@ -15,6 +15,7 @@ from aoai_helpers.db.schema import SCHEMA_VERSION, ddl, init_db
 from aoai_helpers.db.tables import SCHEMA_TABLES, metadata, token_table
 
 EVERY_TABLE = {
+    "AoaiUsageDaily",
     "ApimAoaiToken",
     "AoaiTokenRate",
     "BusinessUnitMap",
@@ -70,9 +71,14 @@ def test_a_v1_database_gets_migrations_2_and_3_recorded(tmp_path: Path) -> None:
                 )
             )
         changes = init_db(engine)
-        assert changes == ["created table ReconcileState", "schema version 2", "schema version 3"]
+        assert changes == [
+            "created table ReconcileState",
+            "schema version 2",
+            "schema version 3",
+            "schema version 4",
+        ]
         with transaction(engine) as conn:
-            assert sorted(applied_versions(conn)) == [1, 2, 3]
+            assert sorted(applied_versions(conn)) == [1, 2, 3, 4]
         assert {t.name for t in SCHEMA_TABLES} <= set(inspect(engine).get_table_names())
         assert "ChargebackStatement" not in inspect(engine).get_table_names()  # made when issued
         assert token_table.name in inspect(engine).get_table_names()
@@ -88,12 +94,13 @@ def test_a_v2_database_gets_the_estimate_quality_column(tmp_path: Path) -> None:
         with transaction(engine) as conn:  # back to v2
             conn.execute(text("DROP INDEX IF EXISTS ix_ApimAoaiToken_Report"))
             conn.execute(text("ALTER TABLE ApimAoaiToken DROP COLUMN EstimateQuality"))
-            conn.execute(text("DELETE FROM AoaiSchemaVersion WHERE Version = 3"))
+            conn.execute(text("DROP TABLE AoaiUsageDaily"))
+            conn.execute(text("UPDATE AoaiSchemaVersion SET Version = 2"))
         columns = {c["name"] for c in inspect(engine).get_columns(token_table.name)}
         assert "EstimateQuality" not in columns
         changes = init_db(engine)
         assert any("EstimateQuality" in change for change in changes), changes
-        assert changes[-1] == "schema version 3"
+        assert changes[-2:] == ["schema version 3", "schema version 4"], changes
         columns = {c["name"]: c for c in inspect(engine).get_columns(token_table.name)}
         assert columns["EstimateQuality"]["nullable"] is True
     finally:

@@ -5,12 +5,13 @@ database, and Python only turns the few aggregated rows into dataclasses. A busi
 the ``BusinessUnitMap`` entry of the call's subscription, falling back to the subscription
 name, then the subscription id.
 
-How a month is queried (the ~1 s budget for 1M calls, ``benchmarks/report.py``): the inner
-query groups the month's calls by day, subscription, model, deployment, usage source and
-currency — the leading columns of the covering index ``ix_ApimAoaiToken_Report``, so SQLite
-streams the index range in order (no sort, no table row read) and PostgreSQL / SQL Server
-aggregate an index-only scan. That leaves a few thousand rows, which the outer query joins to
-the small BU map and groups as each report needs. Token sums are cast to BIGINT (SQL Server's
+How a month is queried (milliseconds at any row count, ``benchmarks/report.py``): the inner
+query reads the month's rows of the daily rollup ``AoaiUsageDaily`` (:mod:`aoai_helpers.db.rollup`:
+the calls summed per day, subscription, model, deployment, usage source and currency, kept in
+the same transaction as the calls by every writer) — a few thousand rows whatever the number
+of calls — which the outer query joins to the small BU map and groups as each report needs.
+Only :func:`top_users` (users are not a rollup column) and :func:`latest_month` (an index
+seek) read the call table. Token sums are cast to BIGINT (SQL Server's
 ``SUM(int)`` is an ``int`` and overflows past 2**31).
 
 Money: a call with no rate (``Cost`` NULL) is *unpriced*: counted in ``unpriced_calls`` and
@@ -37,7 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 from aoai_helpers import clock
 from aoai_helpers.clock import month_bounds
 from aoai_helpers.db.engine import transaction
-from aoai_helpers.db.tables import bu_map, token_table
+from aoai_helpers.db.tables import bu_map, daily_table, token_table
 from aoai_helpers.exceptions import ConfigError
 
 __all__ = [
@@ -177,6 +178,17 @@ def latest_month(engine: Engine) -> str | None:
 # ----------------------------------------------------------------------------- SQL building
 
 
+#: The rollup's text key columns, '' standing for NULL (:mod:`aoai_helpers.db.rollup`).
+_TEXT_KEYS: Final = (
+    "SubscriptionId",
+    "SubscriptionName",
+    "ModelName",
+    "DeploymentName",
+    "UsageSource",
+    "Currency",
+)
+
+
 def _big_sum(column: Any) -> ColumnElement[Any]:
     return func.sum(cast(column, BigInteger))
 
@@ -196,26 +208,28 @@ def _sums() -> list[ColumnElement[Any]]:
 
 
 def _cube(start: datetime, end: datetime) -> Subquery:
-    """The month grouped on the covering index's leading columns (see the module docstring)."""
-    t = token_table.c
-    keys = (
-        t.ExecDateUTC,
-        t.SubscriptionId,
-        t.SubscriptionName,
-        t.ModelName,
-        t.DeploymentName,
-        t.UsageSource,
-        t.Currency,
-    )
+    """The month's groups of calls, read from the daily rollup (see the module docstring)."""
+    d = daily_table.c
     return (
         select(
-            *keys,
-            *_sums(),
+            d.ExecDateUTC,
+            *(_absent(d[k]).label(k) for k in _TEXT_KEYS),
+            d.Calls.label("calls"),
+            d.PromptTokens.label("prompt"),
+            d.CompletionTokens.label("completion"),
+            d.CachedTokens.label("cached"),
+            d.TotalTokens.label("total"),
+            d.Cost.label("cost"),
+            d.PricedCalls.label("priced"),
         )
-        .where(t.ExecDateUTC >= start, t.ExecDateUTC < end)
-        .group_by(*keys)
+        .where(d.ExecDateUTC >= start, d.ExecDateUTC < end)
         .subquery("cube")
     )
+
+
+def _absent(column: Any) -> ColumnElement[Any]:
+    """A rollup key column with its '' read back as NULL (the calls' missing value)."""
+    return func.nullif(column, literal_column("''"))
 
 
 def _labelled(inner: Subquery) -> Subquery:
@@ -457,12 +471,14 @@ def top_users(
 def unpriced_models(engine: Engine, month: str) -> list[tuple[str, int]]:
     """Models with calls but no rate in ``month``, with their call counts (most calls first)."""
     start, end = month_bounds(month)
-    t = token_table.c
-    model = func.coalesce(t.ModelName, literal_column("'unknown'"))
+    d = daily_table.c
+    model = func.coalesce(_absent(d.ModelName), literal_column("'unknown'"))
+    unpriced = _big_sum(d.Calls - d.PricedCalls)
     stmt = (
-        select(model.label("model"), func.count().label("calls"))
-        .where(t.ExecDateUTC >= start, t.ExecDateUTC < end, t.Cost.is_(None))
+        select(model.label("model"), unpriced.label("calls"))
+        .where(d.ExecDateUTC >= start, d.ExecDateUTC < end)
         .group_by(model)
+        .having(unpriced > 0)
     )
     with transaction(engine) as conn:
         rows = [(str(r.model), int(r.calls)) for r in conn.execute(stmt)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -271,6 +272,18 @@ def _time(value: Any, key: str = "ExecTimeUTC") -> datetime:
     return _plausible(ts, value, key)
 
 
+class _Bound:
+    """The latest plausible call time last computed, and the ``AOAI_NOW`` it was computed
+    under: a time at or before it needs no clock read (the clocks only move forward; a changed
+    ``AOAI_NOW`` — set back, say — computes it again)."""
+
+    env: str | None = None
+    latest: datetime = datetime.min
+
+
+_bound = _Bound()
+
+
 def _plausible(ts: datetime, value: str, key: str) -> datetime:
     """``ts`` unless it is before :data:`EARLIEST_EXEC_TIME` or more than
     :data:`FUTURE_TOLERANCE` after now (then the event is a dead letter)."""
@@ -278,7 +291,10 @@ def _plausible(ts: datetime, value: str, key: str) -> datetime:
         raise _Invalid(
             f"{key} is implausible: {value[:40]!r} is before {EARLIEST_EXEC_TIME:%Y-%m-%d}"
         )
+    if ts <= _bound.latest and _bound.env == os.environ.get(clock.ENV_VAR):
+        return ts  # within a bound taken earlier under the same clock setting (it only grows)
     latest = max(clock.utcnow(), clock.system_utcnow()) + FUTURE_TOLERANCE
+    _bound.env, _bound.latest = os.environ.get(clock.ENV_VAR), latest
     if ts > latest:
         raise _Invalid(
             f"{key} is implausible: {value[:40]!r} is more than a day after now"

@@ -27,8 +27,15 @@ from aoai_helpers.db.migrations.original import (
     _set_not_null,
     required,
 )
+from aoai_helpers.db.rollup import rebuild_statements
 from aoai_helpers.db.schema import SCHEMA_VERSION
-from aoai_helpers.db.tables import SCHEMA_TABLES, rate_table, schema_version, token_table
+from aoai_helpers.db.tables import (
+    SCHEMA_TABLES,
+    daily_table,
+    rate_table,
+    schema_version,
+    token_table,
+)
 
 __all__ = ["migration_tsql"]
 
@@ -236,7 +243,7 @@ def _constrain_and_index(d: Dialect) -> list[str]:
 
 
 def _cost_and_record(d: Dialect) -> list[str]:
-    """Steps 6 and 7: price the upgraded calls; record the version."""
+    """Steps 6 and 7: price the upgraded calls, sum them into the rollup; record the version."""
     q = d.identifier_preparer
     tok, rate = q.format_table(token_table), q.format_table(rate_table)
     c = q.quote
@@ -259,6 +266,13 @@ def _cost_and_record(d: Dialect) -> list[str]:
         f"    AND (r.{c('EffectiveTo')} IS NULL OR t.{c('ExecTimeUTC')} < r.{c('EffectiveTo')})",
         f"WHERE t.{c('Cost')} IS NULL AND t.{c('RequestId')} LIKE N'legacy:%'"
         f" AND t.{c('UsageSource')} <> N'unbilled';",
+        "GO",
+        "",
+        f"-- 6b. The daily rollup {q.format_table(daily_table)}, summed from the calls (as db upgrade).",
+        *(
+            str(stmt.compile(dialect=d, compile_kwargs={"literal_binds": True})).strip() + ";"
+            for stmt in rebuild_statements()
+        ),
         "GO",
         "",
         "-- 7. Record the migration.",

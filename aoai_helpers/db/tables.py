@@ -12,11 +12,12 @@ Tables
 ``IngestDeadLetter``     events that could not be ingested: raw body, reason, source, time
 ``ReconcileState``       the language-model log's watermark (:mod:`aoai_helpers.pipeline.reconcile`)
 ``AoaiSchemaVersion``    applied schema migrations (:mod:`aoai_helpers.db.migrations`)
+``AoaiUsageDaily``       the daily rollup of ``ApimAoaiToken`` the reports read (:mod:`aoai_helpers.db.rollup`)
 ``ChargebackStatement``  issued monthly statements (:mod:`aoai_helpers.analysis.statement`)
 ``EventHubOwnership``    partition claims of ``consume`` (:mod:`aoai_helpers.eventlog.checkpoints`)
 ``EventHubCheckpoint``   partition checkpoints of ``consume``
 
-The first six are the schema ``db init`` / ``db upgrade`` create (:data:`SCHEMA_TABLES`); the
+The first seven are the schema ``db init`` / ``db upgrade`` create (:data:`SCHEMA_TABLES`); the
 statement and checkpoint tables are created when first needed (:data:`STATEMENT_TABLES`,
 :data:`CHECKPOINT_TABLES`), so a database that never issues a statement or keeps checkpoints
 elsewhere never gets them. Pure definitions: no engine, no I/O.
@@ -54,6 +55,7 @@ __all__ = [
     "all_tables",
     "bu_map",
     "checkpoint_table",
+    "daily_table",
     "dead_letter",
     "metadata",
     "ownership_table",
@@ -211,6 +213,40 @@ schema_version = Table(
     Column("Version", Integer(), primary_key=True, autoincrement=False),
     Column("AppliedAtUTC", DateTime(), nullable=False),
     Column("Description", Unicode(200), comment="how it was applied (db init, db upgrade, …)"),
+)
+
+# --- the daily rollup (aoai_helpers.db.rollup): one row per day and group of calls ---
+
+daily_table = Table(
+    "AoaiUsageDaily",
+    metadata,
+    # the group: '' where the call's column is NULL (a key column cannot be NULL everywhere)
+    Column("ExecDateUTC", DateTime(), nullable=False),
+    Column("SubscriptionId", Unicode(50), nullable=False),
+    Column("SubscriptionName", Unicode(100), nullable=False),
+    Column("ModelName", Unicode(100), nullable=False),
+    Column("DeploymentName", Unicode(100), nullable=False),
+    Column("UsageSource", Unicode(16), nullable=False),
+    Column("Currency", Unicode(3), nullable=False, comment="'' = unpriced (Cost NULL)"),
+    # the sums of its calls
+    Column("Calls", BigInteger(), nullable=False),
+    Column("PricedCalls", BigInteger(), nullable=False, comment="calls with a Cost"),
+    Column("PromptTokens", BigInteger(), nullable=False),
+    Column("CompletionTokens", BigInteger(), nullable=False),
+    Column("CachedTokens", BigInteger(), nullable=False),
+    Column("ReasoningTokens", BigInteger(), nullable=False),
+    Column("TotalTokens", BigInteger(), nullable=False),
+    Column("Cost", Float(), comment="sum of the priced calls' Cost; NULL when none is priced"),
+    PrimaryKeyConstraint(
+        "ExecDateUTC",
+        "SubscriptionId",
+        "SubscriptionName",
+        "ModelName",
+        "DeploymentName",
+        "UsageSource",
+        "Currency",
+        name="pk_AoaiUsageDaily",
+    ),
 )
 
 #: Columns only reconciliation writes (NULL when a row is inserted).

@@ -1,6 +1,6 @@
 """The local event log (:class:`LocalEventLog`): a durable append-only file that local mode uses in
 place of Event Hubs, so that ingest cannot tell them apart. The format is :mod:`.logfile`'s.
-Imports :mod:`.protocol`, :mod:`.logfile` and the top level.
+Imports :mod:`.protocol`, :mod:`.logfile`, :mod:`.sharing` and the top level.
 
 Producers, in any number of processes, append under ``fcntl.flock`` on ``events.log`` (POSIX
 only): each reads the log's valid end and last sequence number under the lock, then writes
@@ -21,9 +21,16 @@ offsets, sequence numbers and checkpoints go on as before: every valid record af
 is delivered once, in order, and a checkpoint after it resumes after it. Producers skip damage
 the same way to find the log's end; only a torn tail is ever truncated.
 
-Consumers do not lock: they read from a remembered byte offset (never from the start again)
-and poll for new records. One consumer per group at a time (as with Event Hubs' epoch
-receivers).
+Consumers do not lock the log: they read from a remembered byte offset (never from the start
+again) and poll for new records.
+
+Partitions: a log made with ``partitions=N`` has N such files, partition ``"0"`` in the
+directory itself (the one-partition layout) and partition ``"k"`` in ``partitions/k/`` (its own
+``events.log``, ``checkpoints/`` and ``damaged/``). A producer appends each ``send`` to one
+partition, round robin from a random one (Event Hubs without a partition key); order holds
+within a partition. Partitions can be added (``partitions=`` larger than what exists), never
+removed. :meth:`LocalEventLog.consumer` returns a consumer that claims partitions of its group
+and shares them with the group's other consumers, in any process (:mod:`.sharing`).
 """
 
 from __future__ import annotations
@@ -31,13 +38,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import threading
 import time
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import Final, Self
 
 from aoai_helpers import clock
 from aoai_helpers.eventlog.logfile import (
@@ -67,22 +75,16 @@ from aoai_helpers.eventlog.logfile import (
     write_checkpoint,
 )
 from aoai_helpers.eventlog.protocol import EventData
+from aoai_helpers.eventlog.sharing import LocalGroupConsumer
 from aoai_helpers.exceptions import ConfigError, InputError
 
-__all__ = ["LocalConsumer", "LocalEventLog", "LocalProducer"]
+__all__ = ["PARTITIONS_DIR", "LocalConsumer", "LocalEventLog", "LocalProducer", "SpreadingProducer"]
+
+PARTITIONS_DIR: Final = "partitions"  # partition k > 0 lives in <directory>/partitions/k/
 
 
 #: the logger's name as before the event log had its own modules (what log settings name)
 log = logging.getLogger("aoai_helpers.eventlog.eventhub")
-
-
-# ----------------------------------------------------------------------------- file helpers
-
-
-# ----------------------------------------------------------------------------- damaged regions
-
-
-# ----------------------------------------------------------------------------- the local log
 
 
 class _Closing:
@@ -164,6 +166,27 @@ class LocalProducer(_Closing):
                 self._fd = None
 
 
+class SpreadingProducer(_Closing):
+    """Appends each ``send`` to one partition of a partitioned log, round robin from a random one
+    (what Event Hubs does with events sent without a partition key)."""
+
+    def __init__(self, producers: Sequence[LocalProducer]) -> None:
+        self._producers = list(producers)
+        self._next = random.randrange(len(self._producers))
+        self._lock = threading.Lock()
+
+    def send(self, bodies: Sequence[bytes]) -> None:
+        """Append ``bodies`` to the next partition, in order (one write, one fsync)."""
+        with self._lock:
+            producer = self._producers[self._next]
+            self._next = (self._next + 1) % len(self._producers)
+        producer.send(bodies)
+
+    def close(self) -> None:
+        for producer in self._producers:
+            producer.close()
+
+
 class LocalConsumer(_Closing):
     """Reads a :class:`LocalEventLog` for one consumer group, from after its checkpoint.
 
@@ -171,8 +194,11 @@ class LocalConsumer(_Closing):
     logged (one warning line each) and listed in :attr:`skipped`.
     """
 
-    def __init__(self, path: Path, checkpoint_path: Path, *, fsync: bool) -> None:
+    def __init__(
+        self, path: Path, checkpoint_path: Path, *, fsync: bool, partition_id: str = "0"
+    ) -> None:
         self._path = path
+        self.partition_id = partition_id
         self._checkpoint_path = checkpoint_path
         self._group = checkpoint_path.stem
         self._fsync = fsync
@@ -236,14 +262,16 @@ class LocalConsumer(_Closing):
             log.warning("event log %s: skipped %s; %s", self._path, region.describe(), kept)
         self._offset, self._next_seq = scan.end, scan.last_seq + 1
         return [
-            EventData(body, seq, datetime.fromtimestamp(ms / 1000, UTC), "0", str(offset))
+            EventData(
+                body, seq, datetime.fromtimestamp(ms / 1000, UTC), self.partition_id, str(offset)
+            )
             for offset, seq, ms, body in scan.records
         ]
 
     def checkpoint(self, event: EventData) -> None:
         """Record ``event`` as the last one done (atomic file replace; like Event Hubs' store)."""
         try:
-            if event.partition_id != "0":
+            if event.partition_id != self.partition_id:
                 raise ValueError(event.partition_id)
             next_offset = int(event.offset) + HEADER_SIZE + len(event.body)
         except ValueError:
@@ -261,89 +289,176 @@ class LocalConsumer(_Closing):
             self._fd = None
 
 
+def _init_partition(directory: Path, fsync: bool) -> None:
+    """Create (or check) one partition's ``events.log`` and ``checkpoints/`` in ``directory``."""
+    path = directory / LOG_NAME
+    try:
+        private_dir(directory)
+        private_dir(directory / "checkpoints")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use {directory} as an event log directory: {exc.strerror or exc}"
+        ) from None
+    fd = open_private(path, os.O_RDWR | os.O_CREAT)
+    try:
+        with locked(fd):
+            head = os.pread(fd, FIRST_RECORD, 0)
+            if head != FILE_MAGIC:
+                if not FILE_MAGIC.startswith(head):
+                    raise InputError(f"{path} is not an event log (unknown file header)")
+                write_all(fd, FILE_MAGIC, 0)  # new, or its creation was cut short
+                if fsync:
+                    os.fsync(fd)
+                    fsync_dir(directory)
+    finally:
+        os.close(fd)
+    for checkpoint in (directory / "checkpoints").glob("*.json"):
+        tighten(checkpoint)  # written 0644 by earlier versions
+    if (directory / DAMAGED_DIR).is_dir():
+        tighten(directory / DAMAGED_DIR)
+
+
 class LocalEventLog:
-    """A durable, append-only event log in ``directory`` (one partition, ``"0"``).
+    """A durable, append-only event log in ``directory``, with ``partitions`` partitions
+    (``"0"``, ``"1"``, …; default: as many as exist, one for a new log).
 
     ``fsync=True`` makes every ``send`` and checkpoint durable before it returns (one fsync per
     ``send``, whatever the number of events); ``False`` leaves that to the OS (tests, demos).
     """
 
-    def __init__(self, directory: str | Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self, directory: str | Path, *, fsync: bool = True, partitions: int | None = None
+    ) -> None:
         self.directory = Path(directory)
-        self.path = self.directory / LOG_NAME
+        self.path = self.directory / LOG_NAME  # partition "0"
         self.fsync = fsync
         try:
             private_dir(self.directory, parents=True)
-            private_dir(self.directory / "checkpoints")
         except OSError as exc:
             raise ConfigError(
                 f"cannot use {self.directory} as an event log directory: {exc.strerror or exc}"
             ) from None
-        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)
-        try:
-            with locked(fd):
-                head = os.pread(fd, FIRST_RECORD, 0)
-                if head != FILE_MAGIC:
-                    if not FILE_MAGIC.startswith(head):
-                        raise InputError(f"{self.path} is not an event log (unknown file header)")
-                    write_all(fd, FILE_MAGIC, 0)  # new, or its creation was cut short
-                    if fsync:
-                        os.fsync(fd)
-                        fsync_dir(self.directory)
-        finally:
-            os.close(fd)
-        for checkpoint in (self.directory / "checkpoints").glob("*.json"):
-            tighten(checkpoint)  # written 0644 by earlier versions
-        if (self.directory / DAMAGED_DIR).is_dir():
-            tighten(self.directory / DAMAGED_DIR)
-        self._end, self._last = FIRST_RECORD, -1  # cached scan position for last_sequence_number
+        _init_partition(self.directory, fsync)
+        existing = self._count_partitions()
+        if partitions is not None and partitions < max(1, existing):
+            raise ConfigError(
+                f"{self.directory} has {existing} partition(s): partitions can be added, not "
+                f"removed (asked for {partitions})"
+            )
+        wanted = existing if partitions is None else partitions
+        if wanted > 1:
+            try:
+                private_dir(self.directory / PARTITIONS_DIR)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create {self.directory / PARTITIONS_DIR}: {exc.strerror or exc}"
+                ) from None
+            for k in range(1, wanted):
+                _init_partition(self._partition_dir(str(k)), fsync)
+        self.partitions = wanted
+        self._scanned: dict[str, tuple[int, int]] = {}  # partition → cached end, last sequence
         self._lock = threading.Lock()
 
-    def producer(self) -> LocalProducer:
-        """A producer appending to this log (give each thread or process its own, or share)."""
-        return LocalProducer(self.path, fsync=self.fsync)
+    def _count_partitions(self) -> int:
+        n = 1
+        while (self.directory / PARTITIONS_DIR / str(n) / LOG_NAME).is_file():
+            n += 1
+        return n
 
-    def consumer(self, group: str = "$Default") -> LocalConsumer:
-        """A consumer of ``group``, starting after the group's checkpoint."""
-        return LocalConsumer(self.path, self._checkpoint_path(group), fsync=self.fsync)
+    def partition_ids(self) -> list[str]:
+        """``["0", "1", …]``: the partitions that exist now (another process may have added some)."""
+        self.partitions = max(self.partitions, self._count_partitions())
+        return [str(k) for k in range(self.partitions)]
 
-    def last_sequence_number(self) -> int:
-        """The sequence number of the last complete event, ``-1`` when the log is empty."""
+    def _partition_dir(self, partition: str) -> Path:
+        if partition == "0":
+            return self.directory
+        if not partition.isdigit() or partition != str(int(partition)):
+            raise ValueError(f"no partition {partition!r} in {self.directory}")
+        return self.directory / PARTITIONS_DIR / partition
+
+    def _log_path(self, partition: str) -> Path:
+        path = self._partition_dir(partition) / LOG_NAME
+        if partition != "0" and not path.is_file():
+            raise ValueError(f"no partition {partition!r} in {self.directory}")
+        return path
+
+    def producer(self) -> LocalProducer | SpreadingProducer:
+        """A producer appending to this log (give each thread or process its own, or share);
+        with several partitions, each ``send`` goes to the next one (:class:`SpreadingProducer`)."""
+        ids = self.partition_ids()
+        if len(ids) == 1:
+            return LocalProducer(self.path, fsync=self.fsync)
+        return SpreadingProducer([LocalProducer(self._log_path(p), fsync=self.fsync) for p in ids])
+
+    def consumer(self, group: str = "$Default", **options: float) -> LocalGroupConsumer:
+        """A consumer of ``group``: it claims partitions, shares them with the group's other
+        consumers (any process) and reads each from after its checkpoint (:mod:`.sharing`;
+        ``options``: ``balance_interval``, ``handover_timeout``)."""
+        return LocalGroupConsumer(self, group, **options)
+
+    def partition_consumer(self, partition: str, group: str = "$Default") -> LocalConsumer:
+        """A reader of one partition for ``group``, from after its checkpoint, claiming nothing
+        (what :meth:`consumer` uses for a partition it owns)."""
+        return LocalConsumer(
+            self._log_path(partition),
+            self.checkpoint_path(group, partition),
+            fsync=self.fsync,
+            partition_id=partition,
+        )
+
+    def last_sequence_number(self, partition: str = "0") -> int:
+        """The sequence number of the last complete event of ``partition``, ``-1`` when empty."""
+        path = self._log_path(partition)
         with self._lock:
-            fd = open_private(self.path, os.O_RDONLY)
+            end, last = self._scanned.get(partition, (FIRST_RECORD, -1))
+            fd = open_private(path, os.O_RDONLY)
             try:
-                if os.fstat(fd).st_size < self._end:
-                    self._end, self._last = FIRST_RECORD, -1
-                scan = scan_log(fd, self._end, self._last + 1, keep=False)
-                self._end, self._last = scan.end, scan.last_seq
+                if os.fstat(fd).st_size < end:
+                    end, last = FIRST_RECORD, -1
+                scan = scan_log(fd, end, last + 1, keep=False)
+                self._scanned[partition] = (scan.end, scan.last_seq)
             finally:
                 os.close(fd)
-            return self._last
+            return scan.last_seq
 
     def damaged(self) -> list[DamagedRegion]:
-        """The damaged regions consumers skipped and set aside (``damaged/``), oldest first."""
-        return [region for region, _ in read_damaged(self.directory)]
+        """The damaged regions consumers skipped and set aside (``damaged/`` of each partition),
+        partition by partition, oldest first."""
+        return [
+            region
+            for p in self.partition_ids()
+            for region, _ in read_damaged(self._partition_dir(p))
+        ]
 
     @property
     def damaged_path(self) -> Path:
-        """The file damaged regions are copied to (it exists once there was one)."""
+        """The file partition ``"0"``'s damaged regions are copied to (once there was one);
+        partition ``k``'s is under ``partitions/k/``."""
         return damaged_file(self.path)
 
-    def checkpoint_of(self, group: str = "$Default") -> int:
-        """The sequence number ``group`` last checkpointed, ``-1`` when none."""
-        checkpoint = read_checkpoint(self._checkpoint_path(group))
+    def checkpoint_of(self, group: str = "$Default", partition: str = "0") -> int:
+        """The sequence number ``group`` last checkpointed in ``partition``, ``-1`` when none."""
+        checkpoint = read_checkpoint(self.checkpoint_path(group, partition))
         return -1 if checkpoint is None else checkpoint[0]
 
     def lag(self, group: str = "$Default") -> int:
-        """How many events ``group`` has not checkpointed yet."""
-        return max(0, self.last_sequence_number() - self.checkpoint_of(group))
+        """How many events ``group`` has not checkpointed yet, over all partitions."""
+        return sum(
+            max(0, self.last_sequence_number(p) - self.checkpoint_of(group, p))
+            for p in self.partition_ids()
+        )
 
-    def _checkpoint_path(self, group: str) -> Path:
+    def checkpoint_path(self, group: str, partition: str = "0") -> Path:
+        """``group``'s checkpoint file in ``partition`` (``ConfigError`` for a bad group name)."""
         if not GROUP_NAME.fullmatch(group):
             raise ConfigError(
                 f"invalid consumer group {group!r}: use 1-64 letters, digits, '$', '.', '_' or '-'"
             )
-        return self.directory / "checkpoints" / f"{group}.json"
+        return self._partition_dir(partition) / "checkpoints" / f"{group}.json"
 
     def __repr__(self) -> str:
-        return f"LocalEventLog({str(self.directory)!r}, fsync={self.fsync})"
+        return (
+            f"LocalEventLog({str(self.directory)!r}, fsync={self.fsync}, "
+            f"partitions={self.partitions})"
+        )

@@ -6,9 +6,10 @@ A batch goes through two steps; :meth:`Ingestor.ingest_batch` runs both, and
 *prepare* (CPU, reads only)
     every body is parsed (:func:`aoai_helpers.core.events.parse_event`) — one that cannot be
     parsed, or whose usage cannot be resolved, becomes a dead letter (raw body + reason);
-    events are de-duplicated on ``RequestId`` inside the batch and against the table (so a
-    redelivered batch skips the costly part); usage is resolved (contract §5) and priced with
-    the rate in effect at the call's time.
+    events are de-duplicated on ``RequestId`` inside the batch — and against the table where
+    the insert cannot skip stored ids itself (so a redelivered batch skips the costly part
+    there); usage is resolved (contract §5) and priced with the rate in effect at the call's
+    time.
 *store* (one transaction)
     the rows are inserted — ``INSERT … ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL,
     ``MERGE … WITH (HOLDLOCK) … WHEN NOT MATCHED THEN INSERT`` on SQL Server, a re-check inside
@@ -263,9 +264,18 @@ class Ingestor:
                 result.duplicates += 1
             else:
                 events[parsed.request_id] = (parsed, raw)
-        with transaction(self.engine) as conn:  # reads only: rates, and ids already stored
-            rates = self._fixed_rates if self._fixed_rates is not None else load_rates(conn)
-            known = self.writer.stored_ids(conn, list(events))
+        # Where the insert itself skips stored ids, it is the de-duplication: no look-up here
+        # (a redelivered batch is resolved again, then skipped; on PostgreSQL a look-up of
+        # 5,000 ids could even be planned as a scan of a table never analysed). Elsewhere the
+        # ids already stored are skipped before the costly resolution.
+        known: set[str] = set()
+        if self._fixed_rates is None or not self.writer.skips_conflicts:
+            with transaction(self.engine) as conn:  # reads only: rates, ids already stored
+                rates = self._fixed_rates if self._fixed_rates is not None else load_rates(conn)
+                if not self.writer.skips_conflicts:
+                    known = self.writer.stored_ids(conn, list(events))
+        else:
+            rates = self._fixed_rates
         rows: list[tuple[Any, ...]] = []
         stamp = self.writer.time(now)
         for rid, (ev, raw) in events.items():

@@ -235,6 +235,8 @@ def _upgrade(
         select(*(t[c] for c in _COLUMNS)).where(t.RequestId.in_(list(by_id)))
     ).all()
     writer = RowWriter(conn.dialect)
+    writer.lock(conn)  # before the first update: ingesters wait on it, never the other way
+    days: list[datetime] = []
     for row in rows:
         logged = by_id[row.RequestId.lower()]
         change = _change(row, logged, rates, now)
@@ -245,6 +247,7 @@ def _upgrade(
         if not writer.update_guarded(conn, row.Id, guard, values):
             result.unchanged += 1  # a concurrent reconciler got there first
             continue
+        days.append(_as_datetime(row.ExecTimeUTC))
         if row.UsageSource == "reconciled":
             result.corrected += 1
         else:
@@ -254,6 +257,11 @@ def _upgrade(
             else:
                 result.from_estimated += 1
         result.added_cost += (values.get("Cost") or 0.0) - (row.Cost or 0.0)
+    writer.rollup.rebuild_days(conn, days)  # the days rewritten, summed again
+
+
+def _as_datetime(value: Any) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _counts(
@@ -308,9 +316,7 @@ def _change(
         info = normalize_model(logged.model_name)
         if info.known:
             model, known = info.name, True
-    when = row.ExecTimeUTC
-    if isinstance(when, str):  # SQLite through a text column read
-        when = datetime.fromisoformat(when)
+    when = _as_datetime(row.ExecTimeUTC)  # SQLite through a text column read: text
     cached = min(row.CachedTokens or 0, prompt)
     usage = Usage(prompt, completion, total, cached, 0)
     cost, currency, rate_id = price_call(usage, "reconciled", rates, model, when)

@@ -5,7 +5,9 @@ stored in every period whose rate changed, so the table always agrees with the r
 statements already issued are kept as snapshots (:mod:`aoai_helpers.analysis.statement`) and
 do not change. :func:`reprice` recomputes ``Cost``/``Currency``/``RateId`` over a window with
 :func:`aoai_helpers.core.pricing.price_call`, written through
-:meth:`aoai_helpers.pipeline.writer.RowWriter.update_costs`.
+:meth:`aoai_helpers.pipeline.writer.RowWriter.update_costs`, and rebuilds the daily rollup of
+the days it repriced (:meth:`aoai_helpers.db.rollup.Rollup.rebuild`) in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -73,9 +75,12 @@ def reprice(
     )
     changed = 0
     last_id = 0
+    writer.lock(conn)
     while True:
         rows = conn.execute(query.where(t.Id > last_id).limit(_REPRICE_CHUNK)).all()
         if not rows:
+            if changed:  # the days repriced, summed again in the same transaction
+                writer.rollup.rebuild(conn, start, end)
             return changed
         prices: list[tuple[int, Price]] = []
         for r in rows:

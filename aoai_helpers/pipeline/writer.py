@@ -30,12 +30,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Insert, Table, TextClause, bindparam, func, select, text, update
+from sqlalchemy import Insert, Table, TextClause, bindparam, select, text, update
 from sqlalchemy.engine import Connection, Dialect
 
 from aoai_helpers.clock import system_utcnow
 from aoai_helpers.core.events import Usage
 from aoai_helpers.core.pricing import Price
+from aoai_helpers.db.rollup import Rollup
 from aoai_helpers.db.tables import RECONCILE_COLUMNS, STRING_LIMITS, dead_letter, token_table
 
 __all__ = [
@@ -257,6 +258,7 @@ class RowWriter:
         self.exact_rowcount = name != "mssql" and dialect.supports_sane_multi_rowcount
         # ids per IN (...) lookup: SQL Server takes at most 2,100 parameters per statement
         self.in_chunk = 5000 if name in ("sqlite", "postgresql") else 500
+        self.rollup = Rollup(dialect)
 
     def stamp(self) -> datetime:
         """This write's ``IngestedAtUTC`` (physical time, not the business clock)."""
@@ -301,7 +303,8 @@ class RowWriter:
         """Insert ``rows`` stamped ``now``; return the rows this write stored and the duplicates.
 
         Rows another writer stored first (a redelivery, a concurrent ingester) are its rows, not
-        ours: found from the driver's rowcount, or by looking the ids up where it has none.
+        ours: found from the driver's rowcount, or by looking the ids up where it has none. The
+        stored ones are added to the daily rollup in the same transaction.
         """
         duplicates = 0
         if not self.skips_conflicts:
@@ -316,29 +319,12 @@ class RowWriter:
             lost = _stored_by_others(conn, [r[RID] for r in rows], now)
             duplicates += len(lost)
             rows = [r for r in rows if r[RID] not in lost]
+        self.rollup.add(conn, rows, ROW_COLUMNS)
         return rows, duplicates
 
     def insert_count(self, conn: Connection, rows: list[tuple[Any, ...]], now: datetime) -> int:
-        """Insert ``rows`` stamped ``now``; return how many this write stored (bulk callers that
-        need the count only: the driver's rowcount, else a count of the rows stamped ``now``)."""
-        if not self.skips_conflicts:
-            again = self.stored_ids(conn, [r[RID] for r in rows])
-            rows = [r for r in rows if r[RID] not in again]
-        if not rows:
-            return 0
-        count: int = conn.exec_driver_sql(self.row_sql, self.params(rows)).rowcount
-        if self.exact_rowcount and count >= 0:
-            return count
-        t = token_table.c  # pyodbc sums no rowcount over executemany: count this write's rows
-        count = 0
-        for j in range(0, len(rows), 500):
-            ids = [r[RID] for r in rows[j : j + 500]]
-            count += conn.execute(
-                select(func.count())
-                .select_from(token_table)
-                .where(t.RequestId.in_(ids), t.IngestedAtUTC == now)
-            ).scalar_one()
-        return count
+        """:meth:`insert` for bulk callers that need the count only."""
+        return len(self.insert(conn, rows, now)[0])
 
     def insert_dead(self, conn: Connection, dead: Sequence[dict[str, Any]]) -> None:
         """Store the dead letters not stored yet (one per distinct body)."""

@@ -8,6 +8,7 @@ streamed calls with the captured, still JSON-escaped content). Same seed → sam
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import uuid
@@ -23,6 +24,7 @@ __all__ = [
     "Subscription",
     "demo_events",
     "v1_from_v2",
+    "v1_real_mix",
     "v1_stream_events",
     "v2_reported_events",
 ]
@@ -294,6 +296,45 @@ def v1_from_v2(event: dict[str, Any]) -> dict[str, Any]:
         "Request": request,
         "ResponseString": json.dumps(body),
     }
+
+
+def _v1_embeddings(rng: random.Random, when: datetime, sub: Subscription) -> dict[str, Any]:
+    """An embeddings call as the original policy logged it: the whole response body, whose
+    vector the ``openai`` SDK asks for as base64 (``encoding_format``), 1,536 float32s."""
+    text = _sentence(rng, rng.randint(5, 80))
+    prompt = max(1, len(text) // 4)
+    vector = base64.b64encode(rng.randbytes(1536 * 4)).decode()
+    body = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+        "model": "text-embedding-ada-002",
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+    }
+    return {
+        "ExecTimeUTC": when.strftime("%Y-%m-%d %H:%M:%S"),
+        **_caller(sub, "embeddings_create"),
+        "Request": {"input": text, "encoding_format": "base64"},
+        "ResponseString": json.dumps(body),
+    }
+
+
+def v1_real_mix(
+    n: int, *, seed: int = 13, start: datetime = datetime(2026, 11, 1), days: int = 25
+) -> Iterator[dict[str, Any]]:
+    """``n`` v1 events in the mix of the original project's history, in time order: 70 %
+    non-streamed chat (the body in ``ResponseString``), 20 % captured streams (usage to
+    estimate) and 10 % embeddings (the body with its base64 vector)."""
+    rng = random.Random(seed)
+    clock = _arrivals(rng, n, start, days)
+    streams = v1_stream_events(n, seed=seed + 1, start=start, days=days)
+    for _ in range(n):
+        when, draw, sub = next(clock), rng.random(), rng.choice(SUBSCRIPTIONS)
+        if draw < 0.7:
+            yield _v1_nonstream(rng, when, sub)
+        elif draw < 0.9:
+            yield {**next(streams), "ExecTimeUTC": when.strftime("%Y-%m-%d %H:%M:%S")}
+        else:
+            yield _v1_embeddings(rng, when, sub)
 
 
 def demo_events(*, seed: int = 2026) -> list[str]:

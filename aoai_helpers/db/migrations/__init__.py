@@ -5,6 +5,7 @@
                     the new tables created
 ``v0002_reconcile`` v2: reconciliation columns and ``ReconcileState``
 ``v0003_estimate_quality`` v3: ``EstimateQuality`` (how sure an estimate is)
+``v0004_daily_rollup`` v4: ``AoaiUsageDaily``, the daily rollup the reports read
 
 Every step is guarded (``steps``): it does only what the database lacks. Imports ``core``,
 the db tables and the top level.

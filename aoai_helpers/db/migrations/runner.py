@@ -22,7 +22,12 @@ from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection
 
 from aoai_helpers.clock import utcnow
-from aoai_helpers.db.migrations import v0001_original, v0002_reconcile, v0003_estimate_quality
+from aoai_helpers.db.migrations import (
+    v0001_original,
+    v0002_reconcile,
+    v0003_estimate_quality,
+    v0004_daily_rollup,
+)
 from aoai_helpers.db.migrations.steps import MigrationRun, refuse_behind
 from aoai_helpers.db.tables import SCHEMA_TABLES, schema_version
 
@@ -33,6 +38,7 @@ MIGRATIONS: Final[tuple[ModuleType, ...]] = (
     v0001_original,
     v0002_reconcile,
     v0003_estimate_quality,
+    v0004_daily_rollup,
 )
 #: The schema version this code writes: the last migration's.
 HEAD: Final[int] = MIGRATIONS[-1].VERSION

@@ -14,14 +14,14 @@ from sqlalchemy import Column
 from sqlalchemy.engine import Connection
 
 from aoai_helpers.db.migrations.steps import MigrationRun, complete_tables
-from aoai_helpers.db.tables import RECONCILE_COLUMNS, SCHEMA_TABLES, reconcile_state
+from aoai_helpers.db.tables import RECONCILE_COLUMNS, SCHEMA_TABLES, daily_table, reconcile_state
 
 __all__ = ["DESCRIPTION", "TABLES", "VERSION", "upgrade"]
 
 VERSION: Final = 1
 DESCRIPTION: Final = "v1: the original APIM-AOAI-Proxy tables completed, dead letters, BU map"
 #: The tables of v1 (every schema table but those a later migration adds).
-TABLES: Final = tuple(t for t in SCHEMA_TABLES if t is not reconcile_state)
+TABLES: Final = tuple(t for t in SCHEMA_TABLES if t not in (reconcile_state, daily_table))
 
 
 def _owns(col: Column[Any]) -> bool:
