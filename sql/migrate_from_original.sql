@@ -345,10 +345,15 @@ JOIN [AoaiTokenRate] AS r ON r.[ModelName] = t.[ModelName] AND r.[EffectiveFrom]
 WHERE t.[Cost] IS NULL AND t.[RequestId] LIKE N'legacy:%' AND t.[UsageSource] <> N'unbilled';
 GO
 
--- 6b. The daily rollup [AoaiUsageDaily], summed from the calls (as db upgrade).
-DELETE FROM [AoaiUsageDaily];
-INSERT INTO [AoaiUsageDaily] ([ExecDateUTC], [SubscriptionId], [SubscriptionName], [ModelName], [DeploymentName], [UsageSource], [Currency], [Calls], [PricedCalls], [PromptTokens], [CompletionTokens], [CachedTokens], [ReasoningTokens], [TotalTokens], [Cost]) SELECT [ApimAoaiToken].[ExecDateUTC], coalesce([ApimAoaiToken].[SubscriptionId], '') AS coalesce_1, coalesce([ApimAoaiToken].[SubscriptionName], '') AS coalesce_2, coalesce([ApimAoaiToken].[ModelName], '') AS coalesce_3, coalesce([ApimAoaiToken].[DeploymentName], '') AS coalesce_4, coalesce([ApimAoaiToken].[UsageSource], '') AS coalesce_5, coalesce([ApimAoaiToken].[Currency], '') AS coalesce_6, count(*) AS count_1, count([ApimAoaiToken].[Cost]) AS count_2, sum(CAST([ApimAoaiToken].[PromptTokens] AS BIGINT)) AS sum_1, sum(CAST([ApimAoaiToken].[CompletionTokens] AS BIGINT)) AS sum_2, sum(CAST([ApimAoaiToken].[CachedTokens] AS BIGINT)) AS sum_3, sum(CAST([ApimAoaiToken].[ReasoningTokens] AS BIGINT)) AS sum_4, sum(CAST([ApimAoaiToken].[TotalTokens] AS BIGINT)) AS sum_5, sum([ApimAoaiToken].[Cost]) AS sum_6
+-- 6b. The daily rollup [AoaiUsageDaily], summed from the calls (as db upgrade),
+--     once: a database at schema v4 keeps it itself (re-running the script beside live
+--     ingesters must not empty it).
+IF NOT EXISTS (SELECT 1 FROM [AoaiSchemaVersion] WHERE [Version] >= 4)
+BEGIN
+    DELETE FROM [AoaiUsageDaily];
+    INSERT INTO [AoaiUsageDaily] ([ExecDateUTC], [SubscriptionId], [SubscriptionName], [ModelName], [DeploymentName], [UsageSource], [Currency], [Calls], [PricedCalls], [PromptTokens], [CompletionTokens], [CachedTokens], [ReasoningTokens], [TotalTokens], [Cost]) SELECT [ApimAoaiToken].[ExecDateUTC], coalesce([ApimAoaiToken].[SubscriptionId], '') AS coalesce_1, coalesce([ApimAoaiToken].[SubscriptionName], '') AS coalesce_2, coalesce([ApimAoaiToken].[ModelName], '') AS coalesce_3, coalesce([ApimAoaiToken].[DeploymentName], '') AS coalesce_4, coalesce([ApimAoaiToken].[UsageSource], '') AS coalesce_5, coalesce([ApimAoaiToken].[Currency], '') AS coalesce_6, count(*) AS count_1, count([ApimAoaiToken].[Cost]) AS count_2, sum(CAST([ApimAoaiToken].[PromptTokens] AS BIGINT)) AS sum_1, sum(CAST([ApimAoaiToken].[CompletionTokens] AS BIGINT)) AS sum_2, sum(CAST([ApimAoaiToken].[CachedTokens] AS BIGINT)) AS sum_3, sum(CAST([ApimAoaiToken].[ReasoningTokens] AS BIGINT)) AS sum_4, sum(CAST([ApimAoaiToken].[TotalTokens] AS BIGINT)) AS sum_5, sum([ApimAoaiToken].[Cost]) AS sum_6
 FROM [ApimAoaiToken] GROUP BY [ApimAoaiToken].[ExecDateUTC], coalesce([ApimAoaiToken].[SubscriptionId], ''), coalesce([ApimAoaiToken].[SubscriptionName], ''), coalesce([ApimAoaiToken].[ModelName], ''), coalesce([ApimAoaiToken].[DeploymentName], ''), coalesce([ApimAoaiToken].[UsageSource], ''), coalesce([ApimAoaiToken].[Currency], '');
+END
 GO
 
 -- 7. Record the migration.

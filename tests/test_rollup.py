@@ -24,7 +24,7 @@ from aoai_helpers.config import spec_path
 from aoai_helpers.core.pricing import Rate, default_rates
 from aoai_helpers.db.engine import engine_from_url, transaction
 from aoai_helpers.db.rates import store_rates
-from aoai_helpers.db.rollup import KEY_COLUMNS, SUM_COLUMNS
+from aoai_helpers.db.rollup import KEY_COLUMNS, SUM_COLUMNS, rebuild_statements
 from aoai_helpers.db.schema import init_db
 from aoai_helpers.db.tables import daily_table, rate_table, reconcile_state, token_table
 from aoai_helpers.eventlog.llmlog import LlmLogRecord
@@ -265,3 +265,16 @@ def test_local_generate_keeps_the_rollup_through_top_ups(engine: Engine) -> None
     calls = sum(v[0] for v in rollup(engine).values())
     assert 2400 <= calls <= 2600, calls  # each hour topped up to its new share
     assert_rollup_matches(engine)
+
+
+def test_the_rebuild_groups_by_literals_on_sql_server() -> None:
+    """SQL Server (pyodbc, qmark) takes a ``?`` in the SELECT and the same ``?`` in the GROUP BY
+    as different expressions (Msg 8120): the rebuild's empty-text keys must be literals."""
+    from sqlalchemy.dialects import mssql
+
+    _delete, insert = rebuild_statements(T0, T0 + timedelta(days=2), "gpt-4o")
+    sql = str(insert.compile(dialect=mssql.dialect(paramstyle="qmark")))
+    select_part, group_by = sql.split("GROUP BY")
+    assert "?" not in group_by, group_by
+    assert "coalesce([ApimAoaiToken].[SubscriptionId], '')" in select_part
+    assert select_part.count("?") == 3  # the window's two days and the model, in the WHERE

@@ -268,11 +268,18 @@ def _cost_and_record(d: Dialect) -> list[str]:
         f" AND t.{c('UsageSource')} <> N'unbilled';",
         "GO",
         "",
-        f"-- 6b. The daily rollup {q.format_table(daily_table)}, summed from the calls (as db upgrade).",
+        f"-- 6b. The daily rollup {q.format_table(daily_table)}, summed from the calls (as db upgrade),",
+        "--     once: a database at schema v4 keeps it itself (re-running the script beside live",
+        "--     ingesters must not empty it).",
+        f"IF NOT EXISTS (SELECT 1 FROM {q.format_table(schema_version)} WHERE {c('Version')} >= 4)",
+        "BEGIN",
         *(
-            str(stmt.compile(dialect=d, compile_kwargs={"literal_binds": True})).strip() + ";"
+            "    "
+            + str(stmt.compile(dialect=d, compile_kwargs={"literal_binds": True})).strip()
+            + ";"
             for stmt in rebuild_statements()
         ),
+        "END",
         "GO",
         "",
         "-- 7. Record the migration.",

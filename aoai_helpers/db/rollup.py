@@ -40,7 +40,7 @@ from sqlalchemy import (
     cast,
     delete,
     func,
-    literal,
+    literal_column,
     select,
 )
 from sqlalchemy.engine import Connection, Dialect
@@ -143,19 +143,21 @@ def _merge_sql(dialect: Dialect) -> str:
 
 
 def rebuild_statements(
-    start: datetime | None = None, end: datetime | None = None
+    start: datetime | None = None, end: datetime | None = None, model: str | None = None
 ) -> tuple[Delete, Insert]:
     """The two statements of :meth:`Rollup.rebuild`: delete the rollup rows of the days of
-    ``[start, end)`` (every day when None), insert those days' ``GROUP BY`` of the calls."""
+    ``[start, end)`` (every day when None) — of one ``model`` when given — and insert those
+    days' ``GROUP BY`` of the calls."""
     t, d = token_table.c, daily_table.c
     first = None if start is None else _midnight(start)
     # the day of ``end`` itself too: ``end`` may fall inside it
     after = None if end is None else _midnight(end) + timedelta(days=1)
 
-    def window(day: Any) -> list[Any]:
+    def window(day: Any, name: Any) -> list[Any]:
         return [
             *(() if first is None else (day >= first,)),
             *(() if after is None else (day < after,)),
+            *(() if model is None else (name == model,)),
         ]
 
     keys = [t.ExecDateUTC, *(_or_empty(t[k]) for k in KEY_COLUMNS[1:])]
@@ -167,11 +169,11 @@ def rebuild_statements(
             *(func.sum(cast(t[k], BigInteger)) for k in _TOKENS),
             func.sum(t.Cost),
         )
-        .where(*window(t.ExecDateUTC))
+        .where(*window(t.ExecDateUTC, t.ModelName))
         .group_by(*keys)
     )
     return (
-        delete(daily_table).where(*window(d.ExecDateUTC)),
+        delete(daily_table).where(*window(d.ExecDateUTC, d.ModelName)),
         daily_table.insert().from_select(list(_COLUMNS), grouped),
     )
 
@@ -181,7 +183,9 @@ def _midnight(value: datetime) -> datetime:
 
 
 def _or_empty(column: Any) -> ColumnElement[Any]:
-    return func.coalesce(column, literal(""))
+    # a literal, not a bound parameter: SQL Server (qmark) takes the SELECT's ``?`` and the
+    # GROUP BY's as different expressions and refuses the statement (Msg 8120)
+    return func.coalesce(column, literal_column("''"))
 
 
 class Rollup:
@@ -196,7 +200,8 @@ class Rollup:
         """Add stored rows (tuples in ``columns`` order, day as stored) to their groups; return
         the number of groups written."""
         sums = group_sums(rows, columns)
-        values = [(*key, *s) for key, s in sums.items()]
+        # in key order: concurrent writers that lock rows as they go lock them in one order
+        values = [(*key, *sums[key]) for key in sorted(sums)]
         if not values:
             return 0
         if self._upsert is not None:
@@ -241,11 +246,15 @@ class Rollup:
             conn.execute(daily_table.update().where(match).values(**merged))
 
     def rebuild(
-        self, conn: Connection, start: datetime | None = None, end: datetime | None = None
+        self,
+        conn: Connection,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        model: str | None = None,
     ) -> None:
         """Recompute the rollup of the days of calls in ``[start, end)`` (every day when None)
-        from the rows: after rows were rewritten."""
-        for stmt in rebuild_statements(start, end):
+        — of one ``model`` when given — from the rows: after rows were rewritten."""
+        for stmt in rebuild_statements(start, end, model):
             conn.execute(stmt)
 
     def rebuild_days(self, conn: Connection, times: Iterable[datetime]) -> None:

@@ -195,8 +195,13 @@ def reconcile(
     now = clock.system_utcnow()
     ids = sorted(logged)
     with transaction(engine) as conn:
+        writer = RowWriter(conn.dialect)
+        writer.lock(conn)  # before the first update: ingesters wait on it, never the other way
+        days: list[datetime] = []
         for i in range(0, len(ids), _CHUNK):
-            _upgrade(conn, [logged[k] for k in ids[i : i + _CHUNK]], book, now, result)
+            chunk = [logged[k] for k in ids[i : i + _CHUNK]]
+            days += _upgrade(conn, writer, chunk, book, now, result)
+        writer.rollup.rebuild_days(conn, days)  # the days rewritten, summed again, once
         _save_watermark(conn, source.name, end, now, result)
         grace = timedelta(hours=settings.grace_hours)
         result.pending = provisional_rows(conn, start=end - grace, end=end)
@@ -223,19 +228,19 @@ _COLUMNS: Final = (
 
 def _upgrade(
     conn: Connection,
+    writer: RowWriter,
     usages: Sequence[LoggedUsage],
     rates: RateBook,
     now: datetime,
     result: ReconcileResult,
-) -> None:
+) -> list[datetime]:
+    """Rewrite the matched rows of ``usages``; return the call times of the rows rewritten."""
     t = token_table.c
     by_id = {u.correlation_id: u for u in usages}
     rows = conn.execute(
         # ids as APIM writes them (context.RequestId: a lower-case GUID); the unique index serves
         select(*(t[c] for c in _COLUMNS)).where(t.RequestId.in_(list(by_id)))
     ).all()
-    writer = RowWriter(conn.dialect)
-    writer.lock(conn)  # before the first update: ingesters wait on it, never the other way
     days: list[datetime] = []
     for row in rows:
         logged = by_id[row.RequestId.lower()]
@@ -257,7 +262,7 @@ def _upgrade(
             else:
                 result.from_estimated += 1
         result.added_cost += (values.get("Cost") or 0.0) - (row.Cost or 0.0)
-    writer.rollup.rebuild_days(conn, days)  # the days rewritten, summed again
+    return days
 
 
 def _as_datetime(value: Any) -> datetime:

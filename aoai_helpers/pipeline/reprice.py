@@ -33,6 +33,7 @@ _REPRICE_CHUNK: Final = 5000
 def set_rates(conn: Connection, rates: Iterable[Rate], *, reprice_rows: bool = True) -> int:
     """Insert or update rates (effective-dated, :func:`~aoai_helpers.db.rates.store_rates`);
     reprice the stored rows of every period whose rate changed; return the rows repriced."""
+    RowWriter(conn.dialect).lock(conn)  # first: before the rate rows (the order every writer takes)
     repriced = 0
     for rate in rates:
         for model, start, end in store_rates(conn, [rate]):
@@ -80,7 +81,7 @@ def reprice(
         rows = conn.execute(query.where(t.Id > last_id).limit(_REPRICE_CHUNK)).all()
         if not rows:
             if changed:  # the days repriced, summed again in the same transaction
-                writer.rollup.rebuild(conn, start, end)
+                writer.rollup.rebuild(conn, start, end, model)
             return changed
         prices: list[tuple[int, Price]] = []
         for r in rows:

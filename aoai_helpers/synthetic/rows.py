@@ -388,6 +388,7 @@ def _write(
         while len(pending) >= batch_size or (pending and done + len(pending) == rows):
             batch, pending = pending[:batch_size], pending[batch_size:]
             with transaction(engine) as conn:
+                writer.lock(conn)  # as every writer of rows (and of their rollup) does
                 stored += writer.insert_count(conn, batch, stamp)
             done += len(batch)
             if progress is not None:
