@@ -38,6 +38,7 @@ TABLES = {
     "ReconcileState",
     "IngestDeadLetter",
     "AoaiSchemaVersion",
+    "AoaiUsageDaily",
 }
 
 #: The original ApimAoaiToken string columns and their nvarchar lengths (contract §4).
@@ -96,7 +97,7 @@ def table_names(engine: Engine) -> set[str]:
 # ----------------------------------------------------------------------------- init_db
 
 
-def test_init_db_creates_the_six_tables(bare_engine: Engine) -> None:
+def test_init_db_creates_the_seven_tables(bare_engine: Engine) -> None:
     changes = init_db(bare_engine)
     assert table_names(bare_engine) == TABLES
     assert sorted(c for c in changes if c.startswith("created table")) == sorted(
