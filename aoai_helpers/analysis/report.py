@@ -38,7 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 from aoai_helpers import clock
 from aoai_helpers.clock import month_bounds
 from aoai_helpers.db.engine import transaction
-from aoai_helpers.db.tables import bu_map, daily_table, token_table
+from aoai_helpers.db.tables import DAILY_KEY, bu_map, daily_table, token_table
 from aoai_helpers.exceptions import ConfigError
 
 __all__ = [
@@ -179,14 +179,7 @@ def latest_month(engine: Engine) -> str | None:
 
 
 #: The rollup's text key columns, '' standing for NULL (:mod:`aoai_helpers.db.rollup`).
-_TEXT_KEYS: Final = (
-    "SubscriptionId",
-    "SubscriptionName",
-    "ModelName",
-    "DeploymentName",
-    "UsageSource",
-    "Currency",
-)
+_TEXT_KEYS: Final = DAILY_KEY[1:]
 
 
 def _big_sum(column: Any) -> ColumnElement[Any]:

@@ -45,20 +45,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Dialect
 
-from aoai_helpers.db.tables import daily_table, token_table
+from aoai_helpers.db.tables import DAILY_KEY, daily_table, token_table
 
 __all__ = ["KEY_COLUMNS", "SUM_COLUMNS", "Rollup", "group_sums", "rebuild_statements"]
 
 #: The group of a rollup row (its primary key), as named in both tables.
-KEY_COLUMNS: Final = (
-    "ExecDateUTC",
-    "SubscriptionId",
-    "SubscriptionName",
-    "ModelName",
-    "DeploymentName",
-    "UsageSource",
-    "Currency",
-)
+KEY_COLUMNS: Final = DAILY_KEY
 #: Token columns of the call table the rollup sums (same names in both tables).
 _TOKENS: Final = (
     "PromptTokens",

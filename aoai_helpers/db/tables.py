@@ -48,6 +48,7 @@ from sqlalchemy.dialects import mssql
 __all__ = [
     "CHECKPOINT_KEY",
     "CHECKPOINT_TABLES",
+    "DAILY_KEY",
     "RECONCILE_COLUMNS",
     "SCHEMA_TABLES",
     "STATEMENT_TABLES",
@@ -218,6 +219,17 @@ schema_version = Table(
 
 # --- the daily rollup (aoai_helpers.db.rollup): one row per day and group of calls ---
 
+#: The group of a rollup row, its primary key (same column names as in ``ApimAoaiToken``).
+DAILY_KEY: Final = (
+    "ExecDateUTC",
+    "SubscriptionId",
+    "SubscriptionName",
+    "ModelName",
+    "DeploymentName",
+    "UsageSource",
+    "Currency",
+)
+
 daily_table = Table(
     "AoaiUsageDaily",
     metadata,
@@ -238,16 +250,7 @@ daily_table = Table(
     Column("ReasoningTokens", BigInteger(), nullable=False),
     Column("TotalTokens", BigInteger(), nullable=False),
     Column("Cost", Float(), comment="sum of the priced calls' Cost; NULL when none is priced"),
-    PrimaryKeyConstraint(
-        "ExecDateUTC",
-        "SubscriptionId",
-        "SubscriptionName",
-        "ModelName",
-        "DeploymentName",
-        "UsageSource",
-        "Currency",
-        name="pk_AoaiUsageDaily",
-    ),
+    PrimaryKeyConstraint(*DAILY_KEY, name="pk_AoaiUsageDaily"),
 )
 
 #: Columns only reconciliation writes (NULL when a row is inserted).
