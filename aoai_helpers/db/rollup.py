@@ -45,6 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Dialect
 
+from aoai_helpers.db.bulk import BulkStatement, compile_bulk
 from aoai_helpers.db.tables import DAILY_KEY, daily_table, token_table
 
 __all__ = ["KEY_COLUMNS", "SUM_COLUMNS", "Rollup", "group_sums", "rebuild_statements"]
@@ -92,8 +93,8 @@ def group_sums(
     return out
 
 
-def _upsert_sql(dialect: Dialect) -> tuple[str, list[str], bool] | None:
-    """SQLite's and PostgreSQL's adding upsert, compiled: SQL, parameter order, positional."""
+def _upsert_sql(dialect: Dialect) -> BulkStatement | None:
+    """SQLite's and PostgreSQL's adding upsert, compiled."""
     if dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif dialect.name == "postgresql":
@@ -109,11 +110,7 @@ def _upsert_sql(dialect: Dialect) -> tuple[str, list[str], bool] | None:
         else_=mine.Cost + new.Cost,
     )
     stmt = stmt.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=added)
-    compiled = stmt.compile(dialect=dialect, column_keys=list(_COLUMNS))
-    order = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
-    if sorted(order) != sorted(_COLUMNS):
-        raise RuntimeError(f"rollup upsert parameters {order} do not match its columns")
-    return str(compiled), order, bool(compiled.positional)
+    return compile_bulk(stmt, dialect, _COLUMNS, "rollup upsert")
 
 
 def _merge_sql(dialect: Dialect) -> str:
@@ -197,17 +194,7 @@ class Rollup:
         if not values:
             return 0
         if self._upsert is not None:
-            sql, order, positional = self._upsert
-            if positional and order == list(_COLUMNS):
-                conn.exec_driver_sql(sql, values)
-            else:
-                at = [_COLUMNS.index(n) for n in order]
-                params: Any = (
-                    [tuple(v[i] for i in at) for v in values]
-                    if positional
-                    else [dict(zip(order, (v[i] for i in at), strict=True)) for v in values]
-                )
-                conn.exec_driver_sql(sql, params)
+            conn.exec_driver_sql(self._upsert.sql, self._upsert.params(values))
         elif self._merge is not None:
             conn.exec_driver_sql(self._merge, values)
         else:

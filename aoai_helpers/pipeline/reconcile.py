@@ -358,7 +358,7 @@ def _save_watermark(
         conn.execute(reconcile_state.insert().values(Source=source, **values))
     else:
         # never move a watermark back (an explicit --since/--until run of an older window)
-        previous = datetime.fromisoformat(found[0]) if isinstance(found[0], str) else found[0]
+        previous = _as_datetime(found[0])
         values["WatermarkUTC"] = max(previous, end)
         conn.execute(update(reconcile_state).where(s.Source == source).values(**values))
 

@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Dialect
 from aoai_helpers.clock import system_utcnow
 from aoai_helpers.core.events import Usage
 from aoai_helpers.core.pricing import Price
+from aoai_helpers.db.bulk import BulkStatement, compile_bulk
 from aoai_helpers.db.rollup import Rollup
 from aoai_helpers.db.tables import RECONCILE_COLUMNS, STRING_LIMITS, dead_letter, token_table
 
@@ -201,12 +202,13 @@ def row_insert(dialect: Dialect) -> tuple[str, list[str], bool]:
 
     Every name is a column of :data:`ROW_COLUMNS` (the row tuples are reordered to match).
     """
+    bulk = _row_statement(dialect)
+    return bulk.sql, list(bulk.names), bulk.positional
+
+
+def _row_statement(dialect: Dialect) -> BulkStatement:
     stmt = skip_existing_insert(token_table, "RequestId", dialect, ROW_COLUMNS)
-    compiled = stmt.compile(dialect=dialect, column_keys=list(ROW_COLUMNS))
-    order = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
-    if sorted(order) != sorted(ROW_COLUMNS):
-        raise RuntimeError(f"insert parameters {order} do not match the row layout")
-    return str(compiled), order, bool(compiled.positional)
+    return compile_bulk(stmt, dialect, ROW_COLUMNS, "row insert")
 
 
 def existing(conn: Connection, column: Any, keys: list[str], chunk_size: int = 500) -> set[str]:
@@ -244,9 +246,9 @@ class RowWriter:
         self.insert_dead_stmt = skip_existing_insert(dead_letter, "RawSha256", dialect)
         # Rows go straight to the DB-API executemany: SQLAlchemy's per-row parameter processing
         # would cost more than the whole rest of the pipeline (see benchmarks/ingest.py).
-        self.row_sql, self.param_names, self.positional = row_insert(dialect)
-        self._param_index = [ROW_COLUMNS.index(n) for n in self.param_names]
-        self._as_is = self.positional and self.param_names == list(ROW_COLUMNS)
+        self._rows = _row_statement(dialect)
+        self.row_sql, self.positional = self._rows.sql, self._rows.positional
+        self.param_names = list(self._rows.names)
         self.datetimes_as_text = name == "sqlite"  # sqlite3's datetime adapter is deprecated
         # DATETIME keeps 1/300 s: a stamp on a 10 ms boundary is stored exactly, so the
         # IngestedAtUTC comparison that tells our rows from a concurrent writer's still works.
@@ -289,13 +291,7 @@ class RowWriter:
 
     def params(self, rows: list[tuple[Any, ...]]) -> Any:
         """Rows as the driver wants them (they are built in column order, datetimes converted)."""
-        if self._as_is:
-            return rows
-        idx = self._param_index
-        if self.positional:
-            return [tuple(row[i] for i in idx) for row in rows]
-        names = self.param_names
-        return [dict(zip(names, (row[i] for i in idx), strict=True)) for row in rows]
+        return self._rows.params(rows)
 
     def insert(
         self, conn: Connection, rows: list[tuple[Any, ...]], now: datetime
