@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ __all__ = [
     "GatewayCall",
     "LlmSink",
     "build_event",
+    "new_request_id",
     "safe_event",
 ]
 
@@ -57,6 +59,37 @@ OPERATION_IDS: Final[dict[tuple[str, bool], str]] = {
 
 #: Budget for the whole event (the logger truncates at 200 KB; keep a wide margin).
 EVENT_BUDGET: Final = LOG_TO_EVENTHUB_LIMIT // 2
+
+
+def _uuid4(random: bytes) -> str:
+    """``str(uuid.UUID(bytes=random, version=4))``: version 4, RFC 4122 variant, lower-case
+    8-4-4-4-12 hex, without ``uuid.UUID``'s arithmetic."""
+    b = bytearray(random)
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_BATCH: Final = 64
+_ready: list[str] = []
+if hasattr(os, "register_at_fork"):  # a forked child must never hand out its parent's ids
+    os.register_at_fork(after_in_child=_ready.clear)
+
+
+def new_request_id() -> str:
+    """A fresh ``RequestId``, as ``str(uuid.uuid4())`` makes one (16 bytes of the OS's
+    randomness each), made :data:`_BATCH` at a time so a call rarely waits for the OS. Safe
+    across threads (``list.pop`` is atomic; two threads refilling at once only make more) and
+    forks (a child starts with none ready)."""
+    try:
+        return _ready.pop()
+    except IndexError:
+        pool = os.urandom(16 * _BATCH)
+        fresh = [_uuid4(pool[i : i + 16]) for i in range(0, len(pool), 16)]
+        mine = fresh.pop()
+        _ready.extend(fresh)
+        return mine
 
 
 def _iso_ms(when: datetime) -> str:

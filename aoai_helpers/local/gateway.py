@@ -61,13 +61,13 @@ An ASGI app configured from the same :class:`~aoai_helpers.spec.Spec` as APIM. P
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
@@ -99,6 +99,7 @@ from aoai_helpers.local.events import (
     GatewayCall,
     LlmSink,
     build_event,
+    new_request_id,
 )
 from aoai_helpers.local.events import EVENT_BUDGET as EVENT_BUDGET
 from aoai_helpers.local.keys import SubscriptionKeys
@@ -111,14 +112,16 @@ from aoai_helpers.local.relay import (
     BackendCut,
     apim_error,
     backend_headers,
+    backend_query,
     failure_body,
-    failure_status,
+    parse_query,
     pass_through,
     response_headers,
     strip_usage_chunk,
     too_large,
     usage_of,
 )
+from aoai_helpers.local.upstream import UpstreamError, UpstreamResponse, Upstreams
 from aoai_helpers.spec import Backend, CaptureMode, Spec, Subscription
 
 __all__ = [
@@ -140,6 +143,10 @@ _BAD_HEADER_BYTES: Final = re.compile(rb"[\r\n\x00]")
 _DIGITS: Final = re.compile(r"[0-9]{1,18}")
 #: How long the whole request body may take to arrive.
 DEFAULT_BODY_TIMEOUT: Final = 60.0
+#: Paths up to this long have their classification remembered (a pure function of the
+#: method, the path and the spec's unmetered operations; a bounded cache).
+_CACHED_PATH: Final = 256
+_classify: Final = functools.lru_cache(maxsize=512)(classify)
 
 
 @dataclass
@@ -160,7 +167,9 @@ class Gateway:
     ``keys`` maps APIM subscription id → key; ``backend_secret`` is what the backend expects
     (its api-key, or the bearer token standing in for the managed identity's);
     ``backend_urls`` overrides backend endpoints by backend name (local mode points them all at
-    the simulator); ``transport`` replaces the network (tests: ``httpx.ASGITransport``);
+    the simulator; a plain ``http://`` backend is called with the gateway's own HTTP/1.1 client,
+    :mod:`.http1`, any other through httpx); ``transport`` replaces the network (tests:
+    ``httpx.ASGITransport``), with httpx as the client;
     ``max_body_bytes`` is the largest request body accepted (larger: 413); ``clock`` stamps
     each call's ``ExecTimeUTC`` (default: the current UTC time; the demo-traffic generator
     passes a simulated clock to spread calls over past days).
@@ -200,13 +209,15 @@ class Gateway:
         self._calls = CallLog(spec, sink, llm_sink, self.limiter)
         self._settings = settings
         self._deployments = {d.lower(): d for d in spec.deployment_models()}
+        self._backend_of: dict[str, Backend] = {}  # what spec.backend_for answers, once
+        for backend in spec.backends:
+            for name in backend.deployments:
+                self._backend_of.setdefault(name.lower(), backend)
         self._urls = {b.name: (backend_urls or {}).get(b.name, b.endpoint) for b in spec.backends}
-        self._client = httpx.AsyncClient(
-            transport=transport, timeout=httpx.Timeout(timeout, connect=10.0)
-        )
+        self._upstream = Upstreams(transport, timeout, connect_timeout=10.0)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._upstream.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -215,11 +226,11 @@ class Gateway:
         if scope["type"] != "http":
             return
         raw_headers: list[tuple[bytes, bytes]] = list(scope["headers"])
-        if any(_BAD_HEADER_BYTES.search(k + v) for k, v in raw_headers):
+        if _BAD_HEADER_BYTES.search(b"".join(chain.from_iterable(raw_headers))):
             await respond(send, 400, BAD_HEADER)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        query = parse_query(scope.get("query_string", b"").decode("latin-1"))
         sub = await self._authenticate(raw_headers, headers, query, send)
         if sub is None:
             return
@@ -227,7 +238,10 @@ class Gateway:
         # forwarded and billed as one
         raw_path = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.split(b"?", 1)[0].decode("latin-1")
-        route = classify(scope["method"], path, self._settings.allow_unmetered)
+        unmetered = self._settings.allow_unmetered
+        route = (_classify if len(path) <= _CACHED_PATH else classify)(
+            scope["method"], path, unmetered
+        )
         if isinstance(route, Refusal):
             await respond(send, route.status, apim_error(route.status, route.message))
             return
@@ -273,9 +287,8 @@ class Gateway:
                 await respond(send, 413, too_large(self.max_body_bytes))
                 return None
         try:
-            raw = await asyncio.wait_for(
-                read_body(receive, self.max_body_bytes), self._body_timeout
-            )
+            async with asyncio.timeout(self._body_timeout):  # no task of its own (wait_for's)
+                raw = await read_body(receive, self.max_body_bytes)
         except ClientGone:
             return None  # the client left before its body was complete
         except TimeoutError:
@@ -290,7 +303,7 @@ class Gateway:
         self,
         raw_headers: list[tuple[bytes, bytes]],
         headers: dict[str, str],
-        query: list[tuple[str, str]],
+        query: Sequence[tuple[str, str]],
         send: Send,
     ) -> Subscription | None:
         """The subscription the key belongs to, or None after answering 401.
@@ -309,7 +322,7 @@ class Gateway:
         sub: Subscription,
         path: str,
         route: Route,
-        query: list[tuple[str, str]],
+        query: Sequence[tuple[str, str]],
         raw: bytes,
     ) -> GatewayCall | Refusal:
         """The call as it will be forwarded and billed, or why it is refused (not forwarded):
@@ -339,7 +352,7 @@ class Gateway:
         options = body.get("stream_options") if body is not None else None
         return GatewayCall(
             asked_usage=isinstance(options, dict) and options.get("include_usage") is True,
-            request_id=str(uuid.uuid4()),
+            request_id=new_request_id(),
             started=self._clock(),
             subscription=sub,
             path=path,
@@ -374,30 +387,30 @@ class Gateway:
         return with_include_usage(raw, call.body)
 
     def _backend(self, call: GatewayCall) -> Backend:
-        found = self.spec.backend_for(call.deployment) if call.deployment else None
+        found = self._backend_of.get(call.deployment.lower()) if call.deployment else None
         return found or self.spec.backends[0]
 
-    def _backend_request(
+    async def _send(
         self,
         call: GatewayCall,
         headers: Mapping[str, str],
-        query: list[tuple[str, str]],
+        query: Sequence[tuple[str, str]],
         raw: bytes,
-    ) -> httpx.Request:
+    ) -> UpstreamResponse:
         """The request to the backend: the caller's headers minus hop-by-hop, forwarding and
         credential ones, plus the gateway's own credential; the query minus the key."""
         backend = self._backend(call)
         out_headers = backend_headers(headers, backend.auth == "key", self._secret)
-        qs = urlencode([(k, v) for k, v in query if k != "subscription-key"])
-        url = self._urls[backend.name] + call.path + (f"?{qs}" if qs else "")
-        return self._client.build_request("POST", url, headers=out_headers, content=raw)
+        qs = backend_query(query)
+        target = call.path + (f"?{qs}" if qs else "")
+        return await self._upstream.send(self._urls[backend.name], target, out_headers, raw)
 
     async def _forward(
         self,
         call: GatewayCall,
         scope: Scope,
         headers: dict[str, str],
-        query: list[tuple[str, str]],
+        query: Sequence[tuple[str, str]],
         raw: bytes,
         receive: Receive,
         send: Send,
@@ -409,16 +422,15 @@ class Gateway:
         stream cut, client gone), as it ended."""
         out = _Outcome()
         try:
-            request = self._backend_request(call, headers, query, raw)
             try:
-                response = await self._client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                out.status = failure_status(exc)  # what the client gets; the event says the same
+                response = await self._send(call, headers, query, raw)
+            except UpstreamError as exc:
+                out.status = exc.status  # what the client gets; the event says the same
                 await respond(send, out.status, failure_body(out.status))
                 return
             out.status = response.status_code
             resp_headers = response_headers(response, extra_headers)
-            is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
+            is_sse = response.content_type.startswith("text/event-stream")
             try:
                 if is_sse and self.capture != "buffered":
                     await self._relay_stream(call, response, resp_headers, receive, send, out)
@@ -435,7 +447,7 @@ class Gateway:
     async def _relay_stream(
         self,
         call: GatewayCall,
-        response: httpx.Response,
+        response: UpstreamResponse,
         resp_headers: list[tuple[bytes, bytes]],
         receive: Receive,
         send: Send,
@@ -456,7 +468,7 @@ class Gateway:
     async def _relay_buffered(
         self,
         call: GatewayCall,
-        response: httpx.Response,
+        response: UpstreamResponse,
         resp_headers: list[tuple[bytes, bytes]],
         is_sse: bool,
         injected: bool,
@@ -466,8 +478,8 @@ class Gateway:
         """A buffered body: read whole, its usage taken, the event written, then sent."""
         try:
             body = await response.aread()
-        except httpx.HTTPError as exc:
-            out.status = failure_status(exc)  # what the client gets; the event too
+        except UpstreamError as exc:
+            out.status = exc.status  # what the client gets; the event too
             await respond(send, out.status, failure_body(out.status))  # nothing sent yet
             return
         out.text = body.decode("utf-8", errors="replace")

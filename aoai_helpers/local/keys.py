@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from aoai_helpers.spec import Subscription
@@ -41,7 +41,7 @@ class SubscriptionKeys:
         self,
         raw_headers: list[tuple[bytes, bytes]],
         headers: Mapping[str, str],
-        query: list[tuple[str, str]],
+        query: Sequence[tuple[str, str]],
     ) -> Subscription | bytes:
         """The subscription the key belongs to, or the 401 body to answer with.
 
@@ -57,9 +57,8 @@ class SubscriptionKeys:
         if not key:  # none, or an empty one: refused, never passed over for another
             return MISSING_KEY
         found = self._by_digest.get(hashlib.sha256(key.encode()).digest())
-        repeated = any(
-            sum(k.lower() == name for k, _v in raw_headers) > 1 for name in _CREDENTIAL_HEADERS
-        )
+        names = [k.lower() for k, _v in raw_headers]
+        repeated = any(names.count(name) > 1 for name in _CREDENTIAL_HEADERS)
         if found is None or repeated or not hmac.compare_digest(found[0].encode(), key.encode()):
             return INVALID_KEY
         return found[1]

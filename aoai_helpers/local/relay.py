@@ -1,17 +1,18 @@
 """What the local gateway sends back: a pass-through stream relayed chunk by chunk
 (:func:`pass_through`), a buffered stream without the usage chunk the gateway asked for
 (:func:`strip_usage_chunk`), the usage of a buffered body, and the APIM-shaped error bodies of
-a failed backend call. Imports ``core``, ``azure.apim`` and :mod:`.asgi`.
+a failed backend call. Imports ``core``, ``azure.apim``, :mod:`.asgi` and :mod:`.upstream`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Final
+from urllib.parse import parse_qsl, urlencode
 
-import httpx
 import orjson
 
 from aoai_helpers.azure.apim.policy import (
@@ -20,6 +21,7 @@ from aoai_helpers.azure.apim.policy import (
 )
 from aoai_helpers.core.usage import summarize_stream, usage_from_body
 from aoai_helpers.local.asgi import Receive, Send
+from aoai_helpers.local.upstream import UpstreamError, UpstreamResponse
 
 __all__ = [
     "BAD_HEADER",
@@ -29,8 +31,9 @@ __all__ = [
     "BackendCut",
     "apim_error",
     "backend_headers",
+    "backend_query",
     "failure_body",
-    "failure_status",
+    "parse_query",
     "pass_through",
     "response_headers",
     "strip_usage_chunk",
@@ -41,15 +44,6 @@ __all__ = [
 
 class BackendCut(Exception):
     """Raised into the ASGI server to abort a client connection whose backend stream was cut."""
-
-
-def failure_status(exc: httpx.HTTPError) -> int:
-    """The status of a backend call that failed, as the policy's on-error sets it: 504 when
-    the backend did not answer in time (APIM's ``Timeout``), 500 for anything else (a
-    connection not established or dropped: ``BackendConnectionFailure``)."""
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-        return 504
-    return 500
 
 
 def failure_body(status: int) -> bytes:
@@ -118,7 +112,7 @@ def usage_of(text: str, is_sse: bool) -> tuple[str | None, dict[str, int] | None
 
 
 async def pass_through(
-    response: httpx.Response,
+    response: UpstreamResponse,
     headers: list[tuple[bytes, bytes]],
     receive: Receive,
     send: Send,
@@ -151,7 +145,7 @@ async def pass_through(
                     return False
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 relayed.append(chunk)
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             # The backend dropped the connection mid-body: drop the client's too (as APIM
             # does when not buffering), rather than end a cut stream as if complete.
             raise BackendCut("backend closed the stream before its end") from exc
@@ -186,21 +180,19 @@ def too_large(limit: int) -> bytes:
 
 
 _RESPONSE_DROP: Final = frozenset(
-    {"content-length", "transfer-encoding", "connection", "date", "server"}
+    {b"content-length", b"transfer-encoding", b"connection", b"date", b"server"}
 )
 
 
 def response_headers(
-    response: httpx.Response, extra: Mapping[str, str] | None
+    response: UpstreamResponse, extra: Mapping[str, str] | None
 ) -> list[tuple[bytes, bytes]]:
     """The backend's headers as the client gets them (minus framing and the backend's own
     ``date`` and ``server``), then ``extra`` (the token limit's)."""
-    out = [
-        (k.encode("latin-1"), v.encode("latin-1"))
-        for k, v in response.headers.multi_items()
-        if k.lower() not in _RESPONSE_DROP
-    ]
-    return out + [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    out = [(k, v) for k, v in response.headers if k.lower() not in _RESPONSE_DROP]
+    if extra:
+        out += [(k.encode(), v.encode()) for k, v in extra.items()]
+    return out
 
 
 #: Request headers never forwarded: framing, the caller's credentials, encodings.
@@ -237,3 +229,32 @@ def backend_headers(headers: Mapping[str, str], key_auth: bool, secret: str) -> 
     else:
         out["authorization"] = f"Bearer {secret}"
     return out
+
+
+#: Query strings up to this long have their parse (and what is forwarded of them) remembered:
+#: both are pure functions of the string, and callers send the same few (``api-version=…``).
+_CACHED_QUERY: Final = 512
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(query_string: str) -> tuple[tuple[str, str], ...]:
+    return tuple(parse_qsl(query_string, keep_blank_values=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _forwarded(query: tuple[tuple[str, str], ...]) -> str:
+    return urlencode([(k, v) for k, v in query if k != "subscription-key"])
+
+
+def parse_query(query_string: str) -> Sequence[tuple[str, str]]:
+    """The request's query as ``parse_qsl(…, keep_blank_values=True)`` reads it."""
+    if len(query_string) > _CACHED_QUERY:
+        return parse_qsl(query_string, keep_blank_values=True)
+    return _parsed(query_string)
+
+
+def backend_query(query: Sequence[tuple[str, str]]) -> str:
+    """The query the backend gets: the caller's minus its ``subscription-key``, encoded."""
+    if isinstance(query, tuple) and sum(len(k) + len(v) for k, v in query) <= _CACHED_QUERY:
+        return _forwarded(query)
+    return urlencode([(k, v) for k, v in query if k != "subscription-key"])

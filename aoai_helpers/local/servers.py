@@ -91,6 +91,8 @@ class ServerThread:
             log_level="warning",
             access_log=False,
             timeout_keep_alive=30,
+            # neither app reads the client address or scheme: no X-Forwarded-* rewriting layer
+            proxy_headers=False,
             http=_timed_protocol(header_timeout),
         )
         self.server = uvicorn.Server(config)
