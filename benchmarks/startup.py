@@ -1,6 +1,7 @@
 """Start-up benchmark: ``python -m aoai_helpers --help`` against the 150 ms bar (``make bench``).
 
 Measured as separate processes, in this run: ``python -c pass`` (the interpreter alone),
+``python -c 'import sqlalchemy'`` (the floor of any command that reads the database),
 ``python -m aoai_helpers --help`` (the parser: no SQLAlchemy, pydantic or pandas imported)
 and ``python -m aoai_helpers report --db EMPTY`` on an empty database made with ``db init``
 (the imports a real command pays). One warm-up run each, then the median of ``--runs``
@@ -23,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_MS = 150.0
+#: The issue's goal for ``report`` on an empty database (reported beside SQLAlchemy's own import).
+REPORT_GOAL_MS = 250.0
 
 
 def _once(argv: list[str], env: dict[str, str]) -> float:
@@ -48,6 +51,7 @@ def main() -> int:
         )
         cases = {
             "python -c pass": [py, "-c", "pass"],
+            "python -c 'import sqlalchemy'": [py, "-c", "import sqlalchemy"],
             "python -m aoai_helpers --help": [py, "-m", "aoai_helpers", "--help"],
             "report on an empty database": [py, "-m", "aoai_helpers", "report", "--db", db],
         }
@@ -64,9 +68,15 @@ def main() -> int:
         f"{platform.python_version()}, {platform.machine()})"
     )
     for name, ms in medians.items():
-        print(f"  {name:<32} {ms:8.1f} ms")
+        print(f"  {name:<34} {ms:8.1f} ms")
     ok = help_ms <= LIMIT_MS
-    print(f"  --help bar                       {LIMIT_MS:8.1f} ms: {'met' if ok else 'MISSED'}")
+    print(f"  {'--help bar':<34} {LIMIT_MS:8.1f} ms: {'met' if ok else 'MISSED'}")
+    report_ms = medians["report on an empty database"]
+    print(
+        f"  {'report goal':<34} {REPORT_GOAL_MS:8.1f} ms: "
+        f"{'met' if report_ms <= REPORT_GOAL_MS else 'missed'} (reported: SQLAlchemy's import "
+        "alone is the floor above)"
+    )
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
     (out / "startup.json").write_text(

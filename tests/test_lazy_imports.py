@@ -17,7 +17,11 @@ import json, sys
 from aoai_helpers.cli.main import main
 status = main(sys.argv[1:])
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"sqlalchemy", "pydantic", "pandas"})
-print(json.dumps({"status": status, "heavy": heavy}))
+statement = sorted(
+    m for m in sys.modules
+    if m in {"aoai_helpers.analysis.statement", "aoai_helpers.pipeline.reconcile"}
+)
+print(json.dumps({"status": status, "heavy": heavy, "statement": statement}))
 """
 
 
@@ -31,4 +35,18 @@ def _loaded(*argv: str) -> dict[str, object]:
 def test_report_on_an_empty_database_loads_no_pydantic_and_no_pandas(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     assert _loaded("db", "init", "--db", url)["status"] == 0
-    assert _loaded("report", "--db", url) == {"status": 0, "heavy": ["sqlalchemy"]}
+    assert _loaded("report", "--db", url) == {"status": 0, "heavy": ["sqlalchemy"], "statement": []}
+
+
+def test_report_loads_the_statement_modules_only_once_there_are_calls(tmp_path: Path) -> None:
+    """An empty database answers before the statement modules (and reconciliation, which they
+    import) are loaded; a month with calls needs them."""
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    sample = Path(__file__).resolve().parents[1] / "aoai_helpers" / "data" / "sample_events.jsonl"
+    assert _loaded("ingest", str(sample), "--db", url, "--no-progress")["status"] == 0
+    loaded = _loaded("report", "--db", url, "--month", "2026-11")
+    assert loaded["status"] == 0
+    assert loaded["statement"] == [
+        "aoai_helpers.analysis.statement",
+        "aoai_helpers.pipeline.reconcile",
+    ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Literal
 
 from sqlalchemy import func, select
@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from aoai_helpers.analysis.report import BuCharge, chargeback_rows
 from aoai_helpers.clock import month_bounds, utcnow
+from aoai_helpers.core.amounts import parse_amount
 from aoai_helpers.db.engine import transaction
 from aoai_helpers.db.tables import bu_map
 from aoai_helpers.exceptions import ConfigError
@@ -158,21 +159,6 @@ def budget_burn(
 # ----------------------------------------------------------------------------- allocation
 
 AllocationBasis = Literal["total_tokens", "prompt_tokens", "completion_tokens", "calls"]
-
-
-def parse_amount(value: Decimal | float | int | str, decimals: int = 2) -> Decimal:
-    """A non-negative amount with at most ``decimals`` places (``"12,000.50"`` ok), as a
-    Decimal; :class:`ConfigError` otherwise."""
-    try:
-        amount = Decimal(str(value).strip().replace(",", "").replace("_", ""))
-    except InvalidOperation:
-        raise ConfigError(f"not an amount: {value!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ConfigError(f"the amount must be a non-negative number, not {value!r}")
-    step = Decimal(1).scaleb(-decimals)
-    if amount != amount.quantize(step, rounding=ROUND_HALF_EVEN):
-        raise ConfigError(f"the amount {value} has more than {decimals} decimal places")
-    return amount
 
 
 def allocate(

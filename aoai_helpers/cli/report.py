@@ -41,18 +41,18 @@ def _write_files(args: argparse.Namespace, engine: Any, month: str, amount: Any)
 def cmd_report(args: argparse.Namespace) -> int:
     import importlib
 
-    from aoai_helpers.analysis.budget import parse_amount
-    from aoai_helpers.analysis.narrative import allocation_line, statement_lines
-    from aoai_helpers.analysis.report import latest_month, month_bounds, unpriced_models
-    from aoai_helpers.analysis.statement import issue_statement, statement
-    from aoai_helpers.analysis.text import render_table
+    from aoai_helpers.clock import month_bounds
+    from aoai_helpers.core.amounts import parse_amount
 
-    # the user's first mistakes to hear about, before the database is opened
+    # the user's first mistakes to hear about, before the database is opened (and before the
+    # statement modules are imported: an empty database answers without them)
     if args.month:
         month_bounds(args.month)
     amount = None if args.allocate is None else parse_amount(args.allocate)
     if args.xlsx:  # a missing extra is a one-line error (main) before any work
         importlib.import_module("openpyxl")
+    from aoai_helpers.analysis.report import latest_month
+
     engine = existing_engine(args)
     month = args.month or latest_month(engine)
     issuing = bool(args.issue or args.reissue)
@@ -61,6 +61,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ConfigError("no calls stored yet: there is no statement to issue")
         print("no calls stored yet")
         return 0
+    from aoai_helpers.analysis.narrative import allocation_line, statement_lines
+    from aoai_helpers.analysis.report import unpriced_models
+    from aoai_helpers.analysis.statement import issue_statement, statement
+    from aoai_helpers.analysis.text import render_table
+
     if issuing:
         stmt = issue_statement(
             engine,
