@@ -323,3 +323,192 @@ def test_a_proxy_in_the_environment_leaves_http_backends_to_httpx(
     monkeypatch.setenv("NO_PROXY", "localhost")
     assert _plain("http://127.0.0.1:8080") is None
     assert _plain("http://localhost:8080") is not None  # bypassed: no proxy for it
+
+
+# --- the pool alone, against hand-written backends (found in review)
+
+
+@contextmanager
+def _serve(handler: Any) -> Iterator[int]:
+    """A thread server calling ``handler(conn)`` per accepted connection (closed after it),
+    listening on the port yielded until the block ends."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def handle(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            handler(conn)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (Linux)
+        listener.close()
+        thread.join(5)
+
+
+def _read_request(conn: socket.socket) -> bool:
+    """Read one request (head and content-length body); False at the end of the connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        got = conn.recv(65536)
+        if not got:
+            return False
+        data += got
+    head, rest = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return True
+
+
+_OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+
+async def _pool_call(pool: Http1Pool, port: int) -> tuple[int, bytes]:
+    response = await pool.send(urlsplit(f"http://127.0.0.1:{port}"), "/x", {}, b"{}")
+    try:
+        return response.status_code, await response.aread()
+    finally:
+        await response.aclose()
+
+
+def _keep_alive(conn: socket.socket) -> None:
+    while _read_request(conn):
+        conn.sendall(_OK)
+
+
+def test_a_pool_used_from_a_new_event_loop_after_the_old_one_closed() -> None:
+    """Idle connections of a closed event loop are dropped, not closed through it (which
+    raises): the next loop's call opens its own."""
+    import gc
+    import warnings
+
+    pool = Http1Pool(5.0, 2.0)
+
+    async def last(port: int) -> tuple[int, bytes]:
+        try:
+            return await _pool_call(pool, port)
+        finally:
+            await pool.aclose()
+
+    with _serve(_keep_alive) as port, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the dropped sockets, collected here
+        answers = [asyncio.run(_pool_call(pool, port)) for _ in range(2)]
+        answers.append(asyncio.run(last(port)))
+        gc.collect()
+    assert answers == [(200, b"{}")] * 3
+
+
+def test_a_reset_connection_does_not_end_a_body_delimited_by_the_connection() -> None:
+    """A body that ends where the connection ends is complete only at a clean end: a reset
+    mid-body is a failure (as httpx's ReadError), never a short body passed off as whole."""
+    import struct
+    import time
+
+    def reset(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"usage":')
+        time.sleep(0.05)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    with _serve(reset) as port, pytest.raises(UpstreamError) as failed:
+        asyncio.run(_pool_call(Http1Pool(5.0, 2.0), port))
+    assert failed.value.status == 500
+
+
+def test_bytes_after_a_complete_response_leave_that_response_standing() -> None:
+    """Garbage after a complete response (in the same read or a later one): the response was
+    served and stands; the connection is out of step and the next call gets a fresh one."""
+
+    def trailing(conn: socket.socket) -> None:
+        if _read_request(conn):
+            conn.sendall(_OK + b"garbage")
+
+    async def go(port: int) -> list[tuple[int, bytes]]:
+        pool = Http1Pool(5.0, 2.0)
+        try:
+            return [await _pool_call(pool, port), await _pool_call(pool, port)]
+        finally:
+            await pool.aclose()
+
+    with _serve(trailing) as port:
+        assert asyncio.run(go(port)) == [(200, b"{}")] * 2
+
+
+def test_an_idle_connection_the_backend_closed_is_not_reused() -> None:
+    """The backend closes an idle connection while the event loop is busy (it has not seen the
+    close yet): the next call opens a fresh connection instead of failing on the stale one."""
+    closed = threading.Event()
+
+    def one_call_then_close(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(_OK)
+        conn.shutdown(socket.SHUT_RDWR)
+        closed.set()
+
+    async def go(port: int) -> list[tuple[int, bytes]]:
+        pool = Http1Pool(5.0, 2.0)
+        first = await _pool_call(pool, port)
+        assert closed.wait(10)
+        import time
+
+        time.sleep(0.05)  # blocking: the loop cannot run connection_lost before the next call
+        try:
+            return [first, await _pool_call(pool, port)]
+        finally:
+            await pool.aclose()
+
+    with _serve(one_call_then_close) as port:
+        assert asyncio.run(go(port)) == [(200, b"{}")] * 2
+
+
+def test_calls_cancelled_while_connecting_give_their_connection_slot_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each call cancelled while its connection was being opened gives its slot back: after
+    as many of them as there are slots, a call still gets a connection (not a 504)."""
+    from aoai_helpers.local import http1
+
+    monkeypatch.setattr(http1, "MAX_CONNECTIONS", 3)
+    opened = asyncio.Event
+
+    async def go(port: int) -> tuple[int, bytes]:
+        pool = Http1Pool(5.0, 2.0)
+        loop = asyncio.get_running_loop()
+        release = opened()
+
+        async def hanging(*_a: Any, **_k: Any) -> Any:
+            await release.wait()
+            raise OSError("never opened")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(loop, "create_connection", hanging)
+            for _ in range(3):
+                task = asyncio.create_task(_pool_call(pool, port))
+                await asyncio.sleep(0.01)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            return await asyncio.wait_for(_pool_call(pool, port), 5)
+        finally:
+            await pool.aclose()
+
+    with _serve(_keep_alive) as port:
+        assert asyncio.run(go(port)) == (200, b"{}")

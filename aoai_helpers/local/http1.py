@@ -5,7 +5,8 @@ keep-alive connections on the event loop's transports, responses parsed by ``htt
 It does what the gateway needs from httpx, at a fraction of its cost per call and per chunk:
 ``POST`` with a whole body, a streamed response, httpx's limits (100 connections per backend
 at most, 20 kept idle, for 5 s) and timeouts (connect; then read, per wait for the next bytes;
-a wait for a free connection counts as a read). A failure is an :class:`UpstreamError` with the status the policy's on-error
+a wait for a free connection counts as a read); an idle connection is reused only if its
+socket has nothing to read (a backend that closed it is not written to). A failure is an :class:`UpstreamError` with the status the policy's on-error
 answers: 504 for a read timeout, 500 for anything else (refused, dropped, unparseable). It
 sends the caller's headers as the gateway filtered them, ``host`` and ``content-length``, and
 no defaults of its own (httpx adds ``accept``, ``accept-encoding``, ``connection`` and
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import select
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -86,20 +88,29 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self.complete or self.error is not None:
-            self._fail(UpstreamError(500, "the backend sent bytes after its response"))
+        if self.error is not None:
+            return
+        if self.complete:
+            # bytes after a complete response: that response stands (it was served), but the
+            # connection is out of step and never reused
+            self._keep_alive = False
+            self.close()
             return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(500, f"the backend's response is not valid HTTP: {exc}"))
+            if self.complete:  # garbage after a complete response: that response stands
+                self._keep_alive = False
+                self.close()
+            else:
+                self._fail(UpstreamError(500, f"the backend's response is not valid HTTP: {exc}"))
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if not self.complete and self.error is None:
-            if self.head_done and self._until_eof:
-                self.complete = True  # a body delimited by the end of the connection
+            if self.head_done and self._until_eof and exc is None:
+                self.complete = True  # a body delimited by a clean end of the connection
             else:
                 self.error = UpstreamError(500, _DROPPED)
         self._wake()
@@ -185,6 +196,21 @@ class _Connection(asyncio.Protocol):
         return bool(self._chunks)
 
 
+def _quiet(conn: _Connection) -> bool:
+    """Whether an idle connection has nothing to read: a backend that closed it (or sent
+    anything) while idle makes its socket readable before the event loop has run the callback
+    that would mark it closed; such a connection is not reused (httpcore checks the same)."""
+    sock = conn.transport.get_extra_info("socket") if conn.transport is not None else None
+    if sock is None:
+        return False
+    poller = select.poll()  # not select.select: no FD_SETSIZE limit
+    try:
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
+
+
 class _Response:
     """A backend response whose head has arrived; the body is read from its connection."""
 
@@ -232,9 +258,10 @@ class _Backend:
         """Connections and the semaphore belong to one event loop (a new one starts afresh)."""
         if self._loop is not loop:
             self._loop = loop
-            for conn in self._idle:
-                conn.close()
-            self._idle = []
+            stale, self._idle = self._idle, []
+            for conn in stale:
+                if not conn.loop.is_closed():  # a closed loop's transports cannot be closed
+                    conn.close()
             self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def acquire(self, connect_timeout: float, timeout: float) -> _Connection:
@@ -250,7 +277,7 @@ class _Backend:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if not conn.closed and now - conn.idle_since <= IDLE_EXPIRY:
+            if not conn.closed and now - conn.idle_since <= IDLE_EXPIRY and _quiet(conn):
                 conn._begin()
                 conn.slots = self._slots
                 return conn
@@ -263,6 +290,9 @@ class _Backend:
         except (OSError, TimeoutError) as exc:
             self._slots.release()
             raise UpstreamError(500, f"cannot connect to the backend: {exc}") from None
+        except BaseException:  # cancelled while connecting: the slot is free again
+            self._slots.release()
+            raise
         conn.slots = self._slots
         return conn
 
