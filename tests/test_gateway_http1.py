@@ -83,6 +83,29 @@ SCRIPTS: dict[str, list[bytes | None]] = {
 }
 
 
+def _next_request(conn: socket.socket, data: bytes) -> tuple[bytes, bytes] | None:
+    """The next request on ``conn`` (head and content-length body), read after ``data``
+    (bytes already received), and what was received beyond it; None at the end of the
+    connection."""
+    while b"\r\n\r\n" not in data:
+        more = conn.recv(65536)
+        if not more:
+            return None
+        data += more
+    head, _, data = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(data) < length:
+        more = conn.recv(65536)
+        if not more:
+            return None
+        data += more
+    return head + b"\r\n\r\n" + data[:length], data[length:]
+
+
 class Backend:
     """A loopback server answering each request with ``script`` (keep-alive unless it closes);
     it records what it received and how many connections it accepted."""
@@ -109,21 +132,11 @@ class Backend:
         with conn, contextlib.suppress(OSError):  # the gateway may drop a connection it left
             data = b""
             while True:
-                while b"\r\n\r\n" not in data:
-                    more = conn.recv(65536)
-                    if not more:
-                        return
-                    data += more
-                head, _, data = data.partition(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                while len(data) < length:
-                    data += conn.recv(65536)
-                self.requests.append(head + b"\r\n\r\n" + data[:length])
-                data = data[length:]
+                got = _next_request(conn, data)
+                if got is None:
+                    return
+                request, data = got
+                self.requests.append(request)
                 for write in self.script:
                     if write is None:
                         return
@@ -358,22 +371,8 @@ def _serve(handler: Any) -> Iterator[int]:
 
 
 def _read_request(conn: socket.socket) -> bool:
-    """Read one request (head and content-length body); False at the end of the connection."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        got = conn.recv(65536)
-        if not got:
-            return False
-        data += got
-    head, rest = data.split(b"\r\n\r\n", 1)
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(rest) < length:
-        rest += conn.recv(65536)
-    return True
+    """Read one request; False at the end of the connection."""
+    return _next_request(conn, b"") is not None
 
 
 _OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
