@@ -251,16 +251,17 @@ def _throughput_cpu(
     client near one core-second per second is the bound, not the gateway."""
     before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     client_before, started = time.process_time(), time.perf_counter()
-    rate = asyncio.run(_throughput_one(target, args.concurrency, args.seconds))
-    wall = time.perf_counter() - started
-    requests = rate * args.seconds
+    requests, calling = asyncio.run(_throughput_one(target, args.concurrency, args.seconds))
+    client, wall = time.process_time() - client_before, time.perf_counter() - started
     cpu = {name: (_cpu_seconds(pid) - before[name]) / requests * 1000 for name, pid in pids.items()}
-    cpu["client"] = (time.process_time() - client_before) / requests * 1000
-    cpu["client_cores"] = (time.process_time() - client_before) / wall
-    return rate, {k: round(v, 3) for k, v in cpu.items()}
+    cpu["client"] = client / requests * 1000
+    cpu["client_cores"] = client / wall
+    return requests / calling, {k: round(v, 3) for k, v in cpu.items()}
 
 
-async def _throughput_one(target: Target, concurrency: int, seconds: float) -> float:
+async def _throughput_one(target: Target, concurrency: int, seconds: float) -> tuple[int, float]:
+    """Non-streamed calls to ``target`` for ``seconds``, ``concurrency`` in flight: how many
+    completed, and in how many seconds (from the first call's start)."""
     url, headers, extra = target
     body = {**BODY, **extra}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -277,7 +278,7 @@ async def _throughput_one(target: Target, concurrency: int, seconds: float) -> f
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return done / (time.perf_counter() - start)
+        return done, time.perf_counter() - start
 
 
 def _peer_billing(

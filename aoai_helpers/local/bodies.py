@@ -17,7 +17,6 @@ __all__ = [
     "DUPLICATE_KEYS",
     "JSON_NET_ESCAPES",
     "USAGE_OPTION",
-    "deeper_than",
     "has_duplicate_keys",
     "parse_body",
     "rewrites_losslessly",
@@ -79,19 +78,6 @@ def rewrites_losslessly(body: Any) -> bool:
     return True
 
 
-def deeper_than(node: Any, limit: int) -> bool:
-    """Whether ``node`` nests lists/objects more than ``limit`` levels (iteratively)."""
-    stack: list[tuple[Any, int]] = [(node, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
-
-
 DUPLICATE_KEYS: Final = "Bad request: a key appears more than once in an object of the JSON body."
 
 
@@ -102,7 +88,7 @@ _STRING_TOKEN: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?')
 
 def _shape(node: Any) -> tuple[int, int]:
     """(How many keys the objects of a parsed document hold, all levels counted; how deep its
-    lists/objects nest, as :func:`deeper_than` counts it), in one walk."""
+    lists/objects nest: the document itself is level 1), in one walk."""
     keys = depth = 0
     stack: list[tuple[Any, int]] = [(node, 1)]
     while stack:
@@ -140,7 +126,7 @@ def parse_body(raw: bytes, max_depth: int) -> dict[str, Any] | Refusal:
         # a parser keeping the first value and one keeping the last would bill one
         # request and serve another ("model" or "stream" twice): refused, as the policy does
         return Refusal(400, DUPLICATE_KEYS)
-    if depth > max_depth:  # deeper_than(parsed, max_depth)
+    if depth > max_depth:
         return Refusal(
             400,
             f"Bad request: the JSON body is nested deeper than {max_depth} levels.",

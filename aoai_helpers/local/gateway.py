@@ -209,10 +209,13 @@ class Gateway:
         self._calls = CallLog(spec, sink, llm_sink, self.limiter)
         self._settings = settings
         self._deployments = {d.lower(): d for d in spec.deployment_models()}
-        self._backend_of: dict[str, Backend] = {}  # what spec.backend_for answers, once
-        for backend in spec.backends:
-            for name in backend.deployments:
-                self._backend_of.setdefault(name.lower(), backend)
+        # what spec.backend_for answers for each deployment it knows, asked once
+        self._backend_of: dict[str, Backend] = {
+            name.lower(): found
+            for backend in spec.backends
+            for name in backend.deployments
+            if (found := spec.backend_for(name)) is not None
+        }
         self._urls = {b.name: (backend_urls or {}).get(b.name, b.endpoint) for b in spec.backends}
         self._upstream = Upstreams(transport, timeout, connect_timeout=10.0)
 

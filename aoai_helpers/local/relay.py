@@ -241,9 +241,11 @@ def _parsed(query_string: str) -> tuple[tuple[str, str], ...]:
     return tuple(parse_qsl(query_string, keep_blank_values=True))
 
 
-@functools.lru_cache(maxsize=256)
-def _forwarded(query: tuple[tuple[str, str], ...]) -> str:
+def _without_key(query: Sequence[tuple[str, str]]) -> str:
     return urlencode([(k, v) for k, v in query if k != "subscription-key"])
+
+
+_forwarded: Final = functools.lru_cache(maxsize=256)(_without_key)  # for tuples (hashable)
 
 
 def parse_query(query_string: str) -> Sequence[tuple[str, str]]:
@@ -257,4 +259,4 @@ def backend_query(query: Sequence[tuple[str, str]]) -> str:
     """The query the backend gets: the caller's minus its ``subscription-key``, encoded."""
     if isinstance(query, tuple) and sum(len(k) + len(v) for k, v in query) <= _CACHED_QUERY:
         return _forwarded(query)
-    return urlencode([(k, v) for k, v in query if k != "subscription-key"])
+    return _without_key(query)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
@@ -117,16 +117,12 @@ class Upstreams:
     ) -> UpstreamResponse:
         """POST ``body`` to ``base + target`` (``target``: the path and query) with ``headers``;
         the response once its head arrived. Raises :class:`UpstreamError`."""
-        split: Any = None
         if self._own is not None:
-            split = self._bases.get(base, False)
-            if split is False:
-                split = self._bases[base] = _plain(base)
-        if split is not None and self._own is not None:
-            response: UpstreamResponse = await self._own.send(
-                split, split.path + target, headers, body
-            )
-            return response
+            if base not in self._bases:
+                self._bases[base] = _plain(base)
+            split = self._bases[base]
+            if split is not None:
+                return await self._own.send(split, split.path + target, headers, body)
         request = self._client.build_request("POST", base + target, headers=headers, content=body)
         try:
             return _HttpxResponse(await self._client.send(request, stream=True))
