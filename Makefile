@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(PY) -m aoai_helpers demo --out $(OUT) $(if $(DB),--db $(DB))
 
-## report: notebook 04 on a database (DB=URL, default: the spec's) rendered to $(OUT)/report.html
+## report: finance's report of a database (DB=URL, default: the spec's) in $(OUT)/report.html
+##         (every month; MONTH=YYYY-MM first, default the latest)
 report: venv
-	$(PY) -m aoai_helpers notebooks report --out $(OUT) $(if $(DB),--db $(DB)) $(if $(MONTH),--month $(MONTH))
+	@mkdir -p $(OUT)
+	$(PY) -m aoai_helpers report --html $(OUT)/report.html $(if $(DB),--db $(DB)) $(if $(MONTH),--month $(MONTH))
 
 ## test: the whole test suite
 test: venv

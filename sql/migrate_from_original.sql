@@ -1,4 +1,4 @@
--- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its aoaieventdb.sql) to schema v4, in place.
+-- apim-aoai-proxy: upgrade a database of the original APIM-AOAI-Proxy (its aoaieventdb.sql) to schema v5, in place.
 -- Generated from aoai_helpers.db.tables; regenerate with: python -m aoai_helpers db ddl --from-original
 -- The T-SQL twin of `python -m aoai_helpers db upgrade` (see aoai_helpers/pipeline/upgrade.py).
 --
@@ -45,9 +45,9 @@ BEGIN
 CREATE TABLE [AoaiTokenRate] (
 	[RateId] INTEGER NOT NULL IDENTITY,
 	[ModelName] NVARCHAR(100) NOT NULL,
-	[PromptTokenRate] FLOAT NOT NULL,
-	[CompletionTokenRate] FLOAT NOT NULL,
-	[CachedPromptTokenRate] FLOAT NULL,
+	[PromptTokenRate] NUMERIC(27, 18) NOT NULL,
+	[CompletionTokenRate] NUMERIC(27, 18) NOT NULL,
+	[CachedPromptTokenRate] NUMERIC(27, 18) NULL,
 	[Currency] NVARCHAR(3) NOT NULL DEFAULT 'USD',
 	[EffectiveFrom] DATETIME NOT NULL,
 	[EffectiveTo] DATETIME NULL,
@@ -74,7 +74,7 @@ CREATE TABLE [AoaiUsageDaily] (
 	[CachedTokens] BIGINT NOT NULL,
 	[ReasoningTokens] BIGINT NOT NULL,
 	[TotalTokens] BIGINT NOT NULL,
-	[Cost] FLOAT NULL,
+	[Cost] NUMERIC(38, 12) NULL,
 	CONSTRAINT [pk_AoaiUsageDaily] PRIMARY KEY ([ExecDateUTC], [SubscriptionId], [SubscriptionName], [ModelName], [DeploymentName], [UsageSource], [Currency])
 );
 END
@@ -113,7 +113,7 @@ CREATE TABLE [ApimAoaiToken] (
 	[EstimateEncoding] NVARCHAR(20) NULL,
 	[EstimateQuality] NVARCHAR(16) NULL,
 	[ModelKnown] TINYINT NOT NULL DEFAULT 1,
-	[Cost] FLOAT NULL,
+	[Cost] NUMERIC(28, 12) NULL,
 	[Currency] NVARCHAR(3) NULL,
 	[RateId] INTEGER NULL,
 	[IngestedAtUTC] DATETIME NOT NULL,
@@ -122,7 +122,7 @@ CREATE TABLE [ApimAoaiToken] (
 	[PriorCompletionTokens] INTEGER NULL,
 	[PriorTotalTokens] INTEGER NULL,
 	[PriorModelName] NVARCHAR(100) NULL,
-	[PriorCost] FLOAT NULL,
+	[PriorCost] NUMERIC(28, 12) NULL,
 	[ReconciledAtUTC] DATETIME NULL,
 	PRIMARY KEY ([Id])
 );
@@ -136,7 +136,7 @@ CREATE TABLE [BusinessUnitMap] (
 	[SubscriptionName] NVARCHAR(100) NULL,
 	[BusinessUnit] NVARCHAR(100) NOT NULL,
 	[CostCentre] NVARCHAR(50) NULL,
-	[MonthlyBudget] FLOAT NULL,
+	[MonthlyBudget] NUMERIC(19, 4) NULL,
 	PRIMARY KEY ([SubscriptionId])
 );
 END
@@ -180,7 +180,7 @@ GO
 IF COL_LENGTH(N'AoaiTokenRate', N'RateId') IS NULL
     ALTER TABLE [AoaiTokenRate] ADD [RateId] INTEGER NOT NULL IDENTITY;
 IF COL_LENGTH(N'AoaiTokenRate', N'CachedPromptTokenRate') IS NULL
-    ALTER TABLE [AoaiTokenRate] ADD [CachedPromptTokenRate] FLOAT NULL;
+    ALTER TABLE [AoaiTokenRate] ADD [CachedPromptTokenRate] NUMERIC(27, 18) NULL;
 IF COL_LENGTH(N'AoaiTokenRate', N'Currency') IS NULL
     ALTER TABLE [AoaiTokenRate] ADD [Currency] NVARCHAR(3) NOT NULL DEFAULT 'USD';
 IF COL_LENGTH(N'AoaiTokenRate', N'EffectiveFrom') IS NULL
@@ -192,7 +192,7 @@ IF COL_LENGTH(N'AoaiTokenRate', N'Source') IS NULL
 GO
 
 IF COL_LENGTH(N'AoaiUsageDaily', N'Cost') IS NULL
-    ALTER TABLE [AoaiUsageDaily] ADD [Cost] FLOAT NULL;
+    ALTER TABLE [AoaiUsageDaily] ADD [Cost] NUMERIC(38, 12) NULL;
 GO
 
 IF COL_LENGTH(N'ApimAoaiToken', N'Id') IS NULL
@@ -224,7 +224,7 @@ IF COL_LENGTH(N'ApimAoaiToken', N'EstimateQuality') IS NULL
 IF COL_LENGTH(N'ApimAoaiToken', N'ModelKnown') IS NULL
     ALTER TABLE [ApimAoaiToken] ADD [ModelKnown] TINYINT NOT NULL DEFAULT 1;
 IF COL_LENGTH(N'ApimAoaiToken', N'Cost') IS NULL
-    ALTER TABLE [ApimAoaiToken] ADD [Cost] FLOAT NULL;
+    ALTER TABLE [ApimAoaiToken] ADD [Cost] NUMERIC(28, 12) NULL;
 IF COL_LENGTH(N'ApimAoaiToken', N'Currency') IS NULL
     ALTER TABLE [ApimAoaiToken] ADD [Currency] NVARCHAR(3) NULL;
 IF COL_LENGTH(N'ApimAoaiToken', N'RateId') IS NULL
@@ -242,7 +242,7 @@ IF COL_LENGTH(N'ApimAoaiToken', N'PriorTotalTokens') IS NULL
 IF COL_LENGTH(N'ApimAoaiToken', N'PriorModelName') IS NULL
     ALTER TABLE [ApimAoaiToken] ADD [PriorModelName] NVARCHAR(100) NULL;
 IF COL_LENGTH(N'ApimAoaiToken', N'PriorCost') IS NULL
-    ALTER TABLE [ApimAoaiToken] ADD [PriorCost] FLOAT NULL;
+    ALTER TABLE [ApimAoaiToken] ADD [PriorCost] NUMERIC(28, 12) NULL;
 IF COL_LENGTH(N'ApimAoaiToken', N'ReconciledAtUTC') IS NULL
     ALTER TABLE [ApimAoaiToken] ADD [ReconciledAtUTC] DATETIME NULL;
 GO
@@ -252,7 +252,7 @@ IF COL_LENGTH(N'BusinessUnitMap', N'SubscriptionName') IS NULL
 IF COL_LENGTH(N'BusinessUnitMap', N'CostCentre') IS NULL
     ALTER TABLE [BusinessUnitMap] ADD [CostCentre] NVARCHAR(50) NULL;
 IF COL_LENGTH(N'BusinessUnitMap', N'MonthlyBudget') IS NULL
-    ALTER TABLE [BusinessUnitMap] ADD [MonthlyBudget] FLOAT NULL;
+    ALTER TABLE [BusinessUnitMap] ADD [MonthlyBudget] NUMERIC(19, 4) NULL;
 GO
 
 IF COL_LENGTH(N'IngestDeadLetter', N'Source') IS NULL
@@ -311,6 +311,46 @@ IF COLUMNPROPERTY(OBJECT_ID(N'AoaiTokenRate'), N'EffectiveFrom', 'AllowsNull') =
     ALTER TABLE [AoaiTokenRate] ALTER COLUMN [EffectiveFrom] DATETIME NOT NULL;
 GO
 
+-- 4b. Money columns exact: NUMERIC (the original FLOAT rates, and the costs of a
+--     database written before schema v5). An index that holds the column is dropped
+--     first (ALTER COLUMN refuses otherwise) and created again in step 5. Each
+--     conversion rewrites the table: plan it for a quiet hour on a large one.
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'AoaiTokenRate') AND name = N'PromptTokenRate' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 27 OR scale <> 18))
+    ALTER TABLE [AoaiTokenRate] ALTER COLUMN [PromptTokenRate] NUMERIC(27, 18) NOT NULL;
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'AoaiTokenRate') AND name = N'CompletionTokenRate' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 27 OR scale <> 18))
+    ALTER TABLE [AoaiTokenRate] ALTER COLUMN [CompletionTokenRate] NUMERIC(27, 18) NOT NULL;
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'AoaiTokenRate') AND name = N'CachedPromptTokenRate' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 27 OR scale <> 18))
+    ALTER TABLE [AoaiTokenRate] ALTER COLUMN [CachedPromptTokenRate] NUMERIC(27, 18) NULL;
+GO
+
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'AoaiUsageDaily') AND name = N'Cost' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 38 OR scale <> 12))
+    ALTER TABLE [AoaiUsageDaily] ALTER COLUMN [Cost] NUMERIC(38, 12) NULL;
+GO
+
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'ApimAoaiToken') AND name = N'Cost' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 28 OR scale <> 12)) AND EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_ApimAoaiToken_Report' AND object_id = OBJECT_ID(N'ApimAoaiToken'))
+    DROP INDEX [ix_ApimAoaiToken_Report] ON [ApimAoaiToken];
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'ApimAoaiToken') AND name = N'Cost' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 28 OR scale <> 12))
+    ALTER TABLE [ApimAoaiToken] ALTER COLUMN [Cost] NUMERIC(28, 12) NULL;
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'ApimAoaiToken') AND name = N'PriorCost' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 28 OR scale <> 12))
+    ALTER TABLE [ApimAoaiToken] ALTER COLUMN [PriorCost] NUMERIC(28, 12) NULL;
+GO
+
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'AzureCostLine') AND name = N'Quantity' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 28 OR scale <> 12))
+    ALTER TABLE [AzureCostLine] ALTER COLUMN [Quantity] NUMERIC(28, 12) NOT NULL;
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'AzureCostLine') AND name = N'Cost' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 28 OR scale <> 12))
+    ALTER TABLE [AzureCostLine] ALTER COLUMN [Cost] NUMERIC(28, 12) NOT NULL;
+GO
+
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'BusinessUnitMap') AND name = N'MonthlyBudget' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 19 OR scale <> 4))
+    ALTER TABLE [BusinessUnitMap] ALTER COLUMN [MonthlyBudget] NUMERIC(19, 4) NULL;
+GO
+
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'ChargebackStatement') AND name = N'Cost' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 38 OR scale <> 12))
+    ALTER TABLE [ChargebackStatement] ALTER COLUMN [Cost] NUMERIC(38, 12) NOT NULL;
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'ChargebackStatement') AND name = N'EstimatedCost' AND (TYPE_NAME(system_type_id) NOT IN (N'decimal', N'numeric') OR precision <> 38 OR scale <> 12))
+    ALTER TABLE [ChargebackStatement] ALTER COLUMN [EstimatedCost] NUMERIC(38, 12) NOT NULL;
+GO
+
 -- 5. Indexes (the unique RequestId index among them).
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_AoaiTokenRate_Model_From' AND object_id = OBJECT_ID(N'AoaiTokenRate'))
     CREATE UNIQUE INDEX [ix_AoaiTokenRate_Model_From] ON [AoaiTokenRate] ([ModelName], [EffectiveFrom]);
@@ -356,10 +396,28 @@ FROM [ApimAoaiToken] GROUP BY [ApimAoaiToken].[ExecDateUTC], coalesce([ApimAoaiT
 END
 GO
 
+-- 6c. The views for Power BI and other SQL readers (CREATE OR ALTER: a view that
+--     exists gets this definition).
+CREATE OR ALTER VIEW [vw_AoaiChargebackDaily] AS
+SELECT convert(DATE, [AoaiUsageDaily].[ExecDateUTC]) AS [UsageDate], coalesce([BusinessUnitMap].[BusinessUnit], nullif([AoaiUsageDaily].[SubscriptionName], ''), nullif([AoaiUsageDaily].[SubscriptionId], ''), '(no subscription)') AS [BusinessUnit], [BusinessUnitMap].[CostCentre] AS [CostCentre], nullif([AoaiUsageDaily].[SubscriptionId], '') AS [SubscriptionId], nullif([AoaiUsageDaily].[SubscriptionName], '') AS [SubscriptionName], nullif([AoaiUsageDaily].[ModelName], '') AS [ModelName], nullif([AoaiUsageDaily].[DeploymentName], '') AS [DeploymentName], [AoaiUsageDaily].[UsageSource] AS [UsageSource], nullif([AoaiUsageDaily].[Currency], '') AS [Currency], [AoaiUsageDaily].[Calls] AS [Calls], [AoaiUsageDaily].[PricedCalls] AS [PricedCalls], [AoaiUsageDaily].[Calls] - [AoaiUsageDaily].[PricedCalls] AS [UnpricedCalls], [AoaiUsageDaily].[PromptTokens] AS [PromptTokens], [AoaiUsageDaily].[CompletionTokens] AS [CompletionTokens], [AoaiUsageDaily].[CachedTokens] AS [CachedTokens], [AoaiUsageDaily].[ReasoningTokens] AS [ReasoningTokens], [AoaiUsageDaily].[TotalTokens] AS [TotalTokens], CASE WHEN ([AoaiUsageDaily].[PricedCalls] > 0) THEN [AoaiUsageDaily].[Cost] END AS [Cost], CASE WHEN ([AoaiUsageDaily].[UsageSource] IN (N'estimated', N'prompt_only')) THEN 1 ELSE 0 END AS [IsEstimated]
+FROM [AoaiUsageDaily] LEFT OUTER JOIN [BusinessUnitMap] ON [BusinessUnitMap].[SubscriptionId] = nullif([AoaiUsageDaily].[SubscriptionId], '')
+GO
+
+CREATE OR ALTER VIEW [vw_AoaiChargebackMonthly] AS
+SELECT d.[UsageMonth], d.[MonthStart], d.[BusinessUnit], max(d.[CostCentre]) AS [CostCentre], d.[Currency], sum(d.[Calls]) AS [Calls], sum(d.[PricedCalls]) AS [PricedCalls], sum(d.[UnpricedCalls]) AS [UnpricedCalls], sum(CASE WHEN (d.[IsEstimated] = 1) THEN d.[Calls] ELSE 0 END) AS [EstimatedCalls], sum(d.[PromptTokens]) AS [PromptTokens], sum(d.[CompletionTokens]) AS [CompletionTokens], sum(d.[CachedTokens]) AS [CachedTokens], sum(d.[ReasoningTokens]) AS [ReasoningTokens], sum(d.[TotalTokens]) AS [TotalTokens], CASE WHEN (sum(d.[PricedCalls]) > 0) THEN sum(d.[Cost]) END AS [Cost], CASE WHEN (sum(d.[PricedCalls]) > 0) THEN coalesce(sum(CASE WHEN (d.[IsEstimated] = 1) THEN d.[Cost] END), 0) END AS [EstimatedCost]
+FROM (SELECT convert(CHAR(7), [AoaiUsageDaily].[ExecDateUTC], 126) AS [UsageMonth], datefromparts(year([AoaiUsageDaily].[ExecDateUTC]), month([AoaiUsageDaily].[ExecDateUTC]), 1) AS [MonthStart], convert(DATE, [AoaiUsageDaily].[ExecDateUTC]) AS [UsageDate], coalesce([BusinessUnitMap].[BusinessUnit], nullif([AoaiUsageDaily].[SubscriptionName], ''), nullif([AoaiUsageDaily].[SubscriptionId], ''), '(no subscription)') AS [BusinessUnit], [BusinessUnitMap].[CostCentre] AS [CostCentre], nullif([AoaiUsageDaily].[SubscriptionId], '') AS [SubscriptionId], nullif([AoaiUsageDaily].[SubscriptionName], '') AS [SubscriptionName], nullif([AoaiUsageDaily].[ModelName], '') AS [ModelName], nullif([AoaiUsageDaily].[DeploymentName], '') AS [DeploymentName], [AoaiUsageDaily].[UsageSource] AS [UsageSource], nullif([AoaiUsageDaily].[Currency], '') AS [Currency], [AoaiUsageDaily].[Calls] AS [Calls], [AoaiUsageDaily].[PricedCalls] AS [PricedCalls], [AoaiUsageDaily].[Calls] - [AoaiUsageDaily].[PricedCalls] AS [UnpricedCalls], [AoaiUsageDaily].[PromptTokens] AS [PromptTokens], [AoaiUsageDaily].[CompletionTokens] AS [CompletionTokens], [AoaiUsageDaily].[CachedTokens] AS [CachedTokens], [AoaiUsageDaily].[ReasoningTokens] AS [ReasoningTokens], [AoaiUsageDaily].[TotalTokens] AS [TotalTokens], CASE WHEN ([AoaiUsageDaily].[PricedCalls] > 0) THEN [AoaiUsageDaily].[Cost] END AS [Cost], CASE WHEN ([AoaiUsageDaily].[UsageSource] IN (N'estimated', N'prompt_only')) THEN 1 ELSE 0 END AS [IsEstimated]
+FROM [AoaiUsageDaily] LEFT OUTER JOIN [BusinessUnitMap] ON [BusinessUnitMap].[SubscriptionId] = nullif([AoaiUsageDaily].[SubscriptionId], '')) AS d GROUP BY d.[UsageMonth], d.[MonthStart], d.[BusinessUnit], d.[Currency]
+GO
+
+CREATE OR ALTER VIEW [vw_AoaiPricedCalls] AS
+SELECT [ApimAoaiToken].[Id], [ApimAoaiToken].[RequestId], [ApimAoaiToken].[ExecTimeUTC], convert(DATE, [ApimAoaiToken].[ExecDateUTC]) AS [UsageDate], coalesce([BusinessUnitMap].[BusinessUnit], nullif([ApimAoaiToken].[SubscriptionName], ''), nullif([ApimAoaiToken].[SubscriptionId], ''), '(no subscription)') AS [BusinessUnit], [BusinessUnitMap].[CostCentre] AS [CostCentre], nullif([ApimAoaiToken].[SubscriptionId], '') AS [SubscriptionId], nullif([ApimAoaiToken].[SubscriptionName], '') AS [SubscriptionName], [ApimAoaiToken].[UserName], [ApimAoaiToken].[UserEmail], [ApimAoaiToken].[ModelName], [ApimAoaiToken].[DeploymentName], [ApimAoaiToken].[Operation], [ApimAoaiToken].[UsageSource], CASE WHEN ([ApimAoaiToken].[UsageSource] IN (N'estimated', N'prompt_only')) THEN 1 ELSE 0 END AS [IsEstimated], [ApimAoaiToken].[PromptTokens], [ApimAoaiToken].[CompletionTokens], [ApimAoaiToken].[CachedTokens], [ApimAoaiToken].[ReasoningTokens], [ApimAoaiToken].[TotalTokens], [ApimAoaiToken].[Cost], CASE WHEN ([ApimAoaiToken].[Cost] IS NOT NULL) THEN [ApimAoaiToken].[Currency] END AS [Currency], CASE WHEN ([ApimAoaiToken].[Cost] IS NOT NULL) THEN 'priced' ELSE 'unpriced' END AS [PriceStatus], [ApimAoaiToken].[RateId]
+FROM [ApimAoaiToken] LEFT OUTER JOIN [BusinessUnitMap] ON [BusinessUnitMap].[SubscriptionId] = nullif([ApimAoaiToken].[SubscriptionId], '')
+GO
+
 -- 7. Record the migration.
-IF NOT EXISTS (SELECT 1 FROM [AoaiSchemaVersion] WHERE [Version] = 4)
+IF NOT EXISTS (SELECT 1 FROM [AoaiSchemaVersion] WHERE [Version] = 5)
     INSERT INTO [AoaiSchemaVersion] ([Version], [AppliedAtUTC], [Description])
-    VALUES (4, GETUTCDATE(), N'upgraded in place from the original APIM-AOAI-Proxy schema (sql/migrate_from_original.sql)');
+    VALUES (5, GETUTCDATE(), N'upgraded in place from the original APIM-AOAI-Proxy schema (sql/migrate_from_original.sql)');
 GO
 
 SET NOEXEC OFF;

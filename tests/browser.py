@@ -13,6 +13,14 @@ errors, uncaught page errors and failed requests, waits for plotly.js and for ev
 draw, counts each chart's drawn marks (non-empty ``path`` in ``svg.main-svg g.trace``, or a
 non-empty WebGL ``canvas``) and takes a full-page screenshot.
 
+Inline SVG charts (``figure.aoai-svg-chart`` of :mod:`aoai_helpers.analysis.svg`, the finance
+report's) need no script: each is counted with ``kind="svg"`` and its marks are the ``.mark``
+elements the browser laid out with a non-empty box. Only charts that are laid out are counted
+(one inside a ``hidden`` element, such as a month the page is not showing, has no box):
+:func:`charts_on` reads them again after the page changed, and ``check_report(...,
+interact=fn)`` runs ``fn(page)`` on the loaded page — console errors and requests are still
+recorded — before it is closed.
+
 Typical use (a module-scoped context saves a second per check)::
 
     @pytest.fixture(scope="module")
@@ -30,7 +38,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,10 +73,13 @@ LOAD_TIMEOUT_S = 120.0
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 _LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 
-# Every chart container and what it drew; runs in the page.
+# Every chart container and what it drew; runs in the page. Plotly charts: all of them;
+# inline SVG charts: those on screen (the others have no layout box to check).
 _CHARTS_JS = """() => {
-  const nodes = [...new Set(document.querySelectorAll('.aoai-chart, .plotly-graph-div'))];
-  return nodes.map((el, i) => {
+  const plotly = [...new Set(document.querySelectorAll('.aoai-chart, .plotly-graph-div'))];
+  const svg = [...document.querySelectorAll('figure.aoai-svg-chart')]
+    .filter((el) => el.getClientRects().length > 0);
+  const plotlyCharts = plotly.map((el, i) => {
     const drawn = [...el.querySelectorAll('svg.main-svg g.trace path')].filter((p) => {
       const d = (p.getAttribute('d') || '').trim();
       return d !== '' && d !== 'M0,0Z';
@@ -82,9 +93,28 @@ _CHARTS_JS = """() => {
       width: box.width,
       height: box.height,
       text: (el.textContent || '').trim().slice(0, 200),
+      kind: 'plotly',
     };
   });
+  const svgCharts = svg.map((el, i) => {
+    const marks = [...el.querySelectorAll('svg .mark')].filter((m) => {
+      const b = m.getBoundingClientRect();
+      return b.width > 0 && b.height > 0;
+    });
+    const box = el.getBoundingClientRect();
+    return {
+      id: el.id || `svg chart #${i + 1}`,
+      svgs: el.querySelectorAll('svg').length,
+      marks: marks.length,
+      width: box.width,
+      height: box.height,
+      text: (el.textContent || '').trim().slice(0, 200),
+      kind: 'svg',
+    };
+  });
+  return plotlyCharts.concat(svgCharts);
 }"""
+_HAS_PLOTLY_JS = "() => document.querySelector('.aoai-chart, .plotly-graph-div') !== null"
 _ALL_DRAWN_JS = f"""() => {{
   const charts = ({_CHARTS_JS})();
   return charts.every((c) => c.svgs > 0 && c.marks > 0);
@@ -154,10 +184,11 @@ class ChartCheck:
     width: float
     height: float
     text: str
+    kind: str = "plotly"  # or "svg": an inline SVG chart (``figure.aoai-svg-chart``)
 
     @property
     def rendered(self) -> bool:
-        """A plotly SVG with at least one drawn trace mark (or a WebGL canvas), visible."""
+        """An SVG (plotly's, or inline) with at least one drawn mark (or a WebGL canvas), visible."""
         return self.svgs > 0 and self.marks > 0 and self.width > 0 and self.height > 0
 
 
@@ -181,7 +212,7 @@ class ReportCheck:
         found += [f"page error: {e}" for e in self.page_errors]
         found += [f"network request blocked: {u}" for u in self.blocked_requests]
         found += [f"request failed: {u}" for u in self.failed_requests]
-        if self.charts and not self.plotly_loaded:
+        if any(c.kind == "plotly" for c in self.charts) and not self.plotly_loaded:
             found.append("plotly.js never loaded (window.Plotly undefined)")
         found += [
             f"chart {c.id} not rendered (svgs={c.svgs}, marks={c.marks}, "
@@ -214,12 +245,15 @@ def check_report(
     context: BrowserContext | None = None,
     timeout_s: float = 20.0,
     load_timeout_s: float = LOAD_TIMEOUT_S,
+    interact: Callable[[Page], None] | None = None,
 ) -> ReportCheck:
     """Load ``html_path`` in Chromium (``context``, or one launched for this call) and report.
 
     The page is waited for until it has loaded (``load_timeout_s`` only bounds a hung
     browser); ``timeout_s`` is how long a loaded page's charts may take to draw — the one wait
-    that has to end for a broken page, whose charts never draw.
+    that has to end for a broken page, whose charts never draw. ``interact(page)`` runs after
+    the charts were counted and the screenshot taken, while errors and requests are still
+    recorded into the result (use :func:`charts_on` there).
 
     Never raises for a broken page (the :class:`ReportCheck` says what is wrong); skips or
     fails like :func:`chromium_or_skip` when there is no Chromium.
@@ -232,6 +266,7 @@ def check_report(
                 context=own,
                 timeout_s=timeout_s,
                 load_timeout_s=load_timeout_s,
+                interact=interact,
             )
 
     started = time.perf_counter()
@@ -265,17 +300,24 @@ def check_report(
     timeout_ms = timeout_s * 1000
     try:
         page.goto(result.url, wait_until="load", timeout=load_timeout_s * 1000)
-        charts_present = bool(page.evaluate(_CHARTS_JS))
-        if charts_present and _wait(page, "() => window.Plotly !== undefined", timeout_ms):
+        plotly_present = bool(page.evaluate(_HAS_PLOTLY_JS))
+        if plotly_present and _wait(page, "() => window.Plotly !== undefined", timeout_ms):
             _wait(page, _ALL_DRAWN_JS, timeout_ms)
         result.plotly_loaded = bool(page.evaluate("() => window.Plotly !== undefined"))
-        result.charts = [ChartCheck(**c) for c in page.evaluate(_CHARTS_JS)]
+        result.charts = charts_on(page)
         screenshot_path.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=screenshot_path, full_page=True)
+        if interact is not None:
+            interact(page)
     finally:
         page.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def charts_on(page: Page) -> list[ChartCheck]:
+    """The charts of ``page`` as drawn now (inline SVG charts: those on screen)."""
+    return [ChartCheck(**c) for c in page.evaluate(_CHARTS_JS)]
 
 
 def _wait(page: Page, predicate: str, timeout_ms: float) -> bool:

@@ -611,11 +611,11 @@ def test_report_prints_a_table_by_business_unit(
     rows = {line.split()[0]: line.split() for line in lines[3:6]}
     assert rows["Finance"] == [
         *("Finance", "CC-1", "2", "200", "100"),
-        *("0.0015", "0.0015", "-", "USD", "-"),
+        *("0.00", "0.00", "-", "USD", "-"),  # 0.0015 USD: cents, as finance reads it
     ]
-    assert rows["Legal"][2:6] == ["1", "100", "50", "0.0008"]
+    assert rows["Legal"][2:6] == ["1", "100", "50", "0.00"]
     assert rows["unmapped-sub"][2] == "1"  # fallback: the subscription name
-    assert "Total: 0.0030 USD" in lines
+    assert "Total: 0.00 USD" in lines
 
 
 def test_report_escapes_business_units_from_mappings_and_subscription_names(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import MetaData, inspect, text
 
@@ -13,6 +14,7 @@ from aoai_helpers.db.engine import engine_from_url, transaction
 from aoai_helpers.db.migrations.runner import HEAD, MIGRATIONS, applied_versions, pending
 from aoai_helpers.db.schema import SCHEMA_VERSION, ddl, init_db
 from aoai_helpers.db.tables import SCHEMA_TABLES, metadata, token_table
+from aoai_helpers.db.views import VIEWS
 
 EVERY_TABLE = {
     "AoaiUsageDaily",
@@ -22,6 +24,7 @@ EVERY_TABLE = {
     "IngestDeadLetter",
     "ReconcileState",
     "AoaiSchemaVersion",
+    "AzureCostLine",
     "ChargebackStatement",
     "EventHubCheckpoint",
     "EventHubOwnership",
@@ -73,12 +76,14 @@ def test_a_v1_database_gets_migrations_2_and_3_recorded(tmp_path: Path) -> None:
         changes = init_db(engine)
         assert changes == [
             "created table ReconcileState",
+            *(f"replaced view {v.name}" for v in VIEWS),  # migration 0005 is pending
             "schema version 2",
             "schema version 3",
             "schema version 4",
+            "schema version 5",
         ]
         with transaction(engine) as conn:
-            assert sorted(applied_versions(conn)) == [1, 2, 3, 4]
+            assert sorted(applied_versions(conn)) == [1, 2, 3, 4, 5]
         assert {t.name for t in SCHEMA_TABLES} <= set(inspect(engine).get_table_names())
         assert "ChargebackStatement" not in inspect(engine).get_table_names()  # made when issued
         assert token_table.name in inspect(engine).get_table_names()
@@ -100,8 +105,63 @@ def test_a_v2_database_gets_the_estimate_quality_column(tmp_path: Path) -> None:
         assert "EstimateQuality" not in columns
         changes = init_db(engine)
         assert any("EstimateQuality" in change for change in changes), changes
-        assert changes[-2:] == ["schema version 3", "schema version 4"], changes
+        assert changes[-3:] == ["schema version 3", "schema version 4", "schema version 5"]
         columns = {c["name"]: c for c in inspect(engine).get_columns(token_table.name)}
         assert columns["EstimateQuality"]["nullable"] is True
     finally:
         engine.dispose()
+
+
+def _view_columns(engine: Any, name: str) -> list[str]:
+    with transaction(engine) as conn:
+        return list(conn.exec_driver_sql(f'SELECT * FROM "{name}" WHERE 1 = 0').keys())
+
+
+def test_a_v4_database_gets_the_views_and_a_later_definition_replaces_an_older(
+    tmp_path: Path,
+) -> None:
+    """Migration 0005 on a v4 database: a view already there (an older definition) is
+    replaced, a missing one created; once v5 is recorded, a view dropped by hand comes back
+    and one that exists is left alone."""
+    engine = engine_from_url(str(tmp_path / "v4.db"))
+    try:
+        init_db(engine)
+        daily, monthly, calls = (v.name for v in VIEWS)
+        with transaction(engine) as conn:  # back to v4, with an older definition of one view
+            for view in VIEWS:
+                conn.exec_driver_sql(f'DROP VIEW "{view.name}"')
+            conn.exec_driver_sql(f'CREATE VIEW "{daily}" AS SELECT 1 AS "Old"')
+            conn.exec_driver_sql("UPDATE AoaiSchemaVersion SET Version = 4")
+        assert _view_columns(engine, daily) == ["Old"]
+        changes = init_db(engine)
+        assert changes == [
+            f"replaced view {daily}",
+            f"created view {monthly}",
+            f"created view {calls}",
+            "schema version 5",
+        ]
+        for view in VIEWS:
+            assert _view_columns(engine, view.name) == list(view.columns), view.name
+        assert init_db(engine) == []
+        with transaction(engine) as conn:  # v5: a dropped view is repaired, no other touched
+            conn.exec_driver_sql(f'DROP VIEW "{calls}"')
+            conn.exec_driver_sql(f'DROP VIEW "{daily}"')
+            conn.exec_driver_sql(f'CREATE VIEW "{daily}" AS SELECT 2 AS "Mine"')
+        assert init_db(engine) == [f"created view {calls}"]
+        assert _view_columns(engine, daily) == ["Mine"]
+    finally:
+        engine.dispose()
+
+
+def test_ddl_has_the_views_in_every_dialect() -> None:
+    for dialect, verb in (
+        ("mssql", "CREATE OR ALTER VIEW [{}] AS"),
+        ("postgresql", 'CREATE OR REPLACE VIEW "{}" AS'),
+        ("sqlite", 'CREATE VIEW "{}" AS'),
+    ):
+        script = ddl(dialect)
+        at = [script.index(verb.format(v.name)) for v in VIEWS]
+        assert at == sorted(at), dialect
+        # after the tables they read, before the tables created when needed
+        assert script.index("CREATE TABLE", at[-1]) > at[-1]
+        assert "ChargebackStatement" in script[at[-1] :] and "AzureCostLine" in script[at[-1] :]

@@ -1,7 +1,7 @@
-"""``db ddl`` and ``sql/aoaieventdb.sql`` hold every table the project creates, in all three
-dialects, and the DDL runs: on a real SQLite file and a real PostgreSQL server it creates
-exactly the tables the code itself creates (``db init``, ``report --issue``, database
-checkpoints of ``consume``)."""
+"""``db ddl`` and ``sql/aoaieventdb.sql`` hold every table and view the project creates, in all
+three dialects, and the DDL runs: on a real SQLite file and a real PostgreSQL server it creates
+exactly the tables and views the code itself creates (``db init``, ``report --issue``,
+``bill import``, database checkpoints of ``consume``)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, create_engine, inspect, text
+from sqlalchemy import MetaData, create_engine, inspect
 
 import aoai_helpers
 from aoai_helpers.analysis.statement import statement_metadata
 from aoai_helpers.db.schema import ddl, init_schema
+from aoai_helpers.db.views import VIEWS
 from aoai_helpers.eventlog.checkpoints import checkpoint_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 CREATE = re.compile(r'CREATE TABLE [\["]?(\w+)[\]"]?')
+CREATE_VIEW = re.compile(r'CREATE (?:OR (?:ALTER|REPLACE) )?VIEW [\["]?(\w+)[\]"]?')
 
 
 def _tables_in_the_package() -> set[str]:
@@ -46,14 +48,18 @@ def test_ddl_has_every_table_the_package_defines(dialect: str) -> None:
         "ReconcileState",
     } <= defined
     assert set(CREATE.findall(ddl(dialect))) == defined
+    assert CREATE_VIEW.findall(ddl(dialect)) == [v.name for v in VIEWS]
 
 
-def test_the_committed_sql_file_has_every_table() -> None:
+def test_the_committed_sql_file_has_every_table_and_view() -> None:
     committed = (ROOT / "sql" / "aoaieventdb.sql").read_text("utf-8")
     assert set(CREATE.findall(committed)) == _tables_in_the_package()
+    assert CREATE_VIEW.findall(committed) == [v.name for v in VIEWS]
+    migration = (ROOT / "sql" / "migrate_from_original.sql").read_text("utf-8")
+    assert CREATE_VIEW.findall(migration) == [v.name for v in VIEWS]
 
 
-def _run_ddl(url: str, dialect: str) -> set[str]:
+def _run_ddl(url: str, dialect: str) -> tuple[set[str], set[str]]:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -62,20 +68,22 @@ def _run_ddl(url: str, dialect: str) -> set[str]:
                     line for line in statement.splitlines() if not line.startswith("--")
                 ).strip()
                 if body:
-                    conn.execute(text(body))
-        return set(inspect(engine).get_table_names())
+                    conn.exec_driver_sql(body)
+        insp = inspect(engine)
+        return set(insp.get_table_names()), set(insp.get_view_names())
     finally:
         engine.dispose()
 
 
-def _created_by_the_code(url: str) -> set[str]:
+def _created_by_the_code(url: str) -> tuple[set[str], set[str]]:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
             init_schema(conn)
         statement_metadata.create_all(engine)
         checkpoint_metadata.create_all(engine)
-        return set(inspect(engine).get_table_names())
+        insp = inspect(engine)
+        return set(insp.get_table_names()), set(insp.get_view_names())
     finally:
         engine.dispose()
 
@@ -83,6 +91,7 @@ def _created_by_the_code(url: str) -> set[str]:
 def test_sqlite_ddl_creates_what_the_code_creates(tmp_path: Path) -> None:
     from_ddl = _run_ddl(f"sqlite:///{tmp_path / 'ddl.db'}", "sqlite")
     assert from_ddl == _created_by_the_code(f"sqlite:///{tmp_path / 'code.db'}")
+    assert from_ddl[1] == {v.name for v in VIEWS}
 
 
 @pytest.mark.postgres

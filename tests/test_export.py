@@ -29,10 +29,14 @@ from aoai_helpers.analysis.export import (
 )
 from aoai_helpers.analysis.report import MIXED, BuCharge, DailyUsage, ModelUsage, UserUsage
 from aoai_helpers.analysis.statement import MonthReport, Statement, issue_statement, month_report
+from aoai_helpers.analysis.workbook import SAME_ON_EVERY_ROW
 from aoai_helpers.exceptions import ConfigError
 
 HEADERS = [c.header for c in SUMMARY_COLUMNS]
 NO_ALLOCATION = [h for h in HEADERS if h != "Allocation"]
+#: the workbook's Summary: without the columns that are the same on every row
+SHEET = [h for h in HEADERS if h not in SAME_ON_EVERY_ROW]
+SHEET_NO_ALLOCATION = [h for h in SHEET if h != "Allocation"]
 
 
 def line(bu: str, cost: float, currency: str | None = "USD", tokens: int = 1000) -> BuCharge:
@@ -66,7 +70,7 @@ def report(
     )
 
 
-def _table(ws, first: str = "Month"):
+def _table(ws, first: str = "Business unit"):
     """(header row number, header, data rows) of the table whose first header is ``first``."""
     for row in ws.iter_rows():
         if row[0].value == first:
@@ -123,29 +127,29 @@ def test_xlsx_summary_and_sheets(tmp_path):
         report(lines, issued=datetime(2026, 12, 1, 9), allocation=alloc, budgets=budgets),
     )
     wb = openpyxl.load_workbook(path)
-    assert wb.sheetnames == ["Summary", "Finance", "R&D_ AI_ML"]
+    assert wb.sheetnames == ["Summary", "Notes", "Finance", "R&D_ AI_ML"]
     ws = wb["Summary"]
     assert ws["A1"].value == "Chargeback statement 2026-11"
-    assert "issued 2026-12-01 09:00 UTC" in ws["A2"].value
-    assert "1,000.00" in ws["A3"].value
+    assert "CS-2026-11-20261201T090000Z: issued 2026-12-01 09:00 UTC" in ws["A2"].value
+    assert "Allocation: 1,000.00 USD split by total token share" in ws["A4"].value
     row, header, body = _table(ws)
-    assert header == HEADERS
-    assert ws.freeze_panes == f"C{row + 1}"
+    assert header == SHEET
+    assert ws.freeze_panes == f"B{row + 1}"
     col = {h: i for i, h in enumerate(header)}
     finance, rnd, total = body
-    assert [c.value for c in finance[:3]] == ["2026-11", "Finance", "CC-1"]
+    assert [c.value for c in finance[:2]] == ["Finance", "CC-1"]
     for name, value in [("Calls", 10), ("Total tokens", 1000), ("Cost", 12.5)]:
         cell = finance[col[name]]
         assert cell.value == value and cell.data_type == "n"
     assert finance[col["Calls"]].number_format == "#,##0"
-    assert finance[col["Cost"]].number_format == "#,##0.00##"
+    assert finance[col["Cost"]].number_format == '#,##0.00 "USD";-#,##0.00 "USD"'
     assert finance[col["Provisional share"]].value == pytest.approx(0.25)
     assert finance[col["Provisional share"]].number_format == "0.0%"
     assert (finance[col["Budget"]].value, finance[col["Budget used"]].value) == (10.0, 1.25)
     assert finance[col["Budget status"]].value == "over"
     assert finance[col["Allocation"]].value == 250
-    assert finance[col["Statement"]].value == "issued"
-    assert finance[col["Issued at (UTC)"]].value == datetime(2026, 12, 1, 9)
+    assert not set(SAME_ON_EVERY_ROW) & set(header)  # in the title and the page header
+    assert "CS-2026-11-20261201T090000Z" in ws.oddHeader.left.text
     assert rnd[col["Budget"]].value is None and rnd[col["Budget status"]].value == "no budget"
     assert rnd[col["Projected cost"]].value == 7.25  # no budget row: the cost itself
     assert total[col["Business unit"]].value == "Total"
@@ -161,7 +165,8 @@ def test_xlsx_summary_and_sheets(tmp_path):
     assert header[:3] == ["Model", "Deployment", "Calls"]
     assert [c.value for c in models[0][:3]] == ["gpt-4o", "chat", 7]
     cost = header.index("Cost")
-    assert models[0][cost].value == 1.5 and models[1][cost].value is None  # unpriced: empty
+    assert models[0][cost].value == 1.5 and models[1][cost].value == "unpriced"  # never 0
+    assert models[2][0].value == "Total" and models[2][cost].value == 1.5
     _, header, days = _table(bu, "Day")
     assert days[0][0].value == datetime(2026, 11, 2) and days[0][0].number_format == "yyyy-mm-dd"
     _, header, users = _table(bu, "User")
@@ -172,13 +177,20 @@ def test_xlsx_mixed_currencies_and_formula_like_names(tmp_path):
     lines = [line("=HYPERLINK(1)", 5.0, "USD"), line("+Ops", 3.0, "EUR"), line("x", 1.0, MIXED)]
     path = write_xlsx(tmp_path / "m.xlsx", report(lines))
     wb = openpyxl.load_workbook(path)
-    assert wb.sheetnames == ["Summary", "=HYPERLINK(1)", "+Ops", "x"]
+    assert wb.sheetnames == ["Summary", "Notes", "=HYPERLINK(1)", "+Ops", "x"]
     _, header, body = _table(wb["Summary"])
-    assert "Allocation" not in header and header == NO_ALLOCATION
-    names = [r[1] for r in body]
+    assert "Allocation" not in header and header == SHEET_NO_ALLOCATION
+    names = [r[0] for r in body]
     assert names[0].value == "=HYPERLINK(1)" and names[0].data_type == "s"  # text, not a formula
-    total = body[-1]
     col = {h: i for i, h in enumerate(header)}
+    assert [r[col["Business unit"]].value for r in body[3:]] == [
+        "Total (USD)",
+        "Total (EUR)",
+        "Total",
+    ]
+    assert [r[col["Cost"]].value for r in body[3:5]] == [5.0, 3.0]  # each currency on its own
+    assert body[2][col["Cost"]].value is None  # a MIXED line's cost is not a sum
+    total = body[-1]
     assert total[col["Currency"]].value == MIXED
     assert total[col["Cost"]].value is None  # no sum across currencies
     assert total[col["Calls"]].value == 30
@@ -187,9 +199,9 @@ def test_xlsx_mixed_currencies_and_formula_like_names(tmp_path):
 
 def test_xlsx_empty_month(tmp_path):
     wb = openpyxl.load_workbook(write_xlsx(tmp_path / "e.xlsx", report([])))
-    assert wb.sheetnames == ["Summary"]
+    assert wb.sheetnames == ["Summary", "Notes"]
     _, header, body = _table(wb["Summary"])
-    assert header == NO_ALLOCATION
+    assert header == SHEET_NO_ALLOCATION
     assert [[c.value for c in row if c.value] for row in body] == [["(no calls in this month)"]]
 
 
@@ -207,24 +219,31 @@ def test_csv_statement(tmp_path):
     assert len(rows) == 2  # one row per BU, no total
     finance, legal = rows
     assert finance["Business unit"] == "Finance"
-    assert (finance["Cost"], finance["Provisional cost"], legal["Cost"]) == ("12.5", "3.125", "0.5")
-    assert finance["Provisional share"] == "0.25" and finance["Projected cost"] == "12.5"
+    # in cents; 12.50 split 9.375 : 3.125 → 9.38 exact (a tie: the larger part), 3.12 provisional
+    assert (finance["Cost"], finance["Provisional cost"], legal["Cost"]) == (
+        "12.50",
+        "3.12",
+        "0.50",
+    )
+    assert finance["Provisional share"] == "0.25" and finance["Projected cost"] == "12.50"
     assert float(finance["Cost"]) == 12.5 and int(finance["Calls"]) == 10
     assert finance["Allocation"] == "0.50" and finance["Statement"] == "live"
     assert finance["Issued at (UTC)"] == "" and finance["Budget"] == ""
+    assert finance["Statement id"] == "live — not issued"
     assert legal["Business unit"] == "'-Legal, Ltd"  # not read as a formula by a spreadsheet
     assert legal["Currency"] == ""
     header, values = summary_table(report(lines, allocation=alloc))
     assert header == HEADERS and len(values) == 2
 
 
-def test_csv_numbers_are_fixed_point(tmp_path):
-    path = write_csv(
-        tmp_path / "t.csv", report([line("Tiny", 0.00002), line("Big", 2129.38673235)])
-    )
-    tiny, big = list(csv.DictReader(path.read_text("utf-8").splitlines()))
-    assert (tiny["Cost"], tiny["Provisional cost"]) == ("0.00002", "0.000005")  # never 2e-05
-    assert big["Cost"] == "2129.38673235"
+def test_csv_money_is_in_minor_units_and_shares_in_fixed_point(tmp_path):
+    lines = [line("Tiny", 0.00002), line("Big", 2129.38673235), line("Yen", 1234.5, "JPY")]
+    path = write_csv(tmp_path / "t.csv", report(lines))
+    tiny, big, yen = list(csv.DictReader(path.read_text("utf-8").splitlines()))
+    # 2129.38675235 → 2129.39: Big 2129.39 (remainder 0.673 cent), Tiny 0.00 (never 2e-05)
+    assert (tiny["Cost"], tiny["Provisional cost"], big["Cost"]) == ("0.00", "0.00", "2129.39")
+    assert tiny["Provisional share"] == "0.25"
+    assert (yen["Cost"], yen["Currency"]) == ("1235", "JPY")  # no minor unit, half up
 
 
 def test_files_are_replaced_atomically(tmp_path):
@@ -255,13 +274,16 @@ def test_from_the_database(engine, make_v2, ingest_events, tmp_path):
     issue_statement(engine, "2026-11", now=datetime(2026, 12, 1))
     rep = month_report(engine, "2026-11", allocate_amount="99.99")
     wb = openpyxl.load_workbook(write_xlsx(tmp_path / "db.xlsx", rep))
-    assert wb.sheetnames == ["Summary", "Finance", "Legal_Compliance_ EU"]
+    assert wb.sheetnames == ["Summary", "Notes", "Finance", "Legal_Compliance_ EU"]
     _, header, body = _table(wb["Summary"])
     col = {h: i for i, h in enumerate(header)}
-    assert [r[col["Statement"]].value for r in body[:-1]] == ["issued", "issued"]
+    assert "CS-2026-11-20261201T000000Z" in wb["Summary"]["A2"].value
     assert body[-1][col["Allocation"]].value == pytest.approx(99.99)
     rows = list(csv.DictReader(write_csv(tmp_path / "db.csv", rep).read_text("utf-8").splitlines()))
     assert [r["Business unit"] for r in rows] == [r[col["Business unit"]].value for r in body[:-1]]
+    assert {(r["Statement"], r["Statement id"]) for r in rows} == {
+        ("issued", "CS-2026-11-20261201T000000Z")
+    }
 
 
 # ----------------------------------------------------------------------------- hostile names
@@ -308,7 +330,7 @@ def test_csv_defuses_formulas_and_quotes_cr_lf_quote_comma(tmp_path):
 def test_csv_quotes_only_what_needs_it(tmp_path):
     text = write_csv(tmp_path / "q.csv", report([line("Plain BU", 1.0)])).read_text("utf-8")
     assert '"' not in text and "\r" not in text
-    assert text.splitlines()[1].startswith("2026-11,Plain BU,CC-1,10,900,100,1000,1,USD,")
+    assert text.splitlines()[1].startswith("2026-11,Plain BU,CC-1,10,900,100,1000,1.00,USD,")
 
 
 def _formulas(path) -> list[str]:
@@ -334,7 +356,7 @@ def test_xlsx_hostile_names_are_text_everywhere_and_titles_stay_valid(tmp_path):
     assert _formulas(path) == []  # no formula anywhere in the file
     wb = openpyxl.load_workbook(path)
     titles = wb.sheetnames
-    assert len(titles) == 1 + len(lines) and len({t.casefold() for t in titles}) == len(titles)
+    assert len(titles) == 2 + len(lines) and len({t.casefold() for t in titles}) == len(titles)
     for title in titles:
         assert 0 < len(title) <= 31 and not re.search(r"[\[\]:*?/\\\x00-\x1f\x7f-\x9f]", title)
         assert not title.startswith("'") and not title.endswith("'")
@@ -347,9 +369,9 @@ def test_xlsx_hostile_names_are_text_everywhere_and_titles_stay_valid(tmp_path):
     # as they are, as text, but for what XML cannot hold (ESC…: dropped) and reads otherwise
     # (a CR comes back as LF: XML's line-end normalisation)
     shown = [re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "", n).replace("\r", "\n") for n in HOSTILE]
-    assert [r[1].value for r in body[:-1]] == [*shown, "'=quoted'"]
-    assert all(r[1].data_type == "s" for r in body[:-1])
-    first = wb[titles[1]]
+    assert [r[0].value for r in body[:-1]] == [*shown, "'=quoted'"]
+    assert all(r[0].data_type == "s" for r in body[:-1])
+    first = wb[titles[2]]  # after Summary and Notes
     assert first["A1"].value.startswith("=HYPERLINK(") and first["A1"].data_type == "s"
     _, _, models = _table(first, "Model")
     assert [c.value for c in models[0][:2]] == ["=model()", "@dep"]

@@ -361,7 +361,7 @@ def test_v1_streamed_capture_is_estimated(
     assert row["RequestId"] == v1_request_id(body(event))
     assert row["ExecTimeUTC"] == datetime(2026, 11, 5, 10, 0, 0)
     assert row["ModelName"] == "gpt-4o"
-    assert row["Cost"] == prompt * GPT4O_INPUT + completion * GPT4O_OUTPUT
+    assert row["Cost"] == pytest.approx(prompt * GPT4O_INPUT + completion * GPT4O_OUTPUT, rel=1e-12)
 
 
 def test_v2_pass_through_stream_is_prompt_only(
@@ -381,7 +381,7 @@ def test_v2_pass_through_stream_is_prompt_only(
     assert (row["PromptTokens"], row["CompletionTokens"], row["TotalTokens"]) == (prompt, 0, prompt)
     assert row["ModelName"] == "gpt-4o"  # from the deployment name
     assert row["ReportedModel"] == "gpt-4o"
-    assert row["Cost"] == prompt * GPT4O_INPUT
+    assert row["Cost"] == pytest.approx(prompt * GPT4O_INPUT, rel=1e-12)
 
 
 def test_throttled_call_is_unbilled_with_cost_zero(
@@ -560,7 +560,7 @@ def test_deployment_models_prices_a_prompt_only_event(
     prompt = count_prompt("chat", request, "gpt-4o").tokens
     assert (row["ModelName"], row["ModelKnown"], row["UsageSource"]) == ("gpt-4o", 1, "prompt_only")
     assert row["PromptTokens"] == prompt
-    assert row["Cost"] == prompt * GPT4O_INPUT
+    assert row["Cost"] == pytest.approx(prompt * GPT4O_INPUT, rel=1e-12)
     assert row["RateId"] == gpt4o_rate_id(engine)
 
 

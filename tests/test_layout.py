@@ -36,6 +36,7 @@ RANK: dict[str, int] = {
     "eventlog": 3,
     "pipeline": 4,
     "analysis": 5,
+    "billing": 5,
     "azure": 6,
     "local": 7,
     "synthetic": 8,

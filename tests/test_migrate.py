@@ -30,7 +30,17 @@ from typing import Any
 import pytest
 import sqlglot
 from cli_run import run_cli
-from sqlalchemy import column, create_engine, create_mock_engine, func, inspect, select, table
+from sqlalchemy import (
+    Float,
+    Numeric,
+    column,
+    create_engine,
+    create_mock_engine,
+    func,
+    inspect,
+    select,
+    table,
+)
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Engine, make_url
 from sqlglot import exp
@@ -42,6 +52,7 @@ from aoai_helpers.db.engine import engine_from_url, transaction
 from aoai_helpers.db.migrate_tsql import migration_tsql
 from aoai_helpers.db.schema import SCHEMA_VERSION, ddl, init_db
 from aoai_helpers.db.tables import (
+    MONEY_COLUMNS,
     SCHEMA_TABLES,
     daily_table,
     dead_letter,
@@ -49,6 +60,7 @@ from aoai_helpers.db.tables import (
     rate_table,
     token_table,
 )
+from aoai_helpers.db.views import VIEWS
 from aoai_helpers.exceptions import ConfigError, DatabaseError
 from aoai_helpers.pipeline import upgrade as migrate_module
 from aoai_helpers.pipeline.ingest import (
@@ -254,10 +266,18 @@ def make_original(url: str, *, rates: list[tuple[str, float, float]] | None = No
 
 
 def original_values(engine: Engine) -> Counter[tuple[Any, ...]]:
-    """The original columns of every call, as stored (a multiset: rows may be identical)."""
+    """The original columns of every call, as stored (a multiset: rows may be identical) — but
+    a SQLite bare date ``'2023-12-01'``, which the upgrade writes as the same instant in
+    SQLAlchemy's form ``'2023-12-01 00:00:00.000000'`` (so that reports see the day), counts as
+    that form."""
     with transaction(engine) as conn:
         rows = conn.execute(select(_raw("ApimAoaiToken", *ORIGINAL_TOKEN_COLUMNS))).all()
-    return Counter(tuple(r) for r in rows)
+
+    def instant(value: Any) -> Any:
+        bare = isinstance(value, str) and len(value) == 10 and value[4] == value[7] == "-"
+        return f"{value} 00:00:00.000000" if bare else value
+
+    return Counter(tuple(instant(v) for v in r) for r in rows)
 
 
 def token_sums(engine: Engine) -> tuple[Any, ...]:
@@ -286,6 +306,14 @@ def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
+def _type_key(kind: Any) -> Any:
+    """What a column's type is compared by: exact numerics by precision and scale (a money
+    column), everything else by the Python type it reads as."""
+    if isinstance(kind, Numeric) and not isinstance(kind, Float):
+        return ("NUMERIC", kind.precision, kind.scale)
+    return kind.python_type
+
+
 def reflected_schema(engine: Engine) -> dict[str, Any]:
     """Columns (type, length, nullability), primary keys and indexes of every table."""
     insp = inspect(engine)
@@ -294,7 +322,7 @@ def reflected_schema(engine: Engine) -> dict[str, Any]:
         schema[name] = {
             "columns": {
                 c["name"]: (
-                    c["type"].python_type,
+                    _type_key(c["type"]),
                     getattr(c["type"], "length", None),
                     c["nullable"],
                 )
@@ -309,12 +337,16 @@ def reflected_schema(engine: Engine) -> dict[str, Any]:
     return schema
 
 
-def model_schema() -> dict[str, Any]:
-    """What ``reflected_schema`` must show for this schema (from the models)."""
+def model_schema(dialect: Any) -> dict[str, Any]:
+    """What ``reflected_schema`` must show for this schema on ``dialect`` (from the models)."""
     return {
         t.name: {
             "columns": {
-                c.name: (c.type.python_type, getattr(c.type, "length", None), c.nullable)
+                c.name: (
+                    _type_key(c.type.dialect_impl(dialect)),
+                    getattr(c.type, "length", None),
+                    c.nullable,
+                )
                 for c in t.columns
             },
             "pk": [c.name for c in t.primary_key.columns],
@@ -394,14 +426,19 @@ def test_original_tsql_is_what_the_translations_create_and_what_the_models_keep(
             for t, cols in tsql.items()
         }
         assert translated == expected, dialect
-    # The models keep every original column with its Azure SQL type and nullability.
+    # The models keep every original column with its Azure SQL type and nullability — but
+    # the rates, FLOAT there, are exact NUMERICs now (schema v5: same name, same place).
     d = mssql.dialect()
     for name, cols in tsql.items():
         model = metadata.tables[name]
         for col_name, (kind, params, nullable) in cols.items():
             col = model.c[col_name]
             built = exp.DataType.build(str(col.type.compile(dialect=d)), dialect="tsql")
-            assert (built.this.name, tuple(p.sql() for p in built.expressions)) == (kind, params)
+            got = (built.this.name, tuple(p.sql() for p in built.expressions))
+            if (name, col_name) in MONEY_COLUMNS:
+                assert kind == "FLOAT" and got == ("DECIMAL", ("27", "18")), col_name
+            else:
+                assert got == (kind, params)
             assert col.nullable is nullable, col_name
     indexes = {
         s.this.this.name: s.this.args["table"].name
@@ -420,6 +457,7 @@ def _check_upgrade(url: str) -> None:
     engine = make_original(url)
     try:
         before_values = original_values(engine)
+        before_raw = _raw_rows_by_rowid(engine)  # SQLite: Id becomes the rowid
         before_sums = token_sums(engine)
         assert before_sums[0] == N_ROWS + N_COPIES
 
@@ -442,8 +480,10 @@ def _check_upgrade(url: str) -> None:
         assert any(f"{N_ROWS + N_COPIES} row(s) backfilled" in line for line in lines)
         assert any(line.startswith(f"{N_ROWS + N_COPIES} call(s) repriced") for line in lines)
 
-        # The schema is the one db init creates.
-        assert reflected_schema(engine) == model_schema()
+        # The schema is the one db init creates, with the views, which answer.
+        assert reflected_schema(engine) == model_schema(engine.dialect)
+        _check_views_answer(engine)
+        _check_reports_count_every_call(engine)
 
         # No row lost, the original columns' values unchanged, the sums the same.
         assert token_sums(engine) == before_sums
@@ -457,7 +497,8 @@ def _check_upgrade(url: str) -> None:
         assert all(ids) and len(set(ids)) == len(ids)  # unique, even for identical rows
         assert len({r["Id"] for r in rows}) == len(rows)
         assert all(i.startswith(LEGACY_PREFIX) and len(i) <= 64 for i in ids)
-        raw = {r[0]: r[1:] for r in _raw_rows_with_id(engine)}
+        # the RequestId hashes the values as they were stored before the upgrade
+        raw = before_raw or {r[0]: r[1:] for r in _raw_rows_with_id(engine)}
         for r in rows:
             assert r["RequestId"] == legacy_request_id(r["Id"], raw[r["Id"]])
             assert r["EventVersion"] == 1
@@ -554,9 +595,63 @@ def _check_upgrade(url: str) -> None:
         engine.dispose()
 
 
+def _check_reports_count_every_call(engine: Engine) -> None:
+    """Every month's report counts every call of the month — its first day too (the original
+    schema may store ``ExecDateUTC`` as a bare date, which SQLite compares as text)."""
+    from aoai_helpers.analysis.report import chargeback_by_bu
+
+    with transaction(engine) as conn:
+        stamps = conn.execute(select(token_table.c.ExecTimeUTC)).scalars().all()
+    per_month: dict[str, int] = {}
+    for at in stamps:
+        per_month[f"{at:%Y-%m}"] = per_month.get(f"{at:%Y-%m}", 0) + 1
+    assert per_month
+    for month, n in per_month.items():
+        assert sum(line.calls for line in chargeback_by_bu(engine, month)) == n, month
+
+
+def _check_views_answer(engine: Engine) -> None:
+    """The views exist on the upgraded database and answer: per BU (no BU map: the
+    subscription name) the calls, unpriced calls and cost of the call table itself."""
+    assert {v.name for v in VIEWS} <= set(inspect(engine).get_view_names())
+    with transaction(engine) as conn:
+        daily = conn.exec_driver_sql(
+            'SELECT "BusinessUnit", SUM("Calls"), SUM("UnpricedCalls"), SUM("Cost")'
+            ' FROM "vw_AoaiChargebackDaily" GROUP BY "BusinessUnit"'
+        ).all()
+        calls = conn.exec_driver_sql(
+            'SELECT "PriceStatus", COUNT(*), COUNT("Cost") FROM "vw_AoaiPricedCalls"'
+            ' GROUP BY "PriceStatus"'
+        ).all()
+        rows = conn.execute(select(token_table.c.SubscriptionName, token_table.c.Cost)).all()
+    expected: dict[str, list[Any]] = {}
+    for name, cost in rows:
+        sums = expected.setdefault(name, [0, 0, 0.0])
+        sums[0] += 1
+        sums[1] += cost is None
+        sums[2] += cost or 0.0
+    assert {r[0] for r in daily} == set(expected) == {f"Team {i}" for i in range(1, 7)}
+    for bu, n, unpriced, cost in daily:
+        assert (int(n), int(unpriced)) == tuple(expected[bu][:2])
+        assert float(cost) == pytest.approx(expected[bu][2], rel=1e-12)
+    status = {s: (int(n), int(c)) for s, n, c in calls}
+    assert status["unpriced"][1] == 0 and status["priced"][0] == status["priced"][1]
+    assert status["unpriced"][0] == sum(e[1] for e in expected.values()) > 0
+
+
 def text_select_versions() -> Any:
     v = _raw("AoaiSchemaVersion", "Version", "AppliedAtUTC", "Description")
     return select(v)
+
+
+def _raw_rows_by_rowid(engine: Engine) -> dict[int, tuple[Any, ...]]:
+    """SQLite: the original columns of every row by rowid, as stored; {} elsewhere."""
+    if engine.dialect.name != "sqlite":
+        return {}
+    names = ", ".join(f'"{c}"' for c in ORIGINAL_TOKEN_COLUMNS)
+    with transaction(engine) as conn:
+        rows = conn.exec_driver_sql(f'SELECT rowid, {names} FROM "ApimAoaiToken"').all()
+    return {int(r[0]): tuple(r[1:]) for r in rows}
 
 
 def _raw_rows_with_id(engine: Engine) -> list[tuple[Any, ...]]:
@@ -696,7 +791,7 @@ def test_upgrade_of_a_current_database_is_up_to_date(tmp_path: Path) -> None:
         created = upgrade(engine)  # an empty database: created as db init would
         assert not created.up_to_date and not created.tables
         assert any(c.startswith("seeded") for c in created.schema_changes)
-        assert reflected_schema(engine) == model_schema()
+        assert reflected_schema(engine) == model_schema(engine.dialect)
         assert upgrade(engine).up_to_date
     finally:
         engine.dispose()
@@ -816,8 +911,14 @@ def test_migration_script_is_guarded_and_complete() -> None:
     statements = _tsql_statements(migration_tsql())
     added: set[tuple[str, str]] = set()
     indexes: set[str] = set()
+    views: list[str] = []
+    altered: set[tuple[str, str]] = set()
     for stmt in statements:
         if isinstance(stmt, exp.IfBlock):
+            for action in stmt.find_all(exp.AlterColumn):
+                alter = action.find_ancestor(exp.Alter)
+                if alter is not None and action.args["dtype"].this.name == "DECIMAL":
+                    altered.add((alter.this.name, action.name))
             for alter in stmt.find_all(exp.Alter):
                 for col in alter.find_all(exp.ColumnDef):
                     if alter.args.get("actions") and col.parent is alter:
@@ -826,8 +927,13 @@ def test_migration_script_is_guarded_and_complete() -> None:
                 if "INDEX" in (create.kind or ""):
                     indexes.add(create.this.this.name)
             continue
-        # Unguarded: only SET, UPDATEs of rows that still lack their values, and the rebuild
-        # of the daily rollup from the calls (the same content however often it runs).
+        # Unguarded: only SET, UPDATEs of rows that still lack their values, the rebuild
+        # of the daily rollup from the calls (the same content however often it runs), and
+        # the views (CREATE OR ALTER: the same view however often it runs).
+        if isinstance(stmt, exp.Create) and stmt.kind == "VIEW":
+            assert stmt.args.get("replace"), stmt.sql("tsql")  # OR ALTER
+            views.append(stmt.this.name)
+            continue
         if isinstance(stmt, (exp.Delete, exp.Insert)):
             assert stmt.find(exp.Table).name == daily_table.name, stmt.sql("tsql")
             continue
@@ -841,7 +947,9 @@ def test_migration_script_is_guarded_and_complete() -> None:
         for col in model.columns:
             if col.name not in original:
                 assert (model.name, col.name) in added, f"{model.name}.{col.name} never added"
-    assert indexes == {ix.name for t in metadata.sorted_tables for ix in t.indexes}
+    assert indexes == {ix.name for t in SCHEMA_TABLES for ix in t.indexes}
+    assert views == [v.name for v in VIEWS]
+    assert altered == set(MONEY_COLUMNS)  # every money column made exact where it is not
     assert statements[-1].sql("tsql") == "SET NOEXEC OFF"
 
 

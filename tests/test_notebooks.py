@@ -175,4 +175,4 @@ def test_demo_runs_the_guide_end_to_end_then_99_cleans_up() -> None:
     record_output("report.html", text)
     browser.chromium_or_skip()
     check = browser.check_report(html, browser.ARTIFACTS / "demo-report.png")
-    check.assert_ok(expect_charts=4)
+    check.assert_ok(expect_charts=6)  # daily cost, each of the 4 BUs' daily trend, budgets

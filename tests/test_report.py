@@ -9,7 +9,9 @@ events and prices (the comments show the arithmetic), not by another query.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
+from decimal import Decimal
 
 import pytest
 from cli_run import run_cli
@@ -32,7 +34,7 @@ from aoai_helpers.analysis.report import (
     unpriced_models,
     usage_by_model,
 )
-from aoai_helpers.analysis.text import render_table
+from aoai_helpers.analysis.text import money_totals, render_table
 from aoai_helpers.core.pricing import Rate
 from aoai_helpers.db.business_units import BusinessUnit, set_bu
 from aoai_helpers.db.engine import transaction
@@ -243,18 +245,20 @@ def test_render_table(billed):
     assert lines[0].startswith("Chargeback 2026-11")
     assert lines[1].split()[:2] == ["Business", "unit"]
     finance = next(line for line in lines if line.startswith("Finance"))
-    # cost, the exact part, the provisional part (the prompt-only call: 8 * 2.5e-6), currency
+    # cost, the exact part, the provisional part (the prompt-only call: 8 * 2.5e-6), currency,
+    # in cents: 0.01024 + 0.00075 = 0.01099 → 0.01, by largest remainder Finance 0.01 (1.024
+    # cents), legal-review 0.00 (0.075 cents); Finance's 0.01 is all exact (0.00002 provisional)
     assert finance.split() == [
         *("Finance", "CC-1", "5", "3,518", "810"),
-        *("0.0102", "0.0102", "0.0000", "USD", "1"),
+        *("0.01", "0.01", "0.00", "USD", "1"),
     ]
     legal = next(line for line in lines if line.startswith("legal-review"))
     assert legal.split() == [
         *("legal-review", "-", "2", "100", "50"),
-        *("0.0008", "0.0008", "-", "USD", "-"),
+        *("0.00", "0.00", "-", "USD", "-"),
     ]
     assert lines[-1] == (
-        "Total: 0.0110 USD (0.0000 of it provisional); 1 unpriced call(s) — add their rates: "
+        "Total: 0.01 USD (0.00 USD of it provisional); 1 unpriced call(s) — add their rates: "
         "python -m aoai_helpers rates set MODEL --input … --output …"
     )
     with_models = render_table(
@@ -301,8 +305,61 @@ def test_render_table_escapes_names_and_aligns_on_the_escaped_text():
     for line in [lines[1], *body]:
         assert len(line) == len(rule), line
         assert all(line[i - 2 : i] == "  " for i in starts[1:]), line
-    assert lines[-2].startswith("Total: 3.0000 US\\x1bD")
+    assert lines[-2].startswith("Total: 3.00 US\\x1bD")
     assert lines[-1] == "Unpriced models: gpt\\u202e-x\\n (2 calls)"
+
+
+def _bu(name: str, cost: float, currency: str | None, *, calls: int = 2, unpriced: int = 0):
+    return BuCharge(name, None, calls, 10, 5, 15, cost, currency, 0.0, unpriced, 0)
+
+
+def _cost_column(text: str) -> dict[str, str]:
+    body = text.splitlines()[3:-1]
+    return {line.split()[0]: line.split()[5] for line in body}
+
+
+def test_render_table_rounds_parts_that_add_up_to_the_total():
+    """Three BUs at half a cent: each rounded on its own would be 0.01 (total 0.03), but the
+    month is 0.015 → 0.02: largest remainder gives 0.01, 0.01 and 0.00 (ties: first first)."""
+    rows = [_bu("A", 0.005, "USD"), _bu("B", 0.005, "USD"), _bu("C", 0.005, "USD")]
+    text = render_table(rows, "2026-11")
+    costs = _cost_column(text)
+    assert costs == {"A": "0.01", "B": "0.01", "C": "0.00"}
+    assert text.splitlines()[-1] == "Total: 0.02 USD"
+    assert sum(Decimal(v) for v in costs.values()) == Decimal("0.02")
+
+
+def test_render_table_unpriced_is_a_word_and_currencies_are_never_added():
+    rows = [
+        _bu("Tokyo", 1234.5, "JPY"),
+        _bu("Paris", 10.004, "USD"),
+        _bu("Lab", 0.0, None, calls=3, unpriced=3),  # no priced call at all
+        _bu("Ops", 2.5, "USD", calls=4, unpriced=1),  # some priced, some not
+        _bu("Mix", 7.0, MIXED),
+    ]
+    text = render_table(rows, "2026-11", [("my-ft", 4)])
+    lines = text.splitlines()
+    assert "0.0000" not in text
+    lab = next(line for line in lines if line.startswith("Lab"))
+    assert lab.split()[5:] == ["unpriced", "-", "-", "-", "3"]
+    assert not re.search(r"\b0\.00\b|\b0\b", " ".join(lab.split()[5:]))  # never 0
+    ops = next(line for line in lines if line.startswith("Ops"))
+    assert ops.split()[5:] == ["2.50", "2.50", "-", "USD", "1"]  # priced part + the count
+    tokyo = next(line for line in lines if line.startswith("Tokyo"))
+    assert tokyo.split()[5:7] == ["1,235", "1,235"]  # JPY: no minor unit (half up)
+    mix = next(line for line in lines if line.startswith("Mix"))
+    assert mix.split()[5] == "mixed"  # not a sum of two currencies
+    assert money_totals(rows) == {"JPY": Decimal("1235"), "USD": Decimal("12.50")}
+    assert lines[-2] == (
+        "Total: 1,235 JPY, 12.50 USD; 1 BU(s) priced in several currencies, not totalled "
+        "(MIXED): Mix; 4 unpriced call(s) — add their rates: "
+        "python -m aoai_helpers rates set MODEL --input … --output …"
+    )
+    # text columns start at the column, numbers end at it
+    columns = lines[2].split("  ")
+    end_cost = sum(len(c) + 2 for c in columns[:5]) + len(columns[5])
+    assert all(line[end_cost - 1] != " " for line in lines[3:8])
+    assert all(line[0] != " " for line in lines[3:8])
 
 
 # ----------------------------------------------------------------------------- the demo
@@ -620,7 +677,7 @@ def test_cli_report_issue_allocate_and_files(billed, tmp_path):
     assert any(line.startswith("Statement 2026-11: issued ") for line in out)
     # tokens: Finance 3308 + 1000 + 20 = 4328, legal-review 150: 96.650 % / 3.350 %
     assert (
-        "Allocation of 100.00 by token share: Finance 96.65 (96.7%), legal-review 3.35 (3.3%)"
+        "Allocation of 100.00 USD by token share: Finance 96.65 (96.7%), legal-review 3.35 (3.3%)"
         in out
     )
     assert f"wrote {xlsx}" in out and f"wrote {csv_file}" in out

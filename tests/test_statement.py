@@ -7,14 +7,16 @@ Finance (sub-a) 1000/200 → 0.0045 and 2000/0 → 0.005; Legal (sub-c) 100/50 �
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, inspect, select
 
+from aoai_helpers.analysis.narrative import allocation_line, changed_since_issue, drift_line
 from aoai_helpers.analysis.report import chargeback_by_bu
 from aoai_helpers.analysis.statement import (
+    LIVE_ID,
     issue_statement,
     issued_months,
     month_report,
@@ -208,3 +210,78 @@ def test_a_month_with_provisional_calls_in_the_grace_window_is_not_issued(
     # past the grace window the unmatched call no longer stops an issue (it stays provisional)
     later = issue_statement(month, "2026-11", reissue=True, now=datetime(2026, 12, 1, 6, 0))
     assert later.issued and "of the cost provisional" in later.describe()
+
+
+def test_statement_id_is_stable_for_an_issue_and_new_on_reissue(month):
+    assert statement(month, "2026-11").statement_id == LIVE_ID == "live — not issued"
+    issued = issue_statement(month, "2026-11", now=ISSUED)
+    assert issued.statement_id == "CS-2026-11-20261201T093000Z"
+    assert statement(month, "2026-11").statement_id == issued.statement_id  # read back: same
+    again = issue_statement(month, "2026-11", reissue=True, now=datetime(2026, 12, 2, 8, 0, 5))
+    assert again.statement_id == "CS-2026-11-20261202T080005Z"
+
+
+def test_month_report_knows_the_rates_used_and_what_is_still_provisional(
+    month, make_v2, ingest_events
+):
+    ingest_events(
+        month,
+        make_v2(SubscriptionId="sub-c", Model="my-finetune"),  # no rate: unpriced
+        make_v2(  # a stream whose usage was not reported: provisional until reconciled
+            SubscriptionId="sub-a",
+            ExecTimeUTC="2026-11-30T23:30:00Z",
+            IsStreaming=True,
+            Usage=None,
+            Request={"messages": [{"role": "user", "content": "Hello"}], "stream": True},
+        ),
+    )
+    early = month_report(month, "2026-11", as_of=datetime(2026, 12, 1, 1, 0))
+    assert early.unpriced == [("my-finetune", 1)]
+    assert early.pending is not None and early.pending.calls == 1  # inside the 6 h window
+    assert early.drift == [] and early.statement.statement_id == LIVE_ID
+    (use,) = early.rates  # every priced call of the month at the one seeded gpt-4o rate
+    assert (use.model, use.calls) == ("gpt-4o", 4)
+    assert use.rate is not None and use.rate.rate_id == use.rate_id
+    assert use.cost == pytest.approx(0.0045 + 0.005 + 0.00075 + 8 * 2.5e-6, rel=REL)
+    later = month_report(month, "2026-11", as_of=datetime(2026, 12, 1, 7, 0))
+    assert later.pending is not None and later.pending.calls == 0  # past the window
+    shorter = month_report(month, "2026-11", as_of=datetime(2026, 12, 1, 1, 0), grace=timedelta(0))
+    assert shorter.pending is not None and shorter.pending.calls == 0
+
+
+def test_an_allocation_is_split_in_the_minor_unit_of_the_statements_currency(
+    empty_engine, make_v2, ingest_events
+):
+    with transaction(empty_engine) as conn:
+        set_rates(conn, [make_rate("gpt-4o", 0.01, 0.01, currency="JPY")])
+    ingest_events(
+        empty_engine,
+        make_v2(SubscriptionId="s1", SubscriptionName="A", Usage=usage(100, 0)),
+        make_v2(SubscriptionId="s2", SubscriptionName="B", Usage=usage(100, 0)),
+        make_v2(SubscriptionId="s3", SubscriptionName="C", Usage=usage(100, 0)),
+    )
+    report = month_report(empty_engine, "2026-11", allocate_amount="100")
+    assert report.currency() == "JPY"
+    # 100 yen by equal shares: 34 + 33 + 33 (whole yen: JPY has no minor unit)
+    assert sorted(a.amount for a in report.allocation or []) == [33, 33, 34]
+    assert all(a.amount == a.amount.to_integral_value() for a in report.allocation or [])
+    with pytest.raises(ConfigError, match="more than 0 decimal places"):
+        month_report(empty_engine, "2026-11", allocate_amount="99.50")
+
+
+def test_narrative_money_is_in_minor_units(month):
+    issue_statement(month, "2026-11", now=ISSUED)
+    with transaction(month) as conn:  # Finance's call of the 20th: 0.005 → 0.010
+        set_rates(conn, [make_rate("gpt-4o", 5e-6, 2e-5, effective_from=datetime(2026, 11, 15))])
+    changed = changed_since_issue(month, "2026-11")
+    assert drift_line(changed, "report --month 2026-11 --reissue") == (
+        "live figures differ since (rates edited or calls added): Finance +0.01 USD"
+        " — replace it with: report --month 2026-11 --reissue"
+    )
+    lines = statement(month, "2026-11").lines  # tokens: Finance 3200, Legal 150
+    assert allocation_line(Decimal("50"), lines) == (
+        "Allocation of 50.00 by token share: Finance 47.76 (95.5%), Legal 2.24 (4.5%)"
+    )
+    assert allocation_line(Decimal("50"), lines, "JPY") == (
+        "Allocation of 50 JPY by token share: Finance 48 (95.5%), Legal 2 (4.5%)"
+    )

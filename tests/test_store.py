@@ -113,7 +113,7 @@ def test_init_db_creates_the_seven_tables(bare_engine: Engine) -> None:
 #: How each dialect reflects the contract's datetime / float / varbinary types.
 TYPE_NAMES = {
     "sqlite": {"datetime": "DATETIME", "float": "FLOAT", "blob": "BLOB"},
-    "postgresql": {"datetime": "TIMESTAMP", "float": "DOUBLE PRECISION", "blob": "BYTEA"},
+    "postgresql": {"datetime": "TIMESTAMP", "float": "NUMERIC(27, 18)", "blob": "BYTEA"},
 }
 
 
@@ -429,12 +429,12 @@ def test_mssql_ddl_keeps_the_original_types() -> None:
     assert "[GatewayServiceName] NVARCHAR(150) NULL" in ddl
     assert "[PromptTokens] INTEGER NOT NULL" in ddl
     assert "[Id] BIGINT NOT NULL IDENTITY" in ddl
-    assert "[Cost] FLOAT NULL" in ddl
+    assert "[Cost] NUMERIC(28, 12) NULL" in ddl  # exact money since schema v5
 
     rates = str(CreateTable(rate_table).compile(dialect=mssql.dialect()))
     assert "[ModelName] NVARCHAR(100) NOT NULL" in rates
-    assert "[PromptTokenRate] FLOAT NOT NULL" in rates
-    assert "[CompletionTokenRate] FLOAT NOT NULL" in rates
+    assert "[PromptTokenRate] NUMERIC(27, 18) NOT NULL" in rates  # FLOAT in the original
+    assert "[CompletionTokenRate] NUMERIC(27, 18) NOT NULL" in rates
 
     # SQL Server 2012+ (Azure SQL): VARBINARY(max), not the deprecated IMAGE. A live connection
     # detects this; offline DDL (the generated T-SQL script) must ask for it.

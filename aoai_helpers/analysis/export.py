@@ -1,51 +1,48 @@
 """A month's chargeback as files for finance: an Excel workbook and a CSV statement.
 
-:func:`write_xlsx` (needs ``openpyxl``, the ``notebooks`` extra) writes
+:func:`write_xlsx` (needs ``openpyxl``, the ``notebooks`` extra) writes the workbook of
+:mod:`aoai_helpers.analysis.workbook`: ``Summary`` (one row per BU, the columns of
+:data:`SUMMARY_COLUMNS`, an ``Allocation`` column when an amount was split, and totals rows
+per currency), ``Notes`` (statement id, rates used, provisional share, unpriced calls) and one
+sheet per BU, with print setup, currency formats, fitted widths and an autofilter per table.
+Sheet names follow Excel's rules (:func:`sheet_names`): at most 31 characters, none of
+``[ ] : * ? / \\``, no leading or trailing apostrophe, not ``History``, unique ignoring case.
 
-* ``Summary`` — the month, whether the figures are the issued statement or live, then one row
-  per business unit (the columns of :data:`SUMMARY_COLUMNS`; an ``Allocation`` column when an
-  amount was split) and a ``Total`` row (cost totalled only when every BU has one currency);
-* one sheet per BU — its model and deployment mix, its daily trend and its top users.
-
-Numbers are written as numbers with number formats (``#,##0`` for counts, ``#,##0.00##`` for
-money, ``0.0%`` for shares), never as text. Sheet names follow Excel's rules
-(:func:`sheet_names`): at most 31 characters, none of ``[ ] : * ? / \\``, no leading or
-trailing apostrophe, not ``History``, unique ignoring case.
-
-:func:`write_csv` writes the per-BU statement: UTF-8, a header row, one row per BU, the same
-columns as ``Summary``; numbers in fixed point (up to 10 decimals), empty cells for none. Text
-cells that a spreadsheet would read as a formula — starting with ``=``, ``+``, ``-``, ``@``, a
-tab or a carriage return, also after leading whitespace — are prefixed with ``'``; a cell
-holding a comma, a double quote, a CR or an LF is quoted (RFC 4180), so that no name can split
-a row or start a cell of its own (:func:`_csv_field`).
-
-In the workbook every text cell is written as text (:func:`_text_cell`, openpyxl data type
-``s``): a name such as ``=HYPERLINK(…)`` is never stored as a formula, whichever sheet or row
-it lands in; the file holds no ``<f>`` element at all.
+:func:`write_csv` writes the per-BU statement: UTF-8, a header row, one row per BU (no totals
+row: a CSV reader sums), the same columns as ``Summary``. Money is in the currency's minor
+units, rounded as in the workbook and the text table (:mod:`aoai_helpers.analysis.ledger`:
+the lines of each currency add up to its total to the cent): ``12.50``, ``1235`` for JPY; a BU
+with no priced call reads ``unpriced`` — never 0; shares in fixed point (up to 10 decimals);
+empty cells for none. Records end with LF (the reader of ``tests/rfc4180.py``; RFC 4180 §2
+names CRLF, and every CSV reader takes either). Text cells that a spreadsheet would read as a
+formula — starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return, also after
+leading whitespace — are prefixed with ``'``; a cell holding a comma, a double quote, a CR or
+an LF is quoted (RFC 4180 §2.6, §2.7), so that no name can split a row or start a cell of its
+own (:func:`_csv_field`).
 
 Both write to a temporary file beside the target and rename it into place, so a reader never
 sees half a file. No figures are computed here: they come from
-:func:`aoai_helpers.analysis.statement.month_report`.
+:func:`aoai_helpers.analysis.statement.month_report`, laid out by
+:mod:`aoai_helpers.analysis.layout`.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from aoai_helpers.analysis.report import MIXED, BuCharge
+from aoai_helpers.analysis.layout import SUMMARY_COLUMNS, Col, summary
 from aoai_helpers.analysis.statement import MonthReport
 from aoai_helpers.exceptions import ConfigError
 
 __all__ = [
+    "NOTES_SHEET",
     "SUMMARY_COLUMNS",
     "sheet_names",
     "summary_table",
@@ -53,45 +50,7 @@ __all__ = [
     "write_xlsx",
 ]
 
-_INT: Final = "#,##0"
-_MONEY: Final = "#,##0.00##"
-_SHARE: Final = "0.0%"
-_DAY: Final = "yyyy-mm-dd"
-_TIME: Final = "yyyy-mm-dd hh:mm"
-
-
-@dataclass(frozen=True, slots=True)
-class _Col:
-    header: str
-    fmt: str | None  # Excel number format; None: text
-
-
-#: Columns of the Summary sheet and the CSV (``Allocation`` only when an amount is split).
-SUMMARY_COLUMNS: Final[tuple[_Col, ...]] = (
-    _Col("Month", None),
-    _Col("Business unit", None),
-    _Col("Cost centre", None),
-    _Col("Calls", _INT),
-    _Col("Prompt tokens", _INT),
-    _Col("Completion tokens", _INT),
-    _Col("Total tokens", _INT),
-    _Col("Cost", _MONEY),
-    _Col("Currency", None),
-    _Col("Provisional cost", _MONEY),
-    _Col("Provisional share", _SHARE),
-    _Col("Unpriced calls", _INT),
-    _Col("Provisional calls", _INT),
-    _Col("Budget", _MONEY),
-    _Col("Budget used", _SHARE),
-    _Col("Projected cost", _MONEY),
-    _Col("Budget status", None),
-    _Col("Allocation", _MONEY),
-    _Col("Statement", None),
-    _Col("Issued at (UTC)", _TIME),
-)
-
 _BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # not allowed in XML (openpyxl refuses)
 _SHEET_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # no control character in a sheet name
 # OWASP, "CSV Injection" (owasp.org/www-community/attacks/CSV_Injection): no cell may begin with
 # "=", "+", "-", "@", tab (0x09) or carriage return (0x0D) — prefix such a cell with a single
@@ -121,52 +80,12 @@ def sheet_names(names: Sequence[str], reserved: Sequence[str] = ("Summary",)) ->
     return out
 
 
-def _share(part: float, whole: float | None) -> float | None:
-    return part / whole if whole else None
-
-
 def summary_table(report: MonthReport) -> tuple[list[str], list[list[Any]]]:
-    """The header and the per-BU rows of the Summary sheet and the CSV (numbers as numbers,
-    ``None`` for an empty cell)."""
-    budgets = {b.business_unit: b for b in report.budgets}
-    allocations = (
-        {a.business_unit: a.amount for a in report.allocation}
-        if report.allocation is not None
-        else None
-    )
-    stmt = report.statement
-    columns = [c.header for c in _columns(report)]
-    rows = []
-    for line in stmt.lines:
-        burn = budgets.get(line.business_unit)
-        row: list[Any] = [
-            report.month,
-            line.business_unit,
-            line.cost_centre,
-            line.calls,
-            line.prompt_tokens,
-            line.completion_tokens,
-            line.total_tokens,
-            line.cost,
-            line.currency,
-            line.estimated_cost,
-            _share(line.estimated_cost, line.cost) or 0.0,
-            line.unpriced_calls,
-            line.estimated_calls,
-            burn.budget if burn else None,
-            burn.used if burn else None,
-            burn.projected if burn else line.cost,
-            burn.status if burn else "no budget",
-        ]
-        if allocations is not None:
-            row.append(allocations.get(line.business_unit))
-        row += [stmt.status, stmt.issued_at]
-        rows.append(row)
-    return columns, rows
-
-
-def _columns(report: MonthReport) -> list[_Col]:
-    return [c for c in SUMMARY_COLUMNS if c.header != "Allocation" or report.allocation is not None]
+    """The header and the per-BU rows of the Summary sheet and the CSV: counts as ``int``,
+    money as a Decimal in the currency's minor units or ``"unpriced"``, ``None`` for an empty
+    cell (:func:`aoai_helpers.analysis.layout.summary`; its totals rows are left out)."""
+    table = summary(report)
+    return table.headers, [list(r.values) for r in table.rows]
 
 
 def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -199,14 +118,22 @@ def _umask() -> int:
     return mask
 
 
-def _csv_cell(value: Any) -> str:
+def _csv_cell(value: Any, col: Col | None = None) -> str:
     """The text of one CSV cell (before quoting): numbers in fixed point, formulas defused."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.isoformat(" ", timespec="seconds")
-    if isinstance(value, float):  # fixed point, no float noise: 2129.38673235, 0.00002
-        return f"{value:.10f}".rstrip("0").rstrip(".") or "0"
+    if isinstance(value, Decimal | float) and not (col is not None and col.kind == "money"):
+        # fixed point, no float noise: 0.25, 0.00002 (shares, budget use)
+        return (
+            f"{Decimal(repr(value)) if isinstance(value, float) else value:.10f}".rstrip(
+                "0"
+            ).rstrip(".")
+            or "0"
+        )
+    if isinstance(value, Decimal):
+        return format(value, "f")  # money: already in the minor unit ("0.00", not "0E-2")
     if isinstance(value, str):
         if value.startswith(_FORMULA_START) or value.lstrip().startswith(_FORMULA_START):
             return "'" + value  # read as text, never as a formula
@@ -225,264 +152,32 @@ def _csv_field(text: str) -> str:
     return text
 
 
-def _csv_line(values: Sequence[Any]) -> str:
-    return ",".join(_csv_field(_csv_cell(v)) for v in values) + "\n"
+def _csv_line(values: Sequence[Any], columns: Sequence[Col | None]) -> str:
+    return (
+        ",".join(_csv_field(_csv_cell(v, c)) for v, c in zip(values, columns, strict=True)) + "\n"
+    )
 
 
 def write_csv(path: str | os.PathLike[str], report: MonthReport) -> Path:
     """The per-BU statement as CSV (UTF-8, header row, one row per BU); returns the path."""
-    header, rows = summary_table(report)
-    text = _csv_line(header) + "".join(_csv_line(row) for row in rows)
+    table = summary(report)
+    text = _csv_line(table.headers, [None] * len(table.columns)) + "".join(
+        _csv_line(r.values, table.columns) for r in table.rows
+    )
     return _atomic_write(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- xlsx
 
 
-class _Sheet:
-    """Appends rows to an openpyxl worksheet with types and number formats kept."""
-
-    def __init__(self, ws: Any, bold: Any) -> None:
-        self.ws = ws
-        self.bold = bold
-        self.row = 1
-        self.widths: dict[int, int] = {}
-
-    def text(self, value: str, *, bold: bool = False) -> None:
-        cell = _text_cell(self.ws, self.row, 1, value)
-        if bold:
-            cell.font = self.bold
-        self.row += 1
-
-    def skip(self) -> None:
-        self.row += 1
-
-    def table(
-        self, columns: Sequence[_Col], rows: Sequence[Sequence[Any]], total: Sequence[Any] | None
-    ) -> None:
-        for j, col in enumerate(columns, start=1):
-            self._put(j, col.header, None, bold=True)
-        self.row += 1
-        for values in [*rows, *([total] if total is not None else [])]:
-            for j, (col, value) in enumerate(zip(columns, values, strict=True), start=1):
-                self._put(j, value, col.fmt, bold=values is total)
-            self.row += 1
-
-    def _put(self, column: int, value: Any, fmt: str | None, *, bold: bool) -> None:
-        if isinstance(value, str):
-            cell = _text_cell(self.ws, self.row, column, value)  # text, never a formula
-            value = cell.value
-        else:
-            cell = self.ws.cell(row=self.row, column=column)
-            cell.value = value
-        if isinstance(value, str):
-            pass
-        elif fmt is not None and value is not None:
-            cell.number_format = fmt
-        elif isinstance(value, datetime):
-            cell.number_format = _TIME
-        elif isinstance(value, date):
-            cell.number_format = _DAY
-        if bold:
-            cell.font = self.bold
-        if isinstance(value, str):
-            width = len(value)
-        elif isinstance(value, int):
-            width = len(f"{value:,}")
-        else:
-            width = len(f"{value:,.2f}") if _number(value) else 10
-        self.widths[column] = max(self.widths.get(column, 8), min(width + 2, 48))
-
-    def finish(self, freeze: str | None = None) -> None:
-        from openpyxl.utils import get_column_letter  # type: ignore[import-untyped]
-
-        for column, width in self.widths.items():
-            self.ws.column_dimensions[get_column_letter(column)].width = max(width, 10)
-        if freeze:
-            self.ws.freeze_panes = freeze
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
-
-
-def _clean(text: str) -> str:
-    return _CONTROL.sub("", text)
-
-
-def _text_cell(ws: Any, row: int, column: int, text: str) -> Any:
-    """Write ``text`` into a cell as text: openpyxl takes a string starting with ``=`` for a
-    formula (data type ``f``, saved as ``<f>``) unless the data type is set to ``s`` after the
-    value. Every string of the workbook goes through here."""
-    cell = ws.cell(row=row, column=column)
-    cell.value = _clean(text)
-    cell.data_type = "s"
-    return cell
-
-
-def _totals(report: MonthReport, columns: list[str], rows: list[list[Any]]) -> list[Any]:
-    """The Total row: counts summed, money summed only within one currency."""
-    currencies = {r[columns.index("Currency")] for r in rows} - {None}
-    one_currency = len(currencies) <= 1 and MIXED not in currencies
-    money = {"Cost", "Provisional cost", "Budget", "Projected cost", "Allocation"}
-    counts = {"Calls", "Prompt tokens", "Completion tokens", "Total tokens"}
-    counts |= {"Unpriced calls", "Provisional calls"}
-    total: list[Any] = []
-    for i, name in enumerate(columns):
-        values = [r[i] for r in rows if r[i] is not None]
-        if name == "Month":
-            total.append(report.month)
-        elif name == "Business unit":
-            total.append("Total")
-        elif values and (
-            name in counts or name == "Allocation" or (name in money and one_currency)
-        ):
-            total.append(sum(values))
-        elif name == "Currency":
-            total.append(next(iter(currencies)) if one_currency and currencies else MIXED)
-        elif name == "Provisional share":
-            cost, est = columns.index("Cost"), columns.index("Provisional cost")
-            priced = sum(r[cost] for r in rows)
-            total.append(sum(r[est] for r in rows) / priced if one_currency and priced else None)
-        else:
-            total.append(None)
-    return total
-
-
-_MODEL_COLUMNS: Final = (
-    _Col("Model", None),
-    _Col("Deployment", None),
-    _Col("Calls", _INT),
-    _Col("Prompt tokens", _INT),
-    _Col("Completion tokens", _INT),
-    _Col("Cached tokens", _INT),
-    _Col("Total tokens", _INT),
-    _Col("Cost", _MONEY),
-    _Col("Currency", None),
-    _Col("Provisional share", _SHARE),
-    _Col("Unpriced calls", _INT),
-)
-_DAILY_COLUMNS: Final = (
-    _Col("Day", _DAY),
-    _Col("Calls", _INT),
-    _Col("Prompt tokens", _INT),
-    _Col("Completion tokens", _INT),
-    _Col("Total tokens", _INT),
-    _Col("Cost", _MONEY),
-    _Col("Currency", None),
-    _Col("Unpriced calls", _INT),
-)
-_USER_COLUMNS: Final = (
-    _Col("User", None),
-    _Col("Email", None),
-    _Col("Calls", _INT),
-    _Col("Total tokens", _INT),
-    _Col("Cost", _MONEY),
-    _Col("Currency", None),
-    _Col("Unpriced calls", _INT),
-)
-
-
-def _bu_sheet(sheet: _Sheet, report: MonthReport, line: BuCharge) -> None:
-    name = line.business_unit
-    sheet.text(f"{name} — {report.month}", bold=True)
-    sheet.text(
-        f"Cost centre {line.cost_centre or '-'}; {report.statement.describe()}; "
-        "the tables below are live figures"
-    )
-    sections: list[tuple[str, Any, list[list[Any]]]] = [
-        ("By model and deployment", _MODEL_COLUMNS, _model_cells(report, name)),
-        ("Daily trend (UTC)", _DAILY_COLUMNS, _daily_cells(report, name)),
-        ("Top users", _USER_COLUMNS, _user_cells(report, name)),
-    ]
-    for title, columns, rows in sections:
-        sheet.skip()
-        sheet.text(title, bold=True)
-        sheet.table(columns, rows, None)
-    sheet.finish()
-
-
-def _model_cells(report: MonthReport, name: str) -> list[list[Any]]:
-    return [
-        [
-            m.model,
-            m.deployment,
-            m.calls,
-            m.prompt_tokens,
-            m.completion_tokens,
-            m.cached_tokens,
-            m.total_tokens,
-            m.cost,
-            m.currency,
-            m.estimated_share,
-            m.unpriced_calls,
-        ]
-        for m in report.by_model
-        if m.business_unit == name
-    ]
-
-
-def _daily_cells(report: MonthReport, name: str) -> list[list[Any]]:
-    return [
-        [
-            d.day,
-            d.calls,
-            d.prompt_tokens,
-            d.completion_tokens,
-            d.total_tokens,
-            d.cost,
-            d.currency,
-            d.unpriced_calls,
-        ]
-        for d in report.daily
-        if d.business_unit == name
-    ]
-
-
-def _user_cells(report: MonthReport, name: str) -> list[list[Any]]:
-    return [
-        [u.user_name, u.user_email, u.calls, u.total_tokens, u.cost, u.currency, u.unpriced_calls]
-        for u in report.top_users
-        if u.business_unit == name
-    ]
+#: The name of the workbook's notes sheet (reserved: a BU of that name gets `` (2)``).
+NOTES_SHEET: Final = "Notes"
 
 
 def write_xlsx(path: str | os.PathLike[str], report: MonthReport) -> Path:
-    """The month as an Excel workbook (see the module docstring); returns the path.
+    """The month as an Excel workbook (see :mod:`aoai_helpers.analysis.workbook`); returns
+    the path. Needs ``openpyxl`` (``pip install 'apim-aoai-proxy[notebooks]'``)."""
+    from aoai_helpers.analysis.workbook import workbook_bytes
 
-    Needs ``openpyxl`` (``pip install 'apim-aoai-proxy[notebooks]'``).
-    """
-    from openpyxl import Workbook  # type: ignore[import-untyped]
-    from openpyxl.styles import Font  # type: ignore[import-untyped]
-
-    bold = Font(bold=True)
-    wb = Workbook()
-    ws = wb.active
-    ws.title = "Summary"
-    summary = _Sheet(ws, bold)
-    stmt = report.statement
-    summary.text(f"Chargeback statement {report.month}", bold=True)
-    summary.text(
-        f"Statement: {stmt.describe()}. Budgets as of {report.as_of:%Y-%m-%d %H:%M} UTC "
-        "(projection: month-to-date cost extended linearly to month end)."
-    )
-    if report.allocation_amount is not None:
-        summary.text(
-            f"Allocation: {report.allocation_amount:,.2f} split by total token share "
-            "(largest remainder to the cent)."
-        )
-    else:
-        summary.text("Allocation: none (report --allocate AMOUNT adds a column).")
-    summary.skip()
-    header, rows = summary_table(report)
-    header_row = summary.row
-    summary.table(_columns(report), rows, _totals(report, header, rows) if rows else None)
-    if not rows:
-        summary.text("(no calls in this month)")
-    summary.finish(freeze=f"C{header_row + 1}")
-    names = sheet_names(report.business_units())
-    for line in stmt.lines:
-        _bu_sheet(_Sheet(wb.create_sheet(names[line.business_unit]), bold), report, line)
-    buffer = io.BytesIO()
-    wb.save(buffer)
-    return _atomic_write(path, buffer.getvalue())
+    names = sheet_names(report.business_units(), reserved=("Summary", NOTES_SHEET))
+    return _atomic_write(path, workbook_bytes(report, names, NOTES_SHEET))

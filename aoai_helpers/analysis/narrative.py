@@ -3,7 +3,8 @@
 The ``report`` command and notebook 04 say the same things about a statement; they are
 written once here. Each function returns text (names escaped for a terminal) and never
 prints: the caller decides where it goes. ``command`` is how the caller's reader reissues or
-issues a statement (``report --month M --reissue`` on the command line).
+issues a statement (``report --month M --reissue`` on the command line). Money is in the
+currency's minor units (:func:`aoai_helpers.core.money.format_money`), as in the tables.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from decimal import Decimal
 from sqlalchemy.engine import Engine
 
 from aoai_helpers.analysis.budget import allocate
+from aoai_helpers.analysis.ledger import to_exact
 from aoai_helpers.analysis.report import BuCharge
 from aoai_helpers.analysis.statement import LineDrift, Statement, statement_drift
+from aoai_helpers.core.money import minor_units, round_money
 from aoai_helpers.core.terminal import safe
 
 __all__ = [
@@ -36,13 +39,20 @@ def drift_line(changed: Sequence[LineDrift], reissue: str) -> str:
     """One line naming each changed BU with its cost delta, and how to replace the snapshot."""
     return (
         "live figures differ since (rates edited or calls added): "
-        + "; ".join(
-            f"{safe(d.business_unit)} {d.cost_delta:+,.4f}"
-            + (f" {safe(d.live.currency)}" if d.live and d.live.currency else "")
-            for d in changed
-        )
+        + "; ".join(f"{safe(d.business_unit)} {_delta(d)}" for d in changed)
         + f" — replace it with: {reissue}"
     )
+
+
+def _delta(d: LineDrift) -> str:
+    """The cost delta in the minor unit, signed, with the currency (``+0.01 USD``)."""
+    line = d.live or d.issued
+    currency = line.currency if line else None
+    live = to_exact(d.live.cost) if d.live else None
+    issued = to_exact(d.issued.cost) if d.issued else None
+    delta = round_money((live or Decimal(0)) - (issued or Decimal(0)), currency)  # exact
+    text = f"{delta:+,.{minor_units(currency)}f}"
+    return text + (f" {safe(currency)}" if currency else "")
 
 
 def statement_lines(
@@ -67,9 +77,13 @@ def statement_lines(
     return lines
 
 
-def allocation_line(amount: Decimal, lines: Sequence[BuCharge]) -> str:
-    """``amount`` split across the BUs by token share, in one line."""
-    parts = allocate(amount, list(lines))
-    return f"Allocation of {amount:,.2f} by token share: " + (
-        ", ".join(f"{safe(a.business_unit)} {a.amount:,.2f} ({a.share:.1%})" for a in parts) or "-"
+def allocation_line(amount: Decimal, lines: Sequence[BuCharge], currency: str | None = None) -> str:
+    """``amount`` split across the BUs by token share, in one line; with ``currency`` (the
+    statement's), in its minor units and named."""
+    places = minor_units(currency) if currency else 2
+    parts = allocate(amount, list(lines), decimals=places)
+    code = f" {safe(currency)}" if currency else ""
+    return f"Allocation of {amount:,.{places}f}{code} by token share: " + (
+        ", ".join(f"{safe(a.business_unit)} {a.amount:,.{places}f} ({a.share:.1%})" for a in parts)
+        or "-"
     )

@@ -10,7 +10,14 @@ compares the two after a reprice (``report --month M --reissue`` replaces the sn
 
 :func:`month_report` gathers everything a month's finance report shows — the statement,
 budgets, an allocation, and per BU the model mix, daily trend and top users — for
-:mod:`aoai_helpers.analysis.export` and the notebooks.
+:mod:`aoai_helpers.analysis.export` and the notebooks, with what the workbook's Notes sheet
+states: the rates that priced the month's calls (:func:`rates_used`, with their sources and
+effective dates), the unpriced models, the provisional calls still inside the reconcile
+window, and the drift of an issued statement.
+
+Statement id: an issued statement is ``CS-<month>-<issue time, UTC, to the second>``
+(``CS-2026-11-20261201T093000Z``): stable for as long as that snapshot stands, new when it is
+reissued. Live figures have no id: :data:`LIVE_ID` says so.
 
 Table
 -----
@@ -24,19 +31,16 @@ reading a database that never issued one needs no schema change.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Literal
 
-from sqlalchemy import (
-    delete,
-    inspect,
-    select,
-)
+from sqlalchemy import delete, func, inspect, select
 from sqlalchemy.engine import Connection, Engine
 
 from aoai_helpers.analysis.budget import Allocation, BudgetBurn, allocate, budget_burn
+from aoai_helpers.analysis.ledger import ledger
 from aoai_helpers.analysis.report import (
     BuCharge,
     DailyUsage,
@@ -46,22 +50,30 @@ from aoai_helpers.analysis.report import (
     daily_trend,
     month_bounds,
     top_users,
+    unpriced_models,
     usage_by_model,
 )
 from aoai_helpers.clock import utcnow
+from aoai_helpers.core.money import minor_units
+from aoai_helpers.core.pricing import Rate
 from aoai_helpers.db.engine import transaction
-from aoai_helpers.db.tables import STATEMENT_TABLES, statement_table
+from aoai_helpers.db.rates import read_rates
+from aoai_helpers.db.tables import STATEMENT_TABLES, statement_table, token_table
 from aoai_helpers.db.tables import metadata as statement_metadata
 from aoai_helpers.exceptions import ConfigError
-from aoai_helpers.pipeline.reconcile import provisional_rows
+from aoai_helpers.pipeline.reconcile import ProvisionalRows, provisional_rows
 
 __all__ = [
+    "DEFAULT_GRACE",
+    "LIVE_ID",
     "LineDrift",
     "MonthReport",
+    "RateUse",
     "Statement",
     "issue_statement",
     "issued_months",
     "month_report",
+    "rates_used",
     "statement",
     "statement_drift",
     "statement_metadata",
@@ -75,6 +87,8 @@ _TOLERANCE: Final = 1e-9
 DEFAULT_GRACE: Final = timedelta(hours=6)
 
 StatementStatus = Literal["issued", "live"]
+#: The statement id of live figures (not issued: nothing to file under an id).
+LIVE_ID: Final = "live — not issued"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +104,14 @@ class Statement:
     def issued(self) -> bool:
         """True for an issued snapshot."""
         return self.status == "issued"
+
+    @property
+    def statement_id(self) -> str:
+        """``CS-2026-11-20261201T093000Z`` for a statement issued 2026-12-01 09:30 UTC (stable
+        while that snapshot stands); :data:`LIVE_ID` for live figures."""
+        if self.issued_at is None:
+            return LIVE_ID
+        return f"CS-{self.month}-{self.issued_at:%Y%m%dT%H%M%SZ}"
 
     def describe(self) -> str:
         """One line: ``issued 2026-12-01 09:00 UTC`` or ``live (not issued)``, with the share
@@ -272,8 +294,56 @@ def statement_drift(engine: Engine, month: str) -> list[LineDrift]:
 
 
 @dataclass(frozen=True, slots=True)
+class RateUse:
+    """A rate that priced calls of a month (``AoaiTokenRate`` row) and how many it priced."""
+
+    rate_id: int
+    rate: Rate | None  # None: the RateId is no longer in AoaiTokenRate
+    model: str  # the calls' model (the pricing key)
+    calls: int
+    cost: float
+
+
+def rates_used(conn: Connection, month: str) -> list[RateUse]:
+    """The rates the month's calls are priced at now (``ApimAoaiToken.RateId``), by model and
+    start; one pass over the month's rows (the rollup has no rate column)."""
+    start, end = month_bounds(month)
+    t = token_table.c
+    stmt = (
+        select(
+            t.RateId,
+            func.max(t.ModelName).label("model"),
+            func.count().label("calls"),
+            func.sum(t.Cost).label("cost"),
+        )
+        .where(t.ExecDateUTC >= start, t.ExecDateUTC < end, t.RateId.is_not(None))
+        .group_by(t.RateId)
+    )
+    rows = list(conn.execute(stmt))
+    rates = {r.rate_id: r for r in read_rates(conn)} if rows else {}
+    out = [
+        RateUse(
+            int(r.RateId),
+            rates.get(int(r.RateId)),
+            str(rates[int(r.RateId)].model_name if int(r.RateId) in rates else r.model),
+            int(r.calls),
+            float(r.cost or 0.0),
+        )
+        for r in rows
+    ]
+    return sorted(
+        out, key=lambda u: (u.model, u.rate.effective_from if u.rate else datetime.min, u.rate_id)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class MonthReport:
-    """Everything the finance report of one month shows (built by :func:`month_report`)."""
+    """Everything the finance report of one month shows (built by :func:`month_report`).
+
+    The fields after ``as_of`` (rates used, unpriced models, provisional calls still inside
+    the reconcile window, drift since issue) feed the workbook's Notes sheet; they default
+    to "nothing known" for a report built by hand.
+    """
 
     month: str
     statement: Statement
@@ -284,15 +354,27 @@ class MonthReport:
     allocation_amount: Decimal | None
     allocation: list[Allocation] | None  # in statement order
     as_of: datetime
+    rates: list[RateUse] = field(default_factory=list)
+    unpriced: list[tuple[str, int]] = field(default_factory=list)  # (model, calls)
+    pending: ProvisionalRows | None = None  # provisional calls still inside the window
+    grace: timedelta = DEFAULT_GRACE
+    drift: list[LineDrift] = field(default_factory=list)  # changed BUs since issue
 
     def business_units(self) -> list[str]:
         """The statement's BUs, in its order."""
         return [line.business_unit for line in self.statement.lines]
 
+    def currency(self) -> str | None:
+        """The statement's one currency; None when it has several (or none priced)."""
+        return ledger(self.statement.lines).single_currency()
+
     def with_allocation(self, amount: Decimal | float | str) -> MonthReport:
-        """The same report with ``amount`` split across its BUs by token share."""
-        allocation = allocate(amount, self.statement.lines)
-        total = sum((a.amount for a in allocation), Decimal(0))
+        """The same report with ``amount`` split across its BUs by token share, to the minor
+        unit of the statement's currency (cents when it has several)."""
+        currency = self.currency()
+        places = minor_units(currency) if currency else 2
+        allocation = allocate(amount, self.statement.lines, decimals=places)
+        total = sum((a.amount for a in allocation), Decimal(0).scaleb(-places))
         return replace(self, allocation_amount=total, allocation=allocation)
 
 
@@ -303,11 +385,19 @@ def month_report(
     allocate_amount: Decimal | float | str | None = None,
     top: int = 10,
     as_of: datetime | None = None,
+    grace: timedelta = DEFAULT_GRACE,
 ) -> MonthReport:
     """Statement (issued, else live), budgets, allocation of ``allocate_amount`` by token share,
-    model mix, daily trend and the ``top`` users of each BU, for ``month``."""
+    model mix, daily trend and the ``top`` users of each BU, for ``month``; and for the notes,
+    the rates used, the unpriced models, the provisional calls younger than ``grace`` at
+    ``as_of`` (default now) and the BUs changed since issue."""
     now = as_of or utcnow()
     stmt = statement(engine, month)
+    start, end = month_bounds(month)
+    naive = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
+    with transaction(engine) as conn:
+        rates = rates_used(conn, month)
+        pending = provisional_rows(conn, start=max(start, naive - grace), end=end)
     report = MonthReport(
         month=month,
         statement=stmt,
@@ -318,5 +408,10 @@ def month_report(
         allocation_amount=None,
         allocation=None,
         as_of=now,
+        rates=rates,
+        unpriced=unpriced_models(engine, month),
+        pending=pending,
+        grace=grace,
+        drift=[d for d in statement_drift(engine, month) if d.changed] if stmt.issued else [],
     )
     return report if allocate_amount is None else report.with_allocation(allocate_amount)

@@ -2,19 +2,31 @@
 
 Names that callers control (business unit, cost centre, currency, model) are printed through
 :func:`aoai_helpers.core.terminal.safe`: control characters, bidi controls and newlines show as
-escapes, and column widths are those of the escaped text. :func:`totals_by_currency` is the one
-place a month's cost is totalled per currency (the table's ``Total`` line, notebook 04).
+escapes, and column widths are those of the escaped text. Text columns are left-aligned,
+numbers right-aligned.
+
+Money is in each currency's minor units, rounded as in the CSV and the workbook
+(:func:`aoai_helpers.analysis.ledger.ledger`: the lines of a currency add up to its total to
+the cent); a BU with no priced call shows ``unpriced`` — never 0 — and one with some unpriced
+calls shows its priced cost and the count. The ``Total`` line gives one figure per currency,
+never a sum across currencies; a ``MIXED`` line (calls priced in several currencies) is not a
+sum and is shown as ``mixed``, left out of the totals and named. :func:`totals_by_currency`
+(floats, for notebook 04) and :func:`money_totals` (exact, rounded) total a month's cost per
+currency.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Final
 
-from aoai_helpers.analysis.report import BuCharge
+from aoai_helpers.analysis.ledger import LineMoney, ledger
+from aoai_helpers.analysis.report import MIXED, BuCharge
+from aoai_helpers.core.money import format_money
 from aoai_helpers.core.terminal import safe
 
-__all__ = ["UNPRICED", "render_table", "totals_by_currency"]
+__all__ = ["UNPRICED", "money_totals", "render_table", "totals_by_currency"]
 
 #: The key of :func:`totals_by_currency` for lines with no currency (no priced call).
 UNPRICED: Final = "unpriced"
@@ -33,8 +45,8 @@ _HEADER: Final = (
 )
 _NUMERIC: Final = frozenset({2, 3, 4, 5, 6, 7, 9})
 _TITLE: Final = (
-    "Chargeback {month} (cost in the rate's currency; 'Provisional' = cost of calls whose tokens we "
-    "counted, not yet given by the API or APIM's language-model log)"
+    "Chargeback {month} (cost in the rate's currency, in its minor units; 'Provisional' = cost "
+    "of calls whose tokens we counted, not yet given by the API or APIM's language-model log)"
 )
 
 
@@ -48,35 +60,53 @@ def totals_by_currency(lines: Iterable[BuCharge]) -> dict[str, float]:
     return totals
 
 
-def _cells(r: BuCharge) -> tuple[str, ...]:
+def money_totals(lines: Sequence[BuCharge]) -> dict[str | None, Decimal]:
+    """Cost per currency, rounded to its minor unit (the sum of the rounded lines), in the
+    order the currencies first appear; no entry for unpriced or ``MIXED`` lines."""
+    return {t.currency: t.cost for t in ledger(lines).totals}
+
+
+def _amount(value: Decimal | None, money: LineMoney) -> str:
+    if money.currency == MIXED:
+        return "mixed"
+    return format_money(value, money.currency, code=False)
+
+
+def _cells(r: BuCharge, m: LineMoney) -> tuple[str, ...]:
     return (
         safe(r.business_unit),
         safe(r.cost_centre or "-"),
         f"{r.calls:,}",
         f"{r.prompt_tokens:,}",
         f"{r.completion_tokens:,}",
-        f"{r.cost:,.4f}",
-        f"{r.cost - r.estimated_cost:,.4f}",
-        f"{r.estimated_cost:,.4f}" if r.estimated_calls else "-",
+        _amount(m.cost, m),
+        "-" if m.cost is None else _amount(m.exact, m),
+        _amount(m.provisional, m) if r.estimated_calls and m.cost is not None else "-",
         safe(r.currency or "-"),
         f"{r.unpriced_calls:,}" if r.unpriced_calls else "-",
     )
 
 
 def _total_line(rows: list[BuCharge]) -> str:
-    totals = totals_by_currency(rows)
-    unpriced_calls = sum(r.unpriced_calls for r in rows)
-    provisional = sum(r.estimated_cost for r in rows)
-    return (
-        "Total: "
-        + ", ".join(f"{v:,.4f} {safe(k)}" for k, v in totals.items() if k != UNPRICED)
-        + (f" ({provisional:,.4f} of it provisional)" if provisional else "")
-        + (
-            f"; {unpriced_calls:,} unpriced call(s) — add their rates: python -m aoai_helpers rates set MODEL --input … --output …"
-            if unpriced_calls
-            else ""
+    book = ledger(rows)
+    parts = [format_money(t.cost, t.currency) for t in book.totals]
+    provisional = [
+        format_money(t.provisional, t.currency) for t in book.totals if t.estimated_calls
+    ]
+    text = "Total: " + (", ".join(safe(p) for p in parts) or "none priced")
+    if provisional:
+        text += f" ({', '.join(safe(p) for p in provisional)} of it provisional)"
+    if book.mixed:
+        text += (
+            f"; {len(book.mixed)} BU(s) priced in several currencies, not totalled (MIXED): "
+            + ", ".join(safe(n) for n in book.mixed)
         )
-    )
+    if book.unpriced_calls:
+        text += (
+            f"; {book.unpriced_calls:,} unpriced call(s) — add their rates: "
+            "python -m aoai_helpers rates set MODEL --input … --output …"
+        )
+    return text
 
 
 def render_table(
@@ -84,7 +114,7 @@ def render_table(
 ) -> str:
     """A plain-text table of per-BU lines (:func:`~aoai_helpers.analysis.report.chargeback_by_bu`
     or an issued statement), its total per currency, and the unpriced models when given."""
-    body = [_cells(r) for r in rows]
+    body = [_cells(r, m) for r, m in zip(rows, ledger(rows).lines, strict=True)]
     widths = [max(len(str(x)) for x in col) for col in zip(_HEADER, *body, strict=False)]
 
     def fmt(cells: tuple[str, ...]) -> str:

@@ -1,4 +1,5 @@
-"""CLI: ``db init|upgrade|ddl`` — create, migrate or print the schema."""
+"""CLI: ``db init|upgrade|ddl`` — create, migrate or print the schema (tables and the views
+for Power BI, :mod:`aoai_helpers.db.views`)."""
 
 from __future__ import annotations
 
@@ -84,7 +85,9 @@ def add_db_parser(sub: Any) -> None:
         help="do not seed the default rate set into a rate table it creates",
     )
     p.set_defaults(func=cmd_db_upgrade)
-    p = db.add_parser("ddl", help="print the schema as SQL (T-SQL for Azure SQL by default)")
+    p = db.add_parser(
+        "ddl", help="print the schema (tables and views) as SQL (T-SQL for Azure SQL by default)"
+    )
     p.add_argument("--dialect", choices=["mssql", "postgresql", "sqlite"], default="mssql")
     p.add_argument(
         "--from-original",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from aoai_helpers import __version__
 from aoai_helpers.cli import (
     azure,
+    bill,
     bu,
     cleanup,
     db,
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     rates.add_rates_parser(sub)
     bu.add_bu_parser(sub)
     report.add_report_parser(sub)
+    bill.add_bill_parser(sub)
     local.add_local_parser(sub, with_db)
     cleanup.add_destroy_parser(azure.add_provision_parser(sub))
     function.add_function_parsers(sub, with_db)

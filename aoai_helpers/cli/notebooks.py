@@ -132,7 +132,10 @@ def add_notebook_parsers(sub: Any) -> None:
     p.add_argument("--state-dir", default=".aoai-local", metavar="DIR")
     p.add_argument("--out", default="out", metavar="DIR")
     p.set_defaults(func=cmd_notebooks_run)
-    p = nb.add_parser("report", help="run notebook 04 on a database and render OUT/report.html")
+    p = nb.add_parser(
+        "report",
+        help="run notebook 04 on a database: OUT/report.html (finance's) and OUT/04_cost_analysis.html",
+    )
     p.add_argument("--spec", metavar="FILE")
     p.add_argument("--db", metavar="URL", help=db_help)
     p.add_argument("--month", metavar="YYYY-MM", help="default: the latest month with calls")

@@ -27,15 +27,19 @@ from aoai_helpers.db.migrations.original import (
     _set_not_null,
     required,
 )
+from aoai_helpers.db.migrations.v0005_money_views import money_tsql_blocks
 from aoai_helpers.db.rollup import rebuild_statements
 from aoai_helpers.db.schema import SCHEMA_VERSION
 from aoai_helpers.db.tables import (
+    MONEY_COLUMNS,
     SCHEMA_TABLES,
     daily_table,
+    metadata,
     rate_table,
     schema_version,
     token_table,
 )
+from aoai_helpers.db.views import VIEWS, create_view_statements
 
 __all__ = ["migration_tsql"]
 
@@ -43,6 +47,10 @@ __all__ = ["migration_tsql"]
 def _tsql_dialect() -> Dialect:
     dialect: Dialect = mssql.dialect(deprecate_large_types=True)  # type: ignore[no-untyped-call]
     return dialect
+
+
+def _column(table: str, name: str) -> Any:
+    return metadata.tables[table].c[name]
 
 
 def _tsql_literal(value: str) -> str:
@@ -228,6 +236,17 @@ def _constrain_and_index(d: Dialect) -> list[str]:
                     f"    {_set_not_null(q.format_table(tbl), col, d)};",
                 ]
         out += [*lines, "GO", ""]
+    out += [
+        "-- 4b. Money columns exact: NUMERIC (the original FLOAT rates, and the costs of a",
+        "--     database written before schema v5). An index that holds the column is dropped",
+        "--     first (ALTER COLUMN refuses otherwise) and created again in step 5. Each",
+        "--     conversion rewrites the table: plan it for a quiet hour on a large one.",
+    ]
+    tables = list(dict.fromkeys(t for t, _c in MONEY_COLUMNS))
+    for name in tables:
+        cols = [c for t, c in MONEY_COLUMNS if t == name]
+        blocks = money_tsql_blocks(d, [_column(name, c) for c in cols])
+        out += [*blocks, "GO", ""]
     out.append("-- 5. Indexes (the unique RequestId index among them).")
     for tbl in SCHEMA_TABLES:
         lines = []
@@ -282,6 +301,9 @@ def _cost_and_record(d: Dialect) -> list[str]:
         "END",
         "GO",
         "",
+        "-- 6c. The views for Power BI and other SQL readers (CREATE OR ALTER: a view that",
+        "--     exists gets this definition).",
+        *(line for view in VIEWS for line in (*create_view_statements(view, d), "GO", "")),
         "-- 7. Record the migration.",
         f"IF NOT EXISTS (SELECT 1 FROM {q.format_table(schema_version)}"
         f" WHERE {c('Version')} = {SCHEMA_VERSION})",

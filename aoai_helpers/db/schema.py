@@ -14,6 +14,7 @@ from aoai_helpers.db.engine import engine_from_url, masked_url, parse_url, sqlit
 from aoai_helpers.db.migrations.runner import HEAD, MigrationRun, apply_pending
 from aoai_helpers.db.migrations.steps import UPGRADABLE
 from aoai_helpers.db.tables import SCHEMA_TABLES, all_tables, token_table
+from aoai_helpers.db.views import VIEWS, create_view_statements
 from aoai_helpers.exceptions import ConfigError
 
 __all__ = ["SCHEMA_VERSION", "UPGRADABLE", "ddl", "init_db", "init_schema", "require_schema"]
@@ -23,7 +24,9 @@ SCHEMA_VERSION: Final = HEAD
 
 
 def ddl(dialect_name: str = "mssql") -> str:
-    """The schema as SQL for a dialect (``mssql`` → ``sql/aoaieventdb.sql``, T-SQL with GO)."""
+    """The schema as SQL for a dialect (``mssql`` → ``sql/aoaieventdb.sql``, T-SQL with GO):
+    the tables ``db init`` creates, the views for Power BI (:mod:`aoai_helpers.db.views`), then
+    the tables created when first needed, each group under its heading."""
     drivers = {
         "mssql": "mssql+pyodbc://",
         "postgresql": "postgresql+psycopg://",
@@ -45,6 +48,11 @@ def ddl(dialect_name: str = "mssql") -> str:
                 str(CreateIndex(ix).compile(dialect=dialect)).strip()
                 for ix in sorted(table.indexes, key=lambda i: i.name or "")
             )
+        if not heading:  # the views read the schema proper: right after it
+            for i, view in enumerate(VIEWS):
+                lead = "-- Views for Power BI and other SQL readers (db init)\n" if i == 0 else ""
+                statements = create_view_statements(view, dialect)
+                parts += [lead + statements[0], *statements[1:]]
     header = (
         f"-- apim-aoai-proxy schema v{SCHEMA_VERSION} ({dialect_name}), generated from aoai_helpers.db.tables.\n"
         "-- Regenerate with: python -m aoai_helpers db ddl --dialect " + dialect_name + "\n\n"

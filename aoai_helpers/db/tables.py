@@ -14,8 +14,37 @@ Tables
 ``AoaiSchemaVersion``    applied schema migrations (:mod:`aoai_helpers.db.migrations`)
 ``AoaiUsageDaily``       the daily rollup of ``ApimAoaiToken`` the reports read (:mod:`aoai_helpers.db.rollup`)
 ``ChargebackStatement``  issued monthly statements (:mod:`aoai_helpers.analysis.statement`)
+``AzureCostLine``        Azure's cost details for the AOAI resources (``bill import``, :mod:`aoai_helpers.billing`)
 ``EventHubOwnership``    partition claims of ``consume`` (:mod:`aoai_helpers.eventlog.checkpoints`)
 ``EventHubCheckpoint``   partition checkpoints of ``consume``
+
+Views for Power BI and other SQL readers (``vw_AoaiChargebackDaily``, ``vw_AoaiPricedCalls``,
+``vw_AoaiChargebackMonthly``) are defined over these tables in :mod:`aoai_helpers.db.views`.
+
+Money columns
+-------------
+Exact ``DECIMAL``/``NUMERIC`` on SQL Server and PostgreSQL; ``REAL`` (an IEEE double) on
+SQLite, which has no decimal type. Python reads floats on every dialect
+(``Numeric(asdecimal=False)``), so callers do not change; exact sums are
+:mod:`aoai_helpers.core.money`'s job. The precisions:
+
+``RATE``       ``DECIMAL(27, 18)`` per-token rates (``AoaiTokenRate``): 18 decimals hold a price
+               per 1M tokens given to 12 decimals (per 1K: 15) exactly; 27 digits so that
+               ``int * rate`` is ``DECIMAL(38, 18)`` on SQL Server (p1 + p2 + 1 ≤ 38: no scale
+               lost in the repricing products).
+``CALL_COST``  ``DECIMAL(28, 12)`` one call's cost (``Cost``, ``PriorCost``) and one invoice
+               line (``AzureCostLine``): 16 integer digits (any currency), 12 decimals — rounding
+               a product to them errs by ≤ 5e-13, so a billion calls' sum stays within 0.0005 of
+               a currency unit, well under a cent.
+``SUM_COST``   ``DECIMAL(38, 12)`` sums (``AoaiUsageDaily``, ``ChargebackStatement``): what
+               SQL Server's ``SUM`` of ``DECIMAL(28, 12)`` returns, so a rollup holds its calls'
+               sum exactly.
+``BUDGET``     ``DECIMAL(19, 4)`` a monthly budget: an amount, 4 decimals beyond any currency's
+               minor unit (at most 3).
+
+SQLite's error bound: a double has a 53-bit significand, so a stored value is within a relative
+2**-53 (≈ 1.1e-16) of the decimal written; a day's sum of n costs adds at most about n * 1.1e-16
+relative — 1e-7 of the total for a million calls, far below a cent on any realistic total.
 
 The first seven are the schema ``db init`` / ``db upgrade`` create (:data:`SCHEMA_TABLES`); the
 statement and checkpoint tables are created when first needed (:data:`STATEMENT_TABLES`,
@@ -36,6 +65,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     PrimaryKeyConstraint,
     SmallInteger,
     String,
@@ -44,18 +74,26 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mssql
+from sqlalchemy.types import TypeEngine
 
 __all__ = [
+    "BILL_TABLES",
+    "BUDGET",
+    "CALL_COST",
     "CHECKPOINT_KEY",
     "CHECKPOINT_TABLES",
     "DAILY_KEY",
+    "MONEY_COLUMNS",
+    "RATE",
     "RECONCILE_COLUMNS",
     "SCHEMA_TABLES",
     "STATEMENT_TABLES",
     "STRING_LIMITS",
+    "SUM_COST",
     "all_tables",
     "bu_map",
     "checkpoint_table",
+    "cost_line_table",
     "daily_table",
     "dead_letter",
     "metadata",
@@ -70,6 +108,23 @@ __all__ = [
 # Identity primary keys: BIGINT IDENTITY on SQL Server / PostgreSQL, rowid alias on SQLite.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
 _TinyInt = SmallInteger().with_variant(mssql.TINYINT(), "mssql")
+
+
+def money(precision: int, scale: int) -> TypeEngine[float]:
+    """An exact ``DECIMAL(precision, scale)`` on SQL Server and PostgreSQL, ``FLOAT`` (REAL) on
+    SQLite; read as ``float`` everywhere (module docstring, "Money columns")."""
+    exact = Numeric(precision, scale, asdecimal=False)
+    return Float().with_variant(exact, "postgresql", "mssql")
+
+
+#: Per-token rates (module docstring, "Money columns").
+RATE: Final = money(27, 18)
+#: One call's cost; one invoice line's cost or quantity.
+CALL_COST: Final = money(28, 12)
+#: Sums of call costs: the daily rollup, issued statements.
+SUM_COST: Final = money(38, 12)
+#: A monthly budget.
+BUDGET: Final = money(19, 4)
 
 metadata = MetaData()
 
@@ -122,7 +177,7 @@ token_table = Table(
         comment="exact | approximate | lower_bound: how sure an estimate is; NULL = reported",
     ),
     Column("ModelKnown", _TinyInt, nullable=False, server_default=text("1")),
-    Column("Cost", Float(), comment="NULL = unpriced (no rate in effect), never 0"),
+    Column("Cost", CALL_COST, comment="NULL = unpriced (no rate in effect), never 0"),
     Column("Currency", Unicode(3)),
     Column("RateId", Integer()),
     Column("IngestedAtUTC", DateTime(), nullable=False),
@@ -133,7 +188,7 @@ token_table = Table(
     Column("PriorCompletionTokens", Integer()),
     Column("PriorTotalTokens", Integer()),
     Column("PriorModelName", Unicode(100)),
-    Column("PriorCost", Float()),
+    Column("PriorCost", CALL_COST),
     Column("ReconciledAtUTC", DateTime()),
     Index("indx_ExecDate", "ExecDateUTC"),
     Index("indx_ExecTime", "ExecTimeUTC"),
@@ -165,9 +220,9 @@ rate_table = Table(
     metadata,
     Column("RateId", Integer(), primary_key=True, autoincrement=True),
     Column("ModelName", Unicode(100), nullable=False),
-    Column("PromptTokenRate", Float(), nullable=False),
-    Column("CompletionTokenRate", Float(), nullable=False),
-    Column("CachedPromptTokenRate", Float()),
+    Column("PromptTokenRate", RATE, nullable=False),
+    Column("CompletionTokenRate", RATE, nullable=False),
+    Column("CachedPromptTokenRate", RATE),
     Column("Currency", Unicode(3), nullable=False, server_default=text("'USD'")),
     Column("EffectiveFrom", DateTime(), nullable=False),
     Column("EffectiveTo", DateTime()),
@@ -182,7 +237,7 @@ bu_map = Table(
     Column("SubscriptionName", Unicode(100)),
     Column("BusinessUnit", Unicode(100), nullable=False),
     Column("CostCentre", Unicode(50)),
-    Column("MonthlyBudget", Float()),
+    Column("MonthlyBudget", BUDGET),
 )
 
 dead_letter = Table(
@@ -249,7 +304,7 @@ daily_table = Table(
     Column("CachedTokens", BigInteger(), nullable=False),
     Column("ReasoningTokens", BigInteger(), nullable=False),
     Column("TotalTokens", BigInteger(), nullable=False),
-    Column("Cost", Float(), comment="sum of the priced calls' Cost; NULL when none is priced"),
+    Column("Cost", SUM_COST, comment="sum of the priced calls' Cost; NULL when none is priced"),
     PrimaryKeyConstraint(*DAILY_KEY, name="pk_AoaiUsageDaily"),
 )
 
@@ -285,12 +340,39 @@ statement_table = Table(
     Column("PromptTokens", BigInteger(), nullable=False),
     Column("CompletionTokens", BigInteger(), nullable=False),
     Column("TotalTokens", BigInteger(), nullable=False),
-    Column("Cost", Float(), nullable=False, comment="priced calls only; see UnpricedCalls"),
+    Column("Cost", SUM_COST, nullable=False, comment="priced calls only; see UnpricedCalls"),
     Column("Currency", Unicode(5), comment="ISO code, or MIXED"),
-    Column("EstimatedCost", Float(), nullable=False),
+    Column("EstimatedCost", SUM_COST, nullable=False),
     Column("UnpricedCalls", BigInteger(), nullable=False),
     Column("EstimatedCalls", BigInteger(), nullable=False),
     Column("IssuedAtUTC", DateTime(), nullable=False),
+)
+
+# --- Azure's own bill, imported by ``bill import`` (aoai_helpers.billing) ---
+
+cost_line_table = Table(
+    "AzureCostLine",
+    metadata,
+    Column("Id", Integer(), primary_key=True, autoincrement=True),
+    Column("ImportId", String(36), nullable=False, comment="one import of one file (uuid4)"),
+    Column("ImportedAtUTC", DateTime(), nullable=False),
+    Column("SourceFile", Unicode(260), nullable=False, comment="file name only"),
+    Column("BillingMonth", Unicode(7), nullable=False, comment="YYYY-MM of UsageDate"),
+    Column("UsageDate", DateTime(), nullable=False, comment="the day (UTC midnight)"),
+    Column("CostType", Unicode(16), nullable=False, comment="actual | amortized | usage"),
+    Column("SubscriptionId", Unicode(50), comment="the Azure subscription (not APIM's)"),
+    Column("ResourceId", Unicode(400), comment="lower case"),
+    Column("MeterId", Unicode(64)),
+    Column("MeterName", Unicode(200), nullable=False),
+    Column("MeterSubCategory", Unicode(200)),
+    Column("ModelName", Unicode(100), comment="the model the meter bills; NULL: not tokens"),
+    Column("TokenKind", Unicode(16), comment="input | output | cached_input; NULL: not tokens"),
+    Column("Quantity", CALL_COST, nullable=False, comment="in UnitOfMeasure"),
+    Column("UnitOfMeasure", Unicode(50)),
+    Column("Tokens", BigInteger(), comment="Quantity x the unit's tokens; NULL: not tokens"),
+    Column("Cost", CALL_COST, nullable=False),
+    Column("Currency", Unicode(3), nullable=False),
+    Index("ix_AzureCostLine_Month", "BillingMonth", "CostType"),
 )
 
 # --- Event Hubs checkpoints of consume (aoai_helpers.eventlog.checkpoints) ---
@@ -331,11 +413,22 @@ checkpoint_table = Table(
 
 #: Created when ``report --issue`` first issues a statement.
 STATEMENT_TABLES: Final[tuple[Table, ...]] = (statement_table,)
+#: Created when ``bill import`` first imports a cost-details file.
+BILL_TABLES: Final[tuple[Table, ...]] = (cost_line_table,)
 #: Created when ``consume`` first keeps checkpoints in the database.
 CHECKPOINT_TABLES: Final[tuple[Table, ...]] = (checkpoint_table, ownership_table)
 #: The schema proper: what ``db init`` / ``db upgrade`` create, in dependency order.
 SCHEMA_TABLES: Final[tuple[Table, ...]] = tuple(
-    t for t in metadata.sorted_tables if t not in STATEMENT_TABLES + CHECKPOINT_TABLES
+    t for t in metadata.sorted_tables if t not in STATEMENT_TABLES + CHECKPOINT_TABLES + BILL_TABLES
+)
+
+
+#: Every money column, as (table, column) names (migration 0005 makes them exact).
+MONEY_COLUMNS: Final[tuple[tuple[str, str], ...]] = tuple(
+    (t.name, c.name)
+    for t in metadata.sorted_tables
+    for c in t.columns
+    if any(c.type is m for m in (RATE, CALL_COST, SUM_COST, BUDGET))
 )
 
 
@@ -346,6 +439,7 @@ def all_tables() -> list[tuple[str, list[Table]]]:
     return [
         ("", list(SCHEMA_TABLES)),
         ("Issued chargeback statements (created by report --issue)", list(STATEMENT_TABLES)),
+        ("Azure's cost details (created by bill import)", list(BILL_TABLES)),
         (
             "Event Hubs checkpoints of consume (created when consumer.checkpoint_store is database)",
             list(CHECKPOINT_TABLES),

@@ -28,6 +28,7 @@ from aoai_helpers.analysis.report import (
 )
 from aoai_helpers.analysis.statement import MonthReport, month_report
 from aoai_helpers.analysis.text import UNPRICED, totals_by_currency
+from aoai_helpers.core.money import format_money
 from aoai_helpers.db.engine import masked_url
 from aoai_helpers.db.schema import require_schema
 from aoai_helpers.exceptions import ConfigError
@@ -39,15 +40,18 @@ __all__ = ["CostReport"]
 
 
 def _money(value: float | Decimal | None, currency: str | None = None) -> str:
-    if value is None:
-        return "unpriced"
-    text = f"{value:,.4f}" if abs(float(value)) < 100 else f"{value:,.2f}"
-    return f"{text} {currency}" if currency else text
+    """In the currency's minor units (as finance's report and statements show it); None is
+    the word "unpriced"."""
+    return format_money(value, currency)
 
 
 def _amount(value: float | str | Decimal | None) -> float | str | Decimal | None:
     """``value`` if it is a non-zero amount to allocate, else None (0 or empty: none)."""
     return value if value and Decimal(str(value)) != 0 else None
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
 
 
 def _pct(part: float, whole: float) -> str:
@@ -316,4 +320,63 @@ class CostReport:
                 ),
             ],
             data=(xlsx, csv),
+        )
+
+    # ----------------------------------------------------------------- Azure's bill, finance's page
+
+    def invoice(self) -> Shown:
+        """Azure's imported bill for the month (``bill import``) beside what the gateway
+        recorded — coverage per meter — and the invoice split across BUs by token share."""
+        from aoai_helpers.billing.invoice import allocate_invoice, coverage
+        from aoai_helpers.billing.text import coverage_lines, invoice_allocation_lines
+
+        cov = coverage(self.engine, self.month)
+        if cov is None:
+            return Shown(
+                f"no Azure invoice imported for {self.month}",
+                "warn",
+                [
+                    "import the month's cost details (Cost Management export, CSV) to see the "
+                    "usage that bypassed APIM and split the invoice: "
+                    "aoai-helpers bill import FILE"
+                ],
+            )
+        lines = coverage_lines(cov, daily=False)
+        lines += ["", *invoice_allocation_lines(allocate_invoice(self.engine, self.month))]
+        bypassed = cov.bypassed_tokens > 0
+        return Shown(
+            f"Azure invoice {self.month}: {_ratio(cov.ratio)} of the billed tokens went through APIM",
+            "warn" if bypassed else "ok",
+            lines,
+            data=cov,
+        )
+
+    def finance_report(
+        self, organisation: str = "", allocate_amount: float | str | Decimal = 0
+    ) -> Shown:
+        """Write finance's report — the same figures as this notebook, every month of the
+        database on one offline page (``report --html``) — to ``<out_dir>/report.html``."""
+        from aoai_helpers.analysis.finance_html import write_finance_report
+        from aoai_helpers.billing.figures import coverage_figures
+
+        out = self.target.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        path = write_finance_report(
+            out / "report.html",
+            self.engine,
+            month=self.month,
+            organisation=organisation or None,
+            coverage=coverage_figures(self.engine),
+            allocate_amount=_amount(allocate_amount),
+        )
+        return Shown(
+            f"finance report written: {path}",
+            "ok",
+            [
+                "open it in a browser (one self-contained file, no network needed): every month "
+                f"of the database, {self.month} first",
+                f"the same figures from the command line: aoai-helpers report --month {self.month} "
+                f"--html {path.name}",
+            ],
+            data=path,
         )

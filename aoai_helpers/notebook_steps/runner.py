@@ -49,6 +49,8 @@ GUIDE: Final = (
 )
 CLEAN_UP: Final = "99_clean_up"
 REPORT_NOTEBOOK: Final = "04_cost_analysis"
+#: The organisation the demo's finance report is titled with.
+DEMO_ORGANISATION: Final = "Contoso"
 #: A fixed monthly amount the demo's report allocates across BUs (notebook 04's allocate_amount).
 DEMO_ALLOCATION: Final = 500.0
 
@@ -133,6 +135,7 @@ class DemoRun:
     history_stored: int = 0
     notebooks: list[Path] = field(default_factory=list)
     report: Path | None = None
+    bill: Path | None = None
     statement_xlsx: Path | None = None
     statement_csv: Path | None = None
 
@@ -198,12 +201,31 @@ def _demo_notebooks(
         "month": run.month,
     }
     # The demo's finance report also splits a month of provisioned throughput by token share.
-    extra = {REPORT_NOTEBOOK: {"allocate_amount": DEMO_ALLOCATION}}
+    extra = {
+        REPORT_NOTEBOOK: {"allocate_amount": DEMO_ALLOCATION, "organisation": DEMO_ORGANISATION}
+    }
     for name in GUIDE:
         say(f"notebook {name} (local mode)")
         run.notebooks.append(
             run_notebook(name, out / "notebooks", {**parameters, **extra.get(name, {})})
         )
+
+
+def _demo_bill(run: DemoRun, out: Path, say: Callable[[str], None]) -> Path:
+    """The month's Azure bill as Cost Management would export it
+    (:mod:`aoai_helpers.synthetic.azure_bill`), imported like a real one (``bill import``)."""
+    from aoai_helpers.billing.store import import_cost_details
+    from aoai_helpers.billing.text import import_line
+    from aoai_helpers.db.engine import engine_from_url
+    from aoai_helpers.synthetic.azure_bill import write_demo_bill
+
+    engine = engine_from_url(run.db_url)
+    try:
+        path = write_demo_bill(engine, run.month, out / f"azure-costdetails-{run.month}.csv")
+        say(f"Azure bill: {import_line(import_cost_details(engine, path))}")
+    finally:
+        engine.dispose()
+    return path
 
 
 def run_notebook_demo(
@@ -224,7 +246,6 @@ def run_notebook_demo(
     explicitly is used as it is (the demo adds to it). (Not
     :func:`aoai_helpers.synthetic.demo.run_demo`, which only ingests the bundled sample.)
     """
-    from aoai_helpers.analysis.html_report import render_html
     from aoai_helpers.local.control import down
     from aoai_helpers.spec import load_spec
 
@@ -241,14 +262,15 @@ def run_notebook_demo(
     run = DemoRun(SAMPLE_MONTH, db_url)
     down(spec, str(state))  # a stack left running by an interrupted demo
     _demo_traffic(spec, run, say)
+    run.bill = _demo_bill(run, out, say)
     try:
         _demo_notebooks(run, spec_file, out, state, say)
     finally:
         down(spec, str(state))
-    run.report = render_html(run.notebooks[-1], out / "report.html")
+    run.report = out / "report.html"  # finance's report, written by notebook 04
     run.statement_xlsx = out / f"chargeback-{run.month}.xlsx"
     run.statement_csv = out / f"chargeback-{run.month}.csv"
-    for produced in (run.statement_xlsx, run.statement_csv):
+    for produced in (run.report, run.statement_xlsx, run.statement_csv):
         if not produced.exists():
             raise AoaiHelpersError(f"notebook {REPORT_NOTEBOOK} did not write {produced}")
     return run
@@ -261,7 +283,9 @@ def render_report(
     month: str | None = None,
     spec_path: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """``make report``: run notebook 04 on ``db_url`` and render it to ``<out_dir>/report.html``."""
+    """``notebooks report``: run notebook 04 on ``db_url`` and render it, without its code, to
+    ``<out_dir>/04_cost_analysis.html`` (the engineer's page; the notebook itself writes
+    finance's ``<out_dir>/report.html``)."""
     from aoai_helpers.analysis.html_report import render_html
     from aoai_helpers.config import spec_path as resolve_spec_path
 
@@ -278,4 +302,4 @@ def render_report(
             "month": month or "",
         },
     )
-    return render_html(executed, out / "report.html")
+    return render_html(executed, out / f"{REPORT_NOTEBOOK}.html")

@@ -140,7 +140,7 @@ def _check_xlsx(path: Path) -> None:
         assert [n for n in z.namelist() if re.search(rb"<f[\s>/]", z.read(n))] == []
     wb = openpyxl.load_workbook(path)
     titles = wb.sheetnames
-    assert len(titles) == 1 + len(NAMES)
+    assert len(titles) == 2 + len(NAMES)  # Summary, Notes, one per BU
     assert len({t.casefold() for t in titles}) == len(titles)
     for title in titles:
         assert 0 < len(title) <= 31

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     ColumnClause,
     ColumnElement,
+    DateTime,
     MetaData,
     Table,
     bindparam,
@@ -326,6 +327,21 @@ def _set_not_null(quoted_table: str, col: Column[Any], dialect: Dialect) -> str:
     return f"ALTER TABLE {quoted_table} ALTER COLUMN {name} SET NOT NULL"
 
 
+def _copied(col: Column[Any], quoted: str) -> str:
+    """A column's value as the rebuilt SQLite table gets it: the key is the rowid; a date-time
+    stored as a bare date (``'2023-12-01'``, as the original schema's ``ExecDateUTC`` may be)
+    gets the time SQLAlchemy writes (``'2023-12-01 00:00:00.000000'``) — SQLite compares the
+    text, and the bare date sorts before the first instant of its own day, so a report's month
+    would lose its first day."""
+    if col.primary_key:
+        return "rowid"
+    if isinstance(col.type, DateTime):
+        return (
+            f"CASE WHEN length({quoted}) = 10 THEN {quoted} || ' 00:00:00.000000' ELSE {quoted} END"
+        )
+    return quoted
+
+
 def _rebuild_sqlite(conn: Connection, model: Table) -> None:
     """SQLite: recreate the table as the schema has it, rows copied as stored, Id = rowid."""
     q = conn.dialect.identifier_preparer
@@ -340,7 +356,7 @@ def _rebuild_sqlite(conn: Connection, model: Table) -> None:
     ours = {ix.name for ix in model.indexes}
     conn.execute(CreateTable(model.to_metadata(MetaData(), name=temp)))  # no indexes yet
     cols = ", ".join(q.quote(c.name) for c in model.columns)
-    source = ", ".join("rowid" if c.primary_key else q.quote(c.name) for c in model.columns)
+    source = ", ".join(_copied(c, q.quote(c.name)) for c in model.columns)
     conn.execute(
         text(
             f"INSERT INTO {q.quote(temp)} ({cols}) SELECT {source} FROM {q.quote(name)} "

@@ -27,6 +27,7 @@ from aoai_helpers.db.migrations import (
     v0002_reconcile,
     v0003_estimate_quality,
     v0004_daily_rollup,
+    v0005_money_views,
 )
 from aoai_helpers.db.migrations.steps import MigrationRun, refuse_behind
 from aoai_helpers.db.tables import SCHEMA_TABLES, schema_version
@@ -39,6 +40,7 @@ MIGRATIONS: Final[tuple[ModuleType, ...]] = (
     v0002_reconcile,
     v0003_estimate_quality,
     v0004_daily_rollup,
+    v0005_money_views,
 )
 #: The schema version this code writes: the last migration's.
 HEAD: Final[int] = MIGRATIONS[-1].VERSION
