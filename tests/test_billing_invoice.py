@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from usage_events import usage
 
 from aoai_helpers.billing.invoice import (
     NOT_BY_TOKENS,
@@ -40,16 +41,6 @@ from aoai_helpers.db.tables import cost_line_table
 BOTH_DATABASES = True
 
 EA = Path(__file__).parent / "data" / "costdetails" / "ea-actual-2026-11.csv"
-
-
-def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cached_tokens": cached,
-        "reasoning_tokens": 0,
-    }
 
 
 @pytest.fixture

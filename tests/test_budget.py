@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from usage_events import HELLO, usage
 
 from aoai_helpers.analysis.budget import Allocation, allocate, budget_burn, parse_amount
 from aoai_helpers.analysis.report import BuCharge
@@ -25,17 +26,6 @@ from aoai_helpers.exceptions import ConfigError
 BOTH_DATABASES = True
 
 REL = 1e-12
-HELLO = {"messages": [{"role": "user", "content": "Hello"}]}  # 8 prompt tokens on gpt-4o
-
-
-def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cached_tokens": cached,
-        "reasoning_tokens": 0,
-    }
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from sqlalchemy import Float, Numeric, inspect, select
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import Engine
 from sqlglot import exp
+from usage_events import usage
 
 from aoai_helpers.analysis import report
 from aoai_helpers.analysis.report import chargeback_by_bu
@@ -53,16 +54,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REL = 1e-12
 DAILY, MONTHLY, CALLS = VIEWS
 MONTHS = ("2026-10", "2026-11")
-
-
-def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cached_tokens": cached,
-        "reasoning_tokens": 0,
-    }
 
 
 def sub(sid: str | None, name: str | None) -> dict[str, str | None]:

@@ -42,6 +42,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from usage_events import HELLO, usage
 
 from aoai_helpers.analysis.finance_data import CoverageFigure, dead_letters, months_with_calls
 from aoai_helpers.analysis.finance_html import (
@@ -65,17 +66,6 @@ HOSTILE = "<b>R&D</b>"
 DAY_1 = datetime(2026, 12, 1, 12, 0)
 DAY_10 = datetime(2026, 12, 10, 0, 0)
 MONTH_END = datetime(2026, 12, 31, 23, 0)
-HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
-
-
-def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cached_tokens": cached,
-        "reasoning_tokens": 0,
-    }
 
 
 def sub(sid: str, name: str) -> dict[str, str]:

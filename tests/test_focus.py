@@ -25,6 +25,7 @@ from focus_spec import (
     type_ok,
 )
 from sqlalchemy import update
+from usage_events import HELLO, usage
 
 import aoai_helpers
 from aoai_helpers.analysis.focus import FocusResult, FocusSettings, settings_from_spec, write_focus
@@ -40,18 +41,6 @@ from aoai_helpers.spec import load_spec
 
 #: run every database test on SQLite and on a real PostgreSQL server (tests/conftest.py)
 BOTH_DATABASES = True
-
-HELLO = {"messages": [{"role": "user", "content": "Hello"}]}  # 8 prompt tokens on gpt-4o
-
-
-def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cached_tokens": cached,
-        "reasoning_tokens": 0,
-    }
 
 
 def sub(sid: str, name: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from decimal import Decimal
 import pytest
 from cli_run import run_cli
 from sqlalchemy import func, select
+from usage_events import HELLO, usage
 
 from aoai_helpers.analysis.report import (
     MIXED,
@@ -48,17 +49,6 @@ from aoai_helpers.synthetic.demo import run_demo
 BOTH_DATABASES = True
 
 REL = 1e-12
-HELLO = {"messages": [{"role": "user", "content": "Hello"}]}  # 8 prompt tokens on gpt-4o
-
-
-def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cached_tokens": cached,
-        "reasoning_tokens": 0,
-    }
 
 
 def sub(sid: str, name: str | None) -> dict[str, str | None]:

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, inspect, select
+from usage_events import usage
 
 from aoai_helpers.analysis.narrative import allocation_line, changed_since_issue, drift_line
 from aoai_helpers.analysis.report import chargeback_by_bu
@@ -35,16 +36,6 @@ BOTH_DATABASES = True
 
 REL = 1e-12
 ISSUED = datetime(2026, 12, 1, 9, 30)
-
-
-def usage(prompt: int, completion: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cached_tokens": 0,
-        "reasoning_tokens": 0,
-    }
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import openpyxl
 import pytest
 import rfc4180
 from openpyxl.utils import get_column_letter, range_boundaries
+from usage_events import usage
 
 from aoai_helpers.analysis.export import write_csv, write_xlsx
 from aoai_helpers.analysis.statement import issue_statement, month_report
@@ -44,16 +45,6 @@ JPY = '#,##0 "JPY";-#,##0 "JPY"'
 HELLO = {"messages": [{"role": "user", "content": "Hello"}], "stream": True}  # 8 prompt tokens
 MONEY_HEADERS = {"Cost", "Provisional cost", "Projected cost", "Cost at this rate"}
 SHARE_HEADERS = {"Provisional share", "Budget used"}
-
-
-def usage(prompt: int, completion: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "cached_tokens": 0,
-        "reasoning_tokens": 0,
-    }
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from aoai_helpers import clock
 from aoai_helpers.clock import month_bounds
 from aoai_helpers.db.engine import transaction
 from aoai_helpers.db.tables import DAILY_KEY, bu_map, daily_table, token_table
+from aoai_helpers.db.views import ESTIMATED_SOURCES, NO_SUBSCRIPTION
 from aoai_helpers.exceptions import ConfigError
 
 __all__ = [
@@ -63,10 +64,6 @@ __all__ = [
 
 #: The currency shown for a group whose priced calls have different currencies.
 MIXED: Final = "MIXED"
-#: The business unit of calls that carry no subscription at all.
-NO_SUBSCRIPTION: Final = "(no subscription)"
-#: Usage sources whose tokens were counted by us, not reported by the API.
-ESTIMATED_SOURCES: Final = ("estimated", "prompt_only")
 
 
 @dataclass(frozen=True, slots=True)

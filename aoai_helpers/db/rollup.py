@@ -48,12 +48,19 @@ from sqlalchemy.engine import Connection, Dialect
 from aoai_helpers.db.bulk import BulkStatement, compile_bulk
 from aoai_helpers.db.tables import DAILY_KEY, daily_table, token_table
 
-__all__ = ["KEY_COLUMNS", "SUM_COLUMNS", "Rollup", "group_sums", "rebuild_statements"]
+__all__ = [
+    "KEY_COLUMNS",
+    "SUM_COLUMNS",
+    "TOKEN_COLUMNS",
+    "Rollup",
+    "group_sums",
+    "rebuild_statements",
+]
 
 #: The group of a rollup row (its primary key), as named in both tables.
 KEY_COLUMNS: Final = DAILY_KEY
 #: Token columns of the call table the rollup sums (same names in both tables).
-_TOKENS: Final = (
+TOKEN_COLUMNS: Final = (
     "PromptTokens",
     "CompletionTokens",
     "CachedTokens",
@@ -61,7 +68,7 @@ _TOKENS: Final = (
     "TotalTokens",
 )
 #: The rollup's measures, in the order :func:`group_sums` gives them.
-SUM_COLUMNS: Final = ("Calls", "PricedCalls", *_TOKENS, "Cost")
+SUM_COLUMNS: Final = ("Calls", "PricedCalls", *TOKEN_COLUMNS, "Cost")
 _COLUMNS: Final = (*KEY_COLUMNS, *SUM_COLUMNS)
 _COST: Final = len(SUM_COLUMNS) - 1
 
@@ -75,7 +82,7 @@ def group_sums(
     values (``Cost`` None while no row of the group has one).
     """
     day, *texts = (columns.index(k) for k in KEY_COLUMNS)
-    tokens = [columns.index(k) for k in _TOKENS]
+    tokens = [columns.index(k) for k in TOKEN_COLUMNS]
     cost_at = columns.index("Cost")
     out: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
@@ -155,7 +162,7 @@ def rebuild_statements(
             *keys,
             func.count(),
             func.count(t.Cost),
-            *(func.sum(cast(t[k], BigInteger)) for k in _TOKENS),
+            *(func.sum(cast(t[k], BigInteger)) for k in TOKEN_COLUMNS),
             func.sum(t.Cost),
         )
         .where(*window(t.ExecDateUTC, t.ModelName))

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.sqltypes import Date
 
+from aoai_helpers.db.rollup import TOKEN_COLUMNS
 from aoai_helpers.db.tables import bu_map, daily_table, token_table
 
 __all__ = [
@@ -56,14 +57,6 @@ __all__ = [
 NO_SUBSCRIPTION: Final = "(no subscription)"
 #: Usage sources whose tokens were counted by the gateway, not reported by the API.
 ESTIMATED_SOURCES: Final = ("estimated", "prompt_only")
-
-_TOKENS: Final = (
-    "PromptTokens",
-    "CompletionTokens",
-    "CachedTokens",
-    "ReasoningTokens",
-    "TotalTokens",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +130,7 @@ DAILY_COLUMNS: Final = (
     "Calls",
     "PricedCalls",
     "UnpricedCalls",
-    *_TOKENS,
+    *TOKEN_COLUMNS,
     "Cost",
     "IsEstimated",
 )
@@ -167,7 +160,7 @@ def _daily(dialect: str, *, months: bool = False) -> Select[Any]:
         d.Calls.label("Calls"),
         d.PricedCalls.label("PricedCalls"),
         (d.Calls - d.PricedCalls).label("UnpricedCalls"),
-        *(d[k].label(k) for k in _TOKENS),
+        *(d[k].label(k) for k in TOKEN_COLUMNS),
         # the rollup keeps Cost NULL while no call is priced; said again, so no reader sees 0
         case((d.PricedCalls > 0, d.Cost)).label("Cost"),
         _is_estimated(d.UsageSource).label("IsEstimated"),
@@ -184,7 +177,7 @@ MONTHLY_COLUMNS: Final = (
     "PricedCalls",
     "UnpricedCalls",
     "EstimatedCalls",
-    *_TOKENS,
+    *TOKEN_COLUMNS,
     "Cost",
     "EstimatedCost",
 )
@@ -205,7 +198,7 @@ def _monthly(dialect: str) -> Select[Any]:
         priced.label("PricedCalls"),
         func.sum(u.c.UnpricedCalls).label("UnpricedCalls"),
         func.sum(case((u.c.IsEstimated == 1, u.c.Calls), else_=0)).label("EstimatedCalls"),
-        *(func.sum(u.c[k]).label(k) for k in _TOKENS),
+        *(func.sum(u.c[k]).label(k) for k in TOKEN_COLUMNS),
         case((priced > 0, func.sum(u.c.Cost))).label("Cost"),
         case((priced > 0, func.coalesce(estimated_cost, literal_column("0")))).label(
             "EstimatedCost"
@@ -229,7 +222,7 @@ CALL_COLUMNS: Final = (
     "Operation",
     "UsageSource",
     "IsEstimated",
-    *_TOKENS,
+    *TOKEN_COLUMNS,
     "Cost",
     "Currency",
     "PriceStatus",
@@ -258,7 +251,7 @@ def _calls(dialect: str) -> Select[Any]:
         t.Operation,
         t.UsageSource,
         _is_estimated(t.UsageSource).label("IsEstimated"),
-        *(t[k] for k in _TOKENS),
+        *(t[k] for k in TOKEN_COLUMNS),
         t.Cost,
         case((priced, t.Currency)).label("Currency"),
         case((priced, literal_column("'priced'")), else_=literal_column("'unpriced'")).label(
