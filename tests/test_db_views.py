@@ -365,12 +365,12 @@ def test_migration_5_makes_money_exact_on_postgresql(pg_v4: Engine) -> None:
         )
     changes = init_db(pg_v4)
     assert changes == [
+        "kept BusinessUnitMap (MonthlyBudget) inexact: view(s) my_budgets read it or the views"
+        " — drop them, run db upgrade, create them again",
         "made AoaiTokenRate (PromptTokenRate, CompletionTokenRate, CachedPromptTokenRate)"
         " exact: NUMERIC",
         "made AoaiUsageDaily (Cost) exact: NUMERIC",
         "made ApimAoaiToken (Cost, PriorCost) exact: NUMERIC",
-        "kept BusinessUnitMap (MonthlyBudget) inexact: view(s) my_budgets read it — drop"
-        " them, run db upgrade, create them again",
         *(f"created view {v.name}" for v in VIEWS),
         "schema version 5",
     ]
@@ -383,9 +383,25 @@ def test_migration_5_makes_money_exact_on_postgresql(pg_v4: Engine) -> None:
         assert conn.exec_driver_sql("SELECT * FROM my_budgets").all() == [("Ops", 1234.5)]
     assert [None if v is None else Decimal(repr(v)) for v in before] == after  # same values
     assert len(rows(pg_v4, CALLS.name)) == 2
-    # once the DBA's view is gone, db init finishes the job (guarded: only what is left)
+    # while it stays, every start (ensure_db) leaves our views — and their grants — alone
+    oid = "SELECT to_regclass('\"vw_AoaiChargebackMonthly\"')::oid"
+    with transaction(pg_v4) as conn:
+        view_oid = conn.exec_driver_sql(oid).scalar()
+    kept = (
+        "kept BusinessUnitMap (MonthlyBudget) inexact: view(s) my_budgets read it or the views"
+        " — drop them, run db upgrade, create them again"
+    )
+    assert init_db(pg_v4) == [kept]
+    # a DBA's view on one of ours: ours cannot be dropped around the change, so it waits too
     with transaction(pg_v4) as conn:
         conn.exec_driver_sql("DROP VIEW my_budgets")
+        conn.exec_driver_sql('CREATE VIEW my_monthly AS SELECT * FROM "vw_AoaiChargebackMonthly"')
+    assert init_db(pg_v4) == [kept.replace("my_budgets", "my_monthly")]
+    with transaction(pg_v4) as conn:
+        assert conn.exec_driver_sql(oid).scalar() == view_oid
+    # once the DBA's views are gone, db init finishes the job (guarded: only what is left)
+    with transaction(pg_v4) as conn:
+        conn.exec_driver_sql("DROP VIEW my_monthly")
     assert init_db(pg_v4) == [  # the views are dropped around any such change: made again
         "made BusinessUnitMap (MonthlyBudget) exact: NUMERIC",
         *(f"created view {v.name}" for v in VIEWS),

@@ -379,7 +379,7 @@ def test_coverage_against_the_invoice(billed: Engine) -> None:
     figure = CoverageFigure(2_000_000, 1_500_000, Decimal("12.345"), "USD", Decimal("2.5"))
     page = page_of(billed, as_of=DAY_1, coverage={"2026-11": figure})
     nov = section(page, "2026-11").one("span", class_="coverage").text()
-    assert "Azure billed 2,000,000 tokens; the gateway recorded 1,500,000 (75.0 %)" in nov
+    assert "Azure billed 2,000,000 tokens; the gateway recorded 1,500,000 of them (75.0 %)" in nov
     assert "Invoiced cost 12.35 USD" in nov and "2.50 USD" in nov
     october = section(page, "2026-10").one("span", class_="coverage-missing").text()
     assert october == f"No Azure invoice imported for this month \u2014 {BILL_IMPORT_HINT}"

@@ -52,6 +52,8 @@ def test_split_adds_up_and_breaks_ties_by_weight_then_order() -> None:
         split_exact("1.00", [0, 0], "USD")
     with pytest.raises(ValueError, match="negative"):
         split_exact("1.00", [1, -1], "USD")
+    with pytest.raises(ValueError, match="negative total"):
+        split_exact("-0.05", [1, 1], "USD")
 
 
 def test_rounded_parts_add_up_to_the_rounded_total() -> None:

@@ -37,7 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from aoai_helpers.analysis.layout import SUMMARY_COLUMNS, Col, summary
+from aoai_helpers.analysis.layout import SUMMARY_COLUMNS, Col, Table, summary
 from aoai_helpers.analysis.statement import MonthReport
 from aoai_helpers.exceptions import ConfigError
 
@@ -174,10 +174,15 @@ def write_csv(path: str | os.PathLike[str], report: MonthReport) -> Path:
 NOTES_SHEET: Final = "Notes"
 
 
-def write_xlsx(path: str | os.PathLike[str], report: MonthReport) -> Path:
-    """The month as an Excel workbook (see :mod:`aoai_helpers.analysis.workbook`); returns
-    the path. Needs ``openpyxl`` (``pip install 'apim-aoai-proxy[notebooks]'``)."""
-    from aoai_helpers.analysis.workbook import workbook_bytes
+def write_xlsx(
+    path: str | os.PathLike[str], report: MonthReport, *, invoice: Table | None = None
+) -> Path:
+    """The month as an Excel workbook (see :mod:`aoai_helpers.analysis.workbook`), with the
+    Azure invoice's split on a sheet of its own when ``invoice`` is given
+    (:func:`aoai_helpers.billing.figures.invoice_table`); returns the path. Needs ``openpyxl``
+    (``pip install 'apim-aoai-proxy[notebooks]'``)."""
+    from aoai_helpers.analysis.workbook import INVOICE_SHEET, workbook_bytes
 
-    names = sheet_names(report.business_units(), reserved=("Summary", NOTES_SHEET))
-    return _atomic_write(path, workbook_bytes(report, names, NOTES_SHEET))
+    reserved = ("Summary", NOTES_SHEET, INVOICE_SHEET)
+    names = sheet_names(report.business_units(), reserved=reserved)
+    return _atomic_write(path, workbook_bytes(report, names, NOTES_SHEET, invoice))

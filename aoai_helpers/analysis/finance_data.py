@@ -63,7 +63,9 @@ class InvoiceShare:
 
 @dataclass(frozen=True, slots=True)
 class CoverageFigure:
-    """A month of the Azure invoice beside what the gateway recorded (from ``bill import``).
+    """A month of the Azure invoice beside what the gateway recorded (from ``bill import``):
+    ``recorded_tokens`` are the billed tokens the gateway recorded (per meter, at most what
+    was billed), ``recorded_not_billed`` what it recorded beyond that.
 
     ``unattributed_cost``: the invoiced cost of billed tokens no recorded call accounts for
     (usage that bypassed the gateway); ``not_by_tokens_cost``: invoiced cost that is not tokens;
@@ -78,6 +80,7 @@ class CoverageFigure:
     unattributed_cost: Decimal | None = None
     not_by_tokens_cost: Decimal | None = None
     shares: tuple[InvoiceShare, ...] = ()
+    recorded_not_billed: int = 0  # recorded tokens beyond what the invoice bills per meter
 
     @property
     def coverage(self) -> Decimal | None:

@@ -270,6 +270,14 @@ def _headline(view: MonthView) -> str:
 def _change(view: MonthView) -> tuple[str, str]:
     if not view.has_previous:
         return "no data last month", ""
+    if not view.closed:  # a part of a month against a whole one says nothing yet
+        last = "; ".join(
+            _money(t.previous, t.currency) for t in view.totals if t.previous is not None
+        )
+        return (
+            "month not over yet",
+            f"last month {last or 'no priced cost'}; compared once it closes",
+        )
     values, mores = [], []
     for t in view.totals:
         if t.previous is None or t.change is None:
@@ -279,8 +287,7 @@ def _change(view: MonthView) -> tuple[str, str]:
         pct = "" if t.change_share is None else f" ({sign}{_share(t.change_share)})"
         values.append(f"{sign}{_money(t.change, t.currency)}{pct}")
         mores.append(f"last month {_money(t.previous, t.currency)}")
-    suffix = "" if view.closed else " (this month to date)"
-    return "<br>".join(values) or "no priced cost", "; ".join(mores) + suffix
+    return "<br>".join(values) or "no priced cost", "; ".join(mores)
 
 
 def _line_row(item: LineItem, code: bool, *, provisional: bool = True, color: str = "",
@@ -465,10 +472,9 @@ def _dead_letter_text(view: MonthView) -> str:
     d = view.quality.dead_letters
     if not d.count:
         return "None: every event received this month was read."
-    reasons = "".join(f"<li>{escape(r)}: {n:,}</li>" for r, n in d.reasons)
-    if d.other_reasons:
-        reasons += f"<li>other reasons: {d.other_reasons:,}</li>"
+    # the reasons are the engineers' (event formats, logger limits): finance gets the count
     return (
         f'<span class="dead-letters">{d.count:,}</span> event(s) received this month could not be '
-        f'read and are not in these figures:<ul class="plain">{reasons}</ul>'
+        "read and are not in these figures; they are kept as they arrived, for the team that "
+        "runs the gateway to correct and load."
     )

@@ -17,11 +17,12 @@ from typing import Final
 from aoai_helpers.analysis.finance_data import CoverageFigure
 from aoai_helpers.core.money import format_money
 
-__all__ = ["BILL_IMPORT_HINT", "coverage_text", "invoice_section"]
+__all__ = ["BILL_IMPORT_HINT", "LINE_LABELS", "coverage_text", "invoice_section"]
 
 BILL_IMPORT_HINT: Final = "aoai-helpers bill import FILE"
-_LABELS: Final = {
-    "unattributed": "Not recorded by the gateway (bypassed APIM)",
+#: What the invoice lines no business unit owns are called.
+LINE_LABELS: Final = {
+    "unattributed": "Not recorded by the gateway (called Azure OpenAI directly)",
     "not_by_tokens": "Not attributable by tokens (provisioned, hosting, training)",
 }
 
@@ -39,9 +40,14 @@ def coverage_text(c: CoverageFigure | None) -> str:
         )
     share = "" if c.coverage is None else f" ({_share(c.coverage)})"
     text = (
-        f"Azure billed {c.billed_tokens:,} tokens; the gateway recorded {c.recorded_tokens:,}"
-        f"{share}."
+        f"Azure billed {c.billed_tokens:,} tokens; the gateway recorded {c.recorded_tokens:,} "
+        f"of them{share}."
     )
+    if c.recorded_not_billed:
+        text += (
+            f" It recorded {c.recorded_not_billed:,} more than the invoice bills for the same "
+            "models (calls of models the invoice names otherwise, or not yet billed)."
+        )
     if c.billed_cost is not None:
         text += f" Invoiced cost {format_money(c.billed_cost, c.currency)}."
     if c.unattributed_cost is not None:
@@ -64,7 +70,7 @@ def invoice_section(c: CoverageFigure | None) -> str:
     cur = c.currency
     rows = []
     for s in c.shares:
-        name = escape(_LABELS.get(s.kind, s.business_unit))
+        name = escape(LINE_LABELS.get(s.kind, s.business_unit))
         css = "" if s.kind == "bu" else ' class="unattributed"'
         rows.append(
             f"<tr{css}><td>{name}</td><td>{escape(s.cost_centre or '')}</td>"

@@ -43,6 +43,7 @@ from aoai_helpers.analysis.finance_data import (
     dead_letters,
     months_with_calls,
 )
+from aoai_helpers.analysis.ledger import ledger
 from aoai_helpers.analysis.report import (
     MIXED,
     BuCharge,
@@ -53,7 +54,7 @@ from aoai_helpers.analysis.report import (
 )
 from aoai_helpers.analysis.statement import MonthReport, month_report
 from aoai_helpers.clock import month_bounds, month_of, previous_month, utcnow
-from aoai_helpers.core.money import minor_units, round_money, round_parts, split_exact, to_decimal
+from aoai_helpers.core.money import minor_units, round_money, split_exact, to_decimal
 from aoai_helpers.exceptions import ConfigError
 
 __all__ = [
@@ -339,21 +340,12 @@ def _month_view(
 
 
 def _lines(charges: Sequence[BuCharge]) -> list[LineItem]:
-    """The statement lines, each currency's costs rounded to add up to its exact total."""
-    costs: list[Decimal | None] = [None] * len(charges)
-    provisional: list[Decimal | None] = [None] * len(charges)
-    for currency in {c.currency for c in charges}:
-        index = [
-            i
-            for i, c in enumerate(charges)
-            if c.currency == currency and c.unpriced_calls < c.calls  # else: unpriced
-        ]
-        if not index:
-            continue
-        parts = round_parts([charges[i].cost for i in index], currency)
-        shares = round_parts([charges[i].estimated_cost for i in index], currency)
-        for i, cost, share in zip(index, parts, shares, strict=True):
-            costs[i], provisional[i] = cost, share
+    """The statement lines with the statement's own cents (:func:`aoai_helpers.analysis.ledger.ledger`:
+    each currency's costs rounded to add up to its exact total, each cost split into its exact
+    and provisional parts) — the figures of the text table, the CSV and the workbook."""
+    money = ledger(charges).lines
+    costs = [m.cost for m in money]
+    provisional = [m.provisional for m in money]
     return [
         LineItem(
             name=c.business_unit,

@@ -362,7 +362,7 @@ _USER_COLUMNS: Final = (
 
 def _costs(items: Sequence[Any]) -> list[Decimal | str | None]:
     """The rounded cost of each group (``"unpriced"`` when none of its calls is priced)."""
-    exact = [priced_cost(x.cost, x.calls, x.unpriced_calls) for x in items]
+    exact = [priced_cost(x.cost, x.calls, x.unpriced_calls, x.currency) for x in items]
     rounded = round_by_currency(exact, [x.currency for x in items])
     return [UNPRICED if e is None else r for e, r in zip(exact, rounded, strict=True)]
 

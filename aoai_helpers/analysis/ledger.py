@@ -57,10 +57,15 @@ def to_exact(value: Decimal | float | None) -> Decimal | None:
     return None if d is None else d.quantize(NANO, rounding=ROUND_HALF_EVEN)
 
 
-def priced_cost(cost: float | Decimal | None, calls: int, unpriced_calls: int) -> Decimal | None:
-    """The exact cost of a group of ``calls``; None when none of them is priced (``cost`` None,
-    or every call unpriced — a :class:`BuCharge` stores 0.0 then)."""
+def priced_cost(
+    cost: float | Decimal | None, calls: int, unpriced_calls: int, currency: str | None = ""
+) -> Decimal | None:
+    """The exact cost of a group of ``calls``; None when none of them is priced at a rate
+    (``cost`` None; every call unpriced — a :class:`BuCharge` stores 0.0 then; or unpriced
+    calls beside only unbilled ones: cost 0 and ``currency`` None)."""
     if cost is None or (calls > 0 and unpriced_calls >= calls):
+        return None
+    if unpriced_calls and currency is None and not cost:
         return None
     return to_exact(cost)
 
@@ -162,7 +167,7 @@ def _split(
 
 def ledger(lines: Sequence[BuCharge]) -> Ledger:
     """The lines' money rounded per currency (see the module docstring), with totals."""
-    exact_costs = [priced_cost(r.cost, r.calls, r.unpriced_calls) for r in lines]
+    exact_costs = [priced_cost(r.cost, r.calls, r.unpriced_calls, r.currency) for r in lines]
     currencies = [r.currency for r in lines]
     rounded = round_by_currency(exact_costs, currencies)
     money: list[LineMoney] = []

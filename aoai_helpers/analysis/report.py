@@ -32,7 +32,17 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, ColumnElement, Subquery, case, cast, func, literal_column, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Subquery,
+    and_,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.engine import Connection, Engine
 
 from aoai_helpers import clock
@@ -247,7 +257,12 @@ def _measures(u: Subquery) -> list[ColumnElement[Any]]:
         _big_sum(u.c.completion).label("completion"),
         _big_sum(u.c.cached).label("cached"),
         _big_sum(u.c.total).label("total"),
-        func.sum(u.c.cost).label("cost"),
+        # no cost where no call has a rate: the unpriced calls' group may hold unbilled ones
+        # (a 429: cost 0, no currency), whose 0 is not the group's price
+        case(
+            (and_(func.max(u.c.Currency).is_(None), _big_sum(u.c.calls - u.c.priced) > 0), None),
+            else_=func.sum(u.c.cost),
+        ).label("cost"),
         _big_sum(u.c.calls - u.c.priced).label("unpriced"),
         func.min(u.c.Currency).label("cur_min"),
         func.max(u.c.Currency).label("cur_max"),

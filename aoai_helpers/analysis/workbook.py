@@ -47,6 +47,7 @@ from aoai_helpers.analysis.statement import MonthReport
 from aoai_helpers.core.money import format_money, xlsx_money_format
 
 __all__ = [
+    "INVOICE_SHEET",
     "NUMBER_FORMATS",
     "SAME_ON_EVERY_ROW",
     "displayed",
@@ -68,6 +69,8 @@ NUMBER_FORMATS: Final[dict[str, str]] = {
     "rate": "#,##0.0000",
 }
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # not allowed in XML (openpyxl refuses)
+#: The sheet of the Azure invoice's split (``report --allocate-invoice --xlsx``).
+INVOICE_SHEET: Final = "Azure invoice"
 _TEXT_CAP: Final = 50  # widest text column (characters); longer text wraps
 _NOTES_CAP: Final = 90
 _BOLD: Final = 1.15  # bold glyphs are wider
@@ -298,9 +301,25 @@ def _notes_sheet(sheet: _Sheet, report: MonthReport, stamp: str) -> None:
     sheet.finish((1, 1), stamp, "A2")
 
 
-def workbook_bytes(report: MonthReport, names: dict[str, str], notes_name: str = "Notes") -> bytes:
-    """The workbook of ``report`` as bytes (Summary, Notes, then one sheet per BU); ``names``
-    maps each BU to its sheet's name."""
+def _invoice_sheet(sheet: _Sheet, report: MonthReport, invoice: Table, stamp: str) -> None:
+    sheet.text(f"Azure invoice {report.month} — split across the business units", bold=True)
+    sheet.text(
+        "By each BU's share of every meter's tokens, to the cent; billed tokens the gateway did "
+        "not record and cost that is not tokens are lines of their own."
+    )
+    sheet.skip()
+    header = sheet.table(invoice)
+    sheet.finish((header, header), stamp, f"A{header + 1}")
+
+
+def workbook_bytes(
+    report: MonthReport,
+    names: dict[str, str],
+    notes_name: str = "Notes",
+    invoice: Table | None = None,
+) -> bytes:
+    """The workbook of ``report`` as bytes (Summary, Notes, the Azure invoice's split when
+    ``invoice`` is given, then one sheet per BU); ``names`` maps each BU to its sheet's name."""
     from openpyxl import Workbook  # type: ignore[import-untyped]
 
     styles, ids = _styles(), itertools.count(1)
@@ -310,6 +329,8 @@ def workbook_bytes(report: MonthReport, names: dict[str, str], notes_name: str =
     ws.title = "Summary"
     _summary_sheet(_Sheet(ws, styles, ids), report, stamp)
     _notes_sheet(_Sheet(wb.create_sheet(notes_name), styles, ids, _NOTES_CAP), report, stamp)
+    if invoice is not None:
+        _invoice_sheet(_Sheet(wb.create_sheet(INVOICE_SHEET), styles, ids), report, invoice, stamp)
     for line in report.statement.lines:
         sheet = _Sheet(wb.create_sheet(names[line.business_unit]), styles, ids)
         _bu_sheet(sheet, report, line.business_unit, line.cost_centre, stamp)

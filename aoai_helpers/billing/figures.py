@@ -15,10 +15,38 @@ from decimal import Decimal
 from sqlalchemy.engine import Engine
 
 from aoai_helpers.analysis.finance_data import CoverageFigure, InvoiceShare
+from aoai_helpers.analysis.finance_invoice import LINE_LABELS
+from aoai_helpers.analysis.layout import Col, Row, Table
 from aoai_helpers.billing.invoice import InvoiceAllocation, allocate_invoice, coverage
 from aoai_helpers.billing.store import list_imports
 
-__all__ = ["coverage_figures"]
+__all__ = ["coverage_figures", "invoice_table"]
+
+
+def invoice_table(alloc: InvoiceAllocation) -> Table:
+    """The invoice's split as a workbook table: a row per BU (and per line no recorded call
+    accounts for), a total row per currency — the invoice, to the cent."""
+    rows = [
+        Row(
+            (
+                LINE_LABELS.get(x.kind, x.business_unit),
+                x.cost_centre,
+                x.tokens,
+                x.amount,
+                x.currency,
+            ),
+            x.currency,
+        )
+        for x in alloc.lines
+    ]
+    totals = [
+        Row((f"Total ({cur})", None, None, total, cur), cur) for cur, total in alloc.totals.items()
+    ]
+    columns = (
+        Col("Business unit"), Col("Cost centre"), Col("Tokens", "int"), Col("Amount", "money"),
+        Col("Currency"),
+    )  # fmt: skip
+    return Table(f"{alloc.cost_type} cost", columns, rows, totals, name="invoice")
 
 
 def _part(alloc: InvoiceAllocation, kind: str) -> Decimal:
@@ -39,7 +67,10 @@ def coverage_figures(engine: Engine) -> dict[str, CoverageFigure]:
 
         out[month] = CoverageFigure(
             billed_tokens=cov.billed_tokens,
-            recorded_tokens=cov.recorded_tokens,
+            recorded_tokens=sum(min(m.recorded_tokens, m.billed_tokens) for m in cov.meters),
+            recorded_not_billed=sum(
+                max(0, m.recorded_tokens - m.billed_tokens) for m in cov.meters
+            ),
             billed_cost=alloc.totals[currency] if currency else None,
             currency=currency,
             unattributed_cost=_part(alloc, "unattributed") if single else None,

@@ -390,8 +390,10 @@ def allocate_invoice(
                     drafts.append((model, kind, bu, w, exact))
         if currency in non_token:
             drafts.append((None, None, NOT_BY_TOKENS, 0, non_token[currency]))
-        exact_total = sum((d[4] for d in drafts), Decimal(0))
-        totals[currency] = round_money(exact_total, currency)
+        # the invoice's own total (its lines' costs), not the sum of the divided cells: those
+        # are cut at 28 digits and may fall a hair under a half cent
+        billed_total = sum((cost for _, cost in meters[currency].values()), Decimal(0))
+        totals[currency] = round_money(billed_total + non_token.get(currency, Decimal(0)), currency)
         amounts = _split(totals[currency], [d[4] for d in drafts], currency)
         cells.extend(
             AllocationCell(currency, m, k, bu, w, e, a)  # type: ignore[arg-type]

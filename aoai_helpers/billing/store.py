@@ -13,8 +13,9 @@ What an import does, in one transaction (so a failure half-way leaves the table 
    them (nothing is stored), and so is a file with no Azure OpenAI row at all; else the
    import's lines get their cost type (known only once the whole file is read, see
    :func:`~aoai_helpers.billing.costdetails.detect_cost_type`) and the lines of the same
-   months and cost type from earlier imports are deleted: re-importing a file, or a newer
-   export of the same month, replaces the month's lines instead of adding to them.
+   cost type that earlier imports gave for the days the file covers (its first to its last
+   usage date) are deleted: re-importing a file, or a newer export of the same month,
+   replaces those days instead of adding to them; files of other days add up.
 
 ``AzureCostLine`` (:data:`aoai_helpers.db.tables.BILL_TABLES`) is created on first import.
 """
@@ -40,7 +41,7 @@ from aoai_helpers.billing.costdetails import (
     is_aoai,
     open_cost_details,
 )
-from aoai_helpers.billing.meters import MeterMap, UnreadableMeter, unit_tokens
+from aoai_helpers.billing.meters import MeterMap, UnreadableMeter, meter_key, unit_tokens
 from aoai_helpers.clock import month_of, utcnow
 from aoai_helpers.core.money import to_decimal
 from aoai_helpers.db.engine import transaction
@@ -74,7 +75,7 @@ class ImportSummary:
     token_lines: int
     months: tuple[str, ...]
     totals: dict[str, Decimal]  # currency → exact total of the stored lines
-    replaced_lines: int  # earlier lines of the same months and cost type, replaced
+    replaced_lines: int  # earlier lines of the same days and cost type, replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,8 @@ class _Writer:
         self.import_id = str(uuid.uuid4())
         self.imported_at = utcnow().replace(microsecond=0)
         self.months: set[str] = set()
+        self.first: datetime | None = None  # the days the file covers
+        self.last: datetime | None = None
         self.stored = 0
         self.token_lines = 0
         self.totals: dict[str, Decimal] = {}
@@ -136,6 +139,10 @@ class _Writer:
     def add(self, row: CostRow, model: str | None, kind: str | None, tokens: int | None) -> None:
         month = month_of(row.usage_date)
         self.months.add(month)
+        if self.first is None or row.usage_date < self.first:
+            self.first = row.usage_date
+        if self.last is None or row.usage_date > self.last:
+            self.last = row.usage_date
         self._batch.append(
             {
                 "ImportId": self.import_id,
@@ -171,10 +178,14 @@ class _Writer:
             self._batch = []
 
     def finish(self, cost_type: CostType) -> int:
-        """Stamp the import's lines with ``cost_type``; delete the lines of the same months and
-        cost type from earlier imports (returns how many)."""
+        """Stamp the import's lines with ``cost_type``; delete the lines of the same cost type
+        that earlier imports gave for the days this file covers, first to last (returns how
+        many) — a newer export of a month replaces it, two half-month files add up, and a file
+        from 30 November to 1 December leaves the rest of November as it was."""
         self.flush()
         t = cost_line_table.c
+        if self.first is None or self.last is None:
+            return 0  # nothing stored, nothing replaced
         if cost_type != "actual":
             self.conn.execute(
                 update(cost_line_table)
@@ -183,7 +194,8 @@ class _Writer:
             )
         gone = self.conn.execute(
             delete(cost_line_table).where(
-                t.BillingMonth.in_(sorted(self.months)),
+                t.UsageDate >= self.first,
+                t.UsageDate <= self.last,
                 t.CostType == cost_type,
                 t.ImportId != self.import_id,
             )
@@ -268,6 +280,15 @@ def _write(
     reading = mapping.read(row.meter_name)
     if isinstance(reading, UnreadableMeter):
         unreadable.setdefault(row.meter_name, reading)
+        return
+    if (
+        not reading.is_tokens
+        and meter_key(row.meter_name) not in mapping.entries
+        and "token" not in row.meter_name.lower()
+        and unit_tokens(row.unit) is not None
+    ):  # billed in a count (1K, 1M) yet not named a token meter: ask, never guess "not tokens"
+        reason = f"billed per {row.unit!r} like tokens, but not named as a token meter"
+        unreadable.setdefault(row.meter_name, UnreadableMeter(row.meter_name, reason))
         return
     tokens = _tokens(row) if reading.is_tokens else None
     if reading.is_tokens and tokens is None:

@@ -33,6 +33,14 @@ def _grace(args: argparse.Namespace) -> timedelta:
     return timedelta(hours=load_spec(spec_path(args.spec)).reconcile.grace_hours)
 
 
+def _invoice_table(engine: Any, month: str) -> Any:
+    from aoai_helpers.billing.figures import invoice_table
+    from aoai_helpers.billing.invoice import allocate_invoice
+
+    alloc = allocate_invoice(engine, month)
+    return None if alloc is None else invoice_table(alloc)
+
+
 def _write_files(args: argparse.Namespace, engine: Any, month: str, amount: Any) -> None:
     from aoai_helpers.analysis.export import write_csv, write_xlsx
     from aoai_helpers.analysis.statement import month_report
@@ -40,7 +48,8 @@ def _write_files(args: argparse.Namespace, engine: Any, month: str, amount: Any)
 
     report = month_report(engine, month, allocate_amount=amount, top=args.top)
     if args.xlsx:
-        print(f"wrote {safe(write_xlsx(args.xlsx, report))}")
+        invoice = _invoice_table(engine, month) if args.allocate_invoice else None
+        print(f"wrote {safe(write_xlsx(args.xlsx, report, invoice=invoice))}")
     if args.csv:
         print(f"wrote {safe(write_csv(args.csv, report))}")
 

@@ -89,9 +89,12 @@ def split_exact(
     total: Decimal | float | int | str, weights: Sequence[int | Decimal], currency: str | None
 ) -> list[Decimal]:
     """``total`` (rounded to the minor unit) split in proportion to ``weights``; the parts add up
-    to it exactly. ValueError for a negative weight, or a non-zero total and no weight."""
+    to it exactly. ValueError for a negative total or weight (a refund: split its amount and
+    negate the parts), or a non-zero total and no weight."""
     places = minor_units(currency)
     units = int(round_money(total, currency).scaleb(places))
+    if units < 0:
+        raise ValueError("negative total")
     ws = [Decimal(w) for w in weights]
     if any(w < 0 for w in ws):
         raise ValueError("negative weight")

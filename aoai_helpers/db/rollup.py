@@ -128,11 +128,14 @@ def _merge_sql(dialect: Dialect) -> str:
     adds = ", ".join(f"{q.quote(c)} = t.{q.quote(c)} + s.{q.quote(c)}" for c in SUM_COLUMNS[:-1])
     cost = q.quote("Cost")
     names = ", ".join(q.quote(c) for c in _COLUMNS)
+    # the parameter is bound as a float: cast, so the sum is DECIMAL arithmetic (float outranks
+    # decimal in T-SQL's type precedence, and t.Cost + a float would be a float sum)
+    new = f"CAST(s.{cost} AS DECIMAL(38, 12))"
     return (
         f"MERGE INTO {table} WITH (HOLDLOCK) AS t"
         f" USING (VALUES ({', '.join('?' for _ in _COLUMNS)})) AS s ({names}) ON {on}"
         f" WHEN MATCHED THEN UPDATE SET {adds}, {cost} = CASE WHEN s.{cost} IS NULL THEN t.{cost}"
-        f" WHEN t.{cost} IS NULL THEN s.{cost} ELSE t.{cost} + s.{cost} END"
+        f" WHEN t.{cost} IS NULL THEN {new} ELSE t.{cost} + {new} END"
         f" WHEN NOT MATCHED THEN INSERT ({names})"
         f" VALUES ({', '.join('s.' + q.quote(c) for c in _COLUMNS)});"
     )

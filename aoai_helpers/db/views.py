@@ -34,7 +34,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, case, cast, func, inspect, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    cast,
+    func,
+    inspect,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.sqltypes import Date
@@ -161,8 +172,11 @@ def _daily(dialect: str, *, months: bool = False) -> Select[Any]:
         d.PricedCalls.label("PricedCalls"),
         (d.Calls - d.PricedCalls).label("UnpricedCalls"),
         *(d[k].label(k) for k in TOKEN_COLUMNS),
-        # the rollup keeps Cost NULL while no call is priced; said again, so no reader sees 0
-        case((d.PricedCalls > 0, d.Cost)).label("Cost"),
+        # the rollup keeps Cost NULL while no call is priced; said again, so no reader sees 0 —
+        # nor where the row's only "priced" calls are unbilled ones (a 429: cost 0, no currency)
+        case(
+            (and_(d.PricedCalls > 0, or_(d.Currency != "", d.PricedCalls == d.Calls)), d.Cost)
+        ).label("Cost"),
         _is_estimated(d.UsageSource).label("IsEstimated"),
     ).select_from(daily_table.outerjoin(bu_map, bu_map.c.SubscriptionId == sub_id))
 
@@ -187,6 +201,7 @@ def _monthly(dialect: str) -> Select[Any]:
     """Per month, business unit and currency (NULL: the unpriced calls), from the daily rows."""
     u = _daily(dialect, months=True).subquery("d")
     priced = func.sum(u.c.PricedCalls)
+    unpriced = func.sum(u.c.UnpricedCalls)
     estimated_cost = func.sum(case((u.c.IsEstimated == 1, u.c.Cost)))
     return select(
         u.c.UsageMonth,
@@ -196,10 +211,12 @@ def _monthly(dialect: str) -> Select[Any]:
         u.c.Currency,
         func.sum(u.c.Calls).label("Calls"),
         priced.label("PricedCalls"),
-        func.sum(u.c.UnpricedCalls).label("UnpricedCalls"),
+        unpriced.label("UnpricedCalls"),
         func.sum(case((u.c.IsEstimated == 1, u.c.Calls), else_=0)).label("EstimatedCalls"),
         *(func.sum(u.c[k]).label(k) for k in TOKEN_COLUMNS),
-        case((priced > 0, func.sum(u.c.Cost))).label("Cost"),
+        case(
+            (and_(priced > 0, or_(u.c.Currency.is_not(None), unpriced == 0)), func.sum(u.c.Cost))
+        ).label("Cost"),
         case((priced > 0, func.coalesce(estimated_cost, literal_column("0")))).label(
             "EstimatedCost"
         ),

@@ -43,7 +43,7 @@ from aoai_helpers.db.tables import daily_table
 __all__ = ["DEFAULT_BYPASS", "DEFAULT_EXTRA_PRICES", "HEADER", "write_demo_bill"]
 
 #: Share of a model's tokens billed by Azure that never went through the gateway.
-DEFAULT_BYPASS: Final[Mapping[str, Decimal]] = {"gpt-4o-mini": Decimal("0.08")}
+DEFAULT_BYPASS: Final[Mapping[str, Decimal]] = {"gpt-4.1": Decimal("0.10")}
 #: Prices (per 1M input, output tokens) Azure bills for models the demo has no rate for.
 DEFAULT_EXTRA_PRICES: Final[Mapping[str, tuple[Decimal, Decimal]]] = {
     "gpt-35-turbo": (Decimal("0.50"), Decimal("1.50"))

@@ -90,26 +90,55 @@ _PG_READERS: Final = text(
 )
 
 
-def _postgresql(conn: Connection, todo: dict[str, list[Column[Any]]]) -> list[str]:
+_PG_VIEW_READERS: Final = text(
+    "SELECT DISTINCT v.relname FROM pg_depend d"
+    " JOIN pg_rewrite r ON r.oid = d.objid"
+    " JOIN pg_class v ON v.oid = r.ev_class"
+    " WHERE d.classid = 'pg_rewrite'::regclass AND v.oid <> d.refobjid"
+    " AND d.refobjid IN (SELECT to_regclass(n) FROM unnest(CAST(:views AS text[])) AS n)"
+    " ORDER BY 1"
+)
+
+
+def _pg_alterable(
+    conn: Connection, todo: dict[str, list[Column[Any]]]
+) -> tuple[dict[str, list[Column[Any]]], list[str]]:
+    """The tables whose money columns PostgreSQL can alter now, and a line for each kept inexact:
+    a view of the DBA's reads the column (``ALTER … TYPE`` refuses), or reads one of our views
+    (which must be dropped around the change, and ``DROP VIEW`` refuses)."""
     q = conn.dialect.identifier_preparer
-    changes: list[str] = []
+    ours = {v.name for v in VIEWS}
+    on_ours = [
+        r for r in conn.execute(_PG_VIEW_READERS, {"views": [q.quote(v) for v in sorted(ours)]})
+        .scalars() if r not in ours
+    ]  # fmt: skip
+    alterable: dict[str, list[Column[Any]]] = {}
+    kept: list[str] = []
     for table_name, cols in todo.items():
         readers = conn.execute(
             _PG_READERS, {"tbl": q.quote(table_name), "cols": [c.name for c in cols]}
         ).scalars()
-        others = [r for r in readers if r not in {v.name for v in VIEWS}]
+        others = [r for r in readers if r not in ours] + on_ours
         names = ", ".join(c.name for c in cols)
         if others:
-            changes.append(
-                f"kept {table_name} ({names}) inexact: view(s) {', '.join(others)} read it —"
-                " drop them, run db upgrade, create them again"
+            kept.append(
+                f"kept {table_name} ({names}) inexact: view(s) {', '.join(sorted(set(others)))}"
+                " read it or the views — drop them, run db upgrade, create them again"
             )
-            continue
+        else:
+            alterable[table_name] = cols
+    return alterable, kept
+
+
+def _postgresql(conn: Connection, todo: dict[str, list[Column[Any]]]) -> list[str]:
+    q = conn.dialect.identifier_preparer
+    changes: list[str] = []
+    for table_name, cols in todo.items():
         alters = ", ".join(
             f"ALTER COLUMN {q.quote(c.name)} TYPE {_numeric(c, conn.dialect)}" for c in cols
         )
         conn.exec_driver_sql(f"ALTER TABLE {q.quote(table_name)} {alters}")
-        changes.append(f"made {table_name} ({names}) exact: NUMERIC")
+        changes.append(f"made {table_name} ({', '.join(c.name for c in cols)}) exact: NUMERIC")
     return changes
 
 
@@ -173,10 +202,16 @@ def upgrade(conn: Connection, run: MigrationRun) -> list[str]:
     del run  # nothing to carry
     changes: list[str] = []
     todo = {} if conn.dialect.name == "sqlite" else _inexact(conn)
+    if conn.dialect.name == "postgresql" and todo:
+        todo, kept = _pg_alterable(conn, todo)
+        changes += kept
+    # Our views are dropped (and created again) only around a change of a column's type —
+    # PostgreSQL refuses the change otherwise, SQL Server would keep stale metadata — so a
+    # database with nothing to convert keeps its views, and the grants on them, as they are.
     if todo:
-        drop_views(conn)  # PostgreSQL refuses otherwise; SQL Server would keep stale metadata
+        drop_views(conn)
         if conn.dialect.name == "postgresql":
             changes += _postgresql(conn, todo)
         elif conn.dialect.name == "mssql":
             changes += _mssql(conn, todo)
-    return changes + ensure_views(conn, replace=_pending(conn))
+    return changes + ensure_views(conn, replace=bool(todo) or _pending(conn))
