@@ -57,10 +57,16 @@ def _write_files(args: argparse.Namespace, engine: Any, month: str, amount: Any)
 def _bill_lines(args: argparse.Namespace, engine: Any, month: str) -> list[str]:
     """Coverage against Azure's imported bill (when there is one) and, asked for, its split;
     asked for without a bill: a one-line error before anything is printed."""
-    from aoai_helpers.billing.invoice import allocate_invoice, coverage
-    from aoai_helpers.billing.text import coverage_lines, invoice_allocation_lines
+    from sqlalchemy import inspect
 
-    cov = coverage(engine, month)
+    from aoai_helpers.db.tables import cost_line_table
+
+    # never imported a bill: no billing modules to load (the plain report stays as quick)
+    cov = None
+    if inspect(engine).has_table(cost_line_table.name):
+        from aoai_helpers.billing.invoice import coverage
+
+        cov = coverage(engine, month)
     if cov is None:
         if args.allocate_invoice:
             raise ConfigError(
@@ -68,6 +74,9 @@ def _bill_lines(args: argparse.Namespace, engine: Any, month: str) -> list[str]:
                 "(aoai-helpers bill import FILE)"
             )
         return []
+    from aoai_helpers.billing.invoice import allocate_invoice
+    from aoai_helpers.billing.text import coverage_lines, invoice_allocation_lines
+
     lines = ["", *coverage_lines(cov, daily=args.daily_coverage)]
     if args.allocate_invoice:
         lines += ["", *invoice_allocation_lines(allocate_invoice(engine, month))]
