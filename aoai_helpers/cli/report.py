@@ -1,7 +1,11 @@
-"""CLI: ``report`` — the month's per-BU chargeback; issue its statement; write XLSX/CSV.
+"""CLI: ``report`` — the month's per-BU chargeback; issue its statement; its coverage against
+Azure's imported bill and the invoice's split; write the finance report (HTML), the statement
+(XLSX/CSV) and the FOCUS file.
 
 What it says about the statement (issued, drift, allocation) is
-:mod:`aoai_helpers.analysis.narrative`, which notebook 04 uses too.
+:mod:`aoai_helpers.analysis.narrative`, which notebook 04 uses too; the bill's lines are
+:mod:`aoai_helpers.billing.text`'s. A month without calls is a one-line error naming the months
+that have some.
 """
 
 from __future__ import annotations
