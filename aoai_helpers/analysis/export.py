@@ -44,6 +44,7 @@ from aoai_helpers.exceptions import ConfigError
 __all__ = [
     "NOTES_SHEET",
     "SUMMARY_COLUMNS",
+    "atomic_write",
     "sheet_names",
     "summary_table",
     "write_csv",
@@ -88,7 +89,7 @@ def summary_table(report: MonthReport) -> tuple[list[str], list[list[Any]]]:
     return table.headers, [list(r.values) for r in table.rows]
 
 
-def _atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     target = Path(path)
     try:
@@ -164,7 +165,7 @@ def write_csv(path: str | os.PathLike[str], report: MonthReport) -> Path:
     text = _csv_line(table.headers, [None] * len(table.columns)) + "".join(
         _csv_line(r.values, table.columns) for r in table.rows
     )
-    return _atomic_write(path, text.encode("utf-8"))
+    return atomic_write(path, text.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- xlsx
@@ -185,4 +186,4 @@ def write_xlsx(
 
     reserved = ("Summary", NOTES_SHEET, INVOICE_SHEET)
     names = sheet_names(report.business_units(), reserved=reserved)
-    return _atomic_write(path, workbook_bytes(report, names, NOTES_SHEET, invoice))
+    return atomic_write(path, workbook_bytes(report, names, NOTES_SHEET, invoice))

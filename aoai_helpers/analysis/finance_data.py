@@ -8,17 +8,13 @@
   reason. Portable SQL (SQLite, PostgreSQL, Azure SQL).
 * :class:`CoverageFigure` — what the caller brings: a month of the Azure invoice beside the
   recorded usage (``bill import`` works it out).
-* :func:`write_atomic` — the page to a temporary file beside its path, then a rename.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -27,7 +23,6 @@ from sqlalchemy.engine import Engine
 from aoai_helpers.clock import month_bounds, month_of
 from aoai_helpers.db.engine import transaction
 from aoai_helpers.db.tables import daily_table, dead_letter
-from aoai_helpers.exceptions import ConfigError
 
 __all__ = [
     "CoverageFigure",
@@ -35,7 +30,6 @@ __all__ = [
     "InvoiceShare",
     "dead_letters",
     "months_with_calls",
-    "write_atomic",
 ]
 
 
@@ -121,27 +115,3 @@ def dead_letters(engine: Engine, month: str, *, reasons: int = 5) -> DeadLetters
 
 def _by_count(row: tuple[str, int]) -> tuple[int, str]:
     return (-row[1], row[0])
-
-
-def write_atomic(target: Path, data: bytes) -> Path:
-    """``data`` to a temporary file beside ``target``, then renamed over it (a reader never
-    sees half a page); ConfigError when the folder cannot be written."""
-    tmp: str | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o644 & ~umask)
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as exc:
-        raise ConfigError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return target

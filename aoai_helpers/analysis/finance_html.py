@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from aoai_helpers.analysis.finance_data import write_atomic
+from aoai_helpers.analysis.export import atomic_write
 from aoai_helpers.analysis.finance_invoice import BILL_IMPORT_HINT, coverage_text, invoice_section
 from aoai_helpers.analysis.finance_report import (
     MIN_CONFIDENT_DAYS,
@@ -137,7 +137,7 @@ def write_finance_report(
     found = network_references(page)
     if found:  # a bug here, not the data's: every resource is inline
         raise ReportError(f"the finance report would load from the network: {found[:3]}")
-    return write_atomic(Path(path), page.encode("utf-8"))
+    return atomic_write(path, page.encode("utf-8"))
 
 
 def render_finance_report(report: FinanceReport) -> str:

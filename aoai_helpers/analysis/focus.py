@@ -30,7 +30,7 @@ are left out too and counted. A month with no calls, or none priced, is
 :class:`~aoai_helpers.exceptions.InputError` and writes nothing.
 
 The file is written to a temporary file beside the target and renamed into place
-(:func:`aoai_helpers.analysis.export._atomic_write`).
+(:func:`aoai_helpers.analysis.export.atomic_write`).
 
 Merging with Azure's own FOCUS export: this dataset is the internal chargeback of usage that
 Azure also bills (to the organisation). Summing both double-counts the Azure OpenAI spend;
@@ -51,7 +51,7 @@ from urllib.parse import urlparse
 from sqlalchemy import BigInteger, cast, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from aoai_helpers.analysis.export import _atomic_write
+from aoai_helpers.analysis.export import atomic_write
 from aoai_helpers.analysis.focus_columns import (
     FOCUS_VERSION,
     ChargeContext,
@@ -378,7 +378,7 @@ def write_focus(
         sub_account_prefix=s.sub_account_prefix,
     )
     rows = [row for g in sorted(groups, key=_order) for row in charge_rows(g, ctx)]
-    target = _atomic_write(path, csv_text(rows).encode("utf-8"))
+    target = atomic_write(path, csv_text(rows).encode("utf-8"))
     return FocusResult(
         path=target,
         month=month,

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from sqlalchemy import BigInteger, cast, func, literal_column, select
 from sqlalchemy.engine import Connection, Engine
@@ -77,17 +77,18 @@ _PREFERENCE: Final = ("actual", "usage", "amortized")
 LineKind = Literal["bu", "unattributed", "not_by_tokens"]
 
 
-@dataclass(frozen=True, slots=True)
-class CoverageRow:
-    """Billed beside recorded tokens of one model and token kind (on ``day``; None: the month)."""
+class _Ratios:
+    """What coverage derives from ``billed_tokens`` and ``recorded_tokens`` (a row's fields, a
+    month's sums)."""
 
-    day: date | None
-    model: str
-    kind: TokenKind
-    billed_tokens: int
-    recorded_tokens: int
-    billed_cost: Decimal | None  # exact; None when billed in more than one currency
-    currency: str | None  # None: nothing billed; MIXED: more than one currency
+    __slots__ = ()
+    if TYPE_CHECKING:  # a field of the row, a property of the month
+
+        @property
+        def billed_tokens(self) -> int: ...
+
+        @property
+        def recorded_tokens(self) -> int: ...
 
     @property
     def ratio(self) -> float | None:
@@ -101,7 +102,20 @@ class CoverageRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Coverage:
+class CoverageRow(_Ratios):
+    """Billed beside recorded tokens of one model and token kind (on ``day``; None: the month)."""
+
+    day: date | None
+    model: str
+    kind: TokenKind
+    billed_tokens: int
+    recorded_tokens: int
+    billed_cost: Decimal | None  # exact; None when billed in more than one currency
+    currency: str | None  # None: nothing billed; MIXED: more than one currency
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage(_Ratios):
     """A month's coverage: per day, per meter, and in total (module docstring)."""
 
     month: str
@@ -118,15 +132,6 @@ class Coverage:
     @property
     def recorded_tokens(self) -> int:
         return sum(m.recorded_tokens for m in self.meters)
-
-    @property
-    def ratio(self) -> float | None:
-        """Recorded / billed tokens of the month; None when no token was billed."""
-        return self.recorded_tokens / self.billed_tokens if self.billed_tokens else None
-
-    @property
-    def bypassed_tokens(self) -> int:
-        return self.billed_tokens - self.recorded_tokens
 
 
 @dataclass(frozen=True, slots=True)
