@@ -13,15 +13,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from aoai_helpers.clock import month_bounds, month_of
-from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.engine import as_date, transaction
 from aoai_helpers.db.tables import daily_table, dead_letter
 
 __all__ = [
@@ -82,18 +80,12 @@ class CoverageFigure:
         return Decimal(self.recorded_tokens) / self.billed_tokens if self.billed_tokens else None
 
 
-def _as_day(value: Any) -> date:
-    if isinstance(value, str):  # SQLite hands DATETIME columns back as text here
-        value = datetime.fromisoformat(value)
-    return value.date() if isinstance(value, datetime) else value
-
-
 def months_with_calls(engine: Engine) -> list[str]:
     """``YYYY-MM`` of every month with at least one call in the rollup, oldest first."""
     d = daily_table.c
     stmt = select(d.ExecDateUTC).where(d.Calls > 0).distinct()
     with transaction(engine) as conn:
-        days = [_as_day(v) for v in conn.execute(stmt).scalars()]
+        days = [as_date(v) for v in conn.execute(stmt).scalars()]
     return sorted({month_of(day) for day in days})
 
 

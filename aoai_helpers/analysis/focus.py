@@ -60,11 +60,11 @@ from aoai_helpers.analysis.focus_columns import (
     csv_text,
     expected_cost,
 )
-from aoai_helpers.analysis.report import _as_date, _month_view
+from aoai_helpers.analysis.report import _month_view
 from aoai_helpers.clock import month_bounds
 from aoai_helpers.core.money import to_decimal
 from aoai_helpers.core.pricing import Rate, RateBook
-from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.engine import as_date, transaction
 from aoai_helpers.db.rates import read_rates
 from aoai_helpers.db.tables import token_table
 from aoai_helpers.exceptions import ConfigError, InputError
@@ -183,10 +183,6 @@ def _rollup_rows(conn: Connection, month: str) -> list[Any]:
     return list(conn.execute(select(u)).all())
 
 
-def _day(value: Any) -> date:
-    return _as_date(value)
-
-
 def _rate_changes_within(rates: Sequence[Rate], model: str, day: date) -> bool:
     """Whether a rate of ``model`` starts or ends strictly inside ``day``."""
     start = datetime.combine(day, datetime.min.time())
@@ -209,7 +205,7 @@ def _matches(group: UsageGroup) -> bool:
 
 def _group(row: Any, rate: Rate, sums: Mapping[str, Any]) -> UsageGroup:
     return UsageGroup(
-        day=_day(row.ExecDateUTC),
+        day=as_date(row.ExecDateUTC),
         business_unit=str(row.bu),
         cost_centre=row.cc,
         subscription_id=row.SubscriptionId,
@@ -312,7 +308,7 @@ def _groups(conn: Connection, month: str, left: _LeftOut) -> tuple[list[UsageGro
                 left.unpriced_models.add(str(row.ModelName or "unknown"))
                 left.unbilled_calls += int(row.priced)
             continue
-        by_day_model.setdefault((_day(row.ExecDateUTC), str(row.ModelName)), []).append(row)
+        by_day_model.setdefault((as_date(row.ExecDateUTC), str(row.ModelName)), []).append(row)
     out: list[UsageGroup] = []
     for (day, model), rows in by_day_model.items():
         rate = book.lookup(model, datetime.combine(day, datetime.min.time()))

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from aoai_helpers import clock
 from aoai_helpers.clock import month_bounds
-from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.engine import as_date, transaction
 from aoai_helpers.db.tables import DAILY_KEY, bu_map, daily_table, token_table
 from aoai_helpers.db.views import ESTIMATED_SOURCES, NO_SUBSCRIPTION
 from aoai_helpers.exceptions import ConfigError
@@ -356,12 +356,6 @@ def usage_by_model(engine: Engine, month: str, *, bu: str | None = None) -> list
     ]
 
 
-def _as_date(value: Any) -> date:
-    if isinstance(value, str):  # SQLite through a subquery may hand back the stored text
-        value = datetime.fromisoformat(value)
-    return value.date() if isinstance(value, datetime) else value
-
-
 def daily_trend(engine: Engine, month: str, *, bu: str | None = None) -> list[DailyUsage]:
     """Per day (UTC) and BU: calls, tokens, cost — by day, then BU. Days without calls are absent."""
     u = _month_view(month, bu)
@@ -370,7 +364,7 @@ def daily_trend(engine: Engine, month: str, *, bu: str | None = None) -> list[Da
         rows = list(conn.execute(stmt).all())
     out = [
         DailyUsage(
-            day=_as_date(r.ExecDateUTC),
+            day=as_date(r.ExecDateUTC),
             business_unit=r.bu,
             calls=int(r.calls),
             prompt_tokens=int(r.prompt or 0),

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -47,7 +47,7 @@ from aoai_helpers.billing.store import COST_TYPES, has_bill_tables
 from aoai_helpers.clock import month_bounds
 from aoai_helpers.core.model_names import normalize_model
 from aoai_helpers.core.money import minor_units, round_money, split_exact, to_decimal
-from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.engine import as_date, transaction
 from aoai_helpers.db.tables import bu_map, cost_line_table, daily_table
 from aoai_helpers.exceptions import ConfigError
 
@@ -191,12 +191,6 @@ def invoice_cost_type(conn: Connection, month: str, cost_type: str | None = None
     return next((c for c in wanted if c in present), None)
 
 
-def _day(value: Any) -> date:
-    if isinstance(value, str):  # SQLite may hand back the stored text
-        value = datetime.fromisoformat(value)
-    return value.date() if isinstance(value, datetime) else value
-
-
 def _bill(conn: Connection, month: str, cost_type: str) -> list[Any]:
     t = cost_line_table.c
     stmt = select(t.UsageDate, t.ModelName, t.TokenKind, t.Tokens, t.Cost, t.Currency).where(
@@ -244,7 +238,7 @@ def _recorded(
         prompt, cached, completion = int(r.prompt or 0), int(r.cached or 0), int(r.completion or 0)
         kinds = {"input": prompt - cached, "cached_input": cached, "output": completion}
         out.append(
-            (_day(r.ExecDateUTC), normalize_model(r.ModelName or None).name, r.bu, r.cc, kinds)
+            (as_date(r.ExecDateUTC), normalize_model(r.ModelName or None).name, r.bu, r.cc, kinds)
         )
     return out
 
@@ -294,7 +288,7 @@ def coverage(engine: Engine, month: str, *, cost_type: str | None = None) -> Cov
         if line.ModelName is None:
             non_token[line.Currency] = non_token.get(line.Currency, Decimal(0)) + cost
             continue
-        for acc in (daily[(_day(line.UsageDate), line.ModelName, line.TokenKind)],
+        for acc in (daily[(as_date(line.UsageDate), line.ModelName, line.TokenKind)],
                     monthly[(line.ModelName, line.TokenKind)]):  # fmt: skip
             acc["billed"] += int(line.Tokens or 0)
             acc["costs"][line.Currency] = acc["costs"].get(line.Currency, Decimal(0)) + cost

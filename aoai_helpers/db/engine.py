@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from aoai_helpers.exceptions import ConfigError, DatabaseError
 
 __all__ = [
     "DEFAULT_DB_URL",
+    "as_date",
     "database_errors",
     "engine_from_url",
     "masked_url",
@@ -161,3 +163,11 @@ def database_errors(engine: Engine) -> Iterator[None]:
 
 def _first_line(exc: object) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def as_date(value: date | datetime | str) -> date:
+    """The day of a DATETIME (or DATE) value as a driver hands it back: SQLite may give the
+    stored text (through a subquery or an aggregate) instead of a ``datetime``."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.date() if isinstance(value, datetime) else value

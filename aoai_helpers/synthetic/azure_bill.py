@@ -25,7 +25,7 @@ import os
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Final
@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine
 from aoai_helpers.clock import month_bounds
 from aoai_helpers.core.model_names import normalize_model
 from aoai_helpers.core.pricing import Rate
-from aoai_helpers.db.engine import transaction
+from aoai_helpers.db.engine import as_date, transaction
 from aoai_helpers.db.rates import read_rates
 from aoai_helpers.db.tables import daily_table
 
@@ -102,19 +102,10 @@ def _usage(engine: Engine, month: str) -> dict[tuple[date, str], tuple[int, int,
     out: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     with transaction(engine) as conn:
         for day, model, inp, cached, completion in conn.execute(query):
-            key = (_as_day(day), normalize_model(model or None).name)
+            key = (as_date(day), normalize_model(model or None).name)
             for i, n in enumerate((inp, cached, completion)):
                 out[key][i] += int(n or 0)
     return {k: (v[0], v[1], v[2]) for k, v in out.items()}
-
-
-def _as_day(value: object) -> date:
-    if isinstance(value, str):  # SQLite may hand a DATETIME back as text
-        value = datetime.fromisoformat(value)
-    if isinstance(value, datetime):
-        return value.date()
-    assert isinstance(value, date)
-    return value
 
 
 def _rates(engine: Engine, month: str) -> dict[str, Rate]:
